@@ -1,0 +1,47 @@
+# roadseg: the two commands a newcomer needs are `make up` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export KERAS_HOME ?= $(abspath ../shared/weights/keras-home)
+
+.PHONY: help install system-deps up test lint bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt services/common/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt
+	# tensorflow-serving-api pins the full `tensorflow` wheel; tensorflow-cpu provides the same modules.
+	$(BIN)/pip install -q --no-deps tensorflow-serving-api==2.21.0
+	$(BIN)/pip install -q --no-deps -e services/common
+	touch $@
+
+install: $(STAMP)  ## create .venv and install everything from the project's files
+
+system-deps:  ## install redis-server (and chromium for tests) with apt-get when missing
+	./scripts/ensure-system-deps.sh $(if $(BROWSER),--browser,)
+
+up: install system-deps  ## start Redis and every service locally (foreground), printing the URLs
+	@mkdir -p var/redis var/storage
+	@echo "roadseg: gateway + web page  http://127.0.0.1:8000/      (API docs /docs)"
+	@echo "roadseg: ingest API          http://127.0.0.1:8001/docs"
+	@echo "roadseg: label review page   http://127.0.0.1:8002/"
+	$(BIN)/honcho -f Procfile start
+
+test: install  ## run the whole test suite (installs redis-server and chromium when missing)
+	$(MAKE) --no-print-directory system-deps BROWSER=1
+	$(BIN)/ruff check .
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint:  ## ruff
+	$(BIN)/ruff check .
+
+bench: install  ## run every benchmark under bench/
+	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:  ## remove local state (storage, redis data, test artifacts); keeps .venv
+	rm -rf var test-artifacts .pytest_cache

@@ -1,0 +1,85 @@
+"""One configuration system for every service: environment variables prefixed ``ROADSEG_``.
+
+Every setting has an embedded default that makes ``make up`` work on a fresh machine
+(local storage under ``var/``, Redis on localhost, the shipped model under ``models/roads``).
+``.env.example`` documents each variable; a test checks that list stays complete.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Repository root when running from a checkout (services/common/roadseg/config.py -> repo).
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def _default_storage_url() -> str:
+    return (REPO_ROOT / "var" / "storage").as_uri()
+
+
+class Settings(BaseSettings):
+    """All runtime settings. Read once per process through :func:`get_settings`."""
+
+    model_config = SettingsConfigDict(env_prefix="ROADSEG_", extra="ignore")
+
+    # --- infrastructure
+    storage_url: str = Field(
+        default_factory=_default_storage_url,
+        description="Object storage root: file:///abs/path (default var/storage) or gs://bucket/prefix.",
+    )
+    redis_url: str = Field(default="redis://localhost:6379/0", description="Celery broker and result backend.")
+    log_level: str = Field(default="INFO", description="Python logging level for every service.")
+    log_json: bool = Field(default=False, description="Log one JSON object per line (for Cloud Logging).")
+    celery_eager: bool = Field(
+        default=False, description="Run Celery tasks in-process (only for debugging; tests use real workers)."
+    )
+
+    # --- ingest
+    max_upload_bytes: int = Field(default=2 * 1024**3, description="Largest accepted upload in bytes.")
+    max_scene_pixels: int = Field(
+        default=50_000 * 50_000, description="Largest accepted scene (width x height); bigger headers are refused."
+    )
+    tile_size: int = Field(default=512, description="Tile edge in pixels.")
+    tile_overlap: int = Field(default=0, description="Overlap between neighbouring tiles in pixels.")
+    stretch_percentiles: tuple[float, float] = Field(
+        default=(2.0, 98.0), description="Percentile stretch applied to non-uint8 bands (low, high)."
+    )
+
+    # --- model and prediction
+    model_dir: str = Field(
+        default=str(REPO_ROOT / "models" / "roads"),
+        description="Directory (or storage URL) holding versioned SavedModels: <model_dir>/<version>/.",
+    )
+    model_name: str = Field(default="roads", description="Model name, as TF Serving knows it.")
+    model_version: int | None = Field(default=None, description="Pinned model version; latest when unset.")
+    tfserving_url: str | None = Field(
+        default=None,
+        description="TF Serving address: http://host:8501 (REST) or grpc://host:8500. Unset: embedded model.",
+    )
+    threshold: float | None = Field(
+        default=None, description="Road probability threshold; unset uses the model card's best threshold."
+    )
+    predict_window: int = Field(default=512, description="Sliding-window size for prediction (multiple of 16).")
+    predict_overlap: int = Field(default=128, description="Overlap between prediction windows in pixels.")
+    predict_batch: int = Field(default=4, description="Windows per model call.")
+    sync_predict_max_pixels: int = Field(
+        default=2048 * 2048, description="Uploads up to this many pixels are predicted synchronously."
+    )
+
+    # --- service addresses (used by the demo and the page)
+    ingest_url: str = Field(default="http://127.0.0.1:8001", description="Base URL of the ingest API.")
+    gateway_url: str = Field(default="http://127.0.0.1:8000", description="Base URL of the gateway API.")
+    labeler_url: str = Field(default="http://127.0.0.1:8002", description="Base URL of the labeler review page.")
+    shared_dir: str = Field(
+        default=str(REPO_ROOT.parent / "shared"), description="Folder with the shared data and weights."
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings. Tests call ``get_settings.cache_clear()`` after changing the environment."""
+    return Settings()

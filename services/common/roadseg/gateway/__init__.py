@@ -1,0 +1,1 @@
+"""gateway: see the modules in this package."""

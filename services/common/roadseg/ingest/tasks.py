@@ -1,0 +1,3 @@
+"""Celery tasks of the ingest service (placeholder)."""
+
+from roadseg.celery_app import app  # noqa: F401

@@ -1,0 +1,62 @@
+"""Durable job records (scenes, labeling runs, predictions) kept as JSON in object storage.
+
+The record lives next to the job's outputs (``<kind>/<id>/status.json``) so it survives a
+Redis flush and works the same on local disk and GCS. Each record has one writer at a time
+(the API creates it, then the one task that owns the job updates it), so a read-modify-write
+with an atomic object write is enough.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from roadseg.errors import NotFound
+from roadseg.storage import Storage, safe_key
+
+QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+
+
+def new_id() -> str:
+    """A short, URL-safe, sortable-enough job id."""
+    return time.strftime("%Y%m%d") + "-" + uuid.uuid4().hex[:12]
+
+
+class JobStore:
+    """Status records of one kind of job (``scenes``, ``labels``, ``predictions``)."""
+
+    def __init__(self, storage: Storage, kind: str):
+        self.storage = storage
+        self.kind = kind
+
+    def key(self, job_id: str, *parts: str) -> str:
+        """Storage key inside a job's folder; refuses ids with path tricks."""
+        return safe_key(self.kind, job_id, *parts)
+
+    def create(self, job_id: str, **fields: Any) -> dict[str, Any]:
+        now = time.time()
+        record = {"id": job_id, "status": QUEUED, "created": now, "updated": now, "error": None, **fields}
+        self.storage.write_text(self.key(job_id, "status.json"), json.dumps(record, indent=2))
+        return record
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        try:
+            return json.loads(self.storage.read_text(self.key(job_id, "status.json")))
+        except NotFound as exc:
+            raise NotFound(f"no {self.kind[:-1] if self.kind.endswith('s') else self.kind} with id {job_id!r}") from exc
+
+    def update(self, job_id: str, **fields: Any) -> dict[str, Any]:
+        record = self.get(job_id)
+        record.update(fields, updated=time.time())
+        self.storage.write_text(self.key(job_id, "status.json"), json.dumps(record, indent=2))
+        return record
+
+    def list(self) -> list[dict[str, Any]]:
+        records = []
+        for key in self.storage.list(self.kind):
+            parts = key.split("/")
+            if len(parts) == 3 and parts[2] == "status.json":
+                records.append(json.loads(self.storage.read_text(key)))
+        return sorted(records, key=lambda r: r["created"], reverse=True)

@@ -1,0 +1,1 @@
+"""labeler: see the modules in this package."""

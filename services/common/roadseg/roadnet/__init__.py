@@ -1,0 +1,1 @@
+"""roadnet: see the modules in this package."""

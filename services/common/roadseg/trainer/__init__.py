@@ -1,0 +1,1 @@
+"""trainer: see the modules in this package."""
