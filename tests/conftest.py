@@ -108,7 +108,7 @@ class Worker:
     def __init__(self, queues: str, env: dict[str, str], log_path: Path, concurrency: int = 1):
         self.log_path = log_path
         full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
-        self.log = open(log_path, "ab")
+        self.log = open(log_path, "ab")  # noqa: SIM115 - held open for the worker's lifetime
         self.proc = subprocess.Popen(
             [
                 sys.executable, "-m", "celery", "-A", "roadseg.celery_app", "worker",
