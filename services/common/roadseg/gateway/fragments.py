@@ -1,0 +1,99 @@
+"""HTML fragments that htmx swaps into the page (model card, prediction result, errors).
+
+Plain functions with escaped f-strings: the fragments are small, and keeping them next to the
+API keeps the page free of client-side templating.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+from roadseg.jobs import DONE, FAILED
+
+#: Human names of the downloadable outputs, in the order they are offered.
+DOWNLOADS = {
+    "mask.png": "Mask PNG (0/255)",
+    "overlay.png": "Overlay PNG",
+    "probability.tif": "Probability GeoTIFF",
+    "probability.png": "Probability PNG",
+    "mask.tif": "Mask GeoTIFF",
+    "roads.geojson": "Roads GeoJSON",
+}
+
+
+def error(message: str) -> str:
+    return f'<div class="error" role="alert"><strong>Error:</strong> {escape(message)}</div>'
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return escape(str(value))
+
+
+def model_card(card: dict[str, Any]) -> str:
+    """Version, backbone, threshold and the card's flat metrics as a definition list."""
+    serving = card.get("serving", {})
+    rows = [
+        ("Model", f"{card.get('name', serving.get('model_name', '?'))} v{serving.get('model_version', '?')}"),
+        ("Backend", serving.get("backend", "?")),
+        ("Backbone", card.get("backbone", "unknown")),
+        ("Threshold", card.get("threshold", "?")),
+    ]
+    metrics = card.get("metrics") or {}
+    rows += [(name, value) for name, value in metrics.items() if isinstance(value, int | float | str)]
+    items = "".join(f"<dt>{escape(str(k))}</dt><dd>{_fmt(v)}</dd>" for k, v in rows)
+    created = f'<p class="muted">Created {escape(str(card["created"]))}</p>' if card.get("created") else ""
+    return f"<dl>{items}</dl>{created}"
+
+
+def prediction(record: dict[str, Any]) -> str:
+    """A running job polls itself every second; a finished one shows the viewer and the downloads."""
+    job_id = escape(record["id"])
+    if record["status"] == FAILED:
+        return error(f"prediction {record['id']} failed: {record.get('error')}")
+    if record["status"] != DONE:
+        pct = round(100 * float(record.get("progress") or 0))
+        return (
+            f'<div class="status" hx-get="/ui/predictions/{job_id}" hx-trigger="every 1s" hx-swap="outerHTML">'
+            f'<p>{escape(record.get("stage") or record["status"])}: {pct}%</p>'
+            f'<progress max="100" value="{pct}" aria-label="prediction progress">{pct}%</progress></div>'
+        )
+    info, links = record["info"], record["links"]
+    width, height = info["width"], info["height"]
+    unit = "m" if info["georeferenced"] else "px"
+    downloads = "".join(
+        f'<li><a class="button" href="{escape(links[name])}" download>{label}</a></li>'
+        for name, label in DOWNLOADS.items()
+        if name in links
+    )
+    roads_note = f'<p class="muted">{escape(record["roads_note"])}</p>' if record.get("roads_note") else ""
+    return f"""
+<section class="viewer" data-id="{job_id}" data-width="{width}" data-height="{height}" data-unit="{unit}"
+         aria-label="prediction result">
+  <div class="controls">
+    <label>Overlay opacity <input type="range" id="opacity" min="0" max="100" value="70"></label>
+    <span>{width} &times; {height} px &middot; roads {100 * record["road_fraction"]:.1f}% &middot;
+      threshold {record["threshold"]:.2f} &middot; {record["seconds"]:.1f} s</span>
+  </div>
+  <div class="stack" id="stack" title="Click two points on a road">
+    <img id="base" src="{escape(links["image.png"])}" alt="uploaded image" width="{width}" height="{height}">
+    <img id="overlay" src="{escape(links["overlay.png"])}" alt="predicted roads" width="{width}" height="{height}">
+    <svg id="route-layer" viewBox="0 0 {width} {height}" preserveAspectRatio="none" aria-hidden="true"></svg>
+  </div>
+  {roads_note}
+  <form id="route-form" class="route-form">
+    <fieldset>
+      <legend>Route: click two points on a road, or type pixel coordinates</legend>
+      <label>Start x <input name="sx" type="number" min="0" max="{width}" step="any" required></label>
+      <label>y <input name="sy" type="number" min="0" max="{height}" step="any" required></label>
+      <label>End x <input name="ex" type="number" min="0" max="{width}" step="any" required></label>
+      <label>y <input name="ey" type="number" min="0" max="{height}" step="any" required></label>
+      <button type="submit">Find route</button>
+      <button type="reset">Clear</button>
+    </fieldset>
+  </form>
+  <p id="route-info" aria-live="polite"></p>
+  <ul class="downloads" aria-label="downloads">{downloads}</ul>
+</section>"""

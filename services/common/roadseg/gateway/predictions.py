@@ -1,0 +1,286 @@
+"""Predict roads for a whole image, streamed to files; shared by the API, the Celery task and the CLI.
+
+:func:`predict_raster` reads the input band of rows by band of rows (contract 6 reading, so
+every format, stretch and nodata rule is the ingest's), runs :func:`windows.sliding_predict`
+and writes each finished band of rows straight into GeoTIFFs on local disk. PNGs are then made
+with GDAL's CreateCopy, which also works line by line. Nothing holds a whole image in memory
+except the optional road graph, which needs the full mask and is therefore size-limited.
+
+:func:`run_job` is one prediction job of the API: input in storage under ``predictions/{id}/``,
+outputs next to it, status in the ``predictions`` JobStore.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.io import DatasetReader
+from rasterio.windows import Window
+
+from roadseg import raster
+from roadseg.config import Settings
+from roadseg.errors import InvalidInput, RoadsegError
+from roadseg.gateway.predictor import Predictor
+from roadseg.gateway.windows import sliding_predict
+from roadseg.jobs import DONE, FAILED, RUNNING, JobStore, new_id
+from roadseg.storage import Storage, safe_filename
+
+log = logging.getLogger(__name__)
+
+KIND = "predictions"
+#: Road colour of the overlay (magenta: visible on desert, vegetation and asphalt alike).
+OVERLAY_RGB = (255, 0, 200)
+#: GDAL block cache while writing; small, so dirty output blocks are flushed instead of piling up.
+GDAL_ENV = {"GDAL_CACHEMAX": 64, "GDAL_PAM_ENABLED": "NO"}
+
+#: Files of an API prediction (name -> media type), all under ``predictions/{id}/``.
+MEDIA_TYPES = {
+    "image.png": "image/png",
+    "mask.png": "image/png",
+    "overlay.png": "image/png",
+    "probability.png": "image/png",
+    "probability.tif": "image/tiff",
+    "mask.tif": "image/tiff",
+    "roads.geojson": "application/geo+json",
+}
+
+
+@dataclass
+class RasterPrediction:
+    """What :func:`predict_raster` wrote and measured."""
+
+    files: dict[str, Path]
+    info: dict[str, Any]
+    threshold: float
+    road_pixels: int = 0
+    windows: int = 0
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _profile(ds: DatasetReader, count: int, dtype: str) -> dict[str, Any]:
+    """A GeoTIFF profile with the input's size and (when it has one) georeferencing."""
+    profile: dict[str, Any] = {
+        "driver": "GTiff",
+        "width": ds.width,
+        "height": ds.height,
+        "count": count,
+        "dtype": dtype,
+        "compress": "deflate",
+        "tiled": False,
+        "BIGTIFF": "IF_SAFER",
+    }
+    if raster.is_georeferenced(ds):
+        profile.update(crs=ds.crs, transform=ds.transform)
+    return profile
+
+
+def predict_raster(
+    ds: DatasetReader,
+    predictor: Predictor,
+    out_dir: Path,
+    settings: Settings,
+    threshold: float,
+    rgb_layers: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> RasterPrediction:
+    """Predict ``ds`` window by window into GeoTIFFs in ``out_dir``.
+
+    Always writes ``probability.tif`` (float32) and ``mask.tif`` (uint8 0/255), georeferenced
+    like the input when it is. With ``rgb_layers`` also ``probability8.tif`` (0..255), ``image.tif``
+    (the input as 8-bit RGB, what the browser shows) and ``overlay.tif`` (RGBA, roads opaque).
+    """
+    started = time.perf_counter()
+    stretch = raster.compute_stretch(ds, tuple(settings.stretch_percentiles))
+    width, height = ds.width, ds.height
+
+    def read_rows(row_off: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        return raster.read_rgb_window(ds, Window(0, row_off, width, rows), stretch)
+
+    layers = {"probability": (1, "float32"), "mask": (1, "uint8")}
+    if rgb_layers:
+        layers |= {"probability8": (1, "uint8"), "image": (3, "uint8"), "overlay": (4, "uint8")}
+    files = {name: out_dir / f"{name}.tif" for name in layers}
+    road_pixels = 0
+    windows = 0
+
+    def count(done: int, total: int) -> None:
+        nonlocal windows
+        windows = total
+        if progress is not None:
+            progress(done, total)
+
+    with rasterio.Env(**GDAL_ENV), warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        outs = {name: rasterio.open(files[name], "w", **_profile(ds, *spec)) for name, spec in layers.items()}
+        try:
+            bands = sliding_predict(
+                read_rows, predictor.predict, height, width,
+                settings.predict_window, settings.predict_overlap, settings.predict_batch, count,
+            )  # fmt: skip
+            for row_off, prob in bands:
+                window = Window(0, row_off, width, prob.shape[0])
+                road = prob >= threshold
+                road_pixels += int(road.sum())
+                outs["probability"].write(prob[None], window=window)
+                outs["mask"].write((road * np.uint8(255))[None], window=window)
+                if rgb_layers:
+                    rgb, _ = read_rows(row_off, prob.shape[0])
+                    outs["probability8"].write(np.round(prob * 255).astype(np.uint8)[None], window=window)
+                    outs["image"].write(np.moveaxis(rgb, -1, 0), window=window)
+                    overlay = np.zeros((4, *road.shape), np.uint8)
+                    overlay[:3, road] = np.array(OVERLAY_RGB, np.uint8)[:, None]
+                    overlay[3, road] = 255
+                    outs["overlay"].write(overlay, window=window)
+        finally:
+            for out in outs.values():
+                out.close()
+    return RasterPrediction(
+        files=files,
+        info=raster.scene_info(ds),
+        threshold=threshold,
+        road_pixels=road_pixels,
+        windows=windows,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def tif_to_png(src: Path, dst: Path) -> Path:
+    """Copy a uint8 GeoTIFF to PNG with GDAL (line by line; no ``.aux.xml`` sidecar)."""
+    with rasterio.Env(**GDAL_ENV), warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        rasterio.shutil.copy(src, dst, driver="PNG", ZLEVEL=6)
+    return dst
+
+
+def road_graph_geojson(mask_tif: Path, max_pixels: int) -> dict[str, Any] | None:
+    """Road network GeoJSON of a mask (contract 7); ``None`` when the image is above ``max_pixels``.
+
+    Vectorizing needs the whole mask in memory (skeletonization is global), hence the limit.
+    """
+    from roadseg.roadnet.graph import graph_to_geojson, mask_to_graph
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(mask_tif) as ds:
+            if ds.width * ds.height > max_pixels:
+                return None
+            mask = ds.read(1) > 0
+            georef = raster.is_georeferenced(ds)
+            transform = ds.transform if georef else None
+            crs = raster.crs_string(ds.crs) if georef else None
+    return graph_to_geojson(mask_to_graph(mask, transform=transform, crs=crs))
+
+
+# ---------------------------------------------------------------------------- API jobs
+
+
+@contextlib.contextmanager
+def open_input(storage: Storage, key: str, max_pixels: int) -> Iterator[DatasetReader]:
+    """Open a stored upload and validate its header (contract 6); anything unreadable is InvalidInput."""
+    with contextlib.ExitStack() as stack, warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        try:
+            ds = stack.enter_context(storage.open_raster(key))
+        except RasterioError as exc:
+            raise InvalidInput(f"not a readable image (PNG, JPEG, TIFF/GeoTIFF or JPEG 2000 expected): {exc}") from exc
+        raster.check_dataset(ds, max_pixels)
+        yield ds
+
+
+def create_job(storage: Storage, upload: BinaryIO, filename: str, settings: Settings) -> dict[str, Any]:
+    """Store an upload as a new prediction job after checking its header; nothing is kept if it is refused."""
+    jobs = JobStore(storage, KIND)
+    job_id = new_id()
+    name = safe_filename(filename)
+    key = jobs.key(job_id, "input", name)
+    try:
+        size = storage.write_stream(key, upload, settings.max_upload_bytes)
+        if size == 0:
+            raise InvalidInput("the upload is empty (0 bytes)")
+        with open_input(storage, key, settings.max_scene_pixels) as ds:
+            info = raster.scene_info(ds)
+        return jobs.create(job_id, input_name=name, input_bytes=size, info=info, progress=0.0, stage="queued")
+    except BaseException:
+        storage.delete_prefix(jobs.key(job_id))
+        raise
+
+
+def run_job(job_id: str, storage: Storage, predictor: Predictor, settings: Settings) -> dict[str, Any]:
+    """Run one stored prediction job to the end; returns the final record.
+
+    Idempotent: outputs have fixed keys and are overwritten atomically, so a re-delivered task
+    simply redoes the work. A :class:`RoadsegError` (bad input) marks the job failed and is
+    re-raised for the caller (the API turns it into a 4xx); other exceptions mark it failed too.
+    """
+    jobs = JobStore(storage, KIND)
+    predictor.refresh()
+    jobs.update(job_id, status=RUNNING, progress=0.0, stage="predicting")
+    last_write = 0.0
+
+    def progress(done: int, total: int) -> None:
+        nonlocal last_write
+        now = time.monotonic()
+        if now - last_write >= 1.0 or done == total:  # a status write per second at most
+            last_write = now
+            jobs.update(job_id, progress=round(done / total, 3), windows_done=done, windows_total=total)
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="roadseg-predict-") as tmp:
+            out = Path(tmp)
+            key = jobs.key(job_id, "input", jobs.get(job_id)["input_name"])
+            with open_input(storage, key, settings.max_scene_pixels) as ds:
+                result = predict_raster(
+                    ds, predictor, out, settings, predictor.threshold(settings.threshold), True, progress
+                )
+            jobs.update(job_id, stage="writing outputs")
+            outputs = {
+                "mask.png": tif_to_png(result.files["mask"], out / "mask.png"),
+                "overlay.png": tif_to_png(result.files["overlay"], out / "overlay.png"),
+                "image.png": tif_to_png(result.files["image"], out / "image.png"),
+                "probability.png": tif_to_png(result.files["probability8"], out / "probability.png"),
+                "probability.tif": result.files["probability"],
+            }
+            if result.info["georeferenced"]:
+                outputs["mask.tif"] = result.files["mask"]
+            jobs.update(job_id, stage="vectorizing roads")
+            roads = road_graph_geojson(result.files["mask"], settings.graph_max_pixels)
+            if roads is not None:
+                (out / "roads.geojson").write_text(json.dumps(roads))
+                outputs["roads.geojson"] = out / "roads.geojson"
+            for name, path in outputs.items():
+                storage.write_file(jobs.key(job_id, name), path)
+        return jobs.update(
+            job_id,
+            status=DONE,
+            progress=1.0,
+            stage="done",
+            files=sorted(outputs),
+            info=result.info,
+            threshold=result.threshold,
+            road_fraction=result.road_pixels / (result.info["width"] * result.info["height"]),
+            windows_total=result.windows,
+            seconds=round(result.seconds, 3),
+            model=predictor.describe(),
+            roads_note=None if roads is not None else f"image above {settings.graph_max_pixels} pixels: no road graph",
+        )
+    except RoadsegError as exc:
+        jobs.update(job_id, status=FAILED, stage="failed", error=str(exc))
+        raise
+    except Exception as exc:
+        log.exception("prediction %s failed", job_id)
+        jobs.update(job_id, status=FAILED, stage="failed", error=f"internal error: {type(exc).__name__}")
+        raise

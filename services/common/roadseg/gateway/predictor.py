@@ -1,0 +1,316 @@
+"""One interface, three backends that turn RGB windows into road probabilities.
+
+- :class:`EmbeddedPredictor` loads the SavedModel in-process (default: the latest version under
+  ``ROADSEG_MODEL_DIR``) and switches to a newer version directory as soon as one appears, so a
+  freshly exported model serves without a restart.
+- :class:`RestPredictor` and :class:`GrpcPredictor` call TF Serving (``ROADSEG_TFSERVING_URL``
+  ``http://host:8501`` or ``grpc://host:8500``), which reads the same versioned directory.
+
+Every backend takes uint8 ``[N, H, W, 3]`` and returns float32 ``[N, H, W]`` (contract 5 of the
+SavedModel: signature ``serving_default``, input ``images``, output ``probabilities``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from roadseg.config import Settings, get_settings
+from roadseg.errors import NotFound, RoadsegError
+
+log = logging.getLogger(__name__)
+
+SIGNATURE = "serving_default"
+INPUT, OUTPUT = "images", "probabilities"
+#: Used when neither ROADSEG_THRESHOLD nor the model card gives a threshold.
+DEFAULT_THRESHOLD = 0.5
+
+
+class BackendError(RoadsegError):
+    """TF Serving refused or failed a request; the gateway answers 502 Bad Gateway."""
+
+    status_code = 502
+
+
+class Predictor(ABC):
+    """A road model behind some transport."""
+
+    backend: str
+
+    def __init__(self, name: str):
+        self.name = name
+
+    @abstractmethod
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Road probabilities float32 ``[N, H, W]`` for uint8 RGB windows ``[N, H, W, 3]``."""
+
+    @property
+    @abstractmethod
+    def version(self) -> int | None:
+        """The model version currently serving."""
+
+    @property
+    @abstractmethod
+    def card(self) -> dict[str, Any]:
+        """The model card (contract 5), or a minimal one when the card cannot be read."""
+
+    @abstractmethod
+    def refresh(self) -> None:
+        """Pick up a newer model version if the backend can (called before each job and by /healthz)."""
+
+    def threshold(self, override: float | None = None) -> float:
+        """``override`` (ROADSEG_THRESHOLD or --threshold) wins, then the card's best-F1 threshold."""
+        if override is not None:
+            return float(override)
+        return float(self.card.get("threshold") or DEFAULT_THRESHOLD)
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.backend, "model_name": self.name, "model_version": self.version}
+
+
+def read_card(version_dir: Path, name: str, version: int | None) -> dict[str, Any]:
+    """``model_card.json`` beside the SavedModel; a minimal card when it is missing or unreadable."""
+    path = version_dir / "model_card.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        log.warning("no readable model card at %s (%s)", path, exc)
+        return {"name": name, "version": version}
+
+
+def _version_of(path: Path) -> int | None:
+    return int(path.name) if path.name.isdigit() else None
+
+
+class EmbeddedPredictor(Predictor):
+    """The SavedModel loaded with TensorFlow in this process.
+
+    ``path`` is either one SavedModel directory (pinned) or a TF Serving style folder of integer
+    version directories; in the latter case the latest (or ``version``) is served and
+    :meth:`refresh` switches to a newer version when one appears. A version that fails to load
+    (e.g. still being written) is logged and retried at the next refresh.
+    """
+
+    backend = "embedded"
+
+    def __init__(self, path: str | Path, name: str = "roads", version: int | None = None):
+        super().__init__(name)
+        self.path = Path(path)
+        self.pinned = version is not None or (self.path / "saved_model.pb").is_file()
+        self._lock = threading.Lock()
+        self._version: int | None = None
+        self._card: dict[str, Any] = {}
+        self._fn = None
+        self._load(self._pick(version))
+
+    def _pick(self, version: int | None) -> Path:
+        if (self.path / "saved_model.pb").is_file():
+            return self.path
+        if version is None:
+            from roadseg.trainer.export import latest_version
+
+            version = latest_version(self.path)
+            if version is None:
+                raise NotFound(f"no model versions under {self.path}")
+        candidate = self.path / str(version)
+        if not (candidate / "saved_model.pb").is_file():
+            raise NotFound(f"no SavedModel at {candidate}")
+        return candidate
+
+    def _load(self, version_dir: Path) -> None:
+        import tensorflow as tf
+
+        log.info("loading SavedModel %s", version_dir)
+        loaded = tf.saved_model.load(str(version_dir))
+        fn = loaded.signatures[SIGNATURE]
+        version = _version_of(version_dir)
+        card = read_card(version_dir, self.name, version)
+        with self._lock:
+            # Keep ``loaded`` alive with its signature: the function's variables belong to it.
+            self._loaded, self._fn, self._version, self._card = loaded, fn, version, card
+
+    def refresh(self) -> None:
+        if self.pinned:
+            return
+        from roadseg.trainer.export import latest_version
+
+        latest = latest_version(self.path)
+        if latest is None or (self._version is not None and latest <= self._version):
+            return
+        try:
+            self._load(self._pick(latest))
+        except Exception:  # a half-written export must not take the service down
+            log.exception("could not load model version %s; still serving %s", latest, self._version)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        import tensorflow as tf
+
+        fn = self._fn
+        out = fn(**{INPUT: tf.constant(images, tf.uint8)})[OUTPUT]
+        return out.numpy()[..., 0]
+
+    @property
+    def version(self) -> int | None:
+        return self._version
+
+    @property
+    def card(self) -> dict[str, Any]:
+        return self._card
+
+
+class _ServingPredictor(Predictor):
+    """Shared part of the TF Serving clients: version discovery and the model card."""
+
+    def __init__(self, name: str, version: int | None, model_dir: str):
+        super().__init__(name)
+        self.pinned_version = version
+        self.model_dir = Path(model_dir)
+        self._version: int | None = version
+        self._card: dict[str, Any] = {}
+
+    @abstractmethod
+    def _available_versions(self) -> list[int]:
+        """Versions TF Serving reports as AVAILABLE for the model."""
+
+    def refresh(self) -> None:
+        if self.pinned_version is None:
+            versions = self._available_versions()
+            if not versions:
+                raise BackendError(f"TF Serving has no available version of model {self.name!r}")
+            self._version = max(versions)
+        if not self._card or self._card.get("version") != self._version:
+            # TF Serving does not serve the card; read it from the shared model folder when mounted.
+            self._card = read_card(self.model_dir / str(self._version), self.name, self._version)
+
+    @property
+    def version(self) -> int | None:
+        return self._version
+
+    @property
+    def card(self) -> dict[str, Any]:
+        return self._card
+
+
+class RestPredictor(_ServingPredictor):
+    """TF Serving's REST API: ``POST /v1/models/{name}[/versions/{v}]:predict`` (columnar ``inputs``)."""
+
+    backend = "tfserving-rest"
+
+    def __init__(self, url: str, name: str, version: int | None, model_dir: str, timeout: float = 300.0):
+        import httpx
+
+        super().__init__(name, version, model_dir)
+        self.base = url.rstrip("/")
+        self.client = httpx.Client(timeout=timeout)
+        self.refresh()
+
+    def _model_url(self) -> str:
+        url = f"{self.base}/v1/models/{self.name}"
+        return f"{url}/versions/{self.pinned_version}" if self.pinned_version is not None else url
+
+    def _available_versions(self) -> list[int]:
+        body = self._request("GET", f"{self.base}/v1/models/{self.name}")
+        return [int(s["version"]) for s in body.get("model_version_status", []) if s.get("state") == "AVAILABLE"]
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> Any:
+        import httpx
+
+        try:
+            response = self.client.request(method, url, **kwargs)
+        except httpx.HTTPError as exc:
+            raise BackendError(f"TF Serving at {self.base} unreachable: {exc}") from exc
+        if response.status_code != 200:
+            raise BackendError(f"TF Serving answered {response.status_code}: {response.text[:500]}")
+        return response.json()
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        payload = {"signature_name": SIGNATURE, "inputs": {INPUT: images.tolist()}}
+        outputs = self._request("POST", f"{self._model_url()}:predict", json=payload)["outputs"]
+        # A signature with a single output comes back unnamed; with several, as a dict.
+        if isinstance(outputs, dict):
+            outputs = outputs[OUTPUT]
+        return np.asarray(outputs, np.float32)[..., 0]
+
+
+class GrpcPredictor(_ServingPredictor):
+    """TF Serving's gRPC PredictionService (``tensorflow-serving-api``), binary tensors, no JSON cost."""
+
+    backend = "tfserving-grpc"
+
+    def __init__(self, target: str, name: str, version: int | None, model_dir: str, timeout: float = 300.0):
+        import grpc
+        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+        super().__init__(name, version, model_dir)
+        self.target, self.timeout = target, timeout
+        limit = 512 * 1024 * 1024
+        channel = grpc.insecure_channel(
+            target, options=[("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
+        )
+        self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        self.models = model_service_pb2_grpc.ModelServiceStub(channel)
+        self.refresh()
+
+    def _call(self, method, request):
+        import grpc
+
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise BackendError(f"TF Serving at {self.target}: {exc.code().name}: {exc.details()}") from exc
+
+    def _available_versions(self) -> list[int]:
+        from tensorflow_serving.apis import get_model_status_pb2
+
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = self.name
+        response = self._call(self.models.GetModelStatus, request)
+        available = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+        return [int(s.version) for s in response.model_version_status if s.state == available]
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2
+
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = self.name
+        request.model_spec.signature_name = SIGNATURE
+        if self.pinned_version is not None:
+            request.model_spec.version.value = self.pinned_version
+        request.inputs[INPUT].CopyFrom(tf.make_tensor_proto(images, dtype=tf.uint8))
+        response = self._call(self.predictions.Predict, request)
+        return tf.make_ndarray(response.outputs[OUTPUT]).astype(np.float32)[..., 0]
+
+
+def make_predictor(settings: Settings, model: str | None = None) -> Predictor:
+    """The backend the settings select; ``model`` (a path, from ``--model``) forces the embedded one."""
+    if model is not None:
+        return EmbeddedPredictor(model, settings.model_name)
+    url = settings.tfserving_url
+    if not url:
+        return EmbeddedPredictor(settings.model_dir, settings.model_name, settings.model_version)
+    if url.startswith(("http://", "https://")):
+        return RestPredictor(url, settings.model_name, settings.model_version, settings.model_dir)
+    if url.startswith("grpc://"):
+        target = url.removeprefix("grpc://")
+        return GrpcPredictor(target, settings.model_name, settings.model_version, settings.model_dir)
+    raise ValueError(f"unsupported ROADSEG_TFSERVING_URL {url!r}: use http://host:8501 or grpc://host:8500")
+
+
+_shared: Predictor | None = None
+_shared_lock = threading.Lock()
+
+
+def get_predictor() -> Predictor:
+    """The process-wide predictor (loading a SavedModel takes seconds; do it once per process)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = make_predictor(get_settings())
+        return _shared

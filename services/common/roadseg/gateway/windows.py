@@ -1,0 +1,115 @@
+"""Sliding-window prediction of images of any size, streamed row of windows by row of windows.
+
+The model sees fixed-size windows that overlap; each window's probabilities are weighted by a
+2D Hann window and the weighted sum is divided by the sum of weights. The taper hides the
+seams that plain tiling leaves (predictions degrade near a window's edge), and dividing by
+the weight sum keeps the image borders exact where only one window covers a pixel.
+
+Memory is bounded by one band of rows (``window`` rows x image width) plus one batch of
+windows: finished rows are handed to the caller as soon as no later window can touch them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+#: (row_off, height) -> (uint8 [height, width, 3] image rows, bool [height, width] valid pixels)
+ReadRows = Callable[[int, int], tuple[np.ndarray, np.ndarray]]
+#: uint8 [N, h, w, 3] -> float32 [N, h, w] road probabilities
+PredictBatch = Callable[[np.ndarray], np.ndarray]
+
+
+def window_starts(length: int, window: int, overlap: int) -> list[int]:
+    """Start offsets covering ``length`` with windows of ``window`` overlapping by at least ``overlap``.
+
+    The last window is aligned with the end, so every window lies fully inside the image
+    (no padding at the far edge); an image shorter than the window gets one short window.
+    """
+    if window <= overlap:
+        raise ValueError(f"window ({window}) must be larger than overlap ({overlap})")
+    if length <= window:
+        return [0]
+    stride = window - overlap
+    starts = list(range(0, length - window, stride))
+    starts.append(length - window)
+    return starts
+
+
+def hann_weights(height: int, width: int) -> np.ndarray:
+    """2D Hann taper, strictly positive so a pixel covered by one window edge still gets a weight.
+
+    Sampling the Hann curve at pixel centres (``i + 0.5``) instead of at the ends avoids exact
+    zeros at the borders.
+    """
+
+    def one_d(n: int) -> np.ndarray:
+        return np.sin(np.pi * (np.arange(n) + 0.5) / n) ** 2
+
+    return np.outer(one_d(height), one_d(width)).astype(np.float32)
+
+
+def count_windows(height: int, width: int, window: int, overlap: int) -> int:
+    """How many windows :func:`sliding_predict` will run (for progress reporting)."""
+    return len(window_starts(height, window, overlap)) * len(window_starts(width, window, overlap))
+
+
+def sliding_predict(
+    read_rows: ReadRows,
+    predict: PredictBatch,
+    height: int,
+    width: int,
+    window: int,
+    overlap: int,
+    batch: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(row_off, probabilities float32 [rows, width])`` bands covering the image top to bottom.
+
+    Pixels outside the valid mask (nodata, alpha 0) get probability 0. ``progress(done, total)``
+    is called after every model call with the number of windows predicted so far.
+    """
+    win_h, win_w = min(window, height), min(window, width)
+    rows = window_starts(height, window, overlap)
+    cols = window_starts(width, window, overlap)
+    weights = hann_weights(win_h, win_w)
+    total, done = len(rows) * len(cols), 0
+    # Accumulators for image rows [top, top + win_h): weighted sum and weight sum.
+    acc = np.zeros((win_h, width), np.float32)
+    wsum = np.zeros((win_h, width), np.float32)
+    top = 0
+    for row_off in rows:
+        if row_off > top:
+            yield top, _finish(acc, wsum, row_off - top)
+            _shift(acc, wsum, row_off - top)
+            top = row_off
+        image, valid = read_rows(row_off, win_h)
+        for first in range(0, len(cols), batch):
+            chunk = cols[first : first + batch]
+            windows = np.stack([image[:, c : c + win_w] for c in chunk])
+            probs = predict(windows)
+            for c, prob in zip(chunk, probs, strict=True):
+                acc[:, c : c + win_w] += prob * weights
+                wsum[:, c : c + win_w] += weights
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total)
+        # Nodata pixels end at probability 0: every window touching them zeroes their weighted sum.
+        acc[~valid] = 0.0
+    yield top, _finish(acc, wsum, height - top)
+
+
+def _finish(acc: np.ndarray, wsum: np.ndarray, n: int) -> np.ndarray:
+    """Normalized probabilities of the first ``n`` accumulated rows (a copy: the buffers are reused)."""
+    return acc[:n] / np.maximum(wsum[:n], np.float32(1e-12))
+
+
+def _shift(acc: np.ndarray, wsum: np.ndarray, n: int) -> None:
+    """Drop the first ``n`` (finished) rows of the accumulators and clear the freed rows at the end.
+
+    ``n`` is at most the stride, always smaller than the buffer height.
+    """
+    for buf in (acc, wsum):
+        buf[:-n] = buf[n:].copy()
+        buf[-n:] = 0.0

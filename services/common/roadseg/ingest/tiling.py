@@ -1,0 +1,225 @@
+"""Cut a scene into georeferenced RGB tiles, window by window, and write its manifest (contract 1).
+
+Why it is safe to kill at any moment: every tile is encoded completely in memory and stored
+with one atomic write under a key that depends only on its grid position
+(``scenes/{id}/tiles/r0003_c0007.tif``). A re-run lists the tiles already present and skips
+them, so it never writes a tile twice and never leaves a partial one. The manifest is written
+last, so a scene with a manifest is complete.
+
+Memory stays flat as scenes grow: only one tile window is in memory at a time and GDAL's block
+cache is capped (:data:`GDAL_CACHE_MB`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+from rasterio.errors import RasterioError
+from rasterio.io import DatasetReader, MemoryFile
+from rasterio.windows import Window
+from rasterio.windows import bounds as window_bounds
+
+from roadseg.errors import InvalidInput
+from roadseg.raster import Stretch, compute_stretch, crs_string, is_georeferenced, open_stored, read_rgb_window
+from roadseg.storage import Storage
+
+log = logging.getLogger(__name__)
+
+#: GDAL block cache while tiling (MB): enough for one row of tiles of a wide strip-organised scene,
+#: small enough that peak memory does not grow with the scene.
+GDAL_CACHE_MB = 64
+
+#: Progress callback: (tiles done, tiles total); called after every grid cell.
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class TileParams:
+    """How a scene is cut. ``overlap`` pixels are shared by neighbouring tiles."""
+
+    tile_size: int = 512
+    overlap: int = 0
+    percentiles: tuple[float, float] = (2.0, 98.0)
+
+    def __post_init__(self) -> None:
+        if not 16 <= self.tile_size <= 8192:
+            raise InvalidInput(f"tile size must be between 16 and 8192 pixels, got {self.tile_size}")
+        if not 0 <= self.overlap <= self.tile_size // 2:
+            raise InvalidInput(f"overlap must be between 0 and half the tile size, got {self.overlap}")
+        low, high = self.percentiles
+        if not 0 <= low < high <= 100:
+            raise InvalidInput(f"stretch percentiles must satisfy 0 <= low < high <= 100, got {self.percentiles}")
+
+    @classmethod
+    def from_settings(cls, tile_size: int | None = None, overlap: int | None = None,
+                      percentiles: tuple[float, float] | None = None) -> TileParams:
+        """Explicit values, else the ``ROADSEG_TILE_SIZE``/``TILE_OVERLAP``/``STRETCH_PERCENTILES`` settings."""
+        from roadseg.config import get_settings
+
+        settings = get_settings()
+        return cls(
+            tile_size=settings.tile_size if tile_size is None else tile_size,
+            overlap=settings.tile_overlap if overlap is None else overlap,
+            percentiles=tuple(settings.stretch_percentiles if percentiles is None else percentiles),
+        )
+
+
+@dataclass(frozen=True)
+class GridCell:
+    """One tile position: its id and the part of the scene it covers (``window`` is clipped)."""
+
+    row: int
+    col: int
+    window: Window
+
+    @property
+    def tile_id(self) -> str:
+        return f"r{self.row:04d}_c{self.col:04d}"
+
+
+def _offsets(length: int, tile_size: int, overlap: int) -> range:
+    """Tile origins along one axis: a step of ``tile_size - overlap`` until the axis is covered."""
+    return range(0, max(length - overlap, 1), tile_size - overlap)
+
+
+def tile_grid(width: int, height: int, tile_size: int, overlap: int = 0) -> list[GridCell]:
+    """Row-major grid covering the scene; the last row/column may be partial (padded tiles)."""
+    cells = []
+    for row, row_off in enumerate(_offsets(height, tile_size, overlap)):
+        for col, col_off in enumerate(_offsets(width, tile_size, overlap)):
+            window = Window(col_off, row_off, min(tile_size, width - col_off), min(tile_size, height - row_off))
+            cells.append(GridCell(row, col, window))
+    return cells
+
+
+def tiles_prefix(scene_id: str) -> str:
+    return f"scenes/{scene_id}/tiles/"
+
+
+def tile_key(scene_id: str, tile_id: str) -> str:
+    return f"scenes/{scene_id}/tiles/{tile_id}.tif"
+
+
+def manifest_key(scene_id: str) -> str:
+    return f"scenes/{scene_id}/manifest.json"
+
+
+def encode_tile(rgb: np.ndarray, valid: np.ndarray, tile_size: int, transform, crs) -> bytes:
+    """A complete tile GeoTIFF in memory: ``rgb``/``valid`` padded to ``tile_size``, padding masked out."""
+    height, width = valid.shape
+    padded = np.zeros((3, tile_size, tile_size), dtype=np.uint8)
+    padded[:, :height, :width] = np.moveaxis(rgb, -1, 0)
+    mask = np.zeros((tile_size, tile_size), dtype=np.uint8)
+    mask[:height, :width] = np.where(valid, 255, 0)
+    profile = {
+        "driver": "GTiff", "width": tile_size, "height": tile_size, "count": 3, "dtype": "uint8",
+        "crs": crs, "transform": transform, "compress": "deflate", "zlevel": 1, "photometric": "RGB",
+    }
+    if tile_size % 16 == 0:
+        profile.update(tiled=True, blockxsize=min(256, tile_size), blockysize=min(256, tile_size))
+    with MemoryFile() as memfile:
+        with memfile.open(**profile) as dst:
+            dst.write(padded)
+            dst.write_mask(mask)
+        return bytes(memfile.getbuffer())
+
+
+def _cell_bounds(ds: DatasetReader, window: Window) -> list[float]:
+    """[minx, miny, maxx, maxy] of a window in the scene CRS (pixel coordinates without one)."""
+    left, bottom, right, top = window_bounds(window, ds.transform)
+    return [min(left, right), min(bottom, top), max(left, right), max(bottom, top)]
+
+
+def _read(ds: DatasetReader, window: Window, stretch: Stretch) -> tuple[np.ndarray, np.ndarray]:
+    """Read one window; a failing read means a corrupt source, reported as bad input (not retried)."""
+    try:
+        return read_rgb_window(ds, window, stretch)
+    except RasterioError as exc:
+        raise InvalidInput(f"the image is corrupt: reading window {tuple(window.flatten())} failed: {exc}") from exc
+
+
+def tile_scene(
+    storage: Storage,
+    scene_id: str,
+    source: Storage,
+    source_key: str,
+    params: TileParams,
+    progress: Progress | None = None,
+    source_ref: str | None = None,
+) -> dict:
+    """Tile ``source_key`` (in ``source``) into ``storage`` and return the manifest written.
+
+    ``source_ref`` is what the manifest records as ``source_key`` (defaults to ``source_key``;
+    scenes ingested from a URI record the URI).
+    """
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), open_stored(source, source_key) as ds:
+        stretch = compute_stretch(ds, params.percentiles)
+        georef = is_georeferenced(ds)
+        crs = ds.crs if georef else None
+        cells = tile_grid(ds.width, ds.height, params.tile_size, params.overlap)
+        existing = set(storage.list(tiles_prefix(scene_id)))
+        tiles, skipped = [], 0
+        log.info("scene %s: %d x %d px, %d tiles of %d px (%d already stored)",
+                 scene_id, ds.width, ds.height, len(cells), params.tile_size, len(existing))
+        for done, entry in enumerate(_tile_cells(ds, storage, scene_id, cells, existing, stretch, params, crs), 1):
+            if entry is None:
+                skipped += 1
+            else:
+                tiles.append(entry)
+            if progress:
+                progress(done, len(cells))
+        manifest = {
+            "scene_id": scene_id,
+            "source_key": source_ref or source_key,
+            "georeferenced": georef,
+            "crs": crs_string(crs),
+            "transform": list(ds.transform)[:6],
+            "width": ds.width,
+            "height": ds.height,
+            "bands": ds.count,
+            "dtype": ds.dtypes[0],
+            "tile_size": params.tile_size,
+            "overlap": params.overlap,
+            "stretch": stretch.to_dict(),
+            "tiles": tiles,
+            "skipped_empty": skipped,
+        }
+    storage.write_text(manifest_key(scene_id), json.dumps(manifest, indent=1))
+    return manifest
+
+
+def _tile_cells(ds, storage, scene_id, cells, existing, stretch, params, crs) -> Iterator[dict | None]:
+    """Write each missing tile; yield its manifest entry, or ``None`` for an entirely-nodata cell."""
+    area = params.tile_size * params.tile_size
+    for cell in cells:
+        key = tile_key(scene_id, cell.tile_id)
+        if key in existing:
+            # Already stored by an earlier (killed) run: only the mask is needed for the manifest.
+            try:
+                valid = ds.dataset_mask(window=cell.window) > 0
+            except RasterioError as exc:
+                raise InvalidInput(f"the image is corrupt: {exc}") from exc
+        else:
+            rgb, valid = _read(ds, cell.window, stretch)
+        n_valid = int(valid.sum())
+        if n_valid == 0:
+            yield None
+            continue
+        if key not in existing:
+            full = Window(cell.window.col_off, cell.window.row_off, params.tile_size, params.tile_size)
+            transform = ds.window_transform(full)
+            storage.write_bytes(key, encode_tile(rgb, valid, params.tile_size, transform, crs))
+        yield {
+            "id": cell.tile_id,
+            "key": key,
+            "window": [int(cell.window.col_off), int(cell.window.row_off),
+                       int(cell.window.width), int(cell.window.height)],
+            "bounds": _cell_bounds(ds, cell.window),
+            "padded": cell.window.width < params.tile_size or cell.window.height < params.tile_size,
+            "nodata_fraction": round(1.0 - n_valid / area, 6),
+        }

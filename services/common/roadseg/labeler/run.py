@@ -1,0 +1,390 @@
+"""A labeling run: every tile of a scene gets a mask, a quality record, and the run a manifest.
+
+Storage layout of run ``{run}`` (all keys deterministic, all writes atomic):
+
+* ``labels/{run}/status.json``: the JobStore record (options, progress, counts, error);
+* ``labels/{run}/vectors/...``: the road vectors (and ``edge-vectors/`` for ``edges`` mode),
+  copied into storage so a worker on another machine reads the same file;
+* ``labels/{run}/masks/{tile}.tif``: the mask, written first;
+* ``labels/{run}/tiles/{tile}.json``: the tile's quality record, written after its mask, so a
+  record means "this tile is done";
+* ``labels/{run}/manifest.json``: all tile records, written last;
+* ``labels/{run}/review/{tile}.json``: reviewer decisions (see :mod:`roadseg.labeler.review`).
+
+A worker killed mid-run leaves finished tiles with records; the next run of the same id skips
+them and redoes at most the tile in flight (same key, same bytes), so nothing is duplicated.
+The run id is derived from the scene, the vector file contents and the options, so running the
+same command twice reuses the finished work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import rasterio
+from rasterio.io import MemoryFile
+from rasterio.windows import Window
+
+from roadseg.errors import InvalidInput, NotFound
+from roadseg.jobs import DONE, FAILED, RUNNING, JobStore
+from roadseg.labeler import quality
+from roadseg.labeler.edges import edge_road_polygons
+from roadseg.labeler.rasterize import TileGrid, burn, centerline_shapes
+from roadseg.labeler.vectors import VectorSource, query_tile
+from roadseg.labeler.widths import WidthSpec
+from roadseg.raster import compute_stretch, read_rgb_window
+from roadseg.storage import LocalStorage, Storage, safe_filename, storage_from_url
+
+log = logging.getLogger(__name__)
+
+KIND = "labels"
+MODES = ("centerline", "edges")
+#: Files that belong to a shapefile and must travel with it.
+SHAPEFILE_SIDECARS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx")
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class LabelOptions:
+    """Everything that decides a run's masks; stored in the run record so a worker can redo it."""
+
+    mode: str = "centerline"
+    layer: str | None = None
+    assume_crs: str | None = None
+    where: str | None = None
+    edge_layer: str | None = None
+    widths: WidthSpec = field(default_factory=WidthSpec)
+    ignore_value: int = 127
+    quality: quality.QualityParams = field(default_factory=quality.QualityParams)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise InvalidInput(f"unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
+        if not 0 < self.ignore_value < 255:
+            raise InvalidInput(f"ignore value must be between 1 and 254, got {self.ignore_value}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LabelOptions:
+        data = dict(data)
+        data["widths"] = WidthSpec(**data.get("widths", {}))
+        data["quality"] = quality.QualityParams(**data.get("quality", {}))
+        return cls(**data)
+
+
+# ---------------------------------------------------------------- keys
+def mask_key(run_id: str, tile_id: str) -> str:
+    return f"{KIND}/{run_id}/masks/{tile_id}.tif"
+
+
+def tile_record_key(run_id: str, tile_id: str) -> str:
+    return f"{KIND}/{run_id}/tiles/{tile_id}.json"
+
+
+def manifest_key(run_id: str) -> str:
+    return f"{KIND}/{run_id}/manifest.json"
+
+
+def review_key(run_id: str, tile_id: str) -> str:
+    return f"{KIND}/{run_id}/review/{tile_id}.json"
+
+
+# ---------------------------------------------------------------- scenes
+def resolve_scene(ref: str, storage: Storage) -> tuple[Storage, dict]:
+    """A scene id in ``storage``, or a path/URL of a ``.../scenes/{id}/manifest.json`` anywhere.
+
+    Returns (the storage the scene's tile keys are relative to, the scene manifest).
+    """
+    suffix = "manifest.json"
+    if ref.endswith(suffix):
+        parts = PurePosixPath(ref.replace("\\", "/")).parts
+        if len(parts) < 4 or parts[-3] != "scenes":
+            raise InvalidInput(f"a scene manifest path must end in scenes/<scene_id>/manifest.json, got {ref}")
+        root = ref[: -len("/".join(parts[-3:]))].rstrip("/") or "/"
+        scene_storage = storage_from_url(root)
+        key = "/".join(parts[-3:])
+    else:
+        scene_storage, key = storage, f"scenes/{ref}/manifest.json"
+    try:
+        manifest = json.loads(scene_storage.read_text(key))
+    except NotFound as exc:
+        raise NotFound(f"no scene manifest at {scene_storage.url_for(key)}; ingest the scene first") from exc
+    if not manifest.get("georeferenced") or not manifest.get("crs"):
+        raise InvalidInput(f"scene {manifest.get('scene_id')} is not georeferenced; vector labels need a CRS")
+    return scene_storage, manifest
+
+
+def scene_bounds(manifest: dict) -> tuple[float, float, float, float]:
+    """Union of the tile bounds (scene CRS)."""
+    b = np.array([t["bounds"] for t in manifest["tiles"]], dtype=float)
+    return (b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max())
+
+
+# ---------------------------------------------------------------- vectors in storage
+def vector_files(path: str | Path) -> list[Path]:
+    """The file plus its shapefile sidecars (same stem), which GDAL needs beside it."""
+    path = Path(path)
+    if path.suffix.lower() != ".shp":
+        return [path]
+    return sorted(p for p in path.parent.glob(path.stem + ".*") if p.suffix.lower() in SHAPEFILE_SIDECARS)
+
+
+def files_digest(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode())
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def upload_vectors(storage: Storage, prefix: str, path: str | Path) -> str:
+    """Copy a vector file (with sidecars) under ``prefix``; return the main file's key. Skips existing files."""
+    main_key = ""
+    for file in vector_files(path):
+        key = f"{prefix}/{safe_filename(file.name)}"
+        if not (storage.exists(key) and storage.size(key) == file.stat().st_size):
+            storage.write_file(key, file)
+        if file.name == Path(path).name:
+            main_key = key
+    return main_key
+
+
+@contextlib.contextmanager
+def local_vectors(storage: Storage, key: str) -> Iterator[Path]:
+    """A local path of a stored vector file with its sidecars (downloaded from GCS into a temp folder)."""
+    if isinstance(storage, LocalStorage):
+        yield storage.path(key)
+        return
+    prefix = str(PurePosixPath(key).parent)
+    with tempfile.TemporaryDirectory(prefix="roadseg-vectors-") as tmp:
+        for item in storage.list(prefix):
+            (Path(tmp) / PurePosixPath(item).name).write_bytes(storage.read_bytes(item))
+        yield Path(tmp) / PurePosixPath(key).name
+
+
+# ---------------------------------------------------------------- one tile
+def write_mask_bytes(mask: np.ndarray, grid: TileGrid) -> bytes:
+    """The mask as a compressed single-band GeoTIFF with the tile's CRS and transform."""
+    profile = {
+        "driver": "GTiff", "width": grid.width, "height": grid.height, "count": 1, "dtype": "uint8",
+        "crs": grid.crs.to_wkt(), "transform": grid.transform, "compress": "deflate",
+    }  # fmt: skip
+    with MemoryFile() as memfile:
+        with memfile.open(**profile) as dst:
+            dst.write(mask, 1)
+        return bytes(memfile.getbuffer())
+
+
+class TileLabeler:
+    """Turns the features of a scene into one tile's mask; reused for every tile of the run."""
+
+    def __init__(self, options: LabelOptions, roads, edges=None):
+        self.options = options
+        self.roads = roads
+        self.edges = edges
+
+    def mask(self, grid: TileGrid, valid: np.ndarray | None, query_bounds=None) -> tuple[np.ndarray, int]:
+        """(mask, number of road features used) for a tile; ``query_bounds`` in the features' CRS."""
+        bounds = query_bounds or grid.bounds
+        roads = self._in_tile_crs(query_tile(self.roads, bounds), grid)
+        if self.options.mode == "edges":
+            edges = self._in_tile_crs(query_tile(self.edges, bounds), grid)
+            shapes = edge_road_polygons(edges, roads, grid)
+        else:
+            shapes = centerline_shapes(roads, self.options.widths, grid)
+        return burn(shapes, grid, valid, self.options.ignore_value), len(roads)
+
+    @staticmethod
+    def _in_tile_crs(frame, grid: TileGrid):
+        return frame if frame.empty or frame.crs == grid.crs else frame.to_crs(grid.crs)
+
+    def label_dataset(self, ds, query_bounds=None) -> tuple[np.ndarray, dict, TileGrid]:
+        """Mask and quality record for an open tile dataset (its per-dataset mask marks nodata)."""
+        grid = TileGrid.from_dataset(ds)
+        image, valid = read_rgb_window(ds, Window(0, 0, ds.width, ds.height), compute_stretch(ds))
+        mask, n_features = self.mask(grid, valid, query_bounds)
+        record = quality.assess(mask, image, valid, self.options.quality)
+        record["features"] = n_features
+        return mask, record, grid
+
+
+def open_sources(options: LabelOptions, roads_path, edges_path, bounds, crs) -> tuple[TileLabeler, dict]:
+    """Read the features of a scene area; returns the labeler and a report for the manifest."""
+    roads_src = VectorSource.open(roads_path, options.layer, options.assume_crs, options.where)
+    roads, roads_report = roads_src.read(bounds, crs)
+    report = {"roads": {"file": Path(roads_path).name, "layer": roads_src.layer, **roads_report}, "warnings": []}
+    edges = None
+    if options.mode == "edges":
+        if edges_path is None:
+            raise InvalidInput("mode 'edges' needs --edge-vectors (the street edge / curb lines)")
+        edges_src = VectorSource.open(edges_path, options.edge_layer, options.assume_crs)
+        edges, edges_report = edges_src.read(bounds, crs)
+        report["edges"] = {"file": Path(edges_path).name, "layer": edges_src.layer, **edges_report}
+    if roads_src.feature_count == 0:
+        report["warnings"].append(f"the vector file {Path(roads_path).name} has no features")
+    elif roads.empty:
+        report["warnings"].append("no road features intersect the scene (wrong file, area or CRS?)")
+    missing = options.widths.check_columns(roads.columns) if not roads.empty else None
+    if missing:
+        report["warnings"].append(missing)
+    for warning in report["warnings"]:
+        log.warning("%s", warning)
+    return TileLabeler(options, roads, edges), report
+
+
+# ---------------------------------------------------------------- whole runs
+def run_id_for(scene_id: str, options: LabelOptions, vector_paths: list[Path]) -> str:
+    """Deterministic id: same scene + same vector bytes + same options = same run (work is reused)."""
+    digest = hashlib.sha256(json.dumps(options.to_dict(), sort_keys=True).encode())
+    digest.update(files_digest(vector_paths).encode())
+    return f"{safe_filename(scene_id)}-{digest.hexdigest()[:12]}"
+
+
+def prepare_run(
+    storage: Storage,
+    scene_ref: str,
+    vectors: str | Path,
+    options: LabelOptions,
+    edge_vectors: str | Path | None = None,
+    run_id: str | None = None,
+) -> dict:
+    """Validate the inputs, copy the vectors into storage and create (or reuse) the run record.
+
+    Vector problems (missing layer, no CRS, unreadable) are raised here, before any work is queued.
+    """
+    scene_storage, scene = resolve_scene(scene_ref, storage)
+    VectorSource.open(vectors, options.layer, options.assume_crs, options.where)
+    paths = vector_files(vectors)
+    if options.mode == "edges":
+        if edge_vectors is None:
+            raise InvalidInput("mode 'edges' needs --edge-vectors (the street edge / curb lines)")
+        VectorSource.open(edge_vectors, options.edge_layer, options.assume_crs)
+        paths += vector_files(edge_vectors)
+    elif edge_vectors is not None:
+        raise InvalidInput("--edge-vectors is only used with --mode edges")
+    run_id = run_id or run_id_for(scene["scene_id"], options, paths)
+    jobs = JobStore(storage, KIND)
+    with contextlib.suppress(NotFound):
+        record = jobs.get(run_id)
+        log.info("run %s exists (%s); finished tiles will be reused", run_id, record["status"])
+        return record
+    fields = {
+        "scene_id": scene["scene_id"],
+        "scene_storage": None if scene_storage.url == storage.url else scene_storage.url,
+        "vectors_key": upload_vectors(storage, f"{KIND}/{run_id}/vectors", vectors),
+        "edge_vectors_key": upload_vectors(storage, f"{KIND}/{run_id}/edge-vectors", edge_vectors)
+        if edge_vectors
+        else None,
+        "options": options.to_dict(),
+        "progress": {"done": 0, "total": len(scene["tiles"])},
+    }
+    return jobs.create(run_id, **fields)
+
+
+def label_run(storage: Storage, run_id: str, progress: Progress | None = None) -> dict:
+    """Label every tile of a prepared run (skipping finished ones) and write its manifest.
+
+    Marks the record failed (with the message) on any error and re-raises.
+    """
+    jobs = JobStore(storage, KIND)
+    record = jobs.get(run_id)
+    jobs.update(run_id, status=RUNNING, error=None, started=time.time())
+    try:
+        manifest = _label_run(storage, jobs, record, progress)
+    except Exception as exc:
+        jobs.update(run_id, status=FAILED, error=str(exc))
+        raise
+    counts = manifest["counts"]
+    jobs.update(run_id, status=DONE, manifest_key=manifest_key(run_id), counts=counts,
+                progress={"done": counts["tiles"], "total": counts["tiles"]})  # fmt: skip
+    return manifest
+
+
+def _label_run(storage: Storage, jobs: JobStore, record: dict, progress: Progress | None) -> dict:
+    run_id = record["id"]
+    options = LabelOptions.from_dict(record["options"])
+    scene_storage = storage_from_url(record["scene_storage"]) if record.get("scene_storage") else storage
+    _, scene = resolve_scene(record["scene_id"], scene_storage)
+    tiles = scene["tiles"]
+    done_keys = set(storage.list(f"{KIND}/{run_id}/tiles"))
+    with contextlib.ExitStack() as stack:
+        roads_path = stack.enter_context(local_vectors(storage, record["vectors_key"]))
+        edges_path = (
+            stack.enter_context(local_vectors(storage, record["edge_vectors_key"]))
+            if record.get("edge_vectors_key")
+            else None
+        )
+        labeler, report = open_sources(options, roads_path, edges_path, scene_bounds(scene), scene["crs"])
+    log.info("run %s: %d tiles, %d already done, %d road features in the scene",
+             run_id, len(tiles), len(done_keys), report["roads"]["kept"])  # fmt: skip
+    entries, last_update = [], 0.0
+    for i, tile in enumerate(tiles, 1):
+        rec_key = tile_record_key(run_id, tile["id"])
+        if rec_key in done_keys:
+            entry = json.loads(storage.read_text(rec_key))
+        else:
+            entry = _label_tile(storage, scene_storage, labeler, run_id, tile)
+            storage.write_text(rec_key, json.dumps(entry))
+        entries.append(entry)
+        if progress:
+            progress(i, len(tiles))
+        if time.monotonic() - last_update > 2.0 or i == len(tiles):
+            jobs.update(run_id, progress={"done": i, "total": len(tiles)})
+            last_update = time.monotonic()
+    flagged = [e for e in entries if e["flags"]]
+    counts = {"tiles": len(entries), "flagged": len(flagged)}
+    for reason in quality.REASONS:
+        counts[reason] = sum(reason in e["flags"] for e in entries)
+    manifest = {
+        "run_id": run_id,
+        "scene_id": scene["scene_id"],
+        "scene_storage": record.get("scene_storage"),
+        "crs": scene["crs"],
+        "tile_size": scene["tile_size"],
+        "overlap": scene.get("overlap", 0),
+        "mode": options.mode,
+        "options": options.to_dict(),
+        "ignore_value": options.ignore_value,
+        "vectors": report,
+        "counts": counts,
+        "reasons": quality.REASONS,
+        "tiles": entries,
+        "created": time.time(),
+    }
+    storage.write_text(manifest_key(run_id), json.dumps(manifest, indent=1))
+    return manifest
+
+
+def _label_tile(storage: Storage, scene_storage: Storage, labeler: TileLabeler, run_id: str, tile: dict) -> dict:
+    with scene_storage.open_raster(tile["key"]) as ds:
+        mask, qc, grid = labeler.label_dataset(ds, query_bounds=tuple(tile["bounds"]))
+    key = mask_key(run_id, tile["id"])
+    storage.write_bytes(key, write_mask_bytes(mask, grid))
+    return {"id": tile["id"], "tile_key": tile["key"], "mask_key": key, "bounds": tile["bounds"],
+            "window": tile["window"], **qc}  # fmt: skip
+
+
+# ---------------------------------------------------------------- one raster file
+def label_raster_file(image_path: str | Path, vectors: str | Path, out_path: str | Path, options: LabelOptions,
+                      edge_vectors: str | Path | None = None) -> dict:  # fmt: skip
+    """Label a single georeferenced raster (no ingest): writes the mask GeoTIFF and returns its quality record."""
+    with rasterio.open(image_path) as ds:
+        grid = TileGrid.from_dataset(ds)
+        labeler, report = open_sources(options, vectors, edge_vectors, grid.bounds, grid.crs)
+        mask, record, grid = labeler.label_dataset(ds)
+    Path(out_path).write_bytes(write_mask_bytes(mask, grid))
+    return {**record, "vectors": report, "mask": str(out_path)}

@@ -1,0 +1,269 @@
+"""Reading any supported image as 8-bit RGB plus a valid-pixel mask (contract 6).
+
+Every service that looks at pixels (ingest, labeler, gateway) goes through this module so
+they agree on what a scene *is*:
+
+* :func:`open_checked` opens and validates an image from its header only: a readable format
+  (GeoTIFF/COG, JPEG 2000, PNG, JPEG), at least one band, a non-empty size, and at most
+  ``max_scene_pixels`` pixels. The size check happens before any pixel is read, so a header
+  declaring 100000 x 100000 pixels costs nothing. A one-block probe at both ends of the image
+  catches truncated files early.
+* Bands are reduced to RGB: 1 band (gray) is repeated, a palette is expanded, 3+ bands use
+  the bands GDAL labels red/green/blue (else the first three). An alpha band, nodata values,
+  internal masks and NaNs all become the *valid mask* (GDAL's dataset mask).
+* **Stretch** (documented in the README): uint8 data passes through unchanged. Anything else
+  (uint16, int16, float) gets a per-band linear stretch from the ``low``/``high`` percentiles
+  (default 2 % / 98 %, setting ``stretch_percentiles``) of the band's *valid* pixels, computed
+  once per scene from a decimated read (at most ~1 Mpx, overviews when present), then
+  ``255 * (value - p_low) / (p_high - p_low)`` clipped to 0..255. One stretch per scene keeps
+  tiles of the same scene comparable, unlike a per-tile stretch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.io import DatasetReader
+from rasterio.windows import Window
+
+from roadseg.errors import InvalidInput, TooLarge
+from roadseg.storage import Storage
+
+#: GDAL drivers accepted as input, checked right after opening and before any pixel read, so an
+#: upload GDAL recognises as something else (a VRT pointing at local files, an ASCII grid) is refused.
+ALLOWED_DRIVERS = ("GTiff", "COG", "JP2OpenJPEG", "PNG", "JPEG")
+
+#: Pixels read to compute a scene's stretch percentiles (decimated read, per band).
+STRETCH_SAMPLE_PIXELS = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Stretch:
+    """How source values map to 0..255, per output band (R, G, B).
+
+    ``mode`` is ``"none"`` (uint8 passes through) or ``"percentile"`` (linear between
+    ``low[i]`` and ``high[i]``, the values at ``percentiles`` of the valid pixels).
+    """
+
+    mode: str = "none"
+    percentiles: tuple[float, float] = (2.0, 98.0)
+    low: tuple[float, ...] = field(default_factory=tuple)
+    high: tuple[float, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "percentiles": list(self.percentiles),
+            "low": list(self.low),
+            "high": list(self.high),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Stretch:
+        return cls(
+            mode=data.get("mode", "none"),
+            percentiles=tuple(data.get("percentiles", (2.0, 98.0))),
+            low=tuple(data.get("low", ())),
+            high=tuple(data.get("high", ())),
+        )
+
+
+def image_size_ok(width: int, height: int, max_pixels: int | None = None) -> bool:
+    """Whether an image of this size is accepted (``max_scene_pixels`` unless given)."""
+    if max_pixels is None:
+        from roadseg.config import get_settings
+
+        max_pixels = get_settings().max_scene_pixels
+    return width > 0 and height > 0 and width * height <= max_pixels
+
+
+def open_checked(source: str | os.PathLike[str] | DatasetReader, max_pixels: int | None = None) -> DatasetReader:
+    """Open (or take) a raster dataset and validate it from its header; use as a context manager.
+
+    ``source`` is a path/URL GDAL can open or an already open dataset (for instance from
+    ``Storage.open_raster``), which is validated and returned as is. Raises
+    :class:`InvalidInput` for unreadable, truncated, empty or unsupported files and
+    :class:`TooLarge` when the header declares more than ``max_pixels`` pixels.
+    """
+    if isinstance(source, DatasetReader):
+        check_dataset(source, max_pixels)
+        return source
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            ds = rasterio.open(source)
+    except RasterioError as exc:
+        raise InvalidInput(f"not a readable image (GeoTIFF, COG, JPEG 2000, PNG or JPEG expected): {exc}") from exc
+    try:
+        check_dataset(ds, max_pixels)
+    except Exception:
+        ds.close()
+        raise
+    return ds
+
+
+@contextlib.contextmanager
+def open_stored(storage: Storage, key: str, max_pixels: int | None = None) -> Iterator[DatasetReader]:
+    """:func:`open_checked` for an object in storage (range reads, so GCS scenes are not downloaded)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                ds = stack.enter_context(storage.open_raster(key))
+        except RasterioError as exc:
+            raise InvalidInput(f"not a readable image (GeoTIFF, COG, JPEG 2000, PNG or JPEG expected): {exc}") from exc
+        check_dataset(ds, max_pixels)
+        yield ds
+
+
+def check_dataset(ds: DatasetReader, max_pixels: int | None = None) -> None:
+    """Validate an open dataset: driver, band count, size limit, then a one-block read probe."""
+    if ds.driver not in ALLOWED_DRIVERS:
+        raise InvalidInput(f"unsupported image format {ds.driver}: expected GeoTIFF, COG, JPEG 2000, PNG or JPEG")
+    if ds.count < 1:
+        raise InvalidInput("the image has no bands")
+    if ds.width < 1 or ds.height < 1:
+        raise InvalidInput(f"the image is empty ({ds.width} x {ds.height} pixels)")
+    if not image_size_ok(ds.width, ds.height, max_pixels):
+        limit = max_pixels if max_pixels is not None else _max_pixels()
+        raise TooLarge(f"image of {ds.width} x {ds.height} pixels exceeds the limit of {limit} pixels")
+    # Truncated files usually have an intact header and lose their last blocks: read one
+    # pixel at each end (one block each) so the user hears about it now, not mid-tiling.
+    try:
+        for row, col in ((0, 0), (ds.height - 1, ds.width - 1)):
+            ds.read(1, window=Window(col, row, 1, 1))
+    except RasterioError as exc:
+        raise InvalidInput(f"the image is corrupt or truncated: {exc}") from exc
+
+
+def _max_pixels() -> int:
+    from roadseg.config import get_settings
+
+    return get_settings().max_scene_pixels
+
+
+def is_georeferenced(ds: DatasetReader) -> bool:
+    """A scene is georeferenced when it has a CRS and a non-identity geotransform."""
+    return ds.crs is not None and not ds.transform.is_identity
+
+
+def crs_string(crs: CRS | None) -> str | None:
+    """``EPSG:xxxx`` when the CRS has an EPSG code, else its WKT; ``None`` without a CRS."""
+    if crs is None:
+        return None
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else crs.to_wkt()
+
+
+def scene_info(ds: DatasetReader) -> dict[str, Any]:
+    """Header facts reported by APIs and manifests (CRS, transform, bounds, pixel size...)."""
+    georef = is_georeferenced(ds)
+    return {
+        "georeferenced": georef,
+        "crs": crs_string(ds.crs) if georef else None,
+        "transform": list(ds.transform)[:6],
+        "width": ds.width,
+        "height": ds.height,
+        "bands": ds.count,
+        "dtype": ds.dtypes[0],
+        "bounds": list(ds.bounds),
+        "pixel_size": [abs(ds.transform.a), abs(ds.transform.e)],
+        "driver": ds.driver,
+    }
+
+
+def rgb_band_indexes(ds: DatasetReader) -> tuple[int, ...]:
+    """1-based band indexes used as R, G, B (one index for gray or palette images)."""
+    interp = list(ds.colorinterp)
+    colour = [i for i, ci in enumerate(interp, start=1) if ci != ColorInterp.alpha]
+    if len(colour) < 3:
+        return (colour[0] if colour else 1,)
+    labelled = [interp.index(ci) + 1 for ci in (ColorInterp.red, ColorInterp.green, ColorInterp.blue) if ci in interp]
+    return tuple(labelled) if len(labelled) == 3 else tuple(colour[:3])
+
+
+def compute_stretch(ds: DatasetReader, percentiles: tuple[float, float] | None = None) -> Stretch:
+    """The scene's stretch: none for uint8, else per-band percentiles of a decimated read."""
+    if percentiles is None:
+        from roadseg.config import get_settings
+
+        percentiles = tuple(get_settings().stretch_percentiles)
+    low_pct, high_pct = float(percentiles[0]), float(percentiles[1])
+    if not 0 <= low_pct < high_pct <= 100:
+        raise InvalidInput(f"stretch percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
+    if ds.dtypes[0] == "uint8":
+        return Stretch(mode="none", percentiles=(low_pct, high_pct))
+    bands = rgb_band_indexes(ds)
+    factor = max(1.0, math.sqrt(ds.width * ds.height / STRETCH_SAMPLE_PIXELS))
+    shape = (len(bands), max(1, round(ds.height / factor)), max(1, round(ds.width / factor)))
+    data = ds.read(bands, out_shape=shape).astype(np.float64)
+    valid = ds.dataset_mask(out_shape=shape[1:]) > 0
+    lows, highs = [], []
+    for band in data:
+        values = band[valid & np.isfinite(band)]
+        if values.size == 0:
+            lo, hi = 0.0, 1.0
+        else:
+            lo, hi = (float(v) for v in np.percentile(values, [low_pct, high_pct]))
+        lows.append(lo)
+        highs.append(hi if hi > lo else lo + 1.0)
+    if len(bands) == 1:
+        lows, highs = lows * 3, highs * 3
+    return Stretch(mode="percentile", percentiles=(low_pct, high_pct), low=tuple(lows), high=tuple(highs))
+
+
+def to_uint8_rgb(bands_array: np.ndarray, valid_mask: np.ndarray, stretch: Stretch) -> np.ndarray:
+    """Bands ``[C, H, W]`` (C = 1 or 3, rasterio order) -> uint8 ``[H, W, 3]``; invalid pixels are 0.
+
+    A single band is repeated into R, G and B. ``stretch.mode == "none"`` requires uint8 input
+    and copies it unchanged.
+    """
+    if bands_array.ndim != 3 or bands_array.shape[0] not in (1, 3):
+        raise ValueError(f"expected bands as [1 or 3, H, W], got shape {bands_array.shape}")
+    if bands_array.shape[0] == 1:
+        bands_array = np.repeat(bands_array, 3, axis=0)
+    if stretch.mode == "none":
+        if bands_array.dtype != np.uint8:
+            raise ValueError(f"stretch mode 'none' needs uint8 input, got {bands_array.dtype}")
+        rgb = bands_array
+    else:
+        low = np.asarray(stretch.low, dtype=np.float32).reshape(3, 1, 1)
+        high = np.asarray(stretch.high, dtype=np.float32).reshape(3, 1, 1)
+        scaled = (bands_array.astype(np.float32) - low) * (255.0 / (high - low))
+        rgb = np.clip(np.nan_to_num(scaled, nan=0.0), 0, 255).round().astype(np.uint8)
+    out = np.ascontiguousarray(np.moveaxis(rgb, 0, -1))
+    out[~valid_mask] = 0
+    return out
+
+
+def read_rgb_window(ds: DatasetReader, window: Window, stretch: Stretch) -> tuple[np.ndarray, np.ndarray]:
+    """Read one window (inside the dataset) as (uint8 ``[H, W, 3]``, valid bool ``[H, W]``)."""
+    bands = rgb_band_indexes(ds)
+    data = ds.read(bands, window=window)
+    valid = ds.dataset_mask(window=window) > 0
+    if np.issubdtype(data.dtype, np.floating):
+        valid &= np.isfinite(data).all(axis=0)
+    if len(bands) == 1 and ds.colorinterp[bands[0] - 1] == ColorInterp.palette:
+        return _apply_palette(ds, bands[0], data[0], valid), valid
+    return to_uint8_rgb(data, valid, stretch), valid
+
+
+def _apply_palette(ds: DatasetReader, band: int, indexes: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Expand a paletted band through its colour table (palette entries are RGBA tuples)."""
+    lut = np.zeros((max(256, int(indexes.max()) + 1), 3), dtype=np.uint8)
+    for value, rgba in ds.colormap(band).items():
+        lut[value] = rgba[:3]
+    rgb = lut[indexes]
+    rgb[~valid] = 0
+    return rgb

@@ -1,0 +1,215 @@
+"""Versioned SavedModel export (contract 5): what TF Serving and the gateway load.
+
+``<model_dir>/<version>/`` holds a SavedModel whose ``serving_default`` signature takes ``images``
+uint8 [N,H,W,3] of any H, W and returns ``{"probabilities": float32 [N,H,W,1]}``. Padding to a
+multiple of 16 (and cropping back) and the ImageNet preprocessing are in the graph, so clients send
+raw pixels. ``model_card.json`` beside it says how the model was made and how good it is.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import subprocess
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from roadseg.config import REPO_ROOT
+
+log = logging.getLogger(__name__)
+
+CARD = "model_card.json"
+#: The model's total stride: inputs are padded up to a multiple of this inside the graph.
+STRIDE = 16
+
+
+def serving_function(keras_model):
+    """A tf.function from uint8 images of any size to road probabilities of the same size."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    def serve(images):
+        shape = tf.shape(images)
+        height, width = shape[1], shape[2]
+        pad_h = (STRIDE - height % STRIDE) % STRIDE
+        pad_w = (STRIDE - width % STRIDE) % STRIDE
+        # Zero padding, as the training crops are padded: the model has seen black borders.
+        padded = tf.pad(tf.cast(images, tf.float32), [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+        logits = keras_model(padded, training=False)
+        probabilities = tf.sigmoid(tf.cast(logits, tf.float32))[:, :height, :width, :]
+        return {"probabilities": probabilities}
+
+    return serve
+
+
+def code_version() -> str:
+    """``git rev-parse HEAD`` of the checkout (plus ``-dirty`` when files differ), or ``unknown``."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head
+
+
+def export_savedmodel(keras_model, out_dir: str | Path, card: dict) -> Path:
+    """Write the SavedModel and ``model_card.json`` to ``out_dir`` (atomically: built aside, then renamed).
+
+    ``card`` is completed with ``created`` and ``code_version`` when missing.
+    """
+    import keras
+    import tensorflow as tf
+
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise FileExistsError(f"{out_dir} already exists; pick a new version")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    card = {
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "code_version": code_version(),
+        **card,
+    }
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir.parent) as tmp:
+        staging = Path(tmp) / "model"
+        archive = keras.export.ExportArchive()
+        archive.track(keras_model)
+        archive.add_endpoint("serving_default", serving_function(keras_model))
+        archive.write_out(str(staging), verbose=False)
+        (staging / CARD).write_text(json.dumps(card, indent=2) + "\n")
+        # Check the written graph really loads and serves before publishing it.
+        served = tf.saved_model.load(str(staging)).signatures["serving_default"]
+        probe = served(images=tf.zeros([1, 20, 36, 3], tf.uint8))["probabilities"]
+        if tuple(probe.shape) != (1, 20, 36, 1):
+            raise RuntimeError(f"exported model returned shape {tuple(probe.shape)} for a 20x36 probe")
+        staging.rename(out_dir)
+    log.info("exported SavedModel to %s", out_dir)
+    return out_dir
+
+
+def _is_url(path: str | Path) -> bool:
+    return "://" in str(path)
+
+
+def latest_version(model_dir: str | Path) -> int | None:
+    """Highest integer version folder holding a ``saved_model.pb`` (local folder or storage URL), or None."""
+    if _is_url(model_dir):
+        from roadseg.storage import storage_from_url
+
+        keys = storage_from_url(str(model_dir)).list("")
+        versions = [int(k.split("/")[0]) for k in keys if k.split("/")[0].isdigit() and k.endswith("/saved_model.pb")]
+        return max(versions, default=None)
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        return None
+    versions = [int(p.name) for p in model_dir.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()]
+    return max(versions, default=None)
+
+
+def _upload(local: Path, model_dir: str, version: int) -> None:
+    """Copy an exported version folder to a storage URL (e.g. the gs:// folder TF Serving watches).
+
+    The model card and saved_model.pb go last, so a watcher never sees a graph without its variables.
+    """
+    from roadseg.storage import storage_from_url
+
+    storage = storage_from_url(model_dir)
+    files = sorted((p for p in local.rglob("*") if p.is_file()), key=lambda p: p.name in (CARD, "saved_model.pb"))
+    for path in files:
+        storage.write_file(f"{version}/{path.relative_to(local).as_posix()}", path)
+
+
+def resolve_savedmodel(path: str | Path) -> Path:
+    """A SavedModel folder itself, or the latest version inside a folder of versions."""
+    path = Path(path)
+    if (path / "saved_model.pb").is_file():
+        return path
+    version = latest_version(path)
+    if version is None:
+        raise FileNotFoundError(f"no SavedModel in {path} (expected saved_model.pb or numbered versions)")
+    return path / str(version)
+
+
+def read_card(savedmodel: str | Path) -> dict:
+    """The model card beside a SavedModel ({} when absent)."""
+    path = Path(savedmodel) / CARD
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def export_checkpoint(
+    checkpoint: str,
+    model_dir: str | Path,
+    version: int | None = None,
+    evaluate: list[str] = (),
+    command: str = "",
+    train_command: str | None = None,
+) -> Path:
+    """Export a ``.keras`` training checkpoint as the next version, measuring it on ``evaluate`` data.
+
+    ``model_dir`` is a local folder or a storage URL (``gs://``: exported locally, then uploaded).
+    ``evaluate`` items are ``PATH:SPLIT[,SPLIT]``. The card's threshold is the best-F1 threshold over the
+    *validation* splits among them (test splits only report), and every figure is measured on the exported
+    SavedModel, i.e. on what is served.
+    """
+    from roadseg.storage import split_url
+    from roadseg.trainer.train import COMMAND, CONFIG, load_checkpoint
+
+    storage, key = split_url(checkpoint)
+    model = load_checkpoint(storage, key)
+    # A run folder holds config.yaml, command.txt and checkpoints/<name>.keras (see roadseg.trainer.train).
+    run_storage, _ = split_url(checkpoint.rsplit("/", 2)[0] + "/" + CONFIG)
+    run_config = yaml.safe_load(run_storage.read_text(CONFIG)) if run_storage.exists(CONFIG) else {}
+    if train_command is None and run_storage.exists(COMMAND):
+        train_command = run_storage.read_text(COMMAND).strip()
+    version = version or (latest_version(model_dir) or 0) + 1
+    card = {
+        "name": Path(str(model_dir).rstrip("/")).name,
+        "version": version,
+        "backbone": run_config.get("backbone", model.name.removeprefix("deeplabv3plus_")),
+        "threshold": 0.5,
+        "metrics": {},
+        "data": {"train": run_config.get("train_data", []), "val": run_config.get("val_data", [])},
+        "config": run_config,
+        "checkpoint": checkpoint,
+        "command": train_command or "",
+        "export_command": command,
+    }
+    if not _is_url(model_dir):
+        return _export_and_measure(model, Path(model_dir) / str(version), card, evaluate)
+    with tempfile.TemporaryDirectory(prefix="roadseg-export-") as tmp:
+        local = _export_and_measure(model, Path(tmp) / str(version), card, evaluate)
+        _upload(local, str(model_dir), version)
+    return Path(str(model_dir).rstrip("/")) / str(version)
+
+
+def _export_and_measure(model, out: Path, card: dict, evaluate: list[str]) -> Path:
+    from roadseg.trainer.evaluate import best_threshold_of, evaluate_model
+
+    out = export_savedmodel(model, out, card)
+    if not evaluate:
+        return out
+    card = read_card(out)
+    specs = [_parse_eval_spec(spec) for spec in evaluate]
+    val_reports = [evaluate_model(out, [path], splits=["val"]) for path, splits in specs if "val" in splits]
+    if val_reports:
+        card["threshold"] = best_threshold_of(val_reports)
+        card["threshold_selected_on"] = [f"{path}:val" for path, splits in specs if "val" in splits]
+    card["metrics"] = {
+        f"{Path(path).name}:{'+'.join(splits)}": evaluate_model(
+            out, [path], splits=splits, threshold=card["threshold"]
+        )["summary"]
+        for path, splits in specs
+    }
+    (out / CARD).write_text(json.dumps(card, indent=2) + "\n")
+    return out
+
+
+def _parse_eval_spec(spec: str) -> tuple[str, list[str]]:
+    """``PATH:SPLIT[,SPLIT]`` (default split val)."""
+    path, sep, splits = spec.rpartition(":")
+    if not sep:
+        return spec, ["val"]
+    return path, splits.split(",")

@@ -1,0 +1,163 @@
+"""DeepLabV3+ (Chen et al. 2018) in Keras 3 with a MobileNetV2 or ResNet50 ImageNet backbone.
+
+The Keras model takes raw RGB pixels as float in [0, 255] and does the backbone's ImageNet
+preprocessing itself, so training, evaluation and the exported SavedModel all feed the same thing.
+It returns one road *logit* per pixel (float32 even under mixed precision).
+
+Output stride 16: the backbones' last stride-2 stage is turned into stride 1 with atrous (dilated)
+convolutions by editing the Keras application's config and copying the pretrained weights across
+(shapes are unchanged), which keeps ImageNet features while doubling the feature resolution.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import keras
+import tensorflow as tf
+from keras import layers, ops
+
+log = logging.getLogger(__name__)
+
+BACKBONES = ("mobilenetv2", "resnet50")
+
+#: Per backbone: layer overrides for output stride 16, the stride-16 and stride-4 feature layers.
+_BACKBONE_SPECS: dict[str, dict[str, Any]] = {
+    "mobilenetv2": {
+        "overrides": {
+            "block_13_pad": {"padding": ((1, 1), (1, 1))},
+            "block_13_depthwise": {"strides": (1, 1)},
+            "block_14_depthwise": {"dilation_rate": (2, 2)},
+            "block_15_depthwise": {"dilation_rate": (2, 2)},
+            "block_16_depthwise": {"dilation_rate": (2, 2)},
+        },
+        "high": "out_relu",
+        "low": "block_3_expand_relu",
+    },
+    "resnet50": {
+        "overrides": {
+            "conv5_block1_0_conv": {"strides": (1, 1)},
+            "conv5_block1_1_conv": {"strides": (1, 1)},
+            "conv5_block1_2_conv": {"dilation_rate": (2, 2)},
+            "conv5_block2_2_conv": {"dilation_rate": (2, 2)},
+            "conv5_block3_2_conv": {"dilation_rate": (2, 2)},
+        },
+        "high": "conv5_block3_out",
+        "low": "conv2_block3_out",
+    },
+}
+
+
+@keras.saving.register_keras_serializable(package="roadseg")
+class ImagePreprocess(layers.Layer):
+    """ImageNet preprocessing of [0, 255] RGB for a backbone ("tf": [-1, 1]; "caffe": BGR minus mean)."""
+
+    def __init__(self, mode: str = "tf", **kwargs):
+        super().__init__(**kwargs)
+        self.mode = mode
+
+    def call(self, x):
+        x = ops.cast(x, self.compute_dtype)
+        if self.mode == "tf":
+            return x / 127.5 - 1.0
+        mean = ops.convert_to_tensor([103.939, 116.779, 123.68], dtype=self.compute_dtype)
+        return ops.flip(x, axis=-1) - mean
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="roadseg")
+class ResizeLike(layers.Layer):
+    """Bilinear resize of ``x`` to the spatial size of a reference tensor, read at run time.
+
+    Keras' UpSampling2D needs static sizes; resizing to the reference's *dynamic* shape lets the
+    model (ASPP image pooling, decoder and output upsampling) run on any input size ([None, None, 3]).
+    """
+
+    def call(self, inputs):
+        x, reference = inputs
+        size = tf.shape(reference)[1:3]
+        return tf.cast(tf.image.resize(x, size, method="bilinear"), x.dtype)
+
+    def compute_output_shape(self, input_shapes):
+        x, reference = input_shapes
+        return (x[0], reference[1], reference[2], x[-1])
+
+
+def _dilated_backbone(backbone: str, weights: str | None, input_shape: tuple) -> keras.Model:
+    """The Keras application with its last stride-2 stage made atrous (output stride 16)."""
+    app_weights = "imagenet" if weights == "imagenet" else None
+    if backbone == "mobilenetv2":
+        base = keras.applications.MobileNetV2(include_top=False, weights=app_weights, input_shape=input_shape)
+    else:
+        base = keras.applications.ResNet50(include_top=False, weights=app_weights, input_shape=input_shape)
+    if weights not in (None, "imagenet"):
+        base.load_weights(weights)
+    overrides = _BACKBONE_SPECS[backbone]["overrides"]
+    config = base.get_config()
+    for layer in config["layers"]:
+        layer["config"].update(overrides.get(layer["config"]["name"], {}))
+    dilated = keras.Model.from_config(config)
+    dilated.set_weights(base.get_weights())
+    return dilated
+
+
+def _conv_bn_relu(x, filters: int, name: str, kernel: int = 1, rate: int = 1, separable: bool = False):
+    if separable:
+        x = layers.DepthwiseConv2D(3, padding="same", dilation_rate=rate, use_bias=False, name=f"{name}_dw")(x)
+        x = layers.BatchNormalization(name=f"{name}_dw_bn")(x)
+        x = layers.ReLU(name=f"{name}_dw_relu")(x)
+        kernel = 1
+    x = layers.Conv2D(filters, kernel, padding="same", dilation_rate=1, use_bias=False, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def _aspp(x, filters: int, rates: tuple[int, ...], dropout: float):
+    """Atrous spatial pyramid pooling: 1x1, separable atrous convs at ``rates``, and image pooling."""
+    branches = [_conv_bn_relu(x, filters, "aspp_1x1")]
+    for rate in rates:
+        branches.append(_conv_bn_relu(x, filters, f"aspp_r{rate}", rate=rate, separable=True))
+    pooled = layers.GlobalAveragePooling2D(keepdims=True, name="aspp_pool")(x)
+    pooled = _conv_bn_relu(pooled, filters, "aspp_pool_proj")
+    branches.append(ResizeLike(name="aspp_pool_resize")([pooled, x]))
+    x = layers.Concatenate(name="aspp_concat")(branches)
+    x = _conv_bn_relu(x, filters, "aspp_out")
+    return layers.Dropout(dropout, name="aspp_dropout")(x)
+
+
+def build_deeplabv3plus(
+    backbone: str = "mobilenetv2",
+    weights: str | None = "imagenet",
+    input_shape: tuple = (None, None, 3),
+    aspp_filters: int = 256,
+    decoder_filters: int = 256,
+    atrous_rates: tuple[int, ...] = (6, 12, 18),
+    dropout: float = 0.1,
+) -> keras.Model:
+    """DeepLabV3+ returning road logits [N,H,W,1] for float RGB input in [0, 255].
+
+    ``weights``: None (random), "imagenet" (Keras download, or the KERAS_HOME cache) or a path to a
+    backbone weights file. H and W must be multiples of 16.
+    """
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+    spec = _BACKBONE_SPECS[backbone]
+    base = _dilated_backbone(backbone, weights, input_shape)
+    features = keras.Model(base.input, [base.get_layer(spec["high"]).output, base.get_layer(spec["low"]).output])
+
+    inputs = keras.Input(shape=input_shape, name="images")
+    x = ImagePreprocess("tf" if backbone == "mobilenetv2" else "caffe", name="preprocess")(inputs)
+    high, low = features(x)
+    x = _aspp(high, aspp_filters, tuple(atrous_rates), dropout)
+    low = _conv_bn_relu(low, 48, "decoder_low")
+    x = ResizeLike(name="decoder_resize")([x, low])
+    x = layers.Concatenate(name="decoder_concat")([x, low])
+    x = _conv_bn_relu(x, decoder_filters, "decoder_sep1", separable=True)
+    x = _conv_bn_relu(x, decoder_filters, "decoder_sep2", separable=True)
+    x = layers.Conv2D(1, 1, name="logits_stride4")(x)
+    x = ResizeLike(name="logits_resize")([x, inputs])
+    logits = layers.Activation("linear", dtype="float32", name="logits")(x)
+    return keras.Model(inputs, logits, name=f"deeplabv3plus_{backbone}")

@@ -1,0 +1,219 @@
+"""The training loop: config -> tf.data -> DeepLabV3+ -> per-epoch checkpoints in storage.
+
+Everything a run needs to continue lives in its output folder (local path, ``file://`` or ``gs://``):
+``config.yaml`` (the echoed config), ``checkpoints/last.keras`` (model + optimizer state, written
+every epoch), ``checkpoints/best.keras`` (best validation road IoU), ``state.json`` (epochs done)
+and ``log.csv``. ``resume=True`` reloads ``last.keras`` so the optimizer continues with the same
+moments and iteration count, hence the same learning-rate schedule position.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from roadseg.storage import Storage, storage_from_url
+
+log = logging.getLogger(__name__)
+
+LAST = "checkpoints/last.keras"
+BEST = "checkpoints/best.keras"
+STATE = "state.json"
+LOG = "log.csv"
+CONFIG = "config.yaml"
+COMMAND = "command.txt"
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a training run; saved as ``config.yaml`` next to the checkpoints."""
+
+    output: str = "var/train"
+    train_data: list[str] = field(default_factory=list)
+    val_data: list[str] = field(default_factory=list)
+    backbone: str = "mobilenetv2"
+    weights: str | None = "imagenet"
+    crop_size: int = 320
+    val_crop_size: int = 384
+    batch_size: int = 8
+    epochs: int = 30
+    steps_per_epoch: int | None = None
+    learning_rate: float = 1e-3
+    warmup_epochs: float = 1.0
+    lr_floor: float = 0.01
+    weight_decay: float = 1e-4
+    loss: str = "bce_dice"
+    aspp_filters: int = 256
+    decoder_filters: int = 256
+    max_minutes: float | None = None
+    seed: int = 0
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        """Read a YAML or JSON config file (unknown keys are an error, so typos are caught)."""
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown config keys in {path}: {', '.join(unknown)}")
+        return cls(**data)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
+
+
+def _setup_devices():
+    """MirroredStrategy + mixed precision on GPUs; the default strategy on CPU."""
+    import keras
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+        log.info("training on %d GPU(s) with mixed precision", len(gpus))
+        return tf.distribute.MirroredStrategy()
+    log.info("no GPU: training on CPU")
+    return tf.distribute.get_strategy()
+
+
+def _save_to(storage: Storage, key: str, model) -> None:
+    with tempfile.TemporaryDirectory(prefix="roadseg-ckpt-") as tmp:
+        path = Path(tmp) / Path(key).name
+        model.save(path)
+        storage.write_file(key, path)
+
+
+def load_checkpoint(storage: Storage, key: str):
+    """A compiled Keras model (with optimizer state) from a ``.keras`` file in storage."""
+    import keras
+
+    import roadseg.trainer.losses  # noqa: F401  (registers the custom objects)
+    import roadseg.trainer.model  # noqa: F401
+    import roadseg.trainer.schedule  # noqa: F401
+
+    with storage.local_path(key) as path:
+        return keras.models.load_model(path)
+
+
+def _callbacks(config: TrainConfig, storage: Storage, start: float, best_so_far: float):
+    import keras
+
+    class StorageCheckpoint(keras.callbacks.Callback):
+        """After each epoch: append to log.csv, save last (and best) checkpoint, stop on the time budget."""
+
+        def __init__(self):
+            super().__init__()
+            self.best = best_so_far
+            self.epoch_start = time.monotonic()
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch_start = time.monotonic()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = dict(logs or {})
+            lr = self.model.optimizer.learning_rate
+            row = {"epoch": epoch + 1, "seconds": round(time.monotonic() - self.epoch_start, 1), "lr": float(lr)}
+            row.update({k: round(float(v), 5) for k, v in logs.items() if k != "learning_rate"})
+            old = storage.read_text(LOG) if storage.exists(LOG) else ""
+            header = ",".join(row)
+            if not old:
+                old = header + "\n"
+            storage.write_text(LOG, old + ",".join(str(v) for v in row.values()) + "\n")
+            _save_to(storage, LAST, self.model)
+            score = logs.get("val_road_iou", logs.get("road_iou", 0.0))
+            if score >= self.best:
+                self.best = float(score)
+                _save_to(storage, BEST, self.model)
+            storage.write_text(STATE, json.dumps({"epoch": epoch + 1, "best_val_road_iou": self.best}))
+            log.info("epoch %d done: %s", epoch + 1, row)
+            if config.max_minutes:
+                elapsed = time.monotonic() - start
+                if elapsed + row["seconds"] > config.max_minutes * 60:
+                    log.info("time budget of %.1f min reached: stopping after epoch %d", config.max_minutes, epoch + 1)
+                    self.model.stop_training = True
+
+    return [StorageCheckpoint()]
+
+
+def train(config: TrainConfig, resume: bool = False, verbose: int | None = None, command: str | None = None) -> dict:
+    """Run (or continue) training; returns the final state (epochs done, best validation road IoU).
+
+    ``command`` (the command line, for the model card) is saved as command.txt in the run folder.
+    """
+    import keras
+    import tensorflow as tf
+
+    from roadseg.trainer import data
+    from roadseg.trainer.losses import RoadIoU, RoadLoss
+    from roadseg.trainer.model import build_deeplabv3plus
+    from roadseg.trainer.schedule import WarmupCosine
+
+    if not config.train_data:
+        raise ValueError("no training data: give train_data (folders or TFRecord dataset folders)")
+    start = time.monotonic()
+    keras.utils.set_random_seed(config.seed)
+    storage = storage_from_url(config.output)
+    sources = [data.Source.parse(s) for s in config.train_data]
+    val_sources = [data.Source.parse(s) for s in config.val_data]
+    steps = config.steps_per_epoch or data.steps_for(sources, config.batch_size)
+    train_ds = data.training_dataset(sources, config.crop_size, config.batch_size, seed=config.seed)
+    val_ds = data.validation_dataset(val_sources, config.val_crop_size, config.batch_size) if val_sources else None
+
+    initial_epoch, best = 0, -1.0
+    strategy = _setup_devices()
+    with strategy.scope():
+        if resume and storage.exists(LAST) and storage.exists(STATE):
+            state = json.loads(storage.read_text(STATE))
+            initial_epoch, best = int(state["epoch"]), float(state.get("best_val_road_iou", -1.0))
+            model = load_checkpoint(storage, LAST)
+            log.info("resuming after epoch %d (optimizer step %d)", initial_epoch, int(model.optimizer.iterations))
+        else:
+            if resume:
+                log.info("nothing to resume in %s: starting from scratch", config.output)
+            model = build_deeplabv3plus(
+                config.backbone,
+                config.weights,
+                aspp_filters=config.aspp_filters,
+                decoder_filters=config.decoder_filters,
+            )
+            schedule = WarmupCosine(
+                config.learning_rate, int(config.warmup_epochs * steps), config.epochs * steps, config.lr_floor
+            )
+            model.compile(
+                optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
+                loss=RoadLoss(config.loss),
+                metrics=[RoadIoU()],
+            )
+    storage.write_text(CONFIG, config.to_yaml())
+    storage.write_text(COMMAND, command or "")
+    if initial_epoch >= config.epochs:
+        log.info("already trained %d of %d epochs", initial_epoch, config.epochs)
+        return {"epoch": initial_epoch, "best_val_road_iou": best}
+    log.info(
+        "training %s: %d steps/epoch of %d x %dpx, epochs %d..%d, tf %s",
+        config.backbone,
+        steps,
+        config.batch_size,
+        config.crop_size,
+        initial_epoch + 1,
+        config.epochs,
+        tf.__version__,
+    )
+    model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=config.epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=steps,
+        callbacks=_callbacks(config, storage, start, best),
+        verbose=verbose if verbose is not None else (1 if sys.stderr.isatty() else 2),
+    )
+    return json.loads(storage.read_text(STATE))

@@ -1,0 +1,159 @@
+"""Gateway API in-process (real app, real SavedModel, real local storage): predictions, routes, bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from fastapi.testclient import TestClient
+from PIL import Image
+from roadseg.gateway.api import create_app
+from roadseg.gateway.predictor import EmbeddedPredictor
+from roadseg.storage import get_storage
+from test_gateway_support import dark_model, road_image, write_geotiff
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return EmbeddedPredictor(dark_model() / "1")
+
+
+@pytest.fixture
+def client(settings_env, predictor):
+    with TestClient(create_app(predictor=predictor, storage=get_storage())) as c:
+        yield c
+
+
+def stored_keys() -> list[str]:
+    return get_storage().list("predictions")
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def read_raster(content: bytes):
+    with rasterio.MemoryFile(content) as mem, mem.open() as ds:
+        return ds.read(), ds.crs, ds.transform
+
+
+def test_geotiff_round_trip_keeps_crs_and_transform(client, tmp_path):
+    rgb = road_image(300, 420)
+    src = write_geotiff(tmp_path / "scene.tif", rgb)
+    with open(src, "rb") as fh:
+        r = client.post("/api/v1/predictions", files={"file": ("scene.tif", fh, "image/tiff")})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["status"] == "done" and body["info"]["georeferenced"] and body["info"]["crs"] == "EPSG:32611"
+    assert {"mask.png", "mask.tif", "overlay.png", "probability.tif", "probability.png", "roads.geojson"} <= set(
+        body["links"]
+    )
+    with rasterio.open(src) as ds:
+        crs, transform = ds.crs, ds.transform
+    for name in ("mask.tif", "probability.tif"):
+        data, out_crs, out_transform = read_raster(client.get(body["links"][name]).content)
+        assert out_crs == crs and out_transform == transform and data.shape[1:] == (300, 420)
+    mask, _, _ = read_raster(client.get(body["links"]["mask.png"]).content)
+    assert mask.shape == (1, 300, 420) and set(np.unique(mask)) <= {0, 255}
+    assert (mask[0, 66, 100:300] == 255).all()  # a dark road row
+    assert (mask[0, 120:200, 120:200] == 0).all()  # light ground between roads
+    overlay = np.asarray(Image.open(io.BytesIO(client.get(body["links"]["overlay.png"]).content)))
+    assert overlay.shape == (300, 420, 4) and (overlay[..., 3] == mask[0]).all()
+    roads = client.get(body["links"]["roads.geojson"]).json()
+    assert roads["type"] == "FeatureCollection" and roads["features"]
+    # Route in lon/lat between two points of the road at row 66, 200 px apart (0.5 m pixels -> ~100 m).
+    with rasterio.open(src) as ds:
+        from pyproj import Transformer
+
+        to_lonlat = Transformer.from_crs(ds.crs, "EPSG:4326", always_xy=True)
+        start, end = (to_lonlat.transform(*(ds.transform @ (x, 66))) for x in (110, 310))
+    r = client.post(body["links"]["self"] + "/route", json={"start": start, "end": end, "crs": "EPSG:4326"})
+    assert r.status_code == 200, r.text
+    props = r.json()["properties"]
+    assert props["length_m"] == pytest.approx(100, rel=0.1)
+    xs = [x for x, _ in props["pixel_coordinates"]]
+    assert min(xs) == pytest.approx(110, abs=3) and max(xs) == pytest.approx(310, abs=3)
+
+
+def test_png_prediction_and_pixel_route(client):
+    r = client.post("/api/v1/predictions", files={"file": ("roads.png", png_bytes(road_image(256, 256)), "image/png")})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert not body["info"]["georeferenced"] and "mask.tif" not in body["links"]
+    assert body["model"] == {"backend": "embedded", "model_name": "roads", "model_version": 1}
+    # Along the vertical road at x = 60..72, then across the horizontal one at y = 210..222.
+    r = client.post(body["links"]["self"] + "/route", json={"start": [66, 20], "end": [200, 216]})
+    assert r.status_code == 200, r.text
+    props = r.json()["properties"]
+    assert props["length_px"] == pytest.approx((216 - 20) + (200 - 66), rel=0.1)
+    page = client.get(f"/ui/predictions/{body['id']}")
+    assert page.status_code == 200 and body["links"]["overlay.png"] in page.text
+
+
+def test_health_and_model_card(client):
+    health = client.get("/healthz").json()
+    assert health == {"status": "ok", "backend": "embedded", "model_name": "roads", "model_version": 1}
+    card = client.get("/api/v1/model").json()
+    assert card["backbone"] == "dark-pixels (test model)" and card["threshold"] == 0.5
+    assert "v1" in client.get("/ui/model").text
+    assert client.get("/docs").status_code == 200 and "/api/v1/predictions" in client.get("/openapi.json").text
+
+
+def truncated_png() -> bytes:
+    data = png_bytes(np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8))
+    return data[: len(data) // 2]
+
+
+def huge_header_tiff(tmp_path) -> bytes:
+    """A valid, sparse GeoTIFF whose header declares 100000 x 100000 pixels (a few KB on disk)."""
+    path = tmp_path / "huge.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=100_000, height=100_000, count=3, dtype="uint8",
+                       tiled=True, SPARSE_OK=True):  # fmt: skip
+        pass
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "name,make,status,words",
+    [
+        ("notes.txt", lambda tmp: b"this is not an image\n" * 50, 400, "not a readable image"),
+        ("cut.png", lambda tmp: truncated_png(), 400, "corrupt or truncated"),
+        ("empty.png", lambda tmp: b"", 400, "empty"),
+        ("huge.tif", huge_header_tiff, 413, "exceeds the limit"),
+    ],
+)
+def test_bad_uploads_are_clear_4xx_and_leave_nothing(client, tmp_path, name, make, status, words):
+    r = client.post("/api/v1/predictions", files={"file": (name, make(tmp_path), "application/octet-stream")})
+    assert r.status_code == status, r.text
+    assert words in r.json()["detail"]
+    assert stored_keys() == []
+    ui = client.post("/ui/predictions", files={"file": (name, make(tmp_path), "application/octet-stream")})
+    assert ui.status_code == status and 'role="alert"' in ui.text and words in ui.text
+    assert stored_keys() == []
+    assert client.get("/healthz").status_code == 200  # still serving
+
+
+def test_route_and_id_errors(client):
+    body = client.post("/api/v1/predictions", files={"file": ("r.png", png_bytes(road_image(200, 200)), "image/png")})
+    self_url = body.json()["links"]["self"]
+    outside = client.post(self_url + "/route", json={"start": [10, 10], "end": [500, 20]})
+    assert outside.status_code == 400 and "outside the image" in outside.json()["detail"]
+    lonlat = client.post(self_url + "/route", json={"start": [10, 10], "end": [20, 20], "crs": "EPSG:4326"})
+    assert lonlat.status_code == 400 and "georeferenced" in lonlat.json()["detail"]
+    far = client.post(self_url + "/route", json={"start": [130, 130], "end": [66, 20]})
+    assert far.status_code == 422
+    malformed = client.post(self_url + "/route", json={"start": [1]})
+    assert malformed.status_code == 422
+    for url in ("/api/v1/predictions/20260101-000000000000", "/api/v1/predictions/nope/files/mask.png"):
+        r = client.get(url)
+        assert r.status_code == 404 and "no prediction with id" in r.json()["detail"]
+    assert client.post("/api/v1/predictions/nope/route", json={"start": [1, 1], "end": [2, 2]}).status_code == 404
+    assert client.get(self_url + "/files/status.json").status_code == 404
+    assert client.get(self_url + "/files/..%2F..%2Fsecret").status_code == 404
+    assert client.get("/api/v1/predictions/..%2Fx").status_code in (400, 404)
+    assert json.loads(get_storage().read_text(f"predictions/{body.json()['id']}/status.json"))["status"] == "done"

@@ -1,0 +1,130 @@
+"""Helpers for the gateway tests (no tests here): models exported once per session, images, servers.
+
+Two SavedModels, both following contract 5 (``serving_default``: uint8 ``images`` -> float32
+``probabilities``), in TF Serving's versioned layout with a ``model_card.json``:
+
+* :func:`real_model` is our DeepLabV3+ (random weights, the trainer's builder and exporter):
+  the real graph, used where the test is about the model contract (TF Serving double, GeoTIFF
+  round trip). Random weights find no roads, so it cannot drive the route tests.
+* :func:`dark_model` is a deterministic *test model*: road probability is high where the
+  image is dark and smooth (asphalt in the Las Vegas tile). It makes road/route outcomes
+  predictable and is ~100x cheaper, which the 6000 x 6000, concurrency and browser tests need.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+_CACHE: dict[str, Path] = {}
+
+
+def _write_card(version_dir: Path, **card) -> None:
+    (version_dir / "model_card.json").write_text(json.dumps(card, indent=2))
+
+
+def dark_model() -> Path:
+    """Folder of versions (``<dir>/1``) holding the deterministic dark-is-road test model."""
+    if "dark" not in _CACHE:
+        import tensorflow as tf
+
+        class DarkRoads(tf.Module):
+            @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+            def serve(self, images):
+                gray = tf.reduce_mean(tf.cast(images, tf.float32), axis=-1, keepdims=True) / 255.0
+                smooth = tf.nn.avg_pool2d(gray, ksize=9, strides=1, padding="SAME")
+                return {"probabilities": tf.sigmoid(20.0 * (0.25 - smooth))}
+
+        root = Path(tempfile.mkdtemp(prefix="roadseg-dark-model-"))
+        module = DarkRoads()
+        tf.saved_model.save(module, str(root / "1"), signatures={"serving_default": module.serve})
+        _write_card(root / "1", name="roads", version=1, backbone="dark-pixels (test model)", threshold=0.5,
+                    metrics={"val_iou_road": 0.0}, data="none", config={}, code_version="test",
+                    created="2026-01-01T00:00:00Z", command="tests/test_gateway_support.py")  # fmt: skip
+        _CACHE["dark"] = root
+    return _CACHE["dark"]
+
+
+def real_model() -> Path:
+    """Folder of versions (``<dir>/1``) with our DeepLabV3+ (MobileNetV2, random weights) exported by the trainer."""
+    if "real" not in _CACHE:
+        from roadseg.trainer.export import export_savedmodel
+        from roadseg.trainer.model import build_deeplabv3plus
+
+        root = Path(tempfile.mkdtemp(prefix="roadseg-real-model-"))
+        model = build_deeplabv3plus(backbone="mobilenetv2", weights=None, input_shape=(None, None, 3))
+        card = {"name": "roads", "version": 1, "backbone": "mobilenetv2", "threshold": 0.5, "metrics": {}}
+        export_savedmodel(model, root / "1", card)
+        _CACHE["real"] = root
+    return _CACHE["real"]
+
+
+def write_geotiff(path: Path, rgb: np.ndarray, crs: str | None = "EPSG:32611",
+                  transform: tuple[float, ...] = (0.5, 0.0, 500000.0, 0.0, -0.5, 4000000.0)) -> Path:  # fmt: skip
+    """A 3-band uint8 GeoTIFF (``rgb`` is ``[H, W, 3]``); ``crs=None`` writes a plain TIFF."""
+    import rasterio
+    from affine import Affine
+
+    height, width = rgb.shape[:2]
+    profile = {"driver": "GTiff", "width": width, "height": height, "count": 3, "dtype": "uint8"}
+    if crs is not None:
+        profile.update(crs=crs, transform=Affine(*transform))
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(np.moveaxis(rgb, -1, 0))
+    return path
+
+
+def road_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """Light, textured ground with dark 12-px roads every 150 px (what the dark test model finds)."""
+    rng = np.random.default_rng(seed)
+    img = rng.integers(150, 220, size=(height, width, 3), dtype=np.uint8)
+    for offset in range(60, max(height, width), 150):
+        img[offset : offset + 12, :] = 40
+        img[:, offset : offset + 12] = 40
+    return img
+
+
+class Gateway:
+    """``uvicorn services/gateway main:app`` on a free port, as ``make up`` runs it."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, port: int):
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self.log = open(log_path, "ab")  # noqa: SIM115 - held open for the server's lifetime
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--app-dir", str(REPO / "services" / "gateway"), "main:app",
+             "--host", "127.0.0.1", "--port", str(port)],
+            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"}, stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def wait(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError(f"gateway not healthy after {timeout}s: {self.log_path.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()

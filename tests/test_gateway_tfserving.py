@@ -1,0 +1,68 @@
+"""The TF Serving REST client against tests/tfserving_double.py serving our real DeepLabV3+ SavedModel."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from roadseg.config import get_settings
+from roadseg.errors import RoadsegError
+from roadseg.gateway.api import create_app
+from roadseg.gateway.predictor import EmbeddedPredictor, RestPredictor, make_predictor
+from roadseg.storage import get_storage
+from test_gateway_support import real_model
+from tfserving_double import TFServingDouble
+
+
+@pytest.fixture(scope="module")
+def model_dir():
+    return real_model()
+
+
+@pytest.fixture(scope="module")
+def double_url(model_dir):
+    with TFServingDouble(model_dir, "roads") as url:
+        yield url
+
+
+def test_rest_client_matches_the_embedded_model(model_dir, double_url):
+    rest = RestPredictor(double_url, "roads", None, str(model_dir))
+    assert rest.describe() == {"backend": "tfserving-rest", "model_name": "roads", "model_version": 1}
+    assert rest.card["backbone"] == "mobilenetv2"  # read from the shared model folder
+    windows = np.random.default_rng(0).integers(0, 256, size=(2, 64, 96, 3), dtype=np.uint8)
+    remote = rest.predict(windows)
+    local = EmbeddedPredictor(model_dir / "1").predict(windows)
+    assert remote.shape == (2, 64, 96) and remote.dtype == np.float32
+    np.testing.assert_allclose(remote, local, atol=1e-5)
+    pinned = RestPredictor(double_url, "roads", 1, str(model_dir))
+    np.testing.assert_allclose(pinned.predict(windows[:1]), local[:1], atol=1e-5)
+
+
+def test_rest_errors_are_bad_gateway(model_dir, double_url):
+    with pytest.raises(RoadsegError, match="Servable not found") as err:
+        RestPredictor(double_url, "roads", 7, str(model_dir)).predict(np.zeros((1, 32, 32, 3), np.uint8))
+    assert err.value.status_code == 502
+    with pytest.raises(RoadsegError, match="unreachable"):
+        RestPredictor("http://127.0.0.1:9", "roads", None, str(model_dir))
+
+
+def test_gateway_predicts_through_tfserving(settings_env, monkeypatch, model_dir, double_url):
+    monkeypatch.setenv("ROADSEG_TFSERVING_URL", double_url)
+    monkeypatch.setenv("ROADSEG_MODEL_DIR", str(model_dir))
+    monkeypatch.setenv("ROADSEG_PREDICT_WINDOW", "128")
+    monkeypatch.setenv("ROADSEG_PREDICT_OVERLAP", "32")
+    get_settings.cache_clear()
+    predictor = make_predictor(get_settings())
+    assert isinstance(predictor, RestPredictor)
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (150, 200, 3), dtype=np.uint8)).save(buf, "PNG")
+    with TestClient(create_app(predictor=predictor, storage=get_storage())) as client:
+        assert client.get("/healthz").json()["backend"] == "tfserving-rest"
+        r = client.post("/api/v1/predictions", files={"file": ("x.png", buf.getvalue(), "image/png")})
+        assert r.status_code == 201, r.text
+        assert r.json()["model"]["backend"] == "tfserving-rest" and r.json()["windows_total"] == 4
+        mask = np.asarray(Image.open(io.BytesIO(client.get(r.json()["links"]["mask.png"]).content)))
+        assert mask.shape == (150, 200) and set(np.unique(mask)) <= {0, 255}

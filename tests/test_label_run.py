@@ -1,0 +1,93 @@
+"""Labeling runs end to end: CLI in-process, re-runs reuse work, and a real Celery worker killed mid-run."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from roadseg.cli import main
+from roadseg.jobs import JobStore
+from roadseg.labeler.run import KIND, resolve_scene
+from roadseg.storage import get_storage
+from test_label_support import VEGAS_IMAGE, VEGAS_ROADS, ingest_scene
+
+LANES = ["--width-attr", "lane_number", "--lane-width", "3.7"]
+
+
+@pytest.fixture
+def label_env(settings_env, monkeypatch):
+    from roadseg.celery_app import app as celery_app
+
+    # The Celery app reads the broker URL when first imported, possibly before this test's environment.
+    monkeypatch.setattr(celery_app.conf, "broker_url", settings_env["ROADSEG_REDIS_URL"])
+    return settings_env
+
+
+def _mtimes(storage, prefix: str) -> dict[str, float]:
+    return {key: storage.path(key).stat().st_mtime_ns for key in storage.list(prefix)}
+
+
+def test_cli_label_run_then_rerun_reuses_every_tile(label_env, shared_dir, capsys):
+    storage = get_storage()
+    folder = shared_dir / "data" / "spacenet-vegas"
+    ingest_scene(storage, "vegas", folder, VEGAS_IMAGE, 256)
+    argv = ["label", "vegas", "--vectors", str(folder / VEGAS_ROADS), *LANES]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    run_id = out.split()[2]
+    assert f"run {run_id}: 36 masks" in out and "no_road 13" in out
+    record = JobStore(storage, KIND).get(run_id)
+    assert record["status"] == "done" and record["progress"] == {"done": 36, "total": 36}
+    masks = _mtimes(storage, f"{KIND}/{run_id}/masks")
+    assert len(masks) == 36
+
+    assert main(argv) == 0  # same scene, vectors and options: same run id, nothing relabeled
+    assert capsys.readouterr().out.split()[2] == run_id
+    assert _mtimes(storage, f"{KIND}/{run_id}/masks") == masks
+    # A different width is a different run.
+    assert main([*argv, "--width", "5", "--run-id", "other"]) == 0
+    assert "run other: 36 masks" in capsys.readouterr().out
+
+    # A scene can also be named by the path of its manifest, wherever its storage is.
+    scene_storage, manifest = resolve_scene(str(storage.path("scenes/vegas/manifest.json")), storage)
+    assert manifest["scene_id"] == "vegas" and scene_storage.url == storage.url
+
+
+def test_celery_worker_killed_mid_run_leaves_a_completable_run(label_env, start_worker, shared_dir, capsys):
+    from roadseg.labeler.run import LabelOptions, prepare_run
+    from roadseg.labeler.tasks import label_scene
+    from roadseg.labeler.widths import WidthSpec
+
+    storage = get_storage()
+    folder = shared_dir / "data" / "spacenet-vegas"
+    scene = ingest_scene(storage, "vegas64", folder, VEGAS_IMAGE, 64)
+    total = len(scene["tiles"])
+    options = LabelOptions(widths=WidthSpec(width_attr="lane_number", lane_width=3.7))
+    run_id = prepare_run(storage, "vegas64", folder / VEGAS_ROADS, options)["id"]
+    jobs = JobStore(storage, KIND)
+
+    worker = start_worker("label", label_env)
+    label_scene.apply_async((run_id,))
+    deadline = time.monotonic() + 60
+    while jobs.get(run_id)["progress"]["done"] == 0:
+        assert time.monotonic() < deadline, worker.output()
+        time.sleep(0.02)
+    worker.kill()
+    assert jobs.get(run_id)["status"] == "running"
+    finished_before = _mtimes(storage, f"{KIND}/{run_id}/tiles")
+    assert 0 < len(finished_before) < total
+    assert not storage.exists(f"{KIND}/{run_id}/manifest.json")
+
+    # Run the same command again (queued to a fresh worker): it reuses the run and its finished tiles.
+    start_worker("label", label_env)
+    argv = ["label", "vegas64", "--vectors", str(folder / VEGAS_ROADS), *LANES, "--queue"]
+    assert main(argv) == 0
+    assert f"run {run_id}: {total} masks" in capsys.readouterr().out
+    manifest = json.loads(storage.read_text(f"{KIND}/{run_id}/manifest.json"))
+    ids = [entry["id"] for entry in manifest["tiles"]]
+    assert len(ids) == len(set(ids)) == total
+    assert len(storage.list(f"{KIND}/{run_id}/masks")) == total
+    after = _mtimes(storage, f"{KIND}/{run_id}/tiles")
+    assert {key: after[key] for key in finished_before} == finished_before  # finished tiles were not redone
+    assert jobs.get(run_id)["status"] == "done"

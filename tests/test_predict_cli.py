@@ -1,0 +1,139 @@
+"""``roadseg predict``: the file contract other tools call, bad inputs, and memory on a 6000 x 6000 image."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from PIL import Image
+from roadseg.cli import main
+from test_gateway_support import dark_model, road_image, write_geotiff
+
+#: Allowed peak-RSS growth for predicting 6000 x 6000 (36 Mpx) after a warm-up run. Holding the image
+#: as uint8 RGB (108 MB) plus float32 probabilities (144 MB) alone would need 252 MB.
+MEMORY_BOUND_MB = 200
+
+
+def roadseg(*args: str) -> subprocess.CompletedProcess:
+    """The command as other tools run it (a fresh process)."""
+    return subprocess.run([sys.executable, "-m", "roadseg.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def run_inline(capsys, *args: str) -> tuple[int, str, str]:
+    """The same command in this process (TensorFlow is already imported: saves seconds per call)."""
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_predict_writes_the_contract_files(tmp_path, capsys):
+    model = dark_model()
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    geo = write_geotiff(inputs / "geo.tif", road_image(300, 400))
+    Image.fromarray(road_image(190, 257)).save(inputs / "plain.png")
+    Image.fromarray(road_image(333, 200)).save(inputs / "photo.jpg", quality=95)
+    (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    out = tmp_path / "out"
+    files = [geo, inputs / "plain.png", inputs / "broken.png", inputs / "photo.jpg"]
+    args = [*map(str, files), "--out", str(out), "--model", str(model), "--geojson"]
+    code, _, err = run_inline(capsys, "predict", *args)
+    assert code == 2, err  # one input failed, the others were still written
+    assert "broken.png: error:" in err
+    expected = {"geo.png", "geo.tif", "geo.geojson", "plain.png", "plain.geojson", "photo.png", "photo.geojson"}
+    assert {p.name for p in out.iterdir()} == expected  # no temp folders, no .aux.xml sidecars
+    for stem, (h, w) in {"geo": (300, 400), "plain": (190, 257), "photo": (333, 200)}.items():
+        mask = np.asarray(Image.open(out / f"{stem}.png"))
+        assert mask.shape == (h, w) and set(np.unique(mask)) == {0, 255}
+        assert (mask[66, 100:180] == 255).all() and (mask[100:140, 100:140] == 0).all()
+    with rasterio.open(geo) as src, rasterio.open(out / "geo.tif") as dst:
+        assert (dst.crs, dst.transform, dst.shape) == (src.crs, src.transform, src.shape)
+        assert (dst.read(1) == np.asarray(Image.open(out / "geo.png"))).all()
+    roads = json.loads((out / "geo.geojson").read_text())
+    assert roads["features"] and roads["roadseg"]["crs"] == "EPSG:32611"
+
+
+def test_threshold_option_changes_the_mask(tmp_path, capsys):
+    Image.fromarray(road_image(200, 200)).save(tmp_path / "a.png")
+    sizes = {}
+    for t in ("0.01", "0.99"):
+        code, _, err = run_inline(capsys, "predict", str(tmp_path / "a.png"), "--out", str(tmp_path / t), "--model",
+                                  str(dark_model()), "--threshold", t)  # fmt: skip
+        assert code == 0, err
+        assert f"threshold {float(t):.3f}" in err
+        sizes[t] = int((np.asarray(Image.open(tmp_path / t / "a.png")) > 0).sum())
+    assert sizes["0.01"] > sizes["0.99"]
+
+
+def test_help_documents_the_contract():
+    result = roadseg("predict", "--help")
+    assert result.returncode == 0
+    assert "DIR/<stem>.png" in result.stdout and "--geojson" in result.stdout and "examples:" in result.stdout
+    assert roadseg("serve", "--help").returncode == 0
+
+
+def write_big_geotiff(path: Path, size: int) -> Path:
+    """A size x size textured GeoTIFF written block by block (the test process never holds it either)."""
+    block = road_image(500, size)
+    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=3, dtype="uint8", tiled=True,
+                       compress="deflate", crs="EPSG:32611",
+                       transform=rasterio.Affine(0.5, 0, 500000, 0, -0.5, 4000000)) as ds:  # fmt: skip
+        for row in range(0, size, 500):
+            rows = min(500, size - row)
+            ds.write(np.moveaxis(block[:rows], -1, 0), window=rasterio.windows.Window(0, row, size, rows))
+    return path
+
+
+MEASURE = textwrap.dedent(
+    """
+    import json, sys, threading, time
+    import psutil
+    from roadseg.cli import main
+    small, big, out, model = sys.argv[1:]
+    assert main(["predict", small, "--out", out, "--model", model]) == 0  # warm-up: TF, model, traced shapes
+    proc = psutil.Process()
+    base = peak = proc.memory_info().rss
+    running = True
+
+    def sample():
+        global peak
+        while running:
+            peak = max(peak, proc.memory_info().rss)
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    started = time.perf_counter()
+    assert main(["predict", big, "--out", out, "--model", model]) == 0
+    seconds = time.perf_counter() - started
+    running = False
+    sampler.join()
+    print(json.dumps({"base_mb": base / 2**20, "peak_mb": peak / 2**20, "seconds": seconds}))
+    """
+)
+
+
+@pytest.mark.slow
+def test_6000_square_image_predicts_within_bounded_memory(tmp_path):
+    small = write_big_geotiff(tmp_path / "small.tif", 1024)
+    big = write_big_geotiff(tmp_path / "big.tif", 6000)
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(small), str(big), str(out), str(dark_model())],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    growth = measured["peak_mb"] - measured["base_mb"]
+    print(f"6000x6000 in {measured['seconds']:.1f} s: RSS {measured['base_mb']:.0f} -> {measured['peak_mb']:.0f} MB, "
+          f"growth {growth:.0f} MB (bound {MEMORY_BOUND_MB} MB)")  # fmt: skip
+    assert growth < MEMORY_BOUND_MB
+    with rasterio.open(out / "big.tif") as ds:
+        assert ds.shape == (6000, 6000)
+        assert (ds.read(1, window=rasterio.windows.Window(0, 5500, 6000, 500)) == 255).any()

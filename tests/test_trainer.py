@@ -1,0 +1,140 @@
+"""The trainer end to end on real crops: build, train 2 tiny epochs, resume, export, serve, evaluate.
+
+Everything runs on CPU at toy sizes (64 px crops, 32-channel heads) to stay within CI time; the
+numbers asserted are shapes, counts and consistency between the Keras model and the SavedModel.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from roadseg.trainer.export import export_savedmodel, latest_version, read_card  # noqa: E402
+from roadseg.trainer.model import build_deeplabv3plus  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("backbone", ["mobilenetv2", "resnet50"])
+def test_model_output_matches_input_size(backbone):
+    model = build_deeplabv3plus(backbone, weights=None, aspp_filters=16, decoder_filters=16)
+    for height, width in [(32, 32), (64, 96)]:
+        logits = model(np.zeros((1, height, width, 3), np.float32), training=False)
+        assert tuple(logits.shape) == (1, height, width, 1)
+        assert logits.dtype == tf.float32
+
+
+def test_backbone_has_output_stride_16():
+    model = build_deeplabv3plus("mobilenetv2", weights=None, aspp_filters=16, decoder_filters=16)
+    backbone = model.get_layer("functional")
+    high, low = backbone(np.zeros((1, 128, 64, 3), np.float32))
+    assert tuple(high.shape[1:3]) == (8, 4)
+    assert tuple(low.shape[1:3]) == (32, 16)
+
+
+def _small_dataset(shared_dir: Path, root: Path) -> Path:
+    """A plain folder dataset with 4 train and 2 val Massachusetts crops (symlinks, not copies)."""
+    source = shared_dir / "data" / "massachusetts-crops"
+    for split, count in (("train", 4), ("val", 2)):
+        images = sorted((source / split / "images").iterdir())[:count]
+        for sub in ("images", "masks"):
+            (root / split / sub).mkdir(parents=True)
+        for image in images:
+            (root / split / "images" / image.name).symlink_to(image)
+            mask = source / split / "masks" / f"{image.stem}.png"
+            (root / split / "masks" / mask.name).symlink_to(mask)
+    return root
+
+
+def test_train_resume_export_serve(shared_dir, tmp_path, caplog):
+    from roadseg.trainer.evaluate import evaluate_model
+    from roadseg.trainer.export import export_checkpoint
+    from roadseg.trainer.train import LAST, TrainConfig, load_checkpoint, train
+
+    caplog.set_level(logging.INFO)
+    data = _small_dataset(shared_dir, tmp_path / "data")
+    run = tmp_path / "run"
+    config = TrainConfig(
+        output=str(run),
+        train_data=[f"{data}:1"],
+        val_data=[str(data)],
+        weights=None,
+        crop_size=64,
+        val_crop_size=96,
+        batch_size=2,
+        epochs=2,
+        steps_per_epoch=2,
+        aspp_filters=16,
+        decoder_filters=16,
+    )
+    assert train(config, verbose=0, command="roadseg train test")["epoch"] == 2
+    assert json.loads((run / "state.json").read_text())["epoch"] == 2
+    assert (run / "config.yaml").read_text() == config.to_yaml()
+    assert int(load_checkpoint(_storage(run), LAST).optimizer.iterations) == 4
+
+    config.epochs = 3
+    caplog.clear()
+    assert train(config, resume=True, verbose=0)["epoch"] == 3
+    assert "resuming after epoch 2 (optimizer step 4)" in caplog.text
+    assert int(load_checkpoint(_storage(run), LAST).optimizer.iterations) == 6
+    rows = (run / "log.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in rows] == ["epoch", "1", "2", "3"]
+
+    models = tmp_path / "models"
+    out = export_checkpoint(str(run / "checkpoints" / "last.keras"), models, evaluate=[f"{data}:val"])
+    assert out == models / "1" and latest_version(models) == 1
+    card = read_card(out)
+    assert card["command"] == "roadseg train test"
+    assert card["config"]["crop_size"] == 64
+    assert 0 < card["threshold"] < 1
+    summary = card["metrics"]["data:val"]
+    assert summary["tiles"] == 2 and 0.0 <= summary["iou_road"] <= 1.0
+
+    # The served graph equals the Keras model on a size that is not a multiple of 16.
+    keras_model = load_checkpoint(_storage(run), LAST)
+    serve = tf.saved_model.load(str(out)).signatures["serving_default"]
+    image = np.random.default_rng(1).integers(0, 256, (1, 50, 70, 3), dtype=np.uint8)
+    probabilities = serve(images=tf.constant(image))["probabilities"].numpy()
+    assert probabilities.shape == (1, 50, 70, 1) and probabilities.dtype == np.float32
+    assert probabilities.min() >= 0.0 and probabilities.max() <= 1.0
+    padded = np.zeros((1, 64, 80, 3), np.float32)
+    padded[:, :50, :70] = image
+    expected = tf.sigmoid(keras_model(padded, training=False)).numpy()[:, :50, :70]
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+
+    report = evaluate_model(models, [str(data)], splits=["val"], out=tmp_path / "report")
+    assert report["summary"]["threshold"] == card["threshold"]
+    for name in ("report.json", "tiles.csv", "thresholds.csv", "report.png"):
+        assert (tmp_path / "report" / name).stat().st_size > 0
+    assert len(report["thresholds"]) == 99
+
+
+def _storage(run: Path):
+    from roadseg.storage import storage_from_url
+
+    return storage_from_url(str(run))
+
+
+def test_export_refuses_to_overwrite_a_version(tmp_path):
+    model = build_deeplabv3plus(weights=None, aspp_filters=8, decoder_filters=8)
+    (tmp_path / "1").mkdir()
+    with pytest.raises(FileExistsError):
+        export_savedmodel(model, tmp_path / "1", {"name": "roads"})
+    assert latest_version(tmp_path) is None
+
+
+@pytest.mark.skipif(not (REPO / "models" / "roads" / "1" / "saved_model.pb").is_file(), reason="no shipped model")
+def test_shipped_model_finds_roads(shared_dir, tmp_path):
+    from roadseg.trainer.evaluate import evaluate_model
+
+    data = _small_dataset(shared_dir, tmp_path / "data")
+    report = evaluate_model(REPO / "models" / "roads", [str(data)], splits=["val"])
+    assert report["summary"]["tiles"] == 2
+    assert report["summary"]["iou_road"] > 0.3
+    assert read_card(REPO / "models" / "roads" / "1")["threshold"] == report["summary"]["threshold"]
