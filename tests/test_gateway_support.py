@@ -25,6 +25,7 @@ import httpx
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "models" / "roads"
 _CACHE: dict[str, Path] = {}
 
 
@@ -55,10 +56,15 @@ def dark_model() -> Path:
 
 
 def real_model() -> Path:
-    """Folder of versions (``<dir>/1``) with our DeepLabV3+ (MobileNetV2, random weights) exported by the trainer."""
+    """Folder of versions with our DeepLabV3+: the shipped ``models/roads`` when present, else a fresh
+    export (MobileNetV2, random weights) made once per session with the trainer's builder and exporter."""
     if "real" not in _CACHE:
-        from roadseg.trainer.export import export_savedmodel
+        from roadseg.trainer.export import export_savedmodel, latest_version
         from roadseg.trainer.model import build_deeplabv3plus
+
+        if latest_version(SHIPPED) is not None:
+            _CACHE["real"] = SHIPPED
+            return SHIPPED
 
         root = Path(tempfile.mkdtemp(prefix="roadseg-real-model-"))
         model = build_deeplabv3plus(backbone="mobilenetv2", weights=None, input_shape=(None, None, 3))

@@ -13,6 +13,7 @@ from roadseg.errors import RoadsegError
 from roadseg.gateway.api import create_app
 from roadseg.gateway.predictor import EmbeddedPredictor, RestPredictor, make_predictor
 from roadseg.storage import get_storage
+from roadseg.trainer.export import latest_version, read_card
 from test_gateway_support import real_model
 from tfserving_double import TFServingDouble
 
@@ -29,21 +30,22 @@ def double_url(model_dir):
 
 
 def test_rest_client_matches_the_embedded_model(model_dir, double_url):
+    version = latest_version(model_dir)
     rest = RestPredictor(double_url, "roads", None, str(model_dir))
-    assert rest.describe() == {"backend": "tfserving-rest", "model_name": "roads", "model_version": 1}
-    assert rest.card["backbone"] == "mobilenetv2"  # read from the shared model folder
+    assert rest.describe() == {"backend": "tfserving-rest", "model_name": "roads", "model_version": version}
+    assert rest.card == read_card(model_dir / str(version))  # read from the shared model folder
     windows = np.random.default_rng(0).integers(0, 256, size=(2, 64, 96, 3), dtype=np.uint8)
     remote = rest.predict(windows)
-    local = EmbeddedPredictor(model_dir / "1").predict(windows)
+    local = EmbeddedPredictor(model_dir / str(version)).predict(windows)
     assert remote.shape == (2, 64, 96) and remote.dtype == np.float32
     np.testing.assert_allclose(remote, local, atol=1e-5)
-    pinned = RestPredictor(double_url, "roads", 1, str(model_dir))
+    pinned = RestPredictor(double_url, "roads", version, str(model_dir))
     np.testing.assert_allclose(pinned.predict(windows[:1]), local[:1], atol=1e-5)
 
 
 def test_rest_errors_are_bad_gateway(model_dir, double_url):
     with pytest.raises(RoadsegError, match="Servable not found") as err:
-        RestPredictor(double_url, "roads", 7, str(model_dir)).predict(np.zeros((1, 32, 32, 3), np.uint8))
+        RestPredictor(double_url, "roads", 777, str(model_dir)).predict(np.zeros((1, 32, 32, 3), np.uint8))
     assert err.value.status_code == 502
     with pytest.raises(RoadsegError, match="unreachable"):
         RestPredictor("http://127.0.0.1:9", "roads", None, str(model_dir))

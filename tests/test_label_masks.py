@@ -168,3 +168,17 @@ def test_width_is_metres_whatever_the_tile_crs(tmp_path):
     rows = np.flatnonzero(deg_mask[:, 100] == 255)
     metres_per_px = 5e-6 * 111_000  # about 0.555 m north-south per 5e-6 degree
     assert len(rows) * metres_per_px == pytest.approx(10.0, abs=1.2)
+
+
+def test_road_just_outside_the_tile_still_paints_its_edge():
+    """A centerline 3 m north of the tile with a 10 m width reaches 2 m (2 px) into the tile."""
+    import geopandas as gpd
+    from rasterio.transform import from_origin
+    from roadseg.labeler.rasterize import TileGrid
+    from roadseg.labeler.run import TileLabeler
+
+    grid = TileGrid(from_origin(500_000, 4_000_100, 1.0, 1.0), rasterio.crs.CRS.from_epsg(32611), 100, 100)
+    roads = gpd.GeoDataFrame(geometry=[LineString(_local([(-50, 103), (150, 103)]))], crs="EPSG:32611")
+    mask, used = TileLabeler(LabelOptions(widths=WidthSpec(width=10.0)), roads).mask(grid, None)
+    assert used == 1
+    assert (mask[:2] == 255).all() and (mask[2:] == 0).all()

@@ -61,10 +61,10 @@ def test_celery_worker_killed_mid_run_leaves_a_completable_run(label_env, start_
 
     storage = get_storage()
     folder = shared_dir / "data" / "spacenet-vegas"
-    scene = ingest_scene(storage, "vegas64", folder, VEGAS_IMAGE, 64)
+    scene = ingest_scene(storage, "vegas128", folder, VEGAS_IMAGE, 128)
     total = len(scene["tiles"])
     options = LabelOptions(widths=WidthSpec(width_attr="lane_number", lane_width=3.7))
-    run_id = prepare_run(storage, "vegas64", folder / VEGAS_ROADS, options)["id"]
+    run_id = prepare_run(storage, "vegas128", folder / VEGAS_ROADS, options)["id"]
     jobs = JobStore(storage, KIND)
 
     worker = start_worker("label", label_env)
@@ -81,7 +81,7 @@ def test_celery_worker_killed_mid_run_leaves_a_completable_run(label_env, start_
 
     # Run the same command again (queued to a fresh worker): it reuses the run and its finished tiles.
     start_worker("label", label_env)
-    argv = ["label", "vegas64", "--vectors", str(folder / VEGAS_ROADS), *LANES, "--queue"]
+    argv = ["label", "vegas128", "--vectors", str(folder / VEGAS_ROADS), *LANES, "--queue"]
     assert main(argv) == 0
     assert f"run {run_id}: {total} masks" in capsys.readouterr().out
     manifest = json.loads(storage.read_text(f"{KIND}/{run_id}/manifest.json"))

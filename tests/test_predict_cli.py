@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import rasterio.shutil
 from PIL import Image
 from roadseg.cli import main
 from test_gateway_support import dark_model, road_image, write_geotiff
@@ -40,21 +41,25 @@ def test_predict_writes_the_contract_files(tmp_path, capsys):
     Image.fromarray(road_image(190, 257)).save(inputs / "plain.png")
     Image.fromarray(road_image(333, 200)).save(inputs / "photo.jpg", quality=95)
     (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with rasterio.open(geo) as src:
+        rasterio.shutil.copy(src, inputs / "ortho.jp2", driver="JP2OpenJPEG", QUALITY=100, REVERSIBLE=True)
     out = tmp_path / "out"
-    files = [geo, inputs / "plain.png", inputs / "broken.png", inputs / "photo.jpg"]
+    files = [geo, inputs / "plain.png", inputs / "broken.png", inputs / "photo.jpg", inputs / "ortho.jp2"]
     args = [*map(str, files), "--out", str(out), "--model", str(model), "--geojson"]
     code, _, err = run_inline(capsys, "predict", *args)
     assert code == 2, err  # one input failed, the others were still written
     assert "broken.png: error:" in err
-    expected = {"geo.png", "geo.tif", "geo.geojson", "plain.png", "plain.geojson", "photo.png", "photo.geojson"}
+    expected = {"geo.png", "geo.tif", "geo.geojson", "plain.png", "plain.geojson", "photo.png", "photo.geojson",
+                "ortho.png", "ortho.tif", "ortho.geojson"}  # fmt: skip
     assert {p.name for p in out.iterdir()} == expected  # no temp folders, no .aux.xml sidecars
-    for stem, (h, w) in {"geo": (300, 400), "plain": (190, 257), "photo": (333, 200)}.items():
+    for stem, (h, w) in {"geo": (300, 400), "plain": (190, 257), "photo": (333, 200), "ortho": (300, 400)}.items():
         mask = np.asarray(Image.open(out / f"{stem}.png"))
         assert mask.shape == (h, w) and set(np.unique(mask)) == {0, 255}
         assert (mask[66, 100:180] == 255).all() and (mask[100:140, 100:140] == 0).all()
-    with rasterio.open(geo) as src, rasterio.open(out / "geo.tif") as dst:
-        assert (dst.crs, dst.transform, dst.shape) == (src.crs, src.transform, src.shape)
-        assert (dst.read(1) == np.asarray(Image.open(out / "geo.png"))).all()
+    for stem in ("geo", "ortho"):
+        with rasterio.open(geo) as src, rasterio.open(out / f"{stem}.tif") as dst:
+            assert (dst.crs, dst.transform, dst.shape) == (src.crs, src.transform, src.shape)
+            assert (dst.read(1) == np.asarray(Image.open(out / f"{stem}.png"))).all()
     roads = json.loads((out / "geo.geojson").read_text())
     assert roads["features"] and roads["roadseg"]["crs"] == "EPSG:32611"
 

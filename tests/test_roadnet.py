@@ -162,3 +162,32 @@ def test_cli_graph_and_route(tmp_path, capsys):
     assert feature["properties"]["length_m"] == pytest.approx(55, abs=0.75)
     assert main(["route", str(out), "--from", "10", "20", "--to", "99", "0", "--max-snap", "2"]) == 2
     assert "from the nearest road" in capsys.readouterr().err
+
+
+def test_geojson_lines_are_split_where_they_share_vertices():
+    lines = [[[0, 0], [5, 0], [10, 0]], [[5, -5], [5, 0], [5, 5]]]  # crossing at the shared vertex (5, 0)
+    features = [{"type": "Feature", "properties": {}, "geometry": {"type": "LineString", "coordinates": c}}
+                for c in lines]
+    fc = {"type": "FeatureCollection", "features": features, "roadseg": {"crs": None}}
+    g = graph_from_geojson(fc)
+    assert degrees(g) == {1: 4, 4: 1} and total_length(g) == pytest.approx(20)
+
+
+def test_old_networkx_gpickle_layout_is_rebuilt(tmp_path):
+    import pickle
+
+    import networkx as nx
+    from roadseg.roadnet.io import load_graph
+    from shapely.geometry import LineString
+
+    g = nx.MultiGraph(crs={"proj": "utm", "zone": 11, "datum": "WGS84", "units": "m"})
+    g.add_node(1, x=0.0, y=0.0)
+    g.add_node(2, x=30.0, y=40.0)
+    g.add_edge(1, 2, geometry=LineString([(0, 0), (30, 40)]).wkt)
+    old = nx.MultiGraph.__new__(nx.MultiGraph)  # networkx 1.x kept node/adj/graph, no _node/_adj
+    old.__dict__.update(graph=g.graph, node=dict(g._node), adj={u: dict(n) for u, n in g._adj.items()})
+    path = tmp_path / "old.gpickle"
+    path.write_bytes(pickle.dumps(old))
+    loaded = load_graph(path)
+    assert loaded.graph["crs"] == "EPSG:32611" and loaded.number_of_edges() == 1
+    assert next(iter(loaded.edges(data="length_m")))[2] == pytest.approx(50.0)

@@ -32,7 +32,7 @@ def test_model_output_matches_input_size(backbone):
 
 def test_backbone_has_output_stride_16():
     model = build_deeplabv3plus("mobilenetv2", weights=None, aspp_filters=16, decoder_filters=16)
-    backbone = model.get_layer("functional")
+    backbone = model.get_layer("backbone")
     high, low = backbone(np.zeros((1, 128, 64, 3), np.float32))
     assert tuple(high.shape[1:3]) == (8, 4)
     assert tuple(low.shape[1:3]) == (32, 16)
@@ -80,7 +80,7 @@ def test_train_resume_export_serve(shared_dir, tmp_path, caplog):
 
     config.epochs = 3
     caplog.clear()
-    assert train(config, resume=True, verbose=0)["epoch"] == 3
+    assert train(config, resume=True, verbose=0, command="roadseg train test --resume")["epoch"] == 3
     assert "resuming after epoch 2 (optimizer step 4)" in caplog.text
     assert int(load_checkpoint(_storage(run), LAST).optimizer.iterations) == 6
     rows = (run / "log.csv").read_text().splitlines()
@@ -90,7 +90,7 @@ def test_train_resume_export_serve(shared_dir, tmp_path, caplog):
     out = export_checkpoint(str(run / "checkpoints" / "last.keras"), models, evaluate=[f"{data}:val"])
     assert out == models / "1" and latest_version(models) == 1
     card = read_card(out)
-    assert card["command"] == "roadseg train test"
+    assert card["command"] == "roadseg train test && roadseg train test --resume"
     assert card["config"]["crop_size"] == 64
     assert 0 < card["threshold"] < 1
     summary = card["metrics"]["data:val"]

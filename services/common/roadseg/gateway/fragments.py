@@ -32,6 +32,21 @@ def _fmt(value: Any) -> str:
     return escape(str(value))
 
 
+#: Metrics worth a line on the page (the card may hold many more; /api/v1/model has them all).
+SHOWN_METRICS = ("iou_road", "f1", "relaxed_f1")
+
+
+def _metric_rows(metrics: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Flat numbers as they are; one level of nesting (per evaluation set) limited to the headline metrics."""
+    rows: list[tuple[str, Any]] = []
+    for name, value in metrics.items():
+        if isinstance(value, int | float):
+            rows.append((name, value))
+        elif isinstance(value, dict):
+            rows += [(f"{name} {k}", v) for k, v in value.items() if k in SHOWN_METRICS and isinstance(v, int | float)]
+    return rows
+
+
 def model_card(card: dict[str, Any]) -> str:
     """Version, backbone, threshold and the card's flat metrics as a definition list."""
     serving = card.get("serving", {})
@@ -41,8 +56,7 @@ def model_card(card: dict[str, Any]) -> str:
         ("Backbone", card.get("backbone", "unknown")),
         ("Threshold", card.get("threshold", "?")),
     ]
-    metrics = card.get("metrics") or {}
-    rows += [(name, value) for name, value in metrics.items() if isinstance(value, int | float | str)]
+    rows += _metric_rows(card.get("metrics") or {})
     items = "".join(f"<dt>{escape(str(k))}</dt><dd>{_fmt(v)}</dd>" for k, v in rows)
     created = f'<p class="muted">Created {escape(str(card["created"]))}</p>' if card.get("created") else ""
     return f"<dl>{items}</dl>{created}"

@@ -12,7 +12,6 @@ SavedModel: signature ``serving_default``, input ``images``, output ``probabilit
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from abc import ABC, abstractmethod
@@ -74,14 +73,16 @@ class Predictor(ABC):
         return {"backend": self.backend, "model_name": self.name, "model_version": self.version}
 
 
-def read_card(version_dir: Path, name: str, version: int | None) -> dict[str, Any]:
-    """``model_card.json`` beside the SavedModel; a minimal card when it is missing or unreadable."""
-    path = version_dir / "model_card.json"
+def load_card(version_dir: Path, name: str, version: int | None) -> dict[str, Any]:
+    """The model card beside the SavedModel; a minimal one when it is missing or unreadable."""
+    from roadseg.trainer.export import read_card
+
     try:
-        return json.loads(path.read_text())
+        card = read_card(version_dir)
     except (OSError, ValueError) as exc:
-        log.warning("no readable model card at %s (%s)", path, exc)
-        return {"name": name, "version": version}
+        log.warning("unreadable model card in %s: %s", version_dir, exc)
+        card = {}
+    return card or {"name": name, "version": version}
 
 
 def _version_of(path: Path) -> int | None:
@@ -130,7 +131,7 @@ class EmbeddedPredictor(Predictor):
         loaded = tf.saved_model.load(str(version_dir))
         fn = loaded.signatures[SIGNATURE]
         version = _version_of(version_dir)
-        card = read_card(version_dir, self.name, version)
+        card = load_card(version_dir, self.name, version)
         with self._lock:
             # Keep ``loaded`` alive with its signature: the function's variables belong to it.
             self._loaded, self._fn, self._version, self._card = loaded, fn, version, card
@@ -186,7 +187,7 @@ class _ServingPredictor(Predictor):
             self._version = max(versions)
         if not self._card or self._card.get("version") != self._version:
             # TF Serving does not serve the card; read it from the shared model folder when mounted.
-            self._card = read_card(self.model_dir / str(self._version), self.name, self._version)
+            self._card = load_card(self.model_dir / str(self._version), self.name, self._version)
 
     @property
     def version(self) -> int | None:

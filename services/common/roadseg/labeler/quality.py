@@ -66,10 +66,11 @@ def alignment(mask_road: np.ndarray, gray: np.ndarray, valid: np.ndarray, max_sh
     ys, xs = np.nonzero(edges)
     if ys.size == 0:
         return None
-    h, w = gray.shape
     padded = np.pad(grad, max_shift, mode="constant")
-    shifts = range(-max_shift, max_shift + 1)
-    scores = np.array([[padded[ys + max_shift + dy, xs + max_shift + dx].mean() for dx in shifts] for dy in shifts])
+    offsets = np.arange(2 * max_shift + 1)  # shift + max_shift, for dy and dx
+    rows = (ys[None, :] + offsets[:, None])[:, None, :]  # [dy, 1, N]
+    cols = (xs[None, :] + offsets[:, None])[None, :, :]  # [1, dx, N]
+    scores = padded[rows, cols].mean(axis=2)  # [dy, dx]: mean gradient under the shifted edges
     best_dy, best_dx = np.unravel_index(int(np.argmax(scores)), scores.shape)
     zero = float(scores[max_shift, max_shift])
     best = float(scores[best_dy, best_dx])

@@ -58,6 +58,28 @@ def metric_crs(grid: TileGrid) -> CRS:
     return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
 
 
+def expand_bounds(bounds: tuple[float, float, float, float], metres: float, crs) -> tuple[float, float, float, float]:
+    """``bounds`` grown by at least ``metres`` on every side, in the units of ``crs``.
+
+    Used to find the roads whose *buffer* reaches into a tile although their centerline stays
+    just outside it. Generous on purpose (a few extra features cost nothing): degrees use the
+    longitude scale at the tile's highest latitude, projected units are doubled to cover
+    scale distortion (Web Mercator at 60 degrees is 2x).
+    """
+    if metres <= 0:
+        return bounds
+    crs = CRS.from_user_input(crs)
+    minx, miny, maxx, maxy = bounds
+    if crs.is_geographic:
+        lat = min(89.0, max(abs(miny), abs(maxy)))
+        dy = metres / 110_000.0
+        dx = metres / (111_000.0 * max(np.cos(np.radians(lat)), 0.01))
+    else:
+        factor = crs.axis_info[0].unit_conversion_factor or 1.0  # metres per CRS unit
+        dx = dy = 2.0 * metres / factor
+    return (minx - dx, miny - dy, maxx + dx, maxy + dy)
+
+
 def centerline_shapes(frame: gpd.GeoDataFrame, spec: WidthSpec, grid: TileGrid) -> list:
     """Road polygons in the tile CRS: lines buffered by half their width in metres, areas as they are."""
     if frame.empty:

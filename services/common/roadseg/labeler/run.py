@@ -38,7 +38,7 @@ from roadseg.errors import InvalidInput, NotFound
 from roadseg.jobs import DONE, FAILED, RUNNING, JobStore
 from roadseg.labeler import quality
 from roadseg.labeler.edges import edge_road_polygons
-from roadseg.labeler.rasterize import TileGrid, burn, centerline_shapes
+from roadseg.labeler.rasterize import TileGrid, burn, centerline_shapes, expand_bounds
 from roadseg.labeler.vectors import VectorSource, query_tile
 from roadseg.labeler.widths import WidthSpec
 from roadseg.raster import compute_stretch, read_rgb_window
@@ -196,10 +196,15 @@ class TileLabeler:
         self.options = options
         self.roads = roads
         self.edges = edges
+        # How far (m) a road's buffer reaches beyond its centerline: roads just outside a tile still count.
+        centerline = options.mode == "centerline" and not roads.empty
+        self.reach_m = float(options.widths.widths(roads).max()) / 2 + 1.0 if centerline else 0.0
 
     def mask(self, grid: TileGrid, valid: np.ndarray | None, query_bounds=None) -> tuple[np.ndarray, int]:
         """(mask, number of road features used) for a tile; ``query_bounds`` in the features' CRS."""
         bounds = query_bounds or grid.bounds
+        if not self.roads.empty:
+            bounds = expand_bounds(bounds, self.reach_m, self.roads.crs)
         roads = self._in_tile_crs(query_tile(self.roads, bounds), grid)
         if self.options.mode == "edges":
             edges = self._in_tile_crs(query_tile(self.edges, bounds), grid)

@@ -222,14 +222,18 @@ def _sample(controls: list, limit: int, seed: int) -> list:
     return controls if len(controls) <= limit else random.Random(seed).sample(controls, limit)
 
 
-def apls(gt: nx.MultiGraph, prop: nx.MultiGraph, params: AplsParams = AplsParams()) -> AplsResult:
-    """APLS of a proposal graph against a ground-truth graph (graphs as produced by :mod:`.graph` / :mod:`.io`)."""
+def prepare_pair(gt: nx.MultiGraph, prop: nx.MultiGraph, pixel_size_m: float | None) -> tuple:
+    """Both graphs in one metric CRS (the ground truth's, or its local UTM zone for lon/lat)."""
     crs = gt.graph.get("crs")
     if crs is not None:
         sample = [(d["x"], d["y"]) for _, d in gt.nodes(data=True)] or [(0.0, 0.0)]
         crs = local_metric_crs(crs, sample_xy=sample)
-    g_gt = to_metric(gt, crs, "gt", params.pixel_size_m)
-    g_p = to_metric(prop, crs, "prop", params.pixel_size_m)
+    return to_metric(gt, crs, "gt", pixel_size_m), to_metric(prop, crs, "prop", pixel_size_m)
+
+
+def apls(gt: nx.MultiGraph, prop: nx.MultiGraph, params: AplsParams = AplsParams()) -> AplsResult:
+    """APLS of a proposal graph against a ground-truth graph (graphs as produced by :mod:`.graph` / :mod:`.io`)."""
+    g_gt, g_p = prepare_pair(gt, prop, params.pixel_size_m)
     if g_gt.number_of_edges() == 0 or g_p.number_of_edges() == 0:
         return AplsResult(0.0, 0.0, 0.0, 0, 0, 0, 0)
 

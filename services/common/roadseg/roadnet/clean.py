@@ -51,11 +51,12 @@ def merge_degree2(g: nx.MultiGraph) -> None:
 
 def contract_short_edges(g: nx.MultiGraph, max_len: float) -> None:
     """Collapse edges shorter than ``max_len`` between distinct nodes (split junction clusters, seams)."""
-    changed = True
-    while changed:
-        changed = False
-        for u, v, k, length in list(g.edges(keys=True, data="length")):
-            if u == v or length >= max_len or not g.has_edge(u, v, k):
+    while True:
+        short = [(u, v, k) for u, v, k, length in g.edges(keys=True, data="length") if u != v and length < max_len]
+        if not short:
+            return
+        for u, v, k in short:
+            if not g.has_edge(u, v, k):  # an earlier contraction in this pass re-keyed it
                 continue
             keep, drop = (u, v) if g.degree(u) >= g.degree(v) else (v, u)
             g.remove_edge(u, v, k)
@@ -69,8 +70,6 @@ def contract_short_edges(g: nx.MultiGraph, max_len: float) -> None:
                     w = keep
                 add_edge(g, keep, w, pts)
             g.remove_node(drop)
-            changed = True
-            break
 
 
 def remove_short_loops(g: nx.MultiGraph, max_len: float) -> None:
@@ -210,10 +209,11 @@ def join_collinear(g: nx.MultiGraph, max_gap: float, max_angle_deg: float, look_
 
 def remove_small_components(g: nx.MultiGraph, min_len: float) -> None:
     """Drop connected pieces whose total road length is below ``min_len`` (specks of false positives)."""
-    for comp in list(nx.connected_components(g)):
-        total = sum(length for _, _, length in g.subgraph(comp).edges(data="length"))
-        if total < min_len:
-            g.remove_nodes_from(comp)
+    component = {n: i for i, comp in enumerate(nx.connected_components(g)) for n in comp}
+    totals: dict[int, float] = {}
+    for u, _, length in g.edges(data="length"):
+        totals[component[u]] = totals.get(component[u], 0.0) + length
+    g.remove_nodes_from([n for n, i in component.items() if totals.get(i, 0.0) < min_len])
 
 
 def simplify(g: nx.MultiGraph, tolerance: float) -> None:

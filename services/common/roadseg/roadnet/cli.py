@@ -10,6 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from roadseg.errors import InvalidInput
+from roadseg.roadnet.params import GraphParams
 
 GRAPH_EPILOG = """examples:
   roadseg graph pred_mask.tif --out roads.geojson
@@ -17,11 +18,12 @@ GRAPH_EPILOG = """examples:
   roadseg graph mask.png --pixel-size 1.0 --out roads.geojson      # plain image, 1 m pixels
 The GeoJSON has one LineString per edge (properties u, v, length_m / length_px) in the image CRS, or in
 pixels (x = column, y = row) for images without georeferencing. --gpkg also writes <out>.gpkg.
-Cleaning thresholds (metres; pixels for plain images without --pixel-size): --spur-m, --gap-m, ..."""
+Cleaning thresholds are metres (pixels for plain images without --pixel-size)."""
 
 APLS_EPILOG = """examples:
   roadseg apls truth.geojson roads.geojson
   roadseg apls ground_truth.gpickle proposal.gpickle --nodes-only --min-path 0.001   # reference settings
+  roadseg apls truth.geojson roads.geojson --topo --json
 Inputs: GeoJSON / GeoPackage road lines (lines are split where they share vertices) or networkx gpickles.
 Prints APLS, both directions, and the counts; --json prints one JSON object."""
 
@@ -47,9 +49,7 @@ class RasterMask:
         return self.ds.read(1, window=Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start))
 
 
-def _params_from_args(args):
-    from roadseg.roadnet.graph import GraphParams
-
+def _params_from_args(args) -> GraphParams:
     given = {f.name: getattr(args, f.name) for f in fields(GraphParams) if getattr(args, f.name, None) is not None}
     return GraphParams(**given)
 
@@ -103,14 +103,23 @@ def _apls(args: argparse.Namespace) -> int:
         curved_eps=1e3 if args.nodes_only else -1.0,
         pixel_size_m=args.pixel_size,
     )
-    result = apls(load_graph(args.gt), load_graph(args.prop), params)
+    gt, prop = load_graph(args.gt), load_graph(args.prop)
+    result = apls(gt, prop, params)
+    topo_scores = None
+    if args.topo:
+        from roadseg.roadnet.topo import TopoParams, topo
+
+        topo_scores = topo(gt, prop, TopoParams(hole_size_m=args.max_snap, pixel_size_m=args.pixel_size))
     if args.json:
-        print(json.dumps(result.as_dict()))
+        print(json.dumps(result.as_dict() | ({"topo": topo_scores} if topo_scores else {})))
     else:
         print(f"APLS {result.apls:.4f}  "
               f"(gt->prop {result.gt_onto_prop:.4f} over {result.n_routes_gt_onto_prop} routes, "
               f"prop->gt {result.prop_onto_gt:.4f} over {result.n_routes_prop_onto_gt} routes; "
               f"{result.n_control_gt}/{result.n_control_prop} control points)")
+        if topo_scores:
+            print("TOPO precision {precision:.4f} recall {recall:.4f} F1 {f1:.4f} (tp {tp}, fp {fp}, fn {fn})".format(
+                **topo_scores))
     return 0
 
 
@@ -142,9 +151,17 @@ def register(sub) -> None:
     p.add_argument("--gpkg", action="store_true", help="also write a GeoPackage beside --out")
     p.add_argument("--threshold", type=float, help="road probability threshold (default 0.5; x255 for uint8)")
     p.add_argument("--pixel-size", dest="pixel_size_m", type=float, help="metres per pixel for plain images")
-    for name in ("spur_m", "loop_m", "gap_m", "collinear_gap_m", "collinear_angle_deg", "min_component_m",
-                 "simplify_m", "hole_area_m2"):
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=float, help=argparse.SUPPRESS)
+    defaults = GraphParams()
+    for name, text in (("spur_m", "drop dead-end whiskers shorter than this"),
+                       ("gap_m", "join a dead end to a road this close"),
+                       ("collinear_gap_m", "join facing dead ends this far apart"),
+                       ("collinear_angle_deg", "...if both point within this angle of each other"),
+                       ("min_component_m", "drop road pieces with less total length"),
+                       ("loop_m", "drop self-loops shorter than this"),
+                       ("simplify_m", "Douglas-Peucker tolerance"),
+                       ("hole_area_m2", "fill mask holes smaller than this")):
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=float,
+                       help=f"{text} (default {getattr(defaults, name):g})")
     p.add_argument("--window", type=int, help="process larger masks in windows of this many pixels (default 2048)")
     p.add_argument("--overlap", type=int, help="context pixels around each window (default 64)")
     p.set_defaults(func=_graph)
@@ -161,6 +178,7 @@ def register(sub) -> None:
     p.add_argument("--nodes-only", action="store_true",
                    help="control points at nodes only (how the published reference outputs were made)")
     p.add_argument("--pixel-size", type=float, help="metres per pixel when both graphs are in pixels")
+    p.add_argument("--topo", action="store_true", help="also compute TOPO (150 m radius, 30 m holes of --max-snap)")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.set_defaults(func=_apls)
 

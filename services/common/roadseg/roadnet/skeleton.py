@@ -20,9 +20,6 @@ from skimage.morphology import skeletonize
 OFFSETS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
 _BITS = [[k for k in range(8) if code >> k & 1] for code in range(256)]
 
-Point = tuple[float, float]
-SeamKey = tuple[tuple[int, int], tuple[int, int]]
-
 
 def skeletonize_mask(mask: np.ndarray, hole_area_px: int = 0) -> np.ndarray:
     """Thin a boolean road mask to a one-pixel-wide 8-connected skeleton.

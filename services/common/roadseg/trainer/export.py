@@ -163,7 +163,7 @@ def export_checkpoint(
     run_storage, _ = split_url(checkpoint.rsplit("/", 2)[0] + "/" + CONFIG)
     run_config = yaml.safe_load(run_storage.read_text(CONFIG)) if run_storage.exists(CONFIG) else {}
     if train_command is None and run_storage.exists(COMMAND):
-        train_command = run_storage.read_text(COMMAND).strip()
+        train_command = " && ".join(line for line in run_storage.read_text(COMMAND).splitlines() if line)
     version = version or (latest_version(model_dir) or 0) + 1
     card = {
         "name": Path(str(model_dir).rstrip("/")).name,

@@ -146,7 +146,9 @@ def build_deeplabv3plus(
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
     spec = _BACKBONE_SPECS[backbone]
     base = _dilated_backbone(backbone, weights, input_shape)
-    features = keras.Model(base.input, [base.get_layer(spec["high"]).output, base.get_layer(spec["low"]).output])
+    features = keras.Model(
+        base.input, [base.get_layer(spec["high"]).output, base.get_layer(spec["low"]).output], name="backbone"
+    )
 
     inputs = keras.Input(shape=input_shape, name="images")
     x = ImagePreprocess("tf" if backbone == "mobilenetv2" else "caffe", name="preprocess")(inputs)

@@ -146,7 +146,7 @@ def _callbacks(config: TrainConfig, storage: Storage, start: float, best_so_far:
 def train(config: TrainConfig, resume: bool = False, verbose: int | None = None, command: str | None = None) -> dict:
     """Run (or continue) training; returns the final state (epochs done, best validation road IoU).
 
-    ``command`` (the command line, for the model card) is saved as command.txt in the run folder.
+    ``command`` (the command line, for the model card) is saved in command.txt in the run folder.
     """
     import keras
     import tensorflow as tf
@@ -193,7 +193,10 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | None = None,
                 metrics=[RoadIoU()],
             )
     storage.write_text(CONFIG, config.to_yaml())
-    storage.write_text(COMMAND, command or "")
+    if command:
+        # Resumed runs append their command line, so the card shows every command that shaped the model.
+        previous = storage.read_text(COMMAND) if initial_epoch and storage.exists(COMMAND) else ""
+        storage.write_text(COMMAND, previous + command + "\n")
     if initial_epoch >= config.epochs:
         log.info("already trained %d of %d epochs", initial_epoch, config.epochs)
         return {"epoch": initial_epoch, "best_val_road_iou": best}

@@ -1,0 +1,117 @@
+"""End to end in real headless Chromium: upload the SpaceNet Vegas tile, see the overlay, click a route.
+
+Model: the shipped ``models/roads`` when it exists, otherwise the deterministic dark-is-road test
+model (a random-weights DeepLabV3+ finds no roads, so no route could be clicked). Either way the
+two clicks land on two far-apart nodes of the largest connected part of the road network the
+gateway itself returned (roads.geojson), i.e. on roads *as predicted*, so the test checks the
+page and the route machinery rather than the model's quality.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import networkx as nx
+import numpy as np
+import pytest
+from conftest import free_port
+from roadseg.roadnet.geo import crs_to_pixels, transform_points
+from roadseg.roadnet.graph import graph_from_geojson
+from test_gateway_support import SHIPPED, Gateway, dark_model
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]  # fmt: skip
+
+
+def model_dir():
+    from roadseg.trainer.export import latest_version
+
+    return SHIPPED if latest_version(SHIPPED) is not None else dark_model()
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory, redis_url):
+    root = tmp_path_factory.mktemp("web")
+    env = {
+        "ROADSEG_STORAGE_URL": (root / "storage").as_uri(),
+        "ROADSEG_REDIS_URL": redis_url,
+        "ROADSEG_MODEL_DIR": str(model_dir()),
+    }
+    server = Gateway(env, root / "gateway.log", free_port())
+    try:
+        server.wait()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def page(gateway):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1366, "height": 900})  # a laptop screen
+        yield page
+        browser.close()
+
+
+def far_apart_road_points(gateway_url: str, record: dict) -> list[tuple[float, float]]:
+    """Pixel positions of the two most distant nodes of the largest connected road component."""
+    roads = httpx.get(gateway_url + record["links"]["roads.geojson"]).json()
+    graph = graph_from_geojson(roads)
+    largest = max(nx.connected_components(graph), key=len)
+    xy = np.array([[graph.nodes[n]["x"], graph.nodes[n]["y"]] for n in largest])
+    info = record["info"]
+    px = crs_to_pixels(transform_points(xy, graph.graph["crs"], info["crs"]), info["transform"])
+    i, j = np.unravel_index(np.argmax(((px[:, None] - px[None]) ** 2).sum(-1)), (len(px), len(px)))
+    return [tuple(px[i]), tuple(px[j])]
+
+
+def test_upload_overlay_and_route_in_chromium(gateway, page, shared_dir, artifacts_dir):
+    tile = shared_dir / "data" / "spacenet-vegas" / "RGB-PanSharpen_AOI_2_Vegas_img0.tif"
+    page.goto(gateway.url)
+    page.wait_for_selector("#model-card dl")
+    assert "v1" in page.inner_text("#model-card") or "v" in page.inner_text("#model-card")
+
+    page.set_input_files("#file", str(tile))
+    page.wait_for_function("() => { const o = document.getElementById('overlay'); return o && o.complete "
+                           "&& o.naturalWidth === 1300 && document.getElementById('base').naturalWidth === 1300; }",
+                           timeout=120_000)  # fmt: skip
+    job_id = page.get_attribute(".viewer", "data-id")
+    record = httpx.get(f"{gateway.url}/api/v1/predictions/{job_id}").json()
+    assert record["status"] == "done" and record["info"]["georeferenced"]
+
+    # Opacity slider, from the keyboard.
+    page.focus("#opacity")
+    for _ in range(3):
+        page.keyboard.press("ArrowLeft")
+    assert page.eval_on_selector("#overlay", "o => o.style.opacity") == "0.67"
+
+    box = page.locator("#stack").bounding_box()
+    scale = box["width"] / record["info"]["width"]
+    for x, y in far_apart_road_points(gateway.url, record):
+        page.mouse.click(box["x"] + x * scale, box["y"] + y * scale)
+    page.wait_for_function("() => document.getElementById('route-info').textContent.startsWith('Route length')",
+                           timeout=30_000)  # fmt: skip
+    info = page.inner_text("#route-info")
+    length_m = float(info.split(":")[1].strip().removesuffix(" m"))
+    assert length_m > 20
+    assert page.locator("#route-line").count() == 1
+    assert len(page.get_attribute("#route-line", "points").split()) >= 2
+    page.screenshot(path=str(artifacts_dir / "web_page_route.png"), full_page=True)
+    assert page.locator(".downloads a").count() >= 5
+
+
+def test_page_shows_clear_errors(gateway, page, tmp_path, artifacts_dir):
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    page.goto(gateway.url)
+    page.set_input_files("#file", str(bad))
+    alert = page.wait_for_selector("#result .error[role=alert]")
+    assert "not a readable image" in alert.inner_text()
+    page.screenshot(path=str(artifacts_dir / "web_page_error.png"))
+    assert json.loads(httpx.get(f"{gateway.url}/healthz").text)["status"] == "ok"
