@@ -26,6 +26,18 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(payload)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at emit time (pytest's capture swaps it per test)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup_logging(level: str | None = None, json_lines: bool | None = None) -> None:
     """Configure the root logger once; later calls only change the level."""
     global _CONFIGURED
@@ -38,7 +50,7 @@ def setup_logging(level: str | None = None, json_lines: bool | None = None) -> N
     root.setLevel(level)
     if _CONFIGURED:
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     if json_lines:
         handler.setFormatter(_JsonFormatter())
     else:

@@ -46,7 +46,10 @@ class AplsParams:
     control_spacing_m: float = 50.0  #: distance between control points inserted along edges
     max_snap_m: float = 4.0  #: control points further than this from the other graph are missing
     min_path_length_m: float = 10.0  #: shorter routes are not scored (reference default)
-    curved_eps: float = -1.0  #: >= 0: only add midpoints on edges at least this curved (reference option)
+    #: < 0: control points on every edge; >= 0: only on edges whose length exceeds their bounding-box diagonal
+    #: by this fraction (reference ``is_curved_eps``; its ``execute()`` default 1e3 means nodes only, which is
+    #: how the published reference outputs were produced)
+    curved_eps: float = -1.0
     max_control_points: int = 2000  #: above this, a seeded random sample is scored (keeps big graphs cheap)
     pixel_size_m: float | None = None  #: metres per pixel when both graphs are in pixel coordinates
     seed: int = 0

@@ -157,16 +157,24 @@ def graph_to_geojson(g: nx.MultiGraph) -> dict:
     """One LineString feature per edge (properties ``u``, ``v``, lengths), CRS and transform as members."""
     features = []
     for u, v, k, data in g.edges(keys=True, data=True):
-        props = {"u": u, "v": v, "key": k}
+        props = {"u": _json_id(u), "v": _json_id(v), "key": _json_id(k)}
         props.update({a: data[a] for a in ("length_m", "length_px") if a in data})
         features.append({"type": "Feature", "geometry": mapping(data["geometry"]), "properties": props})
     crs = g.graph.get("crs")
     meta = {a: g.graph.get(a) for a in ("crs", "transform", "units", "pixel_size_m")}
     out = {"type": "FeatureCollection", "features": features, "roadseg": meta}
-    if crs is not None:
-        name = f"urn:ogc:def:crs:EPSG::{crs.split(':')[1]}" if crs.startswith("EPSG:") else crs
+    if crs is not None:  # legacy member that GDAL/QGIS read; CRS84 keeps lon/lat axis order explicit
+        name = "urn:ogc:def:crs:OGC:1.3:CRS84" if crs == "EPSG:4326" else (
+            f"urn:ogc:def:crs:EPSG::{crs.split(':')[1]}" if crs.startswith("EPSG:") else crs)
         out["crs"] = {"type": "name", "properties": {"name": name}}
     return out
+
+
+def _json_id(n):
+    """Node ids from foreign graphs may be numpy numbers or tuples; JSON needs plain values."""
+    if isinstance(n, (int, np.integer)) or (isinstance(n, (float, np.floating)) and float(n).is_integer()):
+        return int(n)
+    return n if isinstance(n, (str, float)) else str(n)
 
 
 def _geojson_crs(fc: dict) -> str | None:

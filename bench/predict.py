@@ -1,0 +1,199 @@
+"""Prediction throughput and memory: through the API and the CLI versus the bare SavedModel, same run.
+
+    nice -n 10 .venv/bin/python bench/predict.py [--model models/roads] [--size 2000] [--rss-sizes 2000,8000]
+
+* **direct**: the SavedModel's ``serving_default`` called on exactly the windows the gateway cuts
+  (``ROADSEG_PREDICT_WINDOW``/``_OVERLAP``/``_BATCH``), image already in memory: the model's own cost.
+* **cli**: ``roadseg predict IMAGE --out DIR`` wall time, minus the wall time of the same command on a
+  64 x 64 image (process start, TensorFlow import, model load), so it is the per-image cost.
+* **api**: ``POST /api/v1/predictions`` to a running gateway (uvicorn, synchronous path), after a
+  warm-up request: upload, validation, prediction, PNG/GeoTIFF outputs and road-graph vectorization.
+
+Throughput is image megapixels per second for all three, and the ratios are against *direct*.
+Peak RSS of ``roadseg predict`` (the process, sampled every 20 ms) is measured for each of
+``--rss-sizes``: with streaming it should barely grow with the image.
+
+Without ``--model`` it uses the shipped ``models/roads`` or, when absent, exports our DeepLabV3+ with
+random weights (same architecture, same compute) to a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+import rasterio
+from rasterio.windows import Window
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def synthetic_geotiff(path: Path, size: int) -> Path:
+    """Textured ground with a grid of dark roads, written in 512-row blocks (never the whole image)."""
+    rng = np.random.default_rng(0)
+    block = rng.integers(120, 220, size=(512, size, 3), dtype=np.uint8)
+    for col in range(100, size, 300):
+        block[:, col : col + 14] = 45
+    block[200:214] = 45
+    profile = dict(driver="GTiff", width=size, height=size, count=3, dtype="uint8", tiled=True, compress="deflate",
+                   crs="EPSG:32611", transform=rasterio.Affine(0.5, 0, 500000, 0, -0.5, 4000000))  # fmt: skip
+    with rasterio.open(path, "w", **profile) as ds:
+        for row in range(0, size, 512):
+            rows = min(512, size - row)
+            ds.write(np.moveaxis(block[:rows], -1, 0), window=Window(0, row, size, rows))
+    return path
+
+
+def resolve_model(arg: str | None, tmp: Path) -> Path:
+    from roadseg.trainer.export import export_savedmodel, latest_version
+
+    if arg:
+        return Path(arg)
+    shipped = REPO / "models" / "roads"
+    if latest_version(shipped) is not None:
+        return shipped
+    from roadseg.trainer.model import build_deeplabv3plus
+
+    print("no shipped model: exporting DeepLabV3+ (MobileNetV2) with random weights", flush=True)
+    model = build_deeplabv3plus(backbone="mobilenetv2", weights=None)
+    export_savedmodel(model, tmp / "models" / "1", {"name": "roads", "version": 1, "threshold": 0.5})
+    return tmp / "models"
+
+
+def direct_seconds(version_dir: Path, image_path: Path, window: int, overlap: int, batch: int) -> float:
+    """Time of the bare signature calls on the gateway's windows (warm-up call excluded)."""
+    import tensorflow as tf
+    from roadseg.gateway.windows import window_starts
+
+    fn = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    with rasterio.open(image_path) as ds:
+        image = np.moveaxis(ds.read([1, 2, 3]), 0, -1)
+    h, w = image.shape[:2]
+    win_h, win_w = min(window, h), min(window, w)
+    windows = [(r, c) for r in window_starts(h, window, overlap) for c in window_starts(w, window, overlap)]
+    batches = [np.stack([image[r : r + win_h, c : c + win_w] for r, c in windows[i : i + batch]])
+               for i in range(0, len(windows), batch)]  # fmt: skip
+    fn(images=tf.constant(batches[0]))
+    started = time.perf_counter()
+    for b in batches:
+        fn(images=tf.constant(b))["probabilities"].numpy()
+    return time.perf_counter() - started
+
+
+def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS MiB) of a command, sampling its RSS every 20 ms."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ps, peak = psutil.Process(proc.pid), 0
+    while proc.poll() is None:
+        try:
+            peak = max(peak, ps.memory_info().rss)
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.02)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.read().decode()[-2000:]}")
+    return wall, peak / 2**20
+
+
+def cli(image: Path, out: Path, model: Path, env: dict[str, str]) -> tuple[float, float]:
+    return run_measured([sys.executable, "-m", "roadseg.cli", "predict", str(image), "--out", str(out),
+                         "--model", str(model)], env)  # fmt: skip
+
+
+def api_seconds(image: Path, warmup: Path, tmp: Path, model: Path, env: dict[str, str]) -> tuple[float, float]:
+    """(seconds of one synchronous prediction request, seconds of its prediction part) after a warm-up."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with rasterio.open(image) as ds:
+        pixels = ds.width * ds.height
+    server_env = {**env, "ROADSEG_STORAGE_URL": (tmp / "storage").as_uri(), "ROADSEG_MODEL_DIR": str(model),
+                  "ROADSEG_SYNC_PREDICT_MAX_PIXELS": str(pixels)}  # fmt: skip
+    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "--app-dir", str(REPO / "services" / "gateway"),
+                               "main:app", "--port", str(port)], env=server_env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        timings = []
+        for path in (warmup, image):
+            started = time.perf_counter()
+            with open(path, "rb") as fh:
+                r = httpx.post(f"{url}/api/v1/predictions", files={"file": (path.name, fh)}, timeout=3600)
+            r.raise_for_status()
+            timings.append((time.perf_counter() - started, r.json()["seconds"]))
+        return timings[-1]
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="folder of versions or a SavedModel (default: models/roads or random)")
+    parser.add_argument("--size", type=int, default=2000, help="image edge for the throughput comparison")
+    parser.add_argument("--rss-sizes", default="2000,8000", help="image edges for the peak-RSS comparison")
+    args = parser.parse_args()
+
+    from roadseg.config import get_settings
+    from roadseg.trainer.export import resolve_savedmodel
+
+    settings = get_settings()
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    with tempfile.TemporaryDirectory(prefix="roadseg-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        model = resolve_model(args.model, tmp)
+        version_dir = resolve_savedmodel(model)
+        print(f"model {version_dir}; window {settings.predict_window}, overlap {settings.predict_overlap}, "
+              f"batch {settings.predict_batch}; {os.cpu_count()} CPUs", flush=True)  # fmt: skip
+        image = synthetic_geotiff(tmp / f"img{args.size}.tif", args.size)
+        tiny = synthetic_geotiff(tmp / "tiny.tif", 64)
+        warm = synthetic_geotiff(tmp / "warm.tif", 1024)
+        mpx = args.size**2 / 1e6
+
+        direct = direct_seconds(version_dir, image, settings.predict_window, settings.predict_overlap,
+                                settings.predict_batch)  # fmt: skip
+        startup, _ = cli(tiny, tmp / "out", model, env)
+        cli_wall, _ = cli(image, tmp / "out", model, env)
+        api_total, api_predict = api_seconds(image, warm, tmp, model, env)
+
+        rows = [
+            ("direct SavedModel (same windows)", direct),
+            (f"CLI (wall {cli_wall:.1f} s - startup {startup:.1f} s)", cli_wall - startup),
+            ("API POST /api/v1/predictions (sync)", api_total),
+            ("  of which prediction (API record 'seconds')", api_predict),
+        ]
+        print(f"\nthroughput on {args.size} x {args.size} ({mpx:.1f} Mpx):")
+        for name, seconds in rows:
+            print(f"  {name:<48} {seconds:7.1f} s  {mpx / seconds:6.2f} Mpx/s  ratio {direct / seconds:5.2f}")
+
+        print("\npeak RSS of `roadseg predict`:")
+        base = None
+        for size in (int(s) for s in args.rss_sizes.split(",")):
+            path = synthetic_geotiff(tmp / f"rss{size}.tif", size)
+            wall, peak = cli(path, tmp / "rss-out", model, env)
+            base = base or peak
+            print(f"  {size} x {size} ({size * size / 1e6:5.1f} Mpx): peak RSS {peak:7.0f} MiB "
+                  f"(x{peak / base:.2f}), wall {wall:6.1f} s", flush=True)  # fmt: skip
+            path.unlink()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
