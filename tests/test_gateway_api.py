@@ -95,6 +95,16 @@ def test_png_prediction_and_pixel_route(client):
     assert page.status_code == 200 and body["links"]["overlay.png"] in page.text
 
 
+def test_example_image_needs_no_upload(client):
+    r = client.post("/api/v1/predictions/example")
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert (body["info"]["width"], body["info"]["height"]) == (768, 768) and body["input_name"] == "example.png"
+    mask = np.asarray(Image.open(io.BytesIO(client.get(body["links"]["mask.png"]).content)))
+    assert mask[:, 140:200].max() == 255  # the drawn side street at x ~ 140..180 is found
+    assert "overlay.png" in client.post("/ui/predictions/example").text
+
+
 def test_health_and_model_card(client):
     health = client.get("/healthz").json()
     assert health == {"status": "ok", "backend": "embedded", "model_name": "roads", "model_version": 1}
@@ -157,3 +167,21 @@ def test_route_and_id_errors(client):
     assert client.get(self_url + "/files/..%2F..%2Fsecret").status_code == 404
     assert client.get("/api/v1/predictions/..%2Fx").status_code in (400, 404)
     assert json.loads(get_storage().read_text(f"predictions/{body.json()['id']}/status.json"))["status"] == "done"
+
+
+def test_gateway_starts_without_a_model_and_serves_the_first_export(settings_env, tmp_path):
+    import shutil
+
+    models = tmp_path / "models"
+    models.mkdir()
+    app = create_app(predictor=EmbeddedPredictor(models, require=False), storage=get_storage())
+    with TestClient(app) as client:
+        health = client.get("/healthz")
+        assert health.status_code == 503 and health.json()["status"] == "no model"
+        r = client.post("/api/v1/predictions", files={"file": ("a.png", png_bytes(road_image(64, 64)), "image/png")})
+        assert r.status_code == 503 and "no model version" in r.json()["detail"]
+        assert stored_keys() == []
+        shutil.copytree(dark_model() / "1", models / "1")
+        assert client.get("/healthz").json()["model_version"] == 1
+        r = client.post("/api/v1/predictions", files={"file": ("a.png", png_bytes(road_image(64, 64)), "image/png")})
+        assert r.status_code == 201

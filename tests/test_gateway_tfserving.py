@@ -1,4 +1,4 @@
-"""The TF Serving REST client against tests/tfserving_double.py serving our real DeepLabV3+ SavedModel."""
+"""The TF Serving REST and gRPC clients against tests/tfserving_double.py serving our real DeepLabV3+ SavedModel."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from PIL import Image
 from roadseg.config import get_settings
 from roadseg.errors import RoadsegError
 from roadseg.gateway.api import create_app
-from roadseg.gateway.predictor import EmbeddedPredictor, RestPredictor, make_predictor
+from roadseg.gateway.predictor import EmbeddedPredictor, GrpcPredictor, RestPredictor, make_predictor
 from roadseg.storage import get_storage
 from roadseg.trainer.export import latest_version, read_card
 from test_gateway_support import real_model
-from tfserving_double import TFServingDouble
+from tfserving_double import TFServingDouble, TFServingGrpcDouble
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +41,21 @@ def test_rest_client_matches_the_embedded_model(model_dir, double_url):
     np.testing.assert_allclose(remote, local, atol=1e-5)
     pinned = RestPredictor(double_url, "roads", version, str(model_dir))
     np.testing.assert_allclose(pinned.predict(windows[:1]), local[:1], atol=1e-5)
+
+
+def test_grpc_client_matches_the_embedded_model(model_dir):
+    version = latest_version(model_dir)
+    windows = np.random.default_rng(2).integers(0, 256, size=(3, 48, 80, 3), dtype=np.uint8)
+    with TFServingGrpcDouble(model_dir, "roads") as target:
+        client = GrpcPredictor(target, "roads", None, str(model_dir))
+        assert client.describe() == {"backend": "tfserving-grpc", "model_name": "roads", "model_version": version}
+        remote = client.predict(windows)
+        with pytest.raises(RoadsegError, match="NOT_FOUND") as err:
+            GrpcPredictor(target, "other", None, str(model_dir))
+        assert err.value.status_code == 502
+    local = EmbeddedPredictor(model_dir / str(version)).predict(windows)
+    assert remote.shape == (3, 48, 80)
+    np.testing.assert_allclose(remote, local, atol=1e-5)
 
 
 def test_rest_errors_are_bad_gateway(model_dir, double_url):

@@ -91,3 +91,28 @@ def test_celery_worker_killed_mid_run_leaves_a_completable_run(label_env, start_
     after = _mtimes(storage, f"{KIND}/{run_id}/tiles")
     assert {key: after[key] for key in finished_before} == finished_before  # finished tiles were not redone
     assert jobs.get(run_id)["status"] == "done"
+
+
+def test_label_run_and_export_on_gcs(fake_gcs, shared_dir, tmp_path):
+    """Workers on GKE keep everything in a bucket: tiles are range-read, vectors downloaded with their sidecars."""
+    import geopandas as gpd
+    from roadseg.labeler.export import samples_from_runs, write_dataset
+    from roadseg.labeler.run import LabelOptions, label_run, prepare_run
+    from roadseg.labeler.widths import WidthSpec
+    from roadseg.storage import storage_from_url
+
+    storage = storage_from_url("gs://roadseg-label-test/runs")
+    folder = shared_dir / "data" / "spacenet-vegas"
+    ingest_scene(storage, "vegas", folder, VEGAS_IMAGE, 512)
+    shapefile = tmp_path / "roads.shp"  # a shapefile needs its .shx/.dbf/.prj beside it on the worker
+    gpd.read_file(folder / VEGAS_ROADS).to_file(shapefile)
+    options = LabelOptions(widths=WidthSpec(table_attr="road_type"))
+    run_id = prepare_run(storage, "vegas", shapefile, options)["id"]
+    assert {k.rsplit(".", 1)[1] for k in storage.list(f"{KIND}/{run_id}/vectors")} >= {"shp", "shx", "dbf", "prj"}
+    manifest = label_run(storage, run_id)
+    assert manifest["counts"]["tiles"] == 9 and manifest["vectors"]["roads"]["kept"] == 38
+    assert sum(e["road_fraction"] > 0 for e in manifest["tiles"]) >= 4
+    samples, _ = samples_from_runs(storage, [run_id], include_flagged=True)
+    dataset = write_dataset(samples, "gs://roadseg-label-test/datasets/vegas", shard_size=4)
+    assert sum(p["examples"] for p in dataset["splits"].values()) == 9
+    assert storage_from_url("gs://roadseg-label-test/datasets/vegas").exists("manifest.json")

@@ -115,3 +115,38 @@ def test_page_shows_clear_errors(gateway, page, tmp_path, artifacts_dir):
     assert "not a readable image" in alert.inner_text()
     page.screenshot(path=str(artifacts_dir / "web_page_error.png"))
     assert json.loads(httpx.get(f"{gateway.url}/healthz").text)["status"] == "ok"
+
+
+def test_drag_and_drop_and_keyboard_route(gateway, page, artifacts_dir):
+    """Drop a file on the drop zone (a real DragEvent), then enter a route with the keyboard only."""
+    import base64
+
+    from roadseg.gateway.example import example_png
+
+    page.goto(gateway.url)
+    page.evaluate(
+        """async (b64) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const dt = new DataTransfer();
+            dt.items.add(new File([bytes], "dropped.png", { type: "image/png" }));
+            document.getElementById("drop-zone").dispatchEvent(
+                new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true }));
+        }""",
+        base64.b64encode(example_png()).decode(),
+    )
+    page.wait_for_function("() => { const o = document.getElementById('overlay'); "
+                           "return o && o.complete && o.naturalWidth === 768; }", timeout=60_000)  # fmt: skip
+    record = httpx.get(f"{gateway.url}/api/v1/predictions/{page.get_attribute('.viewer', 'data-id')}").json()
+    assert record["input_name"] == "dropped.png"
+    # Keyboard only: along the side street drawn from (140, 0) to (180, 768) in the example image.
+    page.focus("input[name=sx]")
+    for value in ("143", "50", "176", "700"):
+        page.keyboard.type(value)
+        page.keyboard.press("Tab")
+    page.focus("input[name=ey]")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.getElementById('route-info').textContent.startsWith('Route length')",
+                           timeout=30_000)  # fmt: skip
+    length_px = float(page.inner_text("#route-info").split(":")[1].strip().removesuffix(" px"))
+    assert length_px == pytest.approx(651, rel=0.1)
+    page.screenshot(path=str(artifacts_dir / "web_page_keyboard_route.png"), full_page=True)

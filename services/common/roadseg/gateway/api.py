@@ -9,9 +9,10 @@ are queued on the ``predict`` Celery queue (202) and report progress in their st
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
@@ -22,6 +23,7 @@ from roadseg import __version__
 from roadseg.config import get_settings
 from roadseg.errors import InvalidInput, NotFound, RoadsegError
 from roadseg.gateway import fragments
+from roadseg.gateway.example import example_png
 from roadseg.gateway.predictions import KIND, MEDIA_TYPES, create_job, run_job
 from roadseg.gateway.predictor import Predictor, get_predictor
 from roadseg.gateway.routes import route_between
@@ -32,6 +34,12 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 VENDOR = Path(__file__).parents[1] / "static" / "vendor"
+
+
+class QueueUnavailable(RoadsegError):
+    """The Celery broker cannot be reached; large images cannot be queued right now."""
+
+    status_code = 503
 
 
 class RouteRequest(BaseModel):
@@ -86,11 +94,12 @@ def create_app(predictor: Predictor | None = None, storage: Storage | None = Non
         return FileResponse(STATIC / "index.html")
 
     @app.get("/healthz", tags=["service"])
-    def healthz(request: Request) -> dict[str, Any]:
-        """Liveness plus which backend and model version serve predictions."""
+    def healthz(request: Request) -> JSONResponse:
+        """Which backend and model version serve predictions; 503 while there is no model to serve."""
         predictor: Predictor = request.app.state.predictor
         predictor.refresh()
-        return {"status": "ok", **predictor.describe()}
+        ready = predictor.version is not None
+        return JSONResponse({"status": "ok" if ready else "no model", **predictor.describe()}, 200 if ready else 503)
 
     @app.get("/api/v1/model", tags=["model"])
     def model_card(request: Request) -> dict[str, Any]:
@@ -100,11 +109,11 @@ def create_app(predictor: Predictor | None = None, storage: Storage | None = Non
         settings = get_settings()
         return {**predictor.card, "serving": predictor.describe(), "threshold": predictor.threshold(settings.threshold)}
 
-    def submit(request: Request, upload: UploadFile) -> tuple[dict[str, Any], int]:
+    def submit(request: Request, fileobj: BinaryIO, filename: str) -> tuple[dict[str, Any], int]:
         """Store and validate an upload, then predict it now (small) or queue it (large)."""
         settings = get_settings()
         storage: Storage = request.app.state.storage
-        record = create_job(storage, upload.file, upload.filename or "upload", settings)
+        record = create_job(storage, fileobj, filename, settings)
         if record["info"]["width"] * record["info"]["height"] <= settings.sync_predict_max_pixels:
             try:
                 return run_job(record["id"], storage, request.app.state.predictor, settings), 201
@@ -114,7 +123,11 @@ def create_app(predictor: Predictor | None = None, storage: Storage | None = Non
                 raise
         from roadseg.gateway.tasks import predict
 
-        predict.delay(record["id"])
+        try:
+            predict.delay(record["id"])
+        except Exception as exc:  # broker down: say so, and keep no job that nobody will run
+            storage.delete_prefix(jobs(request).key(record["id"]))
+            raise QueueUnavailable(f"cannot queue the prediction (task queue unavailable): {exc}") from exc
         return record, 202
 
     @app.post("/api/v1/predictions", tags=["predictions"], status_code=201)
@@ -122,7 +135,13 @@ def create_app(predictor: Predictor | None = None, storage: Storage | None = Non
         request: Request, file: UploadFile = File(description="PNG, JPEG, TIFF/GeoTIFF or JPEG 2000 image")
     ) -> JSONResponse:
         """Upload an image. 201 with the finished prediction, or 202 when it was queued (poll its ``self`` link)."""
-        record, status = submit(request, file)
+        record, status = submit(request, file.file, file.filename or "upload")
+        return JSONResponse(public(record), status_code=status)
+
+    @app.post("/api/v1/predictions/example", tags=["predictions"], status_code=201)
+    def create_example_prediction(request: Request) -> JSONResponse:
+        """Predict the built-in synthetic example image (drawn by code: no upload needed)."""
+        record, status = submit(request, io.BytesIO(example_png()), "example.png")
         return JSONResponse(public(record), status_code=status)
 
     @app.get("/api/v1/predictions/{job_id}", tags=["predictions"])
@@ -164,7 +183,12 @@ def create_app(predictor: Predictor | None = None, storage: Storage | None = Non
 
     @app.post("/ui/predictions", include_in_schema=False)
     def ui_create(request: Request, file: UploadFile = File()) -> HTMLResponse:
-        record, _ = submit(request, file)
+        record, _ = submit(request, file.file, file.filename or "upload")
+        return HTMLResponse(fragments.prediction(public(record)))
+
+    @app.post("/ui/predictions/example", include_in_schema=False)
+    def ui_example(request: Request) -> HTMLResponse:
+        record, _ = submit(request, io.BytesIO(example_png()), "example.png")
         return HTMLResponse(fragments.prediction(public(record)))
 
     @app.get("/ui/predictions/{job_id}", include_in_schema=False)

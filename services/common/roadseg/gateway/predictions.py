@@ -19,7 +19,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -68,7 +68,6 @@ class RasterPrediction:
     road_pixels: int = 0
     windows: int = 0
     seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _profile(ds: DatasetReader, count: int, dtype: str) -> dict[str, Any]:
@@ -247,6 +246,7 @@ def run_job(job_id: str, storage: Storage, predictor: Predictor, settings: Setti
                     ds, predictor, out, settings, predictor.threshold(settings.threshold), True, progress
                 )
             jobs.update(job_id, stage="writing outputs")
+            started = time.perf_counter()
             outputs = {
                 "mask.png": tif_to_png(result.files["mask"], out / "mask.png"),
                 "overlay.png": tif_to_png(result.files["overlay"], out / "overlay.png"),
@@ -257,12 +257,15 @@ def run_job(job_id: str, storage: Storage, predictor: Predictor, settings: Setti
             if result.info["georeferenced"]:
                 outputs["mask.tif"] = result.files["mask"]
             jobs.update(job_id, stage="vectorizing roads")
+            png_seconds, started = time.perf_counter() - started, time.perf_counter()
             roads = road_graph_geojson(result.files["mask"], settings.graph_max_pixels)
             if roads is not None:
                 (out / "roads.geojson").write_text(json.dumps(roads))
                 outputs["roads.geojson"] = out / "roads.geojson"
+            roads_seconds, started = time.perf_counter() - started, time.perf_counter()
             for name, path in outputs.items():
                 storage.write_file(jobs.key(job_id, name), path)
+            store_seconds = time.perf_counter() - started
         return jobs.update(
             job_id,
             status=DONE,
@@ -274,6 +277,8 @@ def run_job(job_id: str, storage: Storage, predictor: Predictor, settings: Setti
             road_fraction=result.road_pixels / (result.info["width"] * result.info["height"]),
             windows_total=result.windows,
             seconds=round(result.seconds, 3),
+            timings={"predict": round(result.seconds, 3), "pngs": round(png_seconds, 3),
+                     "roads": round(roads_seconds, 3), "store": round(store_seconds, 3)},  # fmt: skip
             model=predictor.describe(),
             roads_note=None if roads is not None else f"image above {settings.graph_max_pixels} pixels: no road graph",
         )

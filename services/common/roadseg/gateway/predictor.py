@@ -37,6 +37,12 @@ class BackendError(RoadsegError):
     status_code = 502
 
 
+class ModelUnavailable(RoadsegError):
+    """No model to serve yet (empty model folder); the service answers 503 until one appears."""
+
+    status_code = 503
+
+
 class Predictor(ABC):
     """A road model behind some transport."""
 
@@ -96,11 +102,14 @@ class EmbeddedPredictor(Predictor):
     version directories; in the latter case the latest (or ``version``) is served and
     :meth:`refresh` switches to a newer version when one appears. A version that fails to load
     (e.g. still being written) is logged and retried at the next refresh.
+
+    With ``require=False`` (the service) an empty folder is not an error: the gateway starts,
+    answers 503 until the first version is exported, then serves it without a restart.
     """
 
     backend = "embedded"
 
-    def __init__(self, path: str | Path, name: str = "roads", version: int | None = None):
+    def __init__(self, path: str | Path, name: str = "roads", version: int | None = None, require: bool = True):
         super().__init__(name)
         self.path = Path(path)
         self.pinned = version is not None or (self.path / "saved_model.pb").is_file()
@@ -108,7 +117,10 @@ class EmbeddedPredictor(Predictor):
         self._version: int | None = None
         self._card: dict[str, Any] = {}
         self._fn = None
-        self._load(self._pick(version))
+        if require or self.pinned:
+            self._load(self._pick(version))
+        else:
+            self.refresh()
 
     def _pick(self, version: int | None) -> Path:
         if (self.path / "saved_model.pb").is_file():
@@ -153,6 +165,8 @@ class EmbeddedPredictor(Predictor):
         import tensorflow as tf
 
         fn = self._fn
+        if fn is None:
+            raise ModelUnavailable(f"no model version under {self.path} yet (export one, it is picked up)")
         out = fn(**{INPUT: tf.constant(images, tf.uint8)})[OUTPUT]
         return out.numpy()[..., 0]
 
@@ -289,13 +303,16 @@ class GrpcPredictor(_ServingPredictor):
         return tf.make_ndarray(response.outputs[OUTPUT]).astype(np.float32)[..., 0]
 
 
-def make_predictor(settings: Settings, model: str | None = None) -> Predictor:
-    """The backend the settings select; ``model`` (a path, from ``--model``) forces the embedded one."""
+def make_predictor(settings: Settings, model: str | None = None, require: bool = True) -> Predictor:
+    """The backend the settings select; ``model`` (a path, from ``--model``) forces the embedded one.
+
+    ``require=False`` lets the embedded backend start with an empty model folder (see EmbeddedPredictor).
+    """
     if model is not None:
         return EmbeddedPredictor(model, settings.model_name)
     url = settings.tfserving_url
     if not url:
-        return EmbeddedPredictor(settings.model_dir, settings.model_name, settings.model_version)
+        return EmbeddedPredictor(settings.model_dir, settings.model_name, settings.model_version, require)
     if url.startswith(("http://", "https://")):
         return RestPredictor(url, settings.model_name, settings.model_version, settings.model_dir)
     if url.startswith("grpc://"):
@@ -313,5 +330,5 @@ def get_predictor() -> Predictor:
     global _shared
     with _shared_lock:
         if _shared is None:
-            _shared = make_predictor(get_settings())
+            _shared = make_predictor(get_settings(), require=False)
         return _shared

@@ -62,7 +62,9 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from roadseg.trainer.evaluate import evaluate_model
 
-    report = evaluate_model(args.model, args.data, splits=args.split.split(","), out=args.out, rho=args.rho)
+    report = evaluate_model(
+        args.model, args.data, splits=args.split.split(","), out=args.out, rho=args.rho, threshold=args.threshold
+    )
     print(json.dumps(report["summary"], indent=2))
     return 0
 
@@ -118,6 +120,7 @@ def register(sub) -> None:
     p.add_argument("--split", default="val", help="comma-separated splits (default val)")
     p.add_argument("--out", help="report folder (report.json, tiles.csv, thresholds.csv, report.png)")
     p.add_argument("--rho", type=int, default=3, help="relaxed-metric tolerance in px (default 3)")
+    p.add_argument("--threshold", type=float, help="road probability threshold (default: the model card's, else 0.5)")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser(

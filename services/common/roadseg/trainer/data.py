@@ -44,11 +44,8 @@ class Source:
         if isinstance(spec, dict):
             return cls(str(spec["path"]), float(spec.get("weight", 1.0)))
         path, sep, weight = spec.rpartition(":")
-        if sep and path and not path.endswith(("gs", "file")):
-            try:
-                return cls(path, float(weight))
-            except ValueError:
-                pass
+        if sep and path and "/" not in weight:  # not the "://" of a URL
+            return cls(path, float(weight))
         return cls(spec)
 
 

@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from roadseg import metrics
 from roadseg.trainer.export import read_card, resolve_savedmodel
@@ -113,7 +114,8 @@ def evaluate_model(
     tiles, worst = [], []
     for folder in data:
         for split in splits:
-            for name, image, truth in iter_examples(Source(str(folder)), split):
+            examples = iter_examples(Source(str(folder)), split)
+            for name, image, truth in tqdm(examples, desc=f"{Path(folder).name}:{split}", unit="tile", disable=None):
                 prob = serve(images=tf.convert_to_tensor(image[None]))["probabilities"].numpy()[0, ..., 0]
                 pred = prob >= threshold
                 cm = metrics.confusion(pred, truth)

@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 
 BACKBONES = ("mobilenetv2", "resnet50")
 
+#: Momentum of the new head's BatchNorm layers: short memory (~10 steps), so the moving statistics
+#: used at inference keep up with weights that change quickly during fine-tuning.
+HEAD_BN_MOMENTUM = 0.9
+
 #: Per backbone: layer overrides for output stride 16, the stride-16 and stride-4 feature layers.
 _BACKBONE_SPECS: dict[str, dict[str, Any]] = {
     "mobilenetv2": {
@@ -101,17 +105,23 @@ def _dilated_backbone(backbone: str, weights: str | None, input_shape: tuple) ->
         layer["config"].update(overrides.get(layer["config"]["name"], {}))
     dilated = keras.Model.from_config(config)
     dilated.set_weights(base.get_weights())
+    # Frozen BatchNorm (DeepLab's recipe for batches under ~12): with batch statistics, the moving
+    # averages lag the fine-tuned weights and inference drifts far from training (measured here:
+    # out_relu features correlated only 0.5 between the two modes after 250 steps).
+    for layer in dilated.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.trainable = False
     return dilated
 
 
 def _conv_bn_relu(x, filters: int, name: str, kernel: int = 1, rate: int = 1, separable: bool = False):
     if separable:
         x = layers.DepthwiseConv2D(3, padding="same", dilation_rate=rate, use_bias=False, name=f"{name}_dw")(x)
-        x = layers.BatchNormalization(name=f"{name}_dw_bn")(x)
+        x = layers.BatchNormalization(momentum=HEAD_BN_MOMENTUM, name=f"{name}_dw_bn")(x)
         x = layers.ReLU(name=f"{name}_dw_relu")(x)
         kernel = 1
     x = layers.Conv2D(filters, kernel, padding="same", dilation_rate=1, use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=HEAD_BN_MOMENTUM, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 

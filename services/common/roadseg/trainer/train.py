@@ -218,5 +218,6 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | None = None,
         steps_per_epoch=steps,
         callbacks=_callbacks(config, storage, start, best),
         verbose=verbose if verbose is not None else (1 if sys.stderr.isatty() else 2),
+        shuffle=False,  # the tf.data pipeline shuffles
     )
     return json.loads(storage.read_text(STATE))

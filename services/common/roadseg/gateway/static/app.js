@@ -33,6 +33,9 @@ function setupUpload() {
     progress.value = 0;
     document.getElementById("result").innerHTML = '<p class="muted">Uploading and predicting&hellip;</p>';
   });
+  document.getElementById("example").addEventListener("htmx:beforeRequest", () => {
+    document.getElementById("result").innerHTML = '<p class="muted">Predicting the example image&hellip;</p>';
+  });
   form.addEventListener("htmx:sendError", () => {
     document.getElementById("result").innerHTML =
       '<div class="error" role="alert"><strong>Error:</strong> the gateway cannot be reached.</div>';
