@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,6 +80,10 @@ def fake_gcs() -> Iterator[str]:
 
     server = FakeGCSServer()
     server.start()
+    # The wrapper pipes the server's log and never reads it; once the pipe fills (~64 KB of request
+    # logs) the server blocks. Drain it so a long test session cannot hang.
+    pipe = server._process.stderr
+    threading.Thread(target=lambda: all(iter(lambda: pipe.read(65536), b"")), daemon=True).start()
     yield server.url
     server.stop()
 

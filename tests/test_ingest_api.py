@@ -170,6 +170,7 @@ def write_tif(path: Path, width: int, height: int) -> Path:
         ("no-file", 400, "exactly one of"),
         ("bad-tile-size", 400, "tile size"),
         ("bad-uri", 400, "unsupported scene URI"),
+        ("bad-json", 400, "invalid JSON body"),
     ],
 )
 def test_bad_input_gets_a_clear_4xx_and_stores_nothing(ingest_env, tmp_path, case, status, message):
@@ -194,6 +195,8 @@ def test_bad_input_gets_a_clear_4xx_and_stores_nothing(ingest_env, tmp_path, cas
         response = client.post("/api/v1/scenes", files={"file": (name, io.BytesIO(content))}, data=form)
     elif case == "bad-uri":
         response = client.post("/api/v1/scenes", data={"uri": "http://example.com/scene.tif"})
+    elif case == "bad-json":
+        response = client.post("/api/v1/scenes", json={"uri": "gs://b/scene.tif", "tile_size": "big"})
     else:
         response = client.post("/api/v1/scenes", data={})
     assert response.status_code == status, response.text
@@ -222,4 +225,15 @@ def test_png_without_georeferencing_is_accepted_and_flagged(ingest_env, start_wo
     accepted = submit_file(client, path, tile_size="64")
     record = wait_for(client, accepted["id"], finished)
     assert record["status"] == "done" and record["georeferenced"] is False and record["crs"] is None
+    assert record["bounds"] == [0, 0, 100, 80] and record["pixel_size"] == [1, 1]
     assert record["tile_count"] == 4
+
+
+def test_upload_over_the_size_limit_is_refused(ingest_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("ROADSEG_MAX_UPLOAD_BYTES", "10000")
+    get_settings.cache_clear()
+    client = TestClient(create_app())
+    content = write_tif(tmp_path / "big.tif", 300, 300).read_bytes()
+    response = client.post("/api/v1/scenes", files={"file": ("big.tif", content)})
+    assert response.status_code == 413 and "10000 bytes" in response.json()["detail"]
+    assert get_storage().list() == []

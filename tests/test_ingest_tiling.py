@@ -161,3 +161,18 @@ def test_scene_and_tiles_on_gcs(shared_dir, tmp_path, fake_gcs):
     assert len(manifest["tiles"]) == 9
     assert storage.list("scenes/gcs/tiles") == sorted(t["key"] for t in manifest["tiles"])
     check_tiles_against_scene(storage, manifest, shared_dir / VEGAS)
+
+
+def test_jp2_scene_is_tiled(tmp_path):
+    data = np.random.default_rng(2).integers(0, 255, (3, 200, 300), dtype=np.uint8)
+    path = tmp_path / "scene.jp2"
+    with rasterio.open(path, "w", driver="JP2OpenJPEG", width=300, height=200, count=3, dtype="uint8",
+                       crs="EPSG:32611", transform=from_origin(600000, 4000000, 0.5, 0.5),
+                       QUALITY="100", REVERSIBLE="YES") as dst:
+        dst.write(data)
+    storage = LocalStorage(tmp_path / "store")
+    manifest = tile_file(storage, path, "jp2", TileParams(128, 0))
+    assert manifest["crs"] == "EPSG:32611" and len(manifest["tiles"]) == 6
+    check_tiles_against_scene(storage, manifest, path)
+    with storage.open_raster(manifest["tiles"][0]["key"]) as tile:
+        np.testing.assert_array_equal(tile.read(), data[:, :128, :128])

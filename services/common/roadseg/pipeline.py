@@ -98,6 +98,8 @@ class Pipeline:
             p = record.get("progress") or {}
             if isinstance(p, dict) and p.get("total"):
                 self.echo(f"  {what}: {p.get('done', 0)}/{p['total']}")
+            elif isinstance(p, float):
+                self.echo(f"  {what}: {p:.0%}")
 
         return show
 
@@ -202,7 +204,7 @@ class Pipeline:
         if record.get("status") != "done":
             record = self._wait(f"{self.endpoints.gateway}/api/v1/predictions/{record['id']}", "prediction",
                                 self._progress("windows"))  # fmt: skip
-        self.echo(f"  prediction {record['id']}: model version {record.get('model_version')}, "
+        self.echo(f"  prediction {record['id']}: model version {record.get('model', {}).get('model_version')}, "
                   f"road fraction {record.get('road_fraction')}")  # fmt: skip
         return record
 

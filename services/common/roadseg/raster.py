@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -43,6 +44,9 @@ from roadseg.storage import Storage
 #: GDAL drivers accepted as input, checked right after opening and before any pixel read, so an
 #: upload GDAL recognises as something else (a VRT pointing at local files, an ASCII grid) is refused.
 ALLOWED_DRIVERS = ("GTiff", "COG", "JP2OpenJPEG", "PNG", "JPEG")
+
+_UNREADABLE = "not a readable image (GeoTIFF, COG, JPEG 2000, PNG or JPEG expected)"
+_DIRS = re.compile(r"/(?:[^/\s'\"]+/)+")
 
 #: Pixels read to compute a scene's stretch percentiles (decimated read, per band).
 STRETCH_SAMPLE_PIXELS = 1024 * 1024
@@ -104,7 +108,7 @@ def open_checked(source: str | os.PathLike[str] | DatasetReader, max_pixels: int
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             ds = rasterio.open(source)
     except RasterioError as exc:
-        raise InvalidInput(f"not a readable image (GeoTIFF, COG, JPEG 2000, PNG or JPEG expected): {exc}") from exc
+        raise InvalidInput(f"{_UNREADABLE}: {gdal_message(exc)}") from exc
     try:
         check_dataset(ds, max_pixels)
     except Exception:
@@ -122,7 +126,7 @@ def open_stored(storage: Storage, key: str, max_pixels: int | None = None) -> It
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
                 ds = stack.enter_context(storage.open_raster(key))
         except RasterioError as exc:
-            raise InvalidInput(f"not a readable image (GeoTIFF, COG, JPEG 2000, PNG or JPEG expected): {exc}") from exc
+            raise InvalidInput(f"{_UNREADABLE}: {gdal_message(exc)}") from exc
         check_dataset(ds, max_pixels)
         yield ds
 
@@ -144,7 +148,12 @@ def check_dataset(ds: DatasetReader, max_pixels: int | None = None) -> None:
         for row, col in ((0, 0), (ds.height - 1, ds.width - 1)):
             ds.read(1, window=Window(col, row, 1, 1))
     except RasterioError as exc:
-        raise InvalidInput(f"the image is corrupt or truncated: {exc}") from exc
+        raise InvalidInput(f"the image is corrupt or truncated: {gdal_message(exc)}") from exc
+
+
+def gdal_message(exc: Exception) -> str:
+    """GDAL's message without the folders of server-side paths (users see it in API errors)."""
+    return _DIRS.sub("", str(exc))
 
 
 def _max_pixels() -> int:
@@ -167,8 +176,9 @@ def crs_string(crs: CRS | None) -> str | None:
 
 
 def scene_info(ds: DatasetReader) -> dict[str, Any]:
-    """Header facts reported by APIs and manifests (CRS, transform, bounds, pixel size...)."""
+    """Header facts reported by APIs (CRS, transform, bounds as [minx, miny, maxx, maxy], pixel size...)."""
     georef = is_georeferenced(ds)
+    left, bottom, right, top = ds.bounds
     return {
         "georeferenced": georef,
         "crs": crs_string(ds.crs) if georef else None,
@@ -177,7 +187,7 @@ def scene_info(ds: DatasetReader) -> dict[str, Any]:
         "height": ds.height,
         "bands": ds.count,
         "dtype": ds.dtypes[0],
-        "bounds": list(ds.bounds),
+        "bounds": [min(left, right), min(bottom, top), max(left, right), max(bottom, top)],
         "pixel_size": [abs(ds.transform.a), abs(ds.transform.e)],
         "driver": ds.driver,
     }
@@ -251,12 +261,25 @@ def read_rgb_window(ds: DatasetReader, window: Window, stretch: Stretch) -> tupl
     """Read one window (inside the dataset) as (uint8 ``[H, W, 3]``, valid bool ``[H, W]``)."""
     bands = rgb_band_indexes(ds)
     data = ds.read(bands, window=window)
-    valid = ds.dataset_mask(window=window) > 0
-    if np.issubdtype(data.dtype, np.floating):
-        valid &= np.isfinite(data).all(axis=0)
+    valid = _finite(ds.dataset_mask(window=window) > 0, data)
     if len(bands) == 1 and ds.colorinterp[bands[0] - 1] == ColorInterp.palette:
         return _apply_palette(ds, bands[0], data[0], valid), valid
     return to_uint8_rgb(data, valid, stretch), valid
+
+
+def read_valid_mask(ds: DatasetReader, window: Window) -> np.ndarray:
+    """Only the valid-pixel mask of a window, the same one :func:`read_rgb_window` returns."""
+    valid = ds.dataset_mask(window=window) > 0
+    if np.issubdtype(np.dtype(ds.dtypes[0]), np.floating):
+        valid = _finite(valid, ds.read(rgb_band_indexes(ds), window=window))
+    return valid
+
+
+def _finite(valid: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """NaN and infinite values are nodata too (float scenes often have no nodata value)."""
+    if np.issubdtype(data.dtype, np.floating):
+        return valid & np.isfinite(data).all(axis=0)
+    return valid
 
 
 def _apply_palette(ds: DatasetReader, band: int, indexes: np.ndarray, valid: np.ndarray) -> np.ndarray:

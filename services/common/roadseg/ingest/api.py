@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlparse
 
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from roadseg import __version__
@@ -31,7 +32,7 @@ from roadseg.ingest.scenes import (
     upload_key,
 )
 from roadseg.ingest.tiling import TileParams
-from roadseg.jobs import QUEUED
+from roadseg.jobs import FAILED, QUEUED
 from roadseg.storage import Storage, get_storage, safe_filename, split_url
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,15 @@ def create_app() -> FastAPI:
     async def roadseg_error(request: Request, exc: RoadsegError) -> JSONResponse:
         return JSONResponse(status_code=exc.status_code, content={"detail": str(exc)})
 
+    @app.middleware("http")
+    async def refuse_oversize_uploads(request: Request, call_next):
+        """Answer 413 from the announced length, before the body is received and spooled to disk."""
+        length = request.headers.get("content-length", "")
+        if request.method == "POST" and length.isdigit() and int(length) > settings.max_upload_bytes + 64 * 1024:
+            detail = f"upload exceeds the limit of {settings.max_upload_bytes} bytes"
+            return JSONResponse(status_code=413, content={"detail": detail})
+        return await call_next(request)
+
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:
         """Liveness: the process answers."""
@@ -70,12 +80,12 @@ def create_app() -> FastAPI:
     ) -> dict[str, Any]:
         """Submit a scene; 202 with its id. The same scene submitted again keeps its id and tiles."""
         if request.headers.get("content-type", "").startswith("application/json"):
-            body = await request.json()
-            if not isinstance(body, dict):
-                raise InvalidInput("the JSON body must be an object with a 'uri' field")
-            uri, tile_size, overlap = body.get("uri"), body.get("tile_size"), body.get("overlap")
-            stretch_low, stretch_high = body.get("stretch_low"), body.get("stretch_high")
-        _check_content_length(request, settings.max_upload_bytes)
+            try:
+                body = SceneSource.model_validate_json(await request.body())
+            except ValidationError as exc:
+                raise InvalidInput(f"invalid JSON body: {exc.errors(include_url=False)}") from exc
+            uri, tile_size, overlap = body.uri, body.tile_size, body.overlap
+            stretch_low, stretch_high = body.stretch_low, body.stretch_high
         percentiles = None
         if stretch_low is not None or stretch_high is not None:
             default_low, default_high = settings.stretch_percentiles
@@ -91,9 +101,7 @@ def create_app() -> FastAPI:
         else:
             record, queue = await run_in_threadpool(_accept_uri, uri, params)
         if queue:
-            from roadseg.ingest.tasks import tile_scene
-
-            tile_scene.delay(record["id"])
+            await run_in_threadpool(_enqueue, record["id"])
         return {"id": record["id"], "status": record["status"], "url": f"/api/v1/scenes/{record['id']}"}
 
     @app.get("/api/v1/scenes", tags=["scenes"])
@@ -109,11 +117,25 @@ def create_app() -> FastAPI:
     return app
 
 
-def _check_content_length(request: Request, max_bytes: int) -> None:
-    """Refuse an announced oversize body early (the upload limit is enforced again while storing)."""
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > max_bytes + 64 * 1024:
-        raise TooLarge(f"upload exceeds the limit of {max_bytes} bytes")
+def _enqueue(scene_id: str) -> None:
+    """Queue the tiling task; without a broker the scene is marked failed (re-submitting retries it)."""
+    from roadseg.ingest.tasks import tile_scene
+
+    try:
+        tile_scene.delay(scene_id)
+    except Exception as exc:
+        scene_store(get_storage()).update(scene_id, status=FAILED, error=f"could not queue the tiling task: {exc}")
+        raise HTTPException(503, "the task queue is unavailable; submit the scene again later") from exc
+
+
+class SceneSource(BaseModel):
+    """JSON form of a submission by URI (the multipart form has the same fields plus ``file``)."""
+
+    uri: str
+    tile_size: int | None = None
+    overlap: int | None = None
+    stretch_low: float | None = None
+    stretch_high: float | None = None
 
 
 def _digest(stream: BinaryIO, max_bytes: int) -> tuple[str, int]:

@@ -19,13 +19,23 @@ from dataclasses import dataclass
 
 import numpy as np
 import rasterio
+from rasterio.crs import CRS
 from rasterio.errors import RasterioError
 from rasterio.io import DatasetReader, MemoryFile
 from rasterio.windows import Window
 from rasterio.windows import bounds as window_bounds
 
 from roadseg.errors import InvalidInput
-from roadseg.raster import Stretch, compute_stretch, crs_string, is_georeferenced, open_stored, read_rgb_window
+from roadseg.raster import (
+    Stretch,
+    compute_stretch,
+    crs_string,
+    gdal_message,
+    is_georeferenced,
+    open_stored,
+    read_rgb_window,
+    read_valid_mask,
+)
 from roadseg.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -135,14 +145,6 @@ def _cell_bounds(ds: DatasetReader, window: Window) -> list[float]:
     return [min(left, right), min(bottom, top), max(left, right), max(bottom, top)]
 
 
-def _read(ds: DatasetReader, window: Window, stretch: Stretch) -> tuple[np.ndarray, np.ndarray]:
-    """Read one window; a failing read means a corrupt source, reported as bad input (not retried)."""
-    try:
-        return read_rgb_window(ds, window, stretch)
-    except RasterioError as exc:
-        raise InvalidInput(f"the image is corrupt: reading window {tuple(window.flatten())} failed: {exc}") from exc
-
-
 def tile_scene(
     storage: Storage,
     scene_id: str,
@@ -193,19 +195,27 @@ def tile_scene(
     return manifest
 
 
-def _tile_cells(ds, storage, scene_id, cells, existing, stretch, params, crs) -> Iterator[dict | None]:
+def _tile_cells(
+    ds: DatasetReader,
+    storage: Storage,
+    scene_id: str,
+    cells: list[GridCell],
+    existing: set[str],
+    stretch: Stretch,
+    params: TileParams,
+    crs: CRS | None,
+) -> Iterator[dict | None]:
     """Write each missing tile; yield its manifest entry, or ``None`` for an entirely-nodata cell."""
     area = params.tile_size * params.tile_size
     for cell in cells:
         key = tile_key(scene_id, cell.tile_id)
-        if key in existing:
-            # Already stored by an earlier (killed) run: only the mask is needed for the manifest.
-            try:
-                valid = ds.dataset_mask(window=cell.window) > 0
-            except RasterioError as exc:
-                raise InvalidInput(f"the image is corrupt: {exc}") from exc
-        else:
-            rgb, valid = _read(ds, cell.window, stretch)
+        try:
+            if key in existing:  # stored by an earlier (killed) run: only the mask is needed for the manifest
+                valid = read_valid_mask(ds, cell.window)
+            else:
+                rgb, valid = read_rgb_window(ds, cell.window, stretch)
+        except RasterioError as exc:  # a corrupt source is bad input, not a transient error: no retry
+            raise InvalidInput(f"the image is corrupt near tile {cell.tile_id}: {gdal_message(exc)}") from exc
         n_valid = int(valid.sum())
         if n_valid == 0:
             yield None

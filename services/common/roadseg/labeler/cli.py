@@ -56,8 +56,7 @@ class _Bar:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, desc=self.desc, unit=self.unit, file=sys.stderr)
-        self.bar.n = done
-        self.bar.refresh()
+        self.bar.update(done - self.bar.n)  # tqdm redraws at most every 0.1 s
 
     def close(self) -> None:
         if self.bar is not None:

@@ -26,6 +26,7 @@ from roadseg.labeler import quality
 from roadseg.labeler.decisions import get_decisions, set_decision
 from roadseg.labeler.overlay import overlay, png_bytes
 from roadseg.labeler.run import KIND, manifest_key
+from roadseg.labeler.runs_api import router as runs_router
 from roadseg.storage import Storage, get_storage, storage_from_url
 
 HERE = Path(__file__).resolve().parent
@@ -126,4 +127,5 @@ def create_app(storage: Storage | None = None) -> FastAPI:
         """The run's status record (progress, counts, error)."""
         return JobStore(store(), KIND).get(run_id)
 
+    app.include_router(runs_router)
     return app
