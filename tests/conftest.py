@@ -146,6 +146,57 @@ class Worker:
         return self.log_path.read_text(errors="replace")
 
 
+class Service:
+    """A service's HTTP process, ``uvicorn --app-dir services/<name> main:app``, as ``make up`` runs it."""
+
+    def __init__(self, name: str, env: dict[str, str], log_path: Path, port: int | None = None):
+        self.name = name
+        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - held open for the server's lifetime
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--app-dir", str(REPO / "services" / self.name), "main:app",
+             "--host", "127.0.0.1", "--port", str(self.port)],
+            env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def wait(self, timeout: float = 120.0) -> None:
+        """Until ``/healthz`` answers 200 (the process exiting is reported with its log)."""
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError(f"{self.name} not healthy after {timeout}s: {self.log_path.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
 @pytest.fixture
 def start_worker(tmp_path) -> Iterator:
     """Factory: ``start_worker("ingest", env)`` starts a real Celery worker; all are stopped at teardown."""

@@ -14,15 +14,11 @@ Two SavedModels, both following contract 5 (``serving_default``: uint8 ``images`
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
 import numpy as np
+from conftest import Service
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "models" / "roads"
@@ -99,38 +95,6 @@ def road_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     return img
 
 
-class Gateway:
+def Gateway(env: dict[str, str], log_path: Path, port: int) -> Service:  # noqa: N802 - reads as a class
     """``uvicorn services/gateway main:app`` on a free port, as ``make up`` runs it."""
-
-    def __init__(self, env: dict[str, str], log_path: Path, port: int):
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = log_path
-        self.log = open(log_path, "ab")  # noqa: SIM115 - held open for the server's lifetime
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--app-dir", str(REPO / "services" / "gateway"), "main:app",
-             "--host", "127.0.0.1", "--port", str(port)],
-            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"}, stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-
-    def wait(self, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise TimeoutError(f"gateway not healthy after {timeout}s: {self.log_path.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.log.close()
+    return Service("gateway", env, log_path, port)
