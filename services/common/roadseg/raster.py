@@ -86,9 +86,7 @@ class Stretch:
 def image_size_ok(width: int, height: int, max_pixels: int | None = None) -> bool:
     """Whether an image of this size is accepted (``max_scene_pixels`` unless given)."""
     if max_pixels is None:
-        from roadseg.config import get_settings
-
-        max_pixels = get_settings().max_scene_pixels
+        max_pixels = _max_pixels()
     return width > 0 and height > 0 and width * height <= max_pixels
 
 

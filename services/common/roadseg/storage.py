@@ -191,7 +191,16 @@ class LocalStorage(Storage):
         return sorted(keys)
 
     def delete(self, key: str) -> None:
-        self.path(key).unlink(missing_ok=True)
+        """Delete the file and the folders it leaves empty, so a refused upload leaves no trace."""
+        path = self.path(key)
+        path.unlink(missing_ok=True)
+        for parent in path.parents:
+            if parent == self.root or not parent.is_relative_to(self.root):
+                break
+            try:
+                parent.rmdir()
+            except OSError:  # not empty (or already gone): stop climbing
+                break
 
     def url_for(self, key: str) -> str:
         return self.path(key).as_uri()
