@@ -11,7 +11,10 @@ import json
 import time
 from pathlib import Path
 
-VEGAS = ("data/spacenet-vegas/RGB-PanSharpen_AOI_2_Vegas_img0.tif", "data/spacenet-vegas/AOI_2_Vegas_img0_roads.geojson")
+VEGAS = (
+    "data/spacenet-vegas/RGB-PanSharpen_AOI_2_Vegas_img0.tif",
+    "data/spacenet-vegas/AOI_2_Vegas_img0_roads.geojson",
+)
 #: SpaceNet road lines carry their lane count; 3.7 m per lane (a US lane) gives the road width.
 SPACENET_OPTIONS = {"widths": {"width_attr": "lane_number", "lane_width": 3.7}}
 
@@ -50,12 +53,12 @@ def _run(args: argparse.Namespace) -> int:
         if key in before and key in after:
             print(f"  {key:12s} {before[key]:.4f} -> {after[key]:.4f}")
     links = prediction.get("links", {})
-    print(f"\nprediction {prediction['id']}: {args_url(links)}")
+    print(f"\nprediction {prediction['id']}: {_links_text(links)}")
     print(f"done in {time.monotonic() - started:.0f} s")
     return 0
 
 
-def args_url(links: dict) -> str:
+def _links_text(links: dict) -> str:
     return ", ".join(f"{name}: {url}" for name, url in sorted(links.items())) or "(no files)"
 
 

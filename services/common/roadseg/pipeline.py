@@ -212,5 +212,4 @@ class Pipeline:
         """Metrics of one model version on the dataset (the same evaluation as ``roadseg evaluate``)."""
         from roadseg.trainer.evaluate import evaluate_model
 
-        report = evaluate_model(str(model_version_dir), [dataset_url], splits.split(","))
-        return report["metrics"] if "metrics" in report else report
+        return evaluate_model(str(model_version_dir), [dataset_url], splits.split(","))["summary"]

@@ -48,6 +48,28 @@ class Source:
             return cls(path, float(weight))
         return cls(spec)
 
+    def localized(self, cache: Path) -> Source:
+        """The same source with a storage URL (``gs://``, ``file://``) copied into a local folder.
+
+        TFRecord datasets in object storage are small next to what training reads from them (every
+        epoch reads each shard again), so one copy through :mod:`roadseg.storage` (which honours the
+        emulator and Workload Identity settings) beats streaming them through TF's own filesystems.
+        """
+        if "://" not in self.path:
+            return self
+        from roadseg.storage import storage_from_url
+
+        storage = storage_from_url(self.path)
+        local = cache / f"source-{abs(hash(self.path)):x}"
+        for key in storage.list():
+            if key.endswith((".tfrecord", ".json")) or "/images/" in f"/{key}" or "/masks/" in f"/{key}":
+                target = local / key
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with storage.open(key) as src, open(target, "wb") as out:
+                    out.write(src.read())
+        log.info("copied %s to %s", self.path, local)
+        return Source(str(local), self.weight)
+
 
 def _tfrecord_files(root: str, split: str) -> list[str]:
     return sorted(tf.io.gfile.glob(f"{root.rstrip('/')}/{split}-*-of-*.tfrecord"))

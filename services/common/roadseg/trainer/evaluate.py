@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -112,9 +113,11 @@ def evaluate_model(
     relaxed = {"pred_total": 0, "pred_matched": 0, "truth_total": 0, "truth_matched": 0}
     road_hist, bg_hist = np.zeros(BINS, np.int64), np.zeros(BINS, np.int64)
     tiles, worst = [], []
+    cache = Path(tempfile.mkdtemp(prefix="roadseg-eval-"))
     for folder in data:
+        source = Source(str(folder)).localized(cache)
         for split in splits:
-            examples = iter_examples(Source(str(folder)), split)
+            examples = iter_examples(source, split)
             for name, image, truth in tqdm(examples, desc=f"{Path(folder).name}:{split}", unit="tile", disable=None):
                 prob = serve(images=tf.convert_to_tensor(image[None]))["probabilities"].numpy()[0, ..., 0]
                 pred = prob >= threshold

@@ -134,6 +134,29 @@ def resolve_savedmodel(path: str | Path) -> Path:
     return path / str(version)
 
 
+def load_exported_weights(keras_model, savedmodel: str | Path) -> None:
+    """Copy an exported version's weights into a freshly built model of the same architecture.
+
+    The export tracks ``model_variables`` in the Keras model's variable order, so a SavedModel is
+    all that is needed to fine-tune a served model: no separate Keras checkpoint ships with it.
+    """
+    import tensorflow as tf
+
+    from roadseg.errors import InvalidInput
+
+    loaded = tf.saved_model.load(str(resolve_savedmodel(savedmodel)))
+    source = list(getattr(loaded, "model_variables", []))
+    target = keras_model.variables
+    shapes_differ = any(tuple(a.shape) != tuple(b.shape) for a, b in zip(source, target, strict=False))
+    if len(source) != len(target) or shapes_differ:
+        raise InvalidInput(
+            f"{savedmodel} does not match this architecture ({len(source)} vs {len(target)} variables): "
+            "use the backbone and filter sizes of its model card"
+        )
+    for variable, value in zip(target, source, strict=True):
+        variable.assign(value)
+
+
 def read_card(savedmodel: str | Path) -> dict:
     """The model card beside a SavedModel ({} when absent)."""
     path = Path(savedmodel) / CARD

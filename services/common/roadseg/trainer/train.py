@@ -55,6 +55,8 @@ class TrainConfig:
     decoder_filters: int = 256
     max_minutes: float | None = None
     seed: int = 0
+    #: An exported SavedModel version (``models/roads/1``) whose weights start the run: fine-tuning.
+    init_from: str | None = None
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
@@ -161,8 +163,9 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | None = None,
     start = time.monotonic()
     keras.utils.set_random_seed(config.seed)
     storage = storage_from_url(config.output)
-    sources = [data.Source.parse(s) for s in config.train_data]
-    val_sources = [data.Source.parse(s) for s in config.val_data]
+    cache = Path(tempfile.mkdtemp(prefix="roadseg-data-"))
+    sources = [data.Source.parse(s).localized(cache) for s in config.train_data]
+    val_sources = [data.Source.parse(s).localized(cache) for s in config.val_data]
     steps = config.steps_per_epoch or data.steps_for(sources, config.batch_size)
     train_ds = data.training_dataset(sources, config.crop_size, config.batch_size, seed=config.seed)
     val_ds = data.validation_dataset(val_sources, config.val_crop_size, config.batch_size) if val_sources else None
@@ -184,6 +187,11 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | None = None,
                 aspp_filters=config.aspp_filters,
                 decoder_filters=config.decoder_filters,
             )
+            if config.init_from:
+                from roadseg.trainer.export import load_exported_weights
+
+                load_exported_weights(model, config.init_from)
+                log.info("starting from the weights of %s", config.init_from)
             schedule = WarmupCosine(
                 config.learning_rate, int(config.warmup_epochs * steps), config.epochs * steps, config.lr_floor
             )
