@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export KERAS_HOME ?= $(abspath ../shared/weights/keras-home)
 
-.PHONY: help install system-deps up test lint bench clean
+.PHONY: help install system-deps up test lint bench deploy-check demo clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -42,6 +42,12 @@ lint:  ## ruff
 
 bench: install  ## run every benchmark under bench/
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+
+deploy-check: install  ## validate Dockerfiles, compose and k8s manifests without Docker or a cluster
+	$(BIN)/python scripts/validate_deploy.py
+
+demo: install  ## run the whole pipeline against the stack started by `make up` (in another terminal)
+	$(BIN)/roadseg demo
 
 clean:  ## remove local state (storage, redis data, test artifacts); keeps .venv
 	rm -rf var test-artifacts .pytest_cache
