@@ -48,22 +48,24 @@ class Predictor(ABC):
 
     backend: str
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, version: int | None = None):
         self.name = name
+        self._version: int | None = version
+        self._card: dict[str, Any] = {}
 
     @abstractmethod
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Road probabilities float32 ``[N, H, W]`` for uint8 RGB windows ``[N, H, W, 3]``."""
 
     @property
-    @abstractmethod
     def version(self) -> int | None:
-        """The model version currently serving."""
+        """The model version currently serving (set by ``refresh``)."""
+        return self._version
 
     @property
-    @abstractmethod
     def card(self) -> dict[str, Any]:
         """The model card (contract 5), or a minimal one when the card cannot be read."""
+        return self._card
 
     @abstractmethod
     def refresh(self) -> None:
@@ -79,13 +81,13 @@ class Predictor(ABC):
         return {"backend": self.backend, "model_name": self.name, "model_version": self.version}
 
 
-def load_card(version_dir: Path, name: str, version: int | None) -> dict[str, Any]:
+def load_card(version_dir: str | Path, name: str, version: int | None) -> dict[str, Any]:
     """The model card beside the SavedModel; a minimal one when it is missing or unreadable."""
     from roadseg.trainer.export import read_card
 
     try:
         card = read_card(version_dir)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - the card is optional metadata; storage errors vary by backend
         log.warning("unreadable model card in %s: %s", version_dir, exc)
         card = {}
     return card or {"name": name, "version": version}
@@ -114,8 +116,6 @@ class EmbeddedPredictor(Predictor):
         self.path = Path(path)
         self.pinned = version is not None or (self.path / "saved_model.pb").is_file()
         self._lock = threading.Lock()
-        self._version: int | None = None
-        self._card: dict[str, Any] = {}
         self._fn = None
         if require or self.pinned:
             self._load(self._pick(version))
@@ -170,24 +170,14 @@ class EmbeddedPredictor(Predictor):
         out = fn(**{INPUT: tf.constant(images, tf.uint8)})[OUTPUT]
         return out.numpy()[..., 0]
 
-    @property
-    def version(self) -> int | None:
-        return self._version
-
-    @property
-    def card(self) -> dict[str, Any]:
-        return self._card
-
 
 class _ServingPredictor(Predictor):
     """Shared part of the TF Serving clients: version discovery and the model card."""
 
     def __init__(self, name: str, version: int | None, model_dir: str):
-        super().__init__(name)
+        super().__init__(name, version)
         self.pinned_version = version
-        self.model_dir = Path(model_dir)
-        self._version: int | None = version
-        self._card: dict[str, Any] = {}
+        self.model_dir = model_dir.rstrip("/")  # a folder or a gs:// URL: TF Serving reads the same place
 
     @abstractmethod
     def _available_versions(self) -> list[int]:
@@ -201,15 +191,7 @@ class _ServingPredictor(Predictor):
             self._version = max(versions)
         if not self._card or self._card.get("version") != self._version:
             # TF Serving does not serve the card; read it from the shared model folder when mounted.
-            self._card = load_card(self.model_dir / str(self._version), self.name, self._version)
-
-    @property
-    def version(self) -> int | None:
-        return self._version
-
-    @property
-    def card(self) -> dict[str, Any]:
-        return self._card
+            self._card = load_card(f"{self.model_dir}/{self._version}", self.name, self._version)
 
 
 class RestPredictor(_ServingPredictor):

@@ -158,7 +158,12 @@ def load_exported_weights(keras_model, savedmodel: str | Path) -> None:
 
 
 def read_card(savedmodel: str | Path) -> dict:
-    """The model card beside a SavedModel ({} when absent)."""
+    """The model card beside a SavedModel, local or at a storage URL (``gs://``); {} when absent."""
+    if _is_url(savedmodel):
+        from roadseg.storage import storage_from_url
+
+        storage = storage_from_url(str(savedmodel))
+        return json.loads(storage.read_text(CARD)) if storage.exists(CARD) else {}
     path = Path(savedmodel) / CARD
     return json.loads(path.read_text()) if path.is_file() else {}
 
