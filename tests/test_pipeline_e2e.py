@@ -19,7 +19,6 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import REPO, Service
-
 from roadseg.pipeline import Endpoints, FinetuneParams, Pipeline
 
 VEGAS = "data/spacenet-vegas/RGB-PanSharpen_AOI_2_Vegas_img0.tif"
@@ -37,7 +36,8 @@ def _first_model(model_dir: Path) -> None:
     from roadseg.trainer.export import export_savedmodel
     from roadseg.trainer.model import build_deeplabv3plus
 
-    export_savedmodel(build_deeplabv3plus("mobilenetv2", weights=None), model_dir / "1", {"name": "roads", "version": 1})
+    model = build_deeplabv3plus("mobilenetv2", weights=None)
+    export_savedmodel(model, model_dir / "1", {"name": "roads", "version": 1})
 
 
 @pytest.fixture
@@ -87,8 +87,9 @@ def test_scene_to_served_model_with_failure_drills(stack, shared_dir, tmp_path, 
     # 2. label through the labeler API; SIGKILL the label worker once it has finished some masks
     labeler = services["labeler"].url
     with open(shared_dir / ROADS, "rb") as fh:
-        response = httpx.post(f"{labeler}/api/v1/label-runs", data={"scene_id": scene["id"], "options": json.dumps(LANES)},
-                              files={"vectors": ("roads.geojson", fh)}, timeout=120)  # fmt: skip
+        form = {"scene_id": scene["id"], "options": json.dumps(LANES)}
+        response = httpx.post(f"{labeler}/api/v1/label-runs", data=form, files={"vectors": ("roads.geojson", fh)},
+                              timeout=120)  # fmt: skip
     assert response.status_code == 202, response.text
     run_id = response.json()["id"]
     deadline = time.monotonic() + 120
