@@ -107,8 +107,11 @@ def register(sub) -> None:
     p.add_argument("--loss", choices=["bce", "dice", "bce_dice"])
     p.add_argument("--max-minutes", type=float, help="wall-clock budget: stop after the epoch that would exceed it")
     p.add_argument("--resume", action="store_true", help="continue from the output folder's last checkpoint")
-    p.add_argument("--init-from", metavar="VERSION_DIR",
-                   help="fine-tune: start from an exported model version, e.g. models/roads/1")
+    p.add_argument(
+        "--init-from",
+        metavar="VERSION_DIR",
+        help="fine-tune: start from an exported model version, e.g. models/roads/1",
+    )
     p.set_defaults(func=_train)
 
     p = sub.add_parser(
