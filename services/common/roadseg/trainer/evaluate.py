@@ -99,6 +99,12 @@ def evaluate_model(
     ``threshold`` defaults to the model card's, else 0.5. Returns ``{"summary", "histograms", "tiles",
     "thresholds"}``; with ``out`` also writes report.json, tiles.csv, thresholds.csv and report.png.
     """
+    with tempfile.TemporaryDirectory(prefix="roadseg-eval-") as cache:
+        return _evaluate(model, data, splits, out, rho, threshold, Path(cache))
+
+
+def _evaluate(model, data, splits, out, rho: int, threshold: float | None, cache: Path) -> dict:
+    """The evaluation itself; ``cache`` holds local copies of data given as storage URLs."""
     import tensorflow as tf
 
     from roadseg.trainer.data import Source, iter_examples
@@ -113,7 +119,6 @@ def evaluate_model(
     relaxed = {"pred_total": 0, "pred_matched": 0, "truth_total": 0, "truth_matched": 0}
     road_hist, bg_hist = np.zeros(BINS, np.int64), np.zeros(BINS, np.int64)
     tiles, worst = [], []
-    cache = Path(tempfile.mkdtemp(prefix="roadseg-eval-"))
     for folder in data:
         source = Source(str(folder)).localized(cache)
         for split in splits:

@@ -150,6 +150,12 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | None = None,
 
     ``command`` (the command line, for the model card) is saved in command.txt in the run folder.
     """
+    with tempfile.TemporaryDirectory(prefix="roadseg-data-") as cache:
+        return _train(config, Path(cache), resume, verbose, command)
+
+
+def _train(config: TrainConfig, cache: Path, resume: bool, verbose: int | None, command: str | None) -> dict:
+    """The run itself; ``cache`` holds local copies of data given as storage URLs."""
     import keras
     import tensorflow as tf
 
@@ -163,7 +169,6 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | None = None,
     start = time.monotonic()
     keras.utils.set_random_seed(config.seed)
     storage = storage_from_url(config.output)
-    cache = Path(tempfile.mkdtemp(prefix="roadseg-data-"))
     sources = [data.Source.parse(s).localized(cache) for s in config.train_data]
     val_sources = [data.Source.parse(s).localized(cache) for s in config.val_data]
     steps = config.steps_per_epoch or data.steps_for(sources, config.batch_size)
