@@ -139,7 +139,7 @@ def test_scene_to_served_model_with_failure_drills(stack, shared_dir, tmp_path, 
     prediction_id = response.json()["id"]
     gateway.restart()
     gateway.wait()
-    prediction = pipeline._wait(f"{gateway.url}/api/v1/predictions/{prediction_id}", "prediction")
+    prediction = pipeline.wait_record(f"{gateway.url}/api/v1/predictions/{prediction_id}", "prediction")
     assert prediction["model"]["model_version"] == 2
     assert prediction["info"]["width"] == 1300 and prediction["info"]["height"] == 1300
     mask = httpx.get(f"{gateway.url}/api/v1/predictions/{prediction_id}/files/mask.png")

@@ -72,7 +72,7 @@ class Pipeline:
             raise PipelineError(f"{what} failed: HTTP {response.status_code}: {response.text[:500]}")
         return response.json()
 
-    def _wait(self, url: str, what: str, on_progress: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    def wait_record(self, url: str, what: str, on_progress: Callable[[dict], None] | None = None) -> dict[str, Any]:
         """Poll a job record until done/failed; connection errors (a restarting service) are retried."""
         deadline = time.monotonic() + self.timeout_s
         last = None
@@ -112,7 +112,7 @@ class Pipeline:
                 self.http.post(f"{self.endpoints.ingest}/api/v1/scenes", files={"file": (scene.name, fh)}, data=data),
                 "ingest upload",
             )
-        record = self._wait(f"{self.endpoints.ingest}/api/v1/scenes/{record['id']}", "tiling",
+        record = self.wait_record(f"{self.endpoints.ingest}/api/v1/scenes/{record['id']}", "tiling",
                             self._progress("tiles"))  # fmt: skip
         self.echo(f"  scene {record['id']}: {record.get('tile_count')} tiles, CRS {record.get('crs')}")
         return record
@@ -131,7 +131,8 @@ class Pipeline:
         return self.wait_label(record["id"])
 
     def wait_label(self, run_id: str) -> dict[str, Any]:
-        record = self._wait(f"{self.endpoints.labeler}/api/v1/label-runs/{run_id}", "labeling", self._progress("masks"))
+        url = f"{self.endpoints.labeler}/api/v1/label-runs/{run_id}"
+        record = self.wait_record(url, "labeling", self._progress("masks"))
         self.echo(f"  label run {run_id}: {json.dumps(record.get('counts', {}))}")
         return record
 
@@ -202,7 +203,7 @@ class Pipeline:
                 "prediction upload",
             )
         if record.get("status") != "done":
-            record = self._wait(f"{self.endpoints.gateway}/api/v1/predictions/{record['id']}", "prediction",
+            record = self.wait_record(f"{self.endpoints.gateway}/api/v1/predictions/{record['id']}", "prediction",
                                 self._progress("windows"))  # fmt: skip
         self.echo(f"  prediction {record['id']}: model version {record.get('model', {}).get('model_version')}, "
                   f"road fraction {record.get('road_fraction')}")  # fmt: skip

@@ -113,15 +113,20 @@ class Storage(ABC):
             self.delete(key)
         return len(keys)
 
+    def download(self, key: str, dest: str | os.PathLike[str]) -> Path:
+        """Stream the object into the local file ``dest`` (parents created); returns its path."""
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with self.open(key) as src, open(dest, "wb") as out:
+            shutil.copyfileobj(src, out, _CHUNK)
+        return dest
+
     @contextlib.contextmanager
     def local_path(self, key: str) -> Iterator[Path]:
         """A local file holding the object, for libraries that need a path (downloaded for GCS)."""
         suffix = PurePosixPath(key).suffix
         with tempfile.TemporaryDirectory(prefix="roadseg-") as tmp:
-            dest = Path(tmp) / f"object{suffix}"
-            with self.open(key) as src, open(dest, "wb") as out:
-                shutil.copyfileobj(src, out, _CHUNK)
-            yield dest
+            yield self.download(key, Path(tmp) / f"object{suffix}")
 
     @contextlib.contextmanager
     def open_raster(self, key: str):

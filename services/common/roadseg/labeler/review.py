@@ -66,6 +66,8 @@ def create_app(storage: Storage | None = None) -> FastAPI:
     def store() -> Storage:
         return storage or get_storage()
 
+    app.state.store = store  # the label-run router reads the same storage
+
     @app.exception_handler(RoadsegError)
     async def _roadseg_error(request: Request, exc: RoadsegError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status_code)

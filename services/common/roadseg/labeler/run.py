@@ -172,7 +172,7 @@ def local_vectors(storage: Storage, key: str) -> Iterator[Path]:
     prefix = str(PurePosixPath(key).parent)
     with tempfile.TemporaryDirectory(prefix="roadseg-vectors-") as tmp:
         for item in storage.list(prefix):
-            (Path(tmp) / PurePosixPath(item).name).write_bytes(storage.read_bytes(item))
+            storage.download(item, Path(tmp) / PurePosixPath(item).name)
         yield Path(tmp) / PurePosixPath(key).name
 
 

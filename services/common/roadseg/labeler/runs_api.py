@@ -11,13 +11,12 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from pydantic import BaseModel, Field
 
-from roadseg.config import get_settings
 from roadseg.errors import InvalidInput
 from roadseg.jobs import DONE, JobStore
-from roadseg.storage import get_storage, safe_filename, safe_key, split_url
+from roadseg.storage import Storage, safe_filename, safe_key, split_url
 
 router = APIRouter(prefix="/api/v1", tags=["label runs"])
 
@@ -31,6 +30,11 @@ class DatasetRequest(BaseModel):
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 0
     include_flagged: bool = False
+
+
+def _storage(request: Request) -> Storage:
+    """The storage of the app this router is mounted in (``review.create_app(storage)``)."""
+    return request.app.state.store()
 
 
 def _options(options_json: str):
@@ -50,6 +54,7 @@ def _options(options_json: str):
 
 @router.post("/label-runs", status_code=202)
 def start_label_run(
+    request: Request,
     scene_id: Annotated[str, Form(description="scene id from the ingest service")],
     vectors: Annotated[UploadFile | None, File(description="road vectors: GeoJSON, GeoPackage, OSM PBF")] = None,
     vectors_uri: Annotated[str | None, Form(description="or a file:// / gs:// URL of the vectors")] = None,
@@ -63,7 +68,7 @@ def start_label_run(
     if (vectors is None) == (vectors_uri is None):
         raise InvalidInput("send exactly one of: a `vectors` file upload or a `vectors_uri`")
     label_options = _options(options)
-    storage = get_storage()
+    storage = _storage(request)
     with tempfile.TemporaryDirectory(prefix="roadseg-vectors-") as tmp:
         if vectors is not None:
             local = Path(tmp) / safe_filename(vectors.filename or "roads.geojson", "roads.geojson")
@@ -74,8 +79,7 @@ def start_label_run(
                 raise InvalidInput("the vectors upload is empty")
         else:
             source, name = split_url(vectors_uri)
-            local = Path(tmp) / safe_filename(name)
-            local.write_bytes(source.read_bytes(name))
+            local = source.download(name, Path(tmp) / safe_filename(name))
         record = prepare_run(storage, safe_key(scene_id), local, label_options)
     if record["status"] != DONE:
         label_scene.delay(record["id"])
@@ -83,22 +87,22 @@ def start_label_run(
 
 
 @router.get("/label-runs/{run_id}")
-def get_label_run(run_id: str) -> dict[str, Any]:
+def get_label_run(request: Request, run_id: str) -> dict[str, Any]:
     """Status and progress of a label run."""
     from roadseg.labeler.run import KIND
 
-    return JobStore(get_storage(), KIND).get(run_id)
+    return JobStore(_storage(request), KIND).get(run_id)
 
 
 @router.post("/datasets", status_code=201)
-def export_dataset(request: DatasetRequest) -> dict[str, Any]:
+def export_dataset(request: Request, spec: DatasetRequest) -> dict[str, Any]:
     """Export finished runs as TFRecord shards under ``datasets/<name>/`` (review decisions respected)."""
     from roadseg.labeler.export import samples_from_runs, write_dataset
 
-    storage = get_storage()
+    storage = _storage(request)
     samples, excluded = samples_from_runs(
-        storage, request.runs, request.block_tiles, request.fractions, request.seed, request.include_flagged
+        storage, spec.runs, spec.block_tiles, spec.fractions, spec.seed, spec.include_flagged
     )
-    out = storage.url_for(safe_key("datasets", safe_filename(request.name)))
-    manifest = write_dataset(samples, out, info={"runs": request.runs, "excluded": excluded})
-    return {"url": out, "storage": get_settings().storage_url, **manifest}
+    out = storage.url_for(safe_key("datasets", safe_filename(spec.name)))
+    manifest = write_dataset(samples, out, info={"runs": spec.runs, "excluded": excluded})
+    return {"url": out, "storage": storage.url, **manifest}

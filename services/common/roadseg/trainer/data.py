@@ -63,10 +63,7 @@ class Source:
         local = cache / f"source-{abs(hash(self.path)):x}"
         for key in storage.list():
             if key.endswith((".tfrecord", ".json")) or "/images/" in f"/{key}" or "/masks/" in f"/{key}":
-                target = local / key
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with storage.open(key) as src, open(target, "wb") as out:
-                    out.write(src.read())
+                storage.download(key, local / key)
         log.info("copied %s to %s", self.path, local)
         return Source(str(local), self.weight)
 
