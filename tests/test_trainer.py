@@ -115,6 +115,69 @@ def test_train_resume_export_serve(shared_dir, tmp_path, caplog):
     assert len(report["thresholds"]) == 99
 
 
+def test_mixed_precision_run_exports_a_float32_graph(shared_dir, tmp_path, caplog, recwarn):
+    """A mixed_float16 run (what GPUs get) trains, resumes with its optimizer state, exports float32 compute."""
+    import keras
+    from roadseg.trainer.export import export_checkpoint
+    from roadseg.trainer.train import TrainConfig, train
+
+    data = _small_dataset(shared_dir, tmp_path / "data")
+    run = tmp_path / "run"
+    config = TrainConfig(
+        output=str(run),
+        train_data=[f"{data}:1"],
+        weights=None,
+        crop_size=64,
+        batch_size=2,
+        epochs=1,
+        steps_per_epoch=2,
+        aspp_filters=16,
+        decoder_filters=16,
+        precision="mixed_float16",
+    )
+    caplog.set_level(logging.INFO)
+    assert train(config, verbose=0)["epoch"] == 1
+    assert keras.mixed_precision.global_policy().name == "float32"
+    trained = _load_mixed(run)
+    assert trained.get_layer("aspp_1x1_conv").dtype_policy.compute_dtype == "float16"
+    assert isinstance(trained.optimizer, keras.optimizers.LossScaleOptimizer)
+    # A loss-scaled optimizer skips steps whose gradients overflow: count the applied ones.
+    applied = int(trained.optimizer.iterations)
+    assert applied >= 1
+
+    config.epochs = 2
+    caplog.clear()
+    assert train(config, resume=True, verbose=0)["epoch"] == 2
+    assert f"resuming after epoch 1 (optimizer step {applied})" in caplog.text
+    assert not [w for w in recwarn if "Skipping variable loading for optimizer" in str(w.message)]
+    assert keras.mixed_precision.global_policy().name == "float32"
+    trained = _load_mixed(run)
+    assert int(trained.optimizer.iterations) >= applied
+
+    out = export_checkpoint(str(run / "checkpoints" / "last.keras"), tmp_path / "models")
+    serve = tf.saved_model.load(str(out)).signatures["serving_default"]
+    graph = serve.graph.as_graph_def()
+    dtypes = {attr.type for fn in graph.library.function for node in fn.node_def for attr in node.attr.values()}
+    assert tf.float16.as_datatype_enum not in dtypes, "the exported graph computes in float16"
+    image = np.random.default_rng(2).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+    served = serve(images=tf.constant(image))["probabilities"].numpy()
+    mixed = tf.sigmoid(trained(image.astype(np.float32), training=False)).numpy()
+    # Same weights; only float16 rounding separates the mixed-precision model from the export.
+    np.testing.assert_allclose(served, mixed, atol=0.02)
+
+
+def _load_mixed(run: Path):
+    """The run's last checkpoint loaded under the mixed_float16 policy it was trained with."""
+    import keras
+    from roadseg.trainer.train import LAST, load_checkpoint
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        return load_checkpoint(_storage(run), LAST)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
 def _storage(run: Path):
     from roadseg.storage import storage_from_url
 

@@ -51,6 +51,7 @@ def _train(args: argparse.Namespace) -> int:
         "loss": args.loss,
         "max_minutes": args.max_minutes,
         "init_from": args.init_from,
+        "precision": args.precision,
     }
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     if config.weights == "none":
@@ -111,6 +112,11 @@ def register(sub) -> None:
         "--init-from",
         metavar="VERSION_DIR",
         help="fine-tune: start from an exported model version, e.g. models/roads/1",
+    )
+    p.add_argument(
+        "--precision",
+        choices=["auto", "float32", "mixed_float16", "mixed_bfloat16"],
+        help="dtype policy (default auto: mixed_float16 on GPUs, float32 on CPU); exports are always float32",
     )
     p.set_defaults(func=_train)
 

@@ -45,6 +45,39 @@ def serving_function(keras_model):
     return serve
 
 
+def _float32_config(config):
+    """A Keras model config with every layer's dtype policy replaced by float32 (recursively)."""
+    if isinstance(config, dict):
+        return {k: "float32" if k == "dtype" else _float32_config(v) for k, v in config.items()}
+    if isinstance(config, list):
+        return [_float32_config(v) for v in config]
+    return config
+
+
+def float32_model(keras_model):
+    """``keras_model`` itself when it computes in float32, else a float32 copy with the same weights.
+
+    A checkpoint trained under mixed precision keeps its float16 compute policy per layer; exported
+    as is, TF Serving on CPU would run float16 kernels (slow, and less accurate). Variables are float32
+    under every policy, so the copy takes the weights unchanged.
+    """
+    import keras
+
+    if all(layer.dtype_policy.compute_dtype == "float32" for layer in _all_layers(keras_model)):
+        return keras_model
+    copy = keras.Model.from_config(_float32_config(keras_model.get_config()))
+    copy.set_weights(keras_model.get_weights())
+    log.info("exporting a float32 copy of a mixed-precision model")
+    return copy
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
+
+
 def code_version() -> str:
     """``git rev-parse HEAD`` of the checkout (plus ``-dirty`` when files differ), or ``unknown``."""
     try:
@@ -76,6 +109,7 @@ def export_savedmodel(keras_model, out_dir: str | Path, card: dict) -> Path:
         staging = Path(tmp) / "model"
         # A plain tf.Module rather than keras.export.ExportArchive: the latter writes every variable twice
         # (its `variables` and `_all_variables` lists), doubling the model on disk (~35 MB instead of ~18 MB).
+        keras_model = float32_model(keras_model)
         module = tf.Module()
         module.model_variables = [v.value for v in keras_model.variables]
         module.serve = serving_function(keras_model)
@@ -187,7 +221,7 @@ def export_checkpoint(
     from roadseg.trainer.train import COMMAND, CONFIG, load_checkpoint
 
     storage, key = split_url(checkpoint)
-    model = load_checkpoint(storage, key)
+    model = load_checkpoint(storage, key, compile=False)  # the optimizer state is not exported
     # A run folder holds config.yaml, command.txt and checkpoints/<name>.keras (see roadseg.trainer.train).
     run_storage, _ = split_url(checkpoint.rsplit("/", 2)[0] + "/" + CONFIG)
     run_config = yaml.safe_load(run_storage.read_text(CONFIG)) if run_storage.exists(CONFIG) else {}
