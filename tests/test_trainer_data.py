@@ -64,3 +64,35 @@ def test_validation_pads_small_examples_with_ignore(tfrecord_dir):
 def test_missing_split_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no 'val' data"):
         data.load_source(data.Source(str(tmp_path)), "val")
+
+
+def test_images_without_masks_are_named_in_the_error(tmp_path):
+    (tmp_path / "train" / "images").mkdir(parents=True)
+    (tmp_path / "train" / "images" / "a.jpg").write_bytes(b"not read")
+    with pytest.raises(FileNotFoundError, match=r"none of the 1 images has a mask, e.g. .*train/masks/a\.png"):
+        data.load_source(data.Source(str(tmp_path)), "train")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--train-data", "{tmp}/absent"], "no 'train' data in {tmp}/absent: the folder does not exist"),
+        (
+            ["--train-data", "{tmp}", "--crop-size", "100"],
+            "invalid training config: crop_size must be a positive multiple of 16",
+        ),
+        (["--config", "{tmp}/typo.yaml"], "unknown config keys in {tmp}/typo.yaml: epoch"),
+        (["--config", "{tmp}/nothere.yaml"], "config file {tmp}/nothere.yaml does not exist"),
+    ],
+)
+def test_train_cli_refuses_bad_input_in_one_line(tmp_path, capsys, args, message):
+    """Bad data or config fails before any model is built, with exit code 2 and no traceback."""
+    from roadseg.cli import main
+
+    (tmp_path / "typo.yaml").write_text("train_data: [x]\nepoch: 3\n")
+    argv = ["train", "--output", str(tmp_path / "run"), *(a.format(tmp=tmp_path) for a in args)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"roadseg train: error: {message.format(tmp=tmp_path)}" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "run").exists()

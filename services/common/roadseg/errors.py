@@ -25,5 +25,9 @@ class NotFound(RoadsegError):
     status_code = 404
 
 
+class MissingFile(NotFound, FileNotFoundError):
+    """A local file, folder or dataset split that is not there (still a FileNotFoundError for callers)."""
+
+
 class UnsafeName(InvalidInput):
     """A file name or storage key that tries to escape its folder."""

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from roadseg.errors import MissingFile
 from roadseg.tfrecords import parse_example, parse_metadata
 
 log = logging.getLogger(__name__)
@@ -77,12 +78,29 @@ def _folder_pairs(root: str, split: str) -> list[tuple[str, str]]:
     masks = Path(root) / split / "masks"
     if not images.is_dir():
         return []
-    pairs = []
+    pairs, unmasked = [], []
     for image in sorted(images.iterdir()):
+        if image.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
         mask = masks / f"{image.stem}.png"
-        if image.suffix.lower() in IMAGE_SUFFIXES and mask.is_file():
-            pairs.append((str(image), str(mask)))
+        (pairs if mask.is_file() else unmasked).append((str(image), str(mask)))
+    if pairs and unmasked:
+        log.warning("%s: skipping %d images without a mask, e.g. %s", images, len(unmasked), unmasked[0][1])
     return pairs
+
+
+def _why_no_pairs(root: str, split: str) -> str:
+    """What is wrong with a folder that gave no (image, mask) pairs, in words a user can act on."""
+    expected = f"expected {split}-*.tfrecord shards or {split}/images/<name>.jpg|png + {split}/masks/<name>.png"
+    images = Path(root) / split / "images"
+    if not Path(root).is_dir():
+        return f"the folder does not exist ({expected})"
+    if not images.is_dir():
+        return expected
+    names = [p for p in sorted(images.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not names:
+        return f"{images} holds no images with suffix {', '.join(sorted(IMAGE_SUFFIXES))}"
+    return f"none of the {len(names)} images has a mask, e.g. {Path(root) / split / 'masks' / (names[0].stem + '.png')}"
 
 
 def _decode_pair(image_path, mask_path):
@@ -107,9 +125,7 @@ def load_source(source: Source, split: str) -> tf.data.Dataset:
         return records.map(parse_example, num_parallel_calls=AUTOTUNE)
     pairs = _folder_pairs(source.path, split)
     if not pairs:
-        raise FileNotFoundError(
-            f"no {split!r} data in {source.path}: expected {split}-*.tfrecord shards or {split}/images + masks"
-        )
+        raise MissingFile(f"no {split!r} data in {source.path}: {_why_no_pairs(source.path, split)}")
     images, masks = zip(*pairs, strict=True)
     paths = tf.data.Dataset.from_tensor_slices((list(images), list(masks)))
     return paths.map(_decode_pair, num_parallel_calls=AUTOTUNE)
@@ -125,7 +141,7 @@ def iter_examples(source: Source, split: str) -> Iterator[tuple[str, np.ndarray,
         return
     pairs = _folder_pairs(source.path, split)
     if not pairs:
-        raise FileNotFoundError(f"no {split!r} data in {source.path}")
+        raise MissingFile(f"no {split!r} data in {source.path}: {_why_no_pairs(source.path, split)}")
     for image_path, mask_path in pairs:
         image, mask = _decode_pair(image_path, mask_path)
         yield Path(image_path).stem, image.numpy(), mask.numpy()[..., 0]

@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from roadseg import metrics
+from roadseg.errors import MissingFile
 from roadseg.trainer.export import read_card, resolve_savedmodel
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ def _evaluate(model, data, splits, out, rho: int, threshold: float | None, cache
                     worst.append({"name": name, "iou_road": row["iou_road"], "overlay": _overlay(image, pred, truth)})
                     worst = sorted(worst, key=lambda t: t["iou_road"])[:WORST_TILES]
     if not tiles:
-        raise FileNotFoundError(f"no examples in {data} for splits {list(splits)}")
+        raise MissingFile(f"no examples in {data} for splits {list(splits)}")
 
     rows = sweep(road_hist, bg_hist)
     best = max(rows, key=lambda r: r["f1"])

@@ -164,7 +164,9 @@ def resolve_savedmodel(path: str | Path) -> Path:
         return path
     version = latest_version(path)
     if version is None:
-        raise FileNotFoundError(f"no SavedModel in {path} (expected saved_model.pb or numbered versions)")
+        from roadseg.errors import MissingFile
+
+        raise MissingFile(f"no SavedModel in {path} (expected saved_model.pb or numbered versions)")
     return path / str(version)
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from roadseg.errors import InvalidInput, MissingFile
 from roadseg.storage import Storage, storage_from_url
 
 log = logging.getLogger(__name__)
@@ -61,14 +62,50 @@ class TrainConfig:
     #: Exports always compute in float32, whatever the run trained in.
     precision: str = "auto"
 
+    def validate(self) -> None:
+        """Refuse settings that would fail (or silently misbehave) minutes into a run."""
+        from roadseg.trainer.losses import LOSSES
+        from roadseg.trainer.model import BACKBONES
+
+        problems = []
+        for name in ("crop_size", "val_crop_size"):
+            size = getattr(self, name)
+            if size <= 0 or size % 16:
+                problems.append(f"{name} must be a positive multiple of 16 (the output stride), got {size}")
+        for name in ("batch_size", "epochs"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            problems.append(f"steps_per_epoch must be at least 1, got {self.steps_per_epoch}")
+        if not self.learning_rate > 0:
+            problems.append(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.backbone not in BACKBONES:
+            problems.append(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
+        if self.loss not in LOSSES:
+            problems.append(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.precision != "auto" and self.precision not in PRECISIONS:
+            problems.append(f"precision must be auto or one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if not self.train_data:
+            problems.append("no training data: give train_data (folders or TFRecord dataset folders)")
+        if problems:
+            raise InvalidInput("invalid training config: " + "; ".join(problems))
+
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
         """Read a YAML or JSON config file (unknown keys are an error, so typos are caught)."""
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        path = Path(path)
+        if not path.is_file():
+            raise MissingFile(f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise InvalidInput(f"config file {path} is not valid YAML/JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise InvalidInput(f"config file {path} must hold a mapping of settings, not {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(f"unknown config keys in {path}: {', '.join(unknown)}")
+            raise InvalidInput(f"unknown config keys in {path}: {', '.join(unknown)}")
         return cls(**data)
 
     def to_yaml(self) -> str:
@@ -86,8 +123,6 @@ def _setup_devices(precision: str):
     """
     import tensorflow as tf
 
-    if precision != "auto" and precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose auto or one of {', '.join(PRECISIONS)}")
     gpus = tf.config.list_physical_devices("GPU")
     policy = precision if precision != "auto" else ("mixed_float16" if gpus else "float32")
     if gpus:
@@ -167,6 +202,7 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | None = None,
     """
     import keras
 
+    config.validate()
     strategy, policy = _setup_devices(config.precision)
     previous = keras.mixed_precision.global_policy()
     # The global policy is process state: restore it, so a later build (export, evaluation) is float32.
@@ -190,16 +226,14 @@ def _train(
     from roadseg.trainer.model import build_deeplabv3plus
     from roadseg.trainer.schedule import WarmupCosine
 
-    if not config.train_data:
-        raise ValueError("no training data: give train_data (folders or TFRecord dataset folders)")
     start = time.monotonic()
     keras.utils.set_random_seed(config.seed)
-    storage = storage_from_url(config.output)
     sources = [data.Source.parse(s).localized(cache) for s in config.train_data]
     val_sources = [data.Source.parse(s).localized(cache) for s in config.val_data]
     steps = config.steps_per_epoch or data.steps_for(sources, config.batch_size)
     train_ds = data.training_dataset(sources, config.crop_size, config.batch_size, seed=config.seed)
     val_ds = data.validation_dataset(val_sources, config.val_crop_size, config.batch_size) if val_sources else None
+    storage = storage_from_url(config.output)  # created only once the data is known to be there
 
     initial_epoch, best = 0, -1.0
     with strategy.scope():
