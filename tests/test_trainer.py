@@ -85,6 +85,7 @@ def test_train_resume_export_serve(shared_dir, tmp_path, caplog):
     assert int(load_checkpoint(_storage(run), LAST).optimizer.iterations) == 6
     rows = (run / "log.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in rows] == ["epoch", "1", "2", "3"]
+    assert _tensorboard_steps(run / "tensorboard", "road_iou") == [1, 2, 3]
 
     models = tmp_path / "models"
     out = export_checkpoint(str(run / "checkpoints" / "last.keras"), models, evaluate=[f"{data}:val"])
@@ -164,6 +165,16 @@ def test_mixed_precision_run_exports_a_float32_graph(shared_dir, tmp_path, caplo
     mixed = tf.sigmoid(trained(image.astype(np.float32), training=False)).numpy()
     # Same weights; only float16 rounding separates the mixed-precision model from the export.
     np.testing.assert_allclose(served, mixed, atol=0.02)
+
+
+def _tensorboard_steps(folder: Path, tag: str) -> list[int]:
+    """The steps at which the event files in ``folder`` (one per run or resume) hold scalar ``tag``."""
+    steps = []
+    for path in sorted(folder.iterdir()):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            steps += [event.step for value in event.summary.value if value.tag == tag]
+    return sorted(steps)
 
 
 def _load_mixed(run: Path):

@@ -2,9 +2,10 @@
 
 Everything a run needs to continue lives in its output folder (local path, ``file://`` or ``gs://``):
 ``config.yaml`` (the echoed config), ``checkpoints/last.keras`` (model + optimizer state, written
-every epoch), ``checkpoints/best.keras`` (best validation road IoU), ``state.json`` (epochs done)
-and ``log.csv``. ``resume=True`` reloads ``last.keras`` so the optimizer continues with the same
-moments and iteration count, hence the same learning-rate schedule position.
+every epoch), ``checkpoints/best.keras`` (best validation road IoU), ``state.json`` (epochs done),
+``log.csv`` and TensorBoard events in ``tensorboard/``. ``resume=True`` reloads ``last.keras`` so the
+optimizer continues with the same moments and iteration count, hence the same learning-rate schedule
+position.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ STATE = "state.json"
 LOG = "log.csv"
 CONFIG = "config.yaml"
 COMMAND = "command.txt"
+TENSORBOARD = "tensorboard"
 
 
 @dataclass
@@ -155,8 +157,37 @@ def load_checkpoint(storage: Storage, key: str, compile: bool = True):
         return keras.models.load_model(path, compile=compile)
 
 
-def _callbacks(config: TrainConfig, storage: Storage, start: float, best_so_far: float):
+class _TensorBoardLog:
+    """Per-epoch scalars as TensorBoard event files in ``<output>/tensorboard/`` (local or ``gs://``).
+
+    Events are written to a local staging folder and the file is copied to storage after every epoch,
+    so any storage backend works; a resumed run adds a new event file, which TensorBoard merges.
+    """
+
+    def __init__(self, storage: Storage, staging: Path):
+        import tensorflow as tf
+
+        self.storage = storage
+        self.staging = staging
+        self.writer = tf.summary.create_file_writer(str(staging))
+
+    def write(self, epoch: int, row: dict) -> None:
+        import tensorflow as tf
+
+        with self.writer.as_default():
+            for name, value in row.items():
+                if name not in ("epoch", "seconds"):
+                    tf.summary.scalar(name, value, step=epoch)
+            tf.summary.scalar("epoch_seconds", row["seconds"], step=epoch)
+        self.writer.flush()
+        for path in self.staging.iterdir():
+            self.storage.write_file(f"{TENSORBOARD}/{path.name}", path)
+
+
+def _callbacks(config: TrainConfig, storage: Storage, start: float, best_so_far: float, staging: Path):
     import keras
+
+    tensorboard = _TensorBoardLog(storage, staging)
 
     class StorageCheckpoint(keras.callbacks.Callback):
         """After each epoch: append to log.csv, save last (and best) checkpoint, stop on the time budget."""
@@ -179,6 +210,7 @@ def _callbacks(config: TrainConfig, storage: Storage, start: float, best_so_far:
             if not old:
                 old = header + "\n"
             storage.write_text(LOG, old + ",".join(str(v) for v in row.values()) + "\n")
+            tensorboard.write(epoch + 1, row)
             _save_to(storage, LAST, self.model)
             score = logs.get("val_road_iou", logs.get("road_iou", 0.0))
             if score >= self.best:
@@ -288,7 +320,7 @@ def _train(
         epochs=config.epochs,
         initial_epoch=initial_epoch,
         steps_per_epoch=steps,
-        callbacks=_callbacks(config, storage, start, best),
+        callbacks=_callbacks(config, storage, start, best, cache / "tensorboard"),
         verbose=verbose if verbose is not None else (1 if sys.stderr.isatty() else 2),
         shuffle=False,  # the tf.data pipeline shuffles
     )
