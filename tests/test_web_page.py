@@ -95,6 +95,9 @@ def test_upload_overlay_and_route_in_chromium(gateway, page, shared_dir, artifac
     job_id = page.get_attribute(".viewer", "data-id")
     record = httpx.get(f"{gateway.url}/api/v1/predictions/{job_id}").json()
     assert record["status"] == "done" and record["info"]["georeferenced"]
+    if record.get("resampling"):  # the shipped model's card says 1 m pixels; the tile has 0.27 m
+        assert record["resampling"]["factor"] > 3
+        assert "this image: 0.27 m" in page.inner_text("#resampling")
 
     # Opacity slider, from the keyboard.
     page.focus("#opacity")

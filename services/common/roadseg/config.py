@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     predict_window: int = Field(default=512, description="Sliding-window size for prediction (multiple of 16).")
     predict_overlap: int = Field(default=128, description="Overlap between prediction windows in pixels.")
     predict_batch: int = Field(default=4, description="Windows per model call.")
+    match_resolution: bool = Field(
+        default=True,
+        description="Resample georeferenced images to the model card's pixel_size_m before predicting.",
+    )
     sync_predict_max_pixels: int = Field(
         default=2048 * 2048, description="Uploads up to this many pixels are predicted synchronously."
     )

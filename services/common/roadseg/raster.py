@@ -191,6 +191,25 @@ def scene_info(ds: DatasetReader) -> dict[str, Any]:
     }
 
 
+def ground_pixel_size_m(ds: DatasetReader) -> float | None:
+    """Mean ground size of a pixel in metres (x and y), or None when the scene is not georeferenced.
+
+    Geographic CRSs convert degrees at the scene centre's latitude (WGS 84 ellipsoid, to < 0.5 %);
+    projected CRSs use their linear unit. Map-projection scale error is ignored (< 0.1 % in UTM).
+    """
+    if not is_georeferenced(ds):
+        return None
+    size_x, size_y = abs(ds.transform.a), abs(ds.transform.e)
+    if ds.crs.is_geographic:
+        left, bottom, right, top = ds.bounds
+        lat = np.radians((bottom + top) / 2.0)
+        metres_per_deg_lat = 111_132.954 - 559.822 * np.cos(2 * lat) + 1.175 * np.cos(4 * lat)
+        metres_per_deg_lon = 111_412.84 * np.cos(lat) - 93.5 * np.cos(3 * lat)
+        return float((size_x * metres_per_deg_lon + size_y * metres_per_deg_lat) / 2.0)
+    factor = ds.crs.linear_units_factor[1] if ds.crs.is_projected else 1.0
+    return float((size_x + size_y) / 2.0 * factor)
+
+
 def rgb_band_indexes(ds: DatasetReader) -> tuple[int, ...]:
     """1-based band indexes used as R, G, B (one index for gray or palette images)."""
     interp = list(ds.colorinterp)

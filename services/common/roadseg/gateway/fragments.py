@@ -56,6 +56,8 @@ def model_card(card: dict[str, Any]) -> str:
         ("Backbone", card.get("backbone", "unknown")),
         ("Threshold", card.get("threshold", "?")),
     ]
+    if card.get("pixel_size_m"):
+        rows.append(("Pixel size", f"{card['pixel_size_m']:g} m"))
     rows += _metric_rows(card.get("metrics") or {})
     items = "".join(f"<dt>{escape(str(k))}</dt><dd>{_fmt(v)}</dd>" for k, v in rows)
     created = f'<p class="muted">Created {escape(str(card["created"]))}</p>' if card.get("created") else ""
@@ -83,6 +85,12 @@ def prediction(record: dict[str, Any]) -> str:
         if name in links
     )
     roads_note = f'<p class="muted">{escape(record["roads_note"])}</p>' if record.get("roads_note") else ""
+    resampling = record.get("resampling")
+    if resampling:
+        roads_note += (
+            f'<p class="muted" id="resampling">Predicted at the model\'s {resampling["model_pixel_size_m"]:g} m '
+            f'pixels (this image: {resampling["image_pixel_size_m"]:.2f} m), then mapped back to every pixel.</p>'
+        )
     return f"""
 <section class="viewer" data-id="{job_id}" data-width="{width}" data-height="{height}" data-unit="{unit}"
          aria-label="prediction result">

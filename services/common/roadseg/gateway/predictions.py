@@ -34,7 +34,7 @@ from roadseg import raster
 from roadseg.config import Settings
 from roadseg.errors import InvalidInput, RoadsegError
 from roadseg.gateway.predictor import Predictor
-from roadseg.gateway.windows import sliding_predict
+from roadseg.gateway.windows import resampled, resolution_factor, sliding_predict
 from roadseg.jobs import DONE, FAILED, RUNNING, JobStore, new_id
 from roadseg.storage import Storage, safe_filename
 
@@ -68,6 +68,8 @@ class RasterPrediction:
     road_pixels: int = 0
     windows: int = 0
     seconds: float = 0.0
+    #: Set when the image was resampled to the model's resolution: both pixel sizes and the factor.
+    resampling: dict[str, float] | None = None
 
 
 def _profile(ds: DatasetReader, count: int, dtype: str) -> dict[str, Any]:
@@ -105,6 +107,15 @@ def predict_raster(
     started = time.perf_counter()
     stretch = raster.compute_stretch(ds, tuple(settings.stretch_percentiles))
     width, height = ds.width, ds.height
+    predict, window, overlap, resampling = predictor.predict, settings.predict_window, settings.predict_overlap, None
+    image_m, model_m = raster.ground_pixel_size_m(ds), predictor.card.get("pixel_size_m")
+    factor = resolution_factor(image_m, model_m) if settings.match_resolution else 1.0
+    if factor != 1.0:
+        # Windows grow by the factor, so the model still sees ~predict_window pixels per side.
+        predict = resampled(predictor.predict, factor)
+        window, overlap = round(window * factor), round(overlap * factor)
+        resampling = {"image_pixel_size_m": round(image_m, 4), "model_pixel_size_m": model_m, "factor": factor}
+        log.info("resampling %.3f m pixels to the model's %.3f m (factor %.2f)", image_m, model_m, factor)
 
     def read_rows(row_off: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
         return raster.read_rgb_window(ds, Window(0, row_off, width, rows), stretch)
@@ -127,8 +138,7 @@ def predict_raster(
         outs = {name: rasterio.open(files[name], "w", **_profile(ds, *spec)) for name, spec in layers.items()}
         try:
             bands = sliding_predict(
-                read_rows, predictor.predict, height, width,
-                settings.predict_window, settings.predict_overlap, settings.predict_batch, count,
+                read_rows, predict, height, width, window, overlap, settings.predict_batch, count
             )  # fmt: skip
             for row_off, prob in bands:
                 window = Window(0, row_off, width, prob.shape[0])
@@ -154,6 +164,7 @@ def predict_raster(
         road_pixels=road_pixels,
         windows=windows,
         seconds=time.perf_counter() - started,
+        resampling=resampling,
     )
 
 
@@ -280,6 +291,7 @@ def run_job(job_id: str, storage: Storage, predictor: Predictor, settings: Setti
             timings={"predict": round(result.seconds, 3), "pngs": round(png_seconds, 3),
                      "roads": round(roads_seconds, 3), "store": round(store_seconds, 3)},  # fmt: skip
             model=predictor.describe(),
+            resampling=result.resampling,
             roads_note=None if roads is not None else f"image above {settings.graph_max_pixels} pixels: no road graph",
         )
     except RoadsegError as exc:

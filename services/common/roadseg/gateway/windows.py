@@ -11,9 +11,11 @@ windows: finished rows are handed to the caller as soon as no later window can t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 
 import numpy as np
+from PIL import Image
 
 #: (row_off, height) -> (uint8 [height, width, 3] image rows, bool [height, width] valid pixels)
 ReadRows = Callable[[int, int], tuple[np.ndarray, np.ndarray]]
@@ -113,3 +115,43 @@ def _shift(acc: np.ndarray, wsum: np.ndarray, n: int) -> None:
     for buf in (acc, wsum):
         buf[:-n] = buf[n:].copy()
         buf[-n:] = 0.0
+
+
+#: Resolution ratios closer to 1 than this are left alone (the models train with +-25 % scale jitter).
+MIN_RESAMPLE = 1.25
+#: Bounds of the model/image pixel-size ratio: finer than 1/8 of the model's pixel size still works,
+#: while upsampling more than 2x would multiply the model's work by more than 4 for little gain.
+FACTOR_RANGE = (0.5, 8.0)
+
+
+def resolution_factor(image_pixel_m: float | None, model_pixel_m: float | None) -> float:
+    """How many image pixels make one model pixel (>1: shrink the image), or 1.0 to leave it alone.
+
+    1.0 when either pixel size is unknown or they are within :data:`MIN_RESAMPLE` of each other.
+    """
+    if not image_pixel_m or not model_pixel_m:
+        return 1.0
+    factor = model_pixel_m / image_pixel_m
+    if abs(math.log(factor)) < math.log(MIN_RESAMPLE):
+        return 1.0
+    return min(max(factor, FACTOR_RANGE[0]), FACTOR_RANGE[1])
+
+
+def resampled(predict: PredictBatch, factor: float) -> PredictBatch:
+    """``predict`` applied to windows resized by ``1 / factor``; probabilities resized back to the window.
+
+    Box filtering when shrinking (every input pixel counts, no aliasing), bilinear when enlarging and
+    for the probabilities, so the output grid is the input's and nothing downstream changes.
+    """
+
+    def run(images: np.ndarray) -> np.ndarray:
+        count, height, width, _ = images.shape
+        size = (max(16, round(width / factor)), max(16, round(height / factor)))
+        method = Image.Resampling.BOX if factor > 1 else Image.Resampling.BILINEAR
+        small = np.stack([np.asarray(Image.fromarray(image).resize(size, method)) for image in images])
+        probabilities = predict(small)
+        back = [Image.fromarray(p.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BILINEAR)
+                for p in probabilities]  # fmt: skip
+        return np.clip(np.stack([np.asarray(b) for b in back]), 0.0, 1.0).reshape(count, height, width)
+
+    return run

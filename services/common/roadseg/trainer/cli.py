@@ -81,6 +81,7 @@ def _export(args: argparse.Namespace) -> int:
         evaluate=args.evaluate or [],
         command=shlex.join(["roadseg", *sys.argv[1:]]),
         train_command=args.train_command,
+        pixel_size_m=args.pixel_size_m,
     )
     print(path)
     return 0
@@ -147,4 +148,10 @@ def register(sub) -> None:
     p.add_argument("--version", type=int, help="default: latest + 1")
     p.add_argument("--evaluate", action="append", metavar="PATH:SPLITS", help="data to measure into the card")
     p.add_argument("--train-command", help="training command for the card (default: the run's command.txt)")
+    p.add_argument(
+        "--pixel-size-m",
+        type=float,
+        help="ground resolution the model was trained for (card pixel_size_m); the gateway resamples "
+        "georeferenced images to it",
+    )
     p.set_defaults(func=_export)

@@ -211,8 +211,12 @@ def export_checkpoint(
     evaluate: list[str] = (),
     command: str = "",
     train_command: str | None = None,
+    pixel_size_m: float | None = None,
 ) -> Path:
     """Export a ``.keras`` training checkpoint as the next version, measuring it on ``evaluate`` data.
+
+    ``pixel_size_m`` (the ground resolution the model was trained for) goes into the card; the gateway
+    resamples georeferenced images of other resolutions to it.
 
     ``model_dir`` is a local folder or a storage URL (``gs://``: exported locally, then uploaded).
     ``evaluate`` items are ``PATH:SPLIT[,SPLIT]``. The card's threshold is the best-F1 threshold over the
@@ -235,6 +239,7 @@ def export_checkpoint(
         "version": version,
         "backbone": run_config.get("backbone", model.name.removeprefix("deeplabv3plus_")),
         "threshold": 0.5,
+        "pixel_size_m": pixel_size_m,
         "metrics": {},
         "data": {"train": run_config.get("train_data", []), "val": run_config.get("val_data", [])},
         "config": run_config,
