@@ -126,6 +126,8 @@ def test_scene_to_served_model_with_failure_drills(stack, shared_dir, tmp_path, 
     assert sorted(p.name for p in model_dir.iterdir()) == ["1", "2"]
     card = json.loads((model_dir / "2" / "model_card.json").read_text())
     assert card["version"] == 2 and "iou_road" in json.dumps(card["metrics"])
+    # The fine-tuned version keeps the ground resolution its parent was trained for.
+    assert card["pixel_size_m"] == json.loads((model_dir / "1" / "model_card.json").read_text()).get("pixel_size_m")
 
     # 5. the gateway (embedded backend) picks the new version up without a restart
     health = pipeline.wait_for_model(2)

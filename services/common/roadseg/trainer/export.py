@@ -234,6 +234,8 @@ def export_checkpoint(
     if train_command is None and run_storage.exists(COMMAND):
         train_command = " && ".join(line for line in run_storage.read_text(COMMAND).splitlines() if line)
     version = version or (latest_version(model_dir) or 0) + 1
+    if pixel_size_m is None and run_config.get("init_from"):
+        pixel_size_m = _inherited_pixel_size(run_config["init_from"])
     card = {
         "name": Path(str(model_dir).rstrip("/")).name,
         "version": version,
@@ -253,6 +255,16 @@ def export_checkpoint(
         local = _export_and_measure(model, Path(tmp) / str(version), card, evaluate)
         _upload(local, str(model_dir), version)
     return Path(str(model_dir).rstrip("/")) / str(version)
+
+
+def _inherited_pixel_size(init_from: str) -> float | None:
+    """A fine-tuned model keeps the ground resolution of the version it started from (None if unknown)."""
+    try:
+        card = read_card(init_from) if _is_url(init_from) else read_card(resolve_savedmodel(init_from))
+    except (OSError, ValueError) as exc:
+        log.warning("cannot read the model card of %s: %s", init_from, exc)
+        return None
+    return card.get("pixel_size_m")
 
 
 def _export_and_measure(model, out: Path, card: dict, evaluate: list[str]) -> Path:
