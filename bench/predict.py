@@ -38,14 +38,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def synthetic_geotiff(path: Path, size: int) -> Path:
-    """Textured ground with a grid of dark roads, written in 512-row blocks (never the whole image)."""
+    """Textured ground with a grid of dark roads, written in 512-row blocks (never the whole image).
+
+    1 m pixels: the shipped model's resolution, so the gateway predicts at full resolution like *direct*
+    (no resolution matching, which would make the gateway do less work than the baseline).
+    """
     rng = np.random.default_rng(0)
     block = rng.integers(120, 220, size=(512, size, 3), dtype=np.uint8)
     for col in range(100, size, 300):
         block[:, col : col + 14] = 45
     block[200:214] = 45
     profile = dict(driver="GTiff", width=size, height=size, count=3, dtype="uint8", tiled=True, compress="deflate",
-                   crs="EPSG:32611", transform=rasterio.Affine(0.5, 0, 500000, 0, -0.5, 4000000))  # fmt: skip
+                   crs="EPSG:32611", transform=rasterio.Affine(1.0, 0, 500000, 0, -1.0, 4000000))  # fmt: skip
     with rasterio.open(path, "w", **profile) as ds:
         for row in range(0, size, 512):
             rows = min(512, size - row)
