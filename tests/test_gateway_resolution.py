@@ -92,7 +92,7 @@ def test_shipped_model_finds_vegas_streets_once_resampled(shared_dir):
         with rasterio.open(result.files["mask"]) as mask:
             road = mask.read(1) == 255
             assert (mask.crs, mask.transform) == (ds.crs, ds.transform)
-    assert result.resampling["factor"] == pytest.approx(1.0 / result.resampling["image_pixel_size_m"])
+    assert result.resampling["factor"] == pytest.approx(1.0 / result.resampling["image_pixel_size_m"], rel=1e-3)
     road, truth = road[:1200], truth[:1200]  # the bottom rows are the imagery's watermark strip
     iou = (road & truth).sum() / (road | truth).sum()
     assert 0.03 < road.mean() < 0.3
