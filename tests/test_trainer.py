@@ -52,27 +52,24 @@ def _small_dataset(shared_dir: Path, root: Path) -> Path:
     return root
 
 
+def _tiny_config(data: Path, run: Path, **overrides):
+    """A CPU-sized run: 64 px crops, batches of 2, 2 steps per epoch, 16-channel heads, random weights."""
+    from roadseg.trainer.train import TrainConfig
+
+    settings = dict(output=str(run), train_data=[f"{data}:1"], weights=None, crop_size=64, batch_size=2,
+                    steps_per_epoch=2, aspp_filters=16, decoder_filters=16)  # fmt: skip
+    return TrainConfig(**{**settings, **overrides})
+
+
 def test_train_resume_export_serve(shared_dir, tmp_path, caplog):
     from roadseg.trainer.evaluate import evaluate_model
     from roadseg.trainer.export import export_checkpoint
-    from roadseg.trainer.train import LAST, TrainConfig, load_checkpoint, train
+    from roadseg.trainer.train import LAST, load_checkpoint, train
 
     caplog.set_level(logging.INFO)
     data = _small_dataset(shared_dir, tmp_path / "data")
     run = tmp_path / "run"
-    config = TrainConfig(
-        output=str(run),
-        train_data=[f"{data}:1"],
-        val_data=[str(data)],
-        weights=None,
-        crop_size=64,
-        val_crop_size=96,
-        batch_size=2,
-        epochs=2,
-        steps_per_epoch=2,
-        aspp_filters=16,
-        decoder_filters=16,
-    )
+    config = _tiny_config(data, run, val_data=[str(data)], val_crop_size=96, epochs=2)
     assert train(config, verbose=0, command="roadseg train test")["epoch"] == 2
     assert json.loads((run / "state.json").read_text())["epoch"] == 2
     assert (run / "config.yaml").read_text() == config.to_yaml()
@@ -120,22 +117,11 @@ def test_mixed_precision_run_exports_a_float32_graph(shared_dir, tmp_path, caplo
     """A mixed_float16 run (what GPUs get) trains, resumes with its optimizer state, exports float32 compute."""
     import keras
     from roadseg.trainer.export import export_checkpoint
-    from roadseg.trainer.train import TrainConfig, train
+    from roadseg.trainer.train import train
 
     data = _small_dataset(shared_dir, tmp_path / "data")
     run = tmp_path / "run"
-    config = TrainConfig(
-        output=str(run),
-        train_data=[f"{data}:1"],
-        weights=None,
-        crop_size=64,
-        batch_size=2,
-        epochs=1,
-        steps_per_epoch=2,
-        aspp_filters=16,
-        decoder_filters=16,
-        precision="mixed_float16",
-    )
+    config = _tiny_config(data, run, epochs=1, precision="mixed_float16")
     caplog.set_level(logging.INFO)
     assert train(config, verbose=0)["epoch"] == 1
     assert keras.mixed_precision.global_policy().name == "float32"
