@@ -73,6 +73,22 @@ def test_images_without_masks_are_named_in_the_error(tmp_path):
         data.load_source(data.Source(str(tmp_path)), "train")
 
 
+def test_images_without_masks_are_skipped_with_one_warning(tmp_path, caplog):
+    (tmp_path / "train" / "images").mkdir(parents=True)
+    (tmp_path / "train" / "masks").mkdir()
+    image, mask = _example(0)
+    for name in ("a", "b"):
+        tf.io.write_file(str(tmp_path / "train" / "images" / f"{name}.png"), tf.io.encode_png(image))
+    tf.io.write_file(str(tmp_path / "train" / "masks" / "a.png"), tf.io.encode_png(mask[..., None]))
+    source = data.Source(str(tmp_path))
+    with caplog.at_level("WARNING", logger="roadseg.trainer.data"):
+        assert data.steps_for([source], batch_size=1) == 1
+        (loaded,) = list(data.load_source(source, "train"))
+    np.testing.assert_array_equal(loaded[1].numpy()[..., 0], mask)
+    warnings = [r.getMessage() for r in caplog.records if "without a mask" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].endswith("masks/b.png")
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -106,7 +106,11 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=int)
     p.add_argument("--steps-per-epoch", type=int, help="default: one pass over the training examples")
     p.add_argument("--learning-rate", type=float, help="peak learning rate after warm-up")
-    p.add_argument("--loss", choices=["bce", "dice", "bce_dice"])
+    p.add_argument(
+        "--loss",
+        choices=["bce", "dice", "bce_dice", "lovasz", "bce_lovasz"],
+        help="lovasz: IoU surrogate, best for fine-tuning (--init-from)",
+    )
     p.add_argument("--max-minutes", type=float, help="wall-clock budget: stop after the epoch that would exceed it")
     p.add_argument("--resume", action="store_true", help="continue from the output folder's last checkpoint")
     p.add_argument(

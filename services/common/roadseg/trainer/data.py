@@ -73,7 +73,8 @@ def _tfrecord_files(root: str, split: str) -> list[str]:
     return sorted(tf.io.gfile.glob(f"{root.rstrip('/')}/{split}-*-of-*.tfrecord"))
 
 
-def _folder_pairs(root: str, split: str) -> list[tuple[str, str]]:
+def _folder_pairs(root: str, split: str, warn: bool = True) -> list[tuple[str, str]]:
+    """(image, mask) paths of a plain folder split; ``warn`` names images skipped for lack of a mask."""
     images = Path(root) / split / "images"
     masks = Path(root) / split / "masks"
     if not images.is_dir():
@@ -84,7 +85,7 @@ def _folder_pairs(root: str, split: str) -> list[tuple[str, str]]:
             continue
         mask = masks / f"{image.stem}.png"
         (pairs if mask.is_file() else unmasked).append((str(image), str(mask)))
-    if pairs and unmasked:
+    if warn and pairs and unmasked:
         log.warning("%s: skipping %d images without a mask, e.g. %s", images, len(unmasked), unmasked[0][1])
     return pairs
 
@@ -114,7 +115,7 @@ def count_examples(source: Source, split: str) -> int:
     files = _tfrecord_files(source.path, split)
     if files:
         return sum(1 for _ in tf.data.TFRecordDataset(files))
-    return len(_folder_pairs(source.path, split))
+    return len(_folder_pairs(source.path, split, warn=False))  # load_source warns
 
 
 def load_source(source: Source, split: str) -> tf.data.Dataset:
