@@ -185,3 +185,12 @@ def test_gateway_starts_without_a_model_and_serves_the_first_export(settings_env
         assert client.get("/healthz").json()["model_version"] == 1
         r = client.post("/api/v1/predictions", files={"file": ("a.png", png_bytes(road_image(64, 64)), "image/png")})
         assert r.status_code == 201
+
+
+def test_model_card_fragment_names_resolution_and_test_time_augmentation():
+    from roadseg.gateway.fragments import model_card
+
+    html = model_card({"name": "roads", "pixel_size_m": 1.0, "tta": "flip", "serving": {"model_version": 3}})
+    assert "<dd>roads v3</dd>" in html and "<dt>Pixel size</dt><dd>1 m</dd>" in html
+    assert "<dt>Test-time augmentation</dt><dd>flip</dd>" in html
+    assert "Test-time" not in model_card({"name": "roads", "tta": "none"})

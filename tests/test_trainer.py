@@ -189,6 +189,30 @@ def test_export_refuses_to_overwrite_a_version(tmp_path):
     assert latest_version(tmp_path) is None
 
 
+@pytest.mark.parametrize("tta", ["flip", "d4"])
+def test_test_time_augmentation_averages_the_views_mapped_back(tmp_path, tta):
+    """Each view (turned k quarters, maybe mirrored) is predicted, mapped back and averaged, on a
+    non-square image whose size is not a multiple of 16 (padding comes before the views)."""
+    model = build_deeplabv3plus(weights=None, aspp_filters=8, decoder_filters=8)
+    out = export_savedmodel(model, tmp_path / "1", {"name": "roads"}, tta=tta)
+    assert read_card(out)["tta"] == tta
+    image = np.random.default_rng(2).integers(0, 256, (2, 37, 53, 3), dtype=np.uint8)
+    served = tf.saved_model.load(str(out)).signatures["serving_default"](images=tf.constant(image))
+    padded = np.zeros((2, 48, 64, 3), np.float32)
+    padded[:, :37, :53] = image
+    views = [(0, False), (0, True)] if tta == "flip" else [(k, m) for m in (False, True) for k in range(4)]
+    mean = np.zeros((2, 48, 64, 1), np.float32)
+    for turns, mirror in views:
+        view = np.rot90(padded, turns, axes=(1, 2))
+        view = view[:, :, ::-1] if mirror else view
+        prob = tf.sigmoid(model(np.ascontiguousarray(view), training=False)).numpy()
+        prob = prob[:, :, ::-1] if mirror else prob
+        mean += np.rot90(prob, -turns, axes=(1, 2)) / len(views)
+    np.testing.assert_allclose(served["probabilities"].numpy(), mean[:, :37, :53], atol=1e-5)
+    plain = tf.sigmoid(model(padded, training=False)).numpy()[:, :37, :53]
+    assert np.abs(plain - mean[:, :37, :53]).max() > 1e-3  # the views really differ
+
+
 @pytest.mark.skipif(not (REPO / "models" / "roads" / "1" / "saved_model.pb").is_file(), reason="no shipped model")
 def test_shipped_model_finds_roads(shared_dir, tmp_path):
     from roadseg.trainer.evaluate import evaluate_model

@@ -58,6 +58,8 @@ def model_card(card: dict[str, Any]) -> str:
     ]
     if card.get("pixel_size_m"):
         rows.append(("Pixel size", f"{card['pixel_size_m']:g} m"))
+    if card.get("tta", "none") != "none":
+        rows.append(("Test-time augmentation", card["tta"]))
     rows += _metric_rows(card.get("metrics") or {})
     items = "".join(f"<dt>{escape(str(k))}</dt><dd>{_fmt(v)}</dd>" for k, v in rows)
     created = f'<p class="muted">Created {escape(str(card["created"]))}</p>' if card.get("created") else ""

@@ -82,6 +82,7 @@ def _export(args: argparse.Namespace) -> int:
         command=shlex.join(["roadseg", *sys.argv[1:]]),
         train_command=args.train_command,
         pixel_size_m=args.pixel_size_m,
+        tta=args.tta,
     )
     print(path)
     return 0
@@ -157,5 +158,12 @@ def register(sub) -> None:
         type=float,
         help="ground resolution the model was trained for (card pixel_size_m); the gateway resamples "
         "georeferenced images to it",
+    )
+    p.add_argument(
+        "--tta",
+        choices=["none", "flip", "d4"],
+        default="none",
+        help="test-time augmentation in the served graph: average the left-right mirror (flip, 2 passes) or "
+        "all 8 rotations and mirrors (d4, 8 passes); default none",
     )
     p.set_defaults(func=_export)

@@ -4,6 +4,9 @@
 uint8 [N,H,W,3] of any H, W and returns ``{"probabilities": float32 [N,H,W,1]}``. Padding to a
 multiple of 16 (and cropping back) and the ImageNet preprocessing are in the graph, so clients send
 raw pixels. ``model_card.json`` beside it says how the model was made and how good it is.
+
+Test-time augmentation (``tta``) is baked into the graph too, so TF Serving and the in-process gateway
+serve the same function that ``roadseg evaluate`` measured.
 """
 
 from __future__ import annotations
@@ -24,11 +27,33 @@ log = logging.getLogger(__name__)
 CARD = "model_card.json"
 #: The model's total stride: inputs are padded up to a multiple of this inside the graph.
 STRIDE = 16
+#: Test-time augmentation: the views averaged per image, as (quarter turns, mirrored left-right);
+#: their number is the cost in model passes. "d4" is all 8 symmetries of the square.
+TTA_VIEWS: dict[str, list[tuple[int, bool]]] = {
+    "none": [(0, False)],
+    "flip": [(0, False), (0, True)],
+    "d4": [(turns, mirror) for mirror in (False, True) for turns in range(4)],
+}
 
 
-def serving_function(keras_model):
-    """A tf.function from uint8 images of any size to road probabilities of the same size."""
+def serving_function(keras_model, tta: str = "none"):
+    """A tf.function from uint8 images of any size to road probabilities of the same size.
+
+    With ``tta``, the probabilities are the mean over the views of :data:`TTA_VIEWS`, each mapped back
+    (un-mirrored, then turned back).
+    """
     import tensorflow as tf
+
+    if tta not in TTA_VIEWS:
+        raise ValueError(f"unknown test-time augmentation {tta!r}; choose one of {', '.join(TTA_VIEWS)}")
+    views = TTA_VIEWS[tta]
+
+    def view_probabilities(padded, turns: int, mirror: bool):
+        x = tf.image.rot90(padded, turns) if turns else padded
+        x = tf.reverse(x, axis=[2]) if mirror else x
+        p = tf.sigmoid(tf.cast(keras_model(x, training=False), tf.float32))
+        p = tf.reverse(p, axis=[2]) if mirror else p
+        return tf.image.rot90(p, -turns % 4) if turns else p
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     def serve(images):
@@ -38,9 +63,8 @@ def serving_function(keras_model):
         pad_w = (STRIDE - width % STRIDE) % STRIDE
         # Zero padding, as the training crops are padded: the model has seen black borders.
         padded = tf.pad(tf.cast(images, tf.float32), [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
-        logits = keras_model(padded, training=False)
-        probabilities = tf.sigmoid(tf.cast(logits, tf.float32))[:, :height, :width, :]
-        return {"probabilities": probabilities}
+        probabilities = tf.add_n([view_probabilities(padded, t, m) for t, m in views]) / len(views)
+        return {"probabilities": probabilities[:, :height, :width, :]}
 
     return serve
 
@@ -89,10 +113,11 @@ def code_version() -> str:
     return head
 
 
-def export_savedmodel(keras_model, out_dir: str | Path, card: dict) -> Path:
+def export_savedmodel(keras_model, out_dir: str | Path, card: dict, tta: str = "none") -> Path:
     """Write the SavedModel and ``model_card.json`` to ``out_dir`` (atomically: built aside, then renamed).
 
-    ``card`` is completed with ``created`` and ``code_version`` when missing.
+    ``card`` is completed with ``created`` and ``code_version`` when missing, and gets ``tta``: the
+    test-time augmentation in the graph (a key of :data:`TTA_VIEWS`).
     """
     import tensorflow as tf
 
@@ -104,6 +129,7 @@ def export_savedmodel(keras_model, out_dir: str | Path, card: dict) -> Path:
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "code_version": code_version(),
         **card,
+        "tta": tta,
     }
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir.parent) as tmp:
         staging = Path(tmp) / "model"
@@ -112,7 +138,7 @@ def export_savedmodel(keras_model, out_dir: str | Path, card: dict) -> Path:
         keras_model = float32_model(keras_model)
         module = tf.Module()
         module.model_variables = [v.value for v in keras_model.variables]
-        module.serve = serving_function(keras_model)
+        module.serve = serving_function(keras_model, tta)
         tf.saved_model.save(module, str(staging), signatures={"serving_default": module.serve})
         (staging / CARD).write_text(json.dumps(card, indent=2) + "\n")
         # Check the written graph really loads and serves before publishing it.
@@ -212,11 +238,12 @@ def export_checkpoint(
     command: str = "",
     train_command: str | None = None,
     pixel_size_m: float | None = None,
+    tta: str = "none",
 ) -> Path:
     """Export a ``.keras`` training checkpoint as the next version, measuring it on ``evaluate`` data.
 
     ``pixel_size_m`` (the ground resolution the model was trained for) goes into the card; the gateway
-    resamples georeferenced images of other resolutions to it.
+    resamples georeferenced images of other resolutions to it. ``tta`` is a key of :data:`TTA_VIEWS`.
 
     ``model_dir`` is a local folder or a storage URL (``gs://``: exported locally, then uploaded).
     ``evaluate`` items are ``PATH:SPLIT[,SPLIT]``. The card's threshold is the best-F1 threshold over the
@@ -250,9 +277,9 @@ def export_checkpoint(
         "export_command": command,
     }
     if not _is_url(model_dir):
-        return _export_and_measure(model, Path(model_dir) / str(version), card, evaluate)
+        return _export_and_measure(model, Path(model_dir) / str(version), card, evaluate, tta)
     with tempfile.TemporaryDirectory(prefix="roadseg-export-") as tmp:
-        local = _export_and_measure(model, Path(tmp) / str(version), card, evaluate)
+        local = _export_and_measure(model, Path(tmp) / str(version), card, evaluate, tta)
         _upload(local, str(model_dir), version)
     return Path(str(model_dir).rstrip("/")) / str(version)
 
@@ -267,10 +294,10 @@ def _inherited_pixel_size(init_from: str) -> float | None:
     return card.get("pixel_size_m")
 
 
-def _export_and_measure(model, out: Path, card: dict, evaluate: list[str]) -> Path:
+def _export_and_measure(model, out: Path, card: dict, evaluate: list[str], tta: str) -> Path:
     from roadseg.trainer.evaluate import best_threshold_of, evaluate_model
 
-    out = export_savedmodel(model, out, card)
+    out = export_savedmodel(model, out, card, tta)
     if not evaluate:
         return out
     card = read_card(out)
