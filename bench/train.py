@@ -1,5 +1,6 @@
 """Trainer benchmark: training images/s, and inference ms per 512x512 tile of the exported SavedModel
-against calling the same Keras model directly, measured in the same run on the same inputs.
+against calling the same Keras model directly, and of test-time-augmented exports (--tta flip, d4)
+against the plain export, measured in the same run on the same inputs.
 
     KERAS_HOME=../shared/weights/keras-home .venv/bin/python bench/train.py [--crop 320 --batch 8]
 
@@ -33,6 +34,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="training batch size (default 8, as shipped)")
     parser.add_argument("--steps", type=int, default=5, help="timed training steps")
     parser.add_argument("--repeats", type=int, default=10, help="timed inference calls")
+    parser.add_argument("--tta", nargs="*", default=["flip", "d4"], help="test-time augmentations to time")
     args = parser.parse_args()
 
     import keras
@@ -64,10 +66,15 @@ def main() -> None:
             serve(images=tf.constant(tile))["probabilities"].numpy()
             - tf.sigmoid(model(tile_float, training=False)).numpy()
         ).max()
-    print(
-        f"inference 512x512 tile: keras model {keras_ms:.0f} ms, exported SavedModel {saved_ms:.0f} ms, "
-        f"ratio SavedModel/keras {saved_ms / keras_ms:.2f} (max |diff| {same:.1e})"
-    )
+        print(
+            f"inference 512x512 tile: keras model {keras_ms:.0f} ms, exported SavedModel {saved_ms:.0f} ms, "
+            f"ratio SavedModel/keras {saved_ms / keras_ms:.2f} (max |diff| {same:.1e})"
+        )
+        for tta in args.tta:
+            path = export_savedmodel(model, f"{tmp}/{tta}", {"name": "bench"}, tta=tta)
+            augmented = tf.saved_model.load(str(path)).signatures["serving_default"]
+            tta_ms = _median_ms(lambda f=augmented: f(images=tf.constant(tile))["probabilities"].numpy(), args.repeats)
+            print(f"  export --tta {tta}: {tta_ms:.0f} ms, ratio to --tta none {tta_ms / saved_ms:.2f}")
 
 
 if __name__ == "__main__":

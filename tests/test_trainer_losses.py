@@ -52,11 +52,14 @@ def test_road_loss_sums_its_parts(kind):
 
 
 def test_lovasz_trains_a_model_without_dynamic_shapes():
-    """One compiled (graph-mode) fit step runs and lowers the loss on a fixed batch."""
+    """Compiled (graph-mode) fit steps run and learn a separable toy task: road where channel 0 > 0."""
+    keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4, 16, 16, 3)).astype("float32")
     y = ((x[..., :1] > 0) * 255).astype("uint8")
     model = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(1, 1)])
     model.compile(optimizer=keras.optimizers.Adam(0.05), loss=RoadLoss("bce_lovasz"), jit_compile=False)
-    history = model.fit(x, y, epochs=20, batch_size=4, verbose=0)
-    assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
+    history = model.fit(x, y, epochs=40, batch_size=4, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    predicted = keras.ops.convert_to_numpy(model(x)) > 0
+    assert (predicted == (y > 0)).mean() > 0.95
