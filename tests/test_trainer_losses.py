@@ -28,6 +28,11 @@ def test_lovasz_hinge_skips_ignored_pixels_wherever_they_sort():
         assert _value(masked_lovasz_hinge, mask, logits) == pytest.approx(0.75)
 
 
+def test_every_loss_is_zero_on_a_fully_ignored_batch():
+    for loss in (masked_bce, masked_soft_dice, masked_lovasz_hinge):
+        assert _value(loss, [7, 7, 127], [9.0, 5.0, 3.0]) == pytest.approx(0.0)
+
+
 def test_lovasz_hinge_is_zero_with_a_margin_and_grows_with_mistakes():
     mask = [255, 255, 0, 0]
     assert _value(masked_lovasz_hinge, mask, [3.0, 1.0, -1.0, -2.0]) == pytest.approx(0.0)

@@ -8,6 +8,8 @@ import json
 import shlex
 import sys
 
+from roadseg.trainer.export import TTA_VIEWS
+
 TRAIN_EPILOG = """examples:
   roadseg train --config configs/shipped.yaml
   roadseg train --train-data ../shared/data/massachusetts-crops:1 --train-data ../shared/data/cil-2022:0.5 \\
@@ -161,7 +163,7 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--tta",
-        choices=["none", "flip", "d4"],
+        choices=list(TTA_VIEWS),
         default="none",
         help="test-time augmentation in the served graph: average the left-right mirror (flip, 2 passes) or "
         "all 8 rotations and mirrors (d4, 8 passes); default none",

@@ -50,15 +50,15 @@ def _lovasz_gradient(road_sorted):
 def masked_lovasz_hinge(y_true, logits):
     """Lovasz hinge of the road class over the whole batch, valid pixels only.
 
-    Ignored pixels get an error below every valid one, so they sort last, where the hinge is zero:
-    the loss equals the Lovasz hinge computed on the valid pixels alone, without dynamic shapes.
+    Ignored pixels get a negative error below every valid one, so they sort last and their hinge is
+    zero: the loss equals the Lovasz hinge of the valid pixels alone, without dynamic shapes.
     """
     road, valid = _targets(y_true)
     road = ops.reshape(road, (-1,))
     valid = ops.reshape(valid, (-1,))
     logits = ops.reshape(ops.cast(logits, "float32"), (-1,))
     errors = 1.0 - logits * (2.0 * road - 1.0)
-    errors = ops.where(valid > 0, errors, ops.min(errors) - 1.0)
+    errors = ops.where(valid > 0, errors, ops.minimum(ops.min(errors), 0.0) - 1.0)
     order = ops.argsort(-errors)
     errors_sorted = ops.take(errors, order)
     gradient = ops.stop_gradient(_lovasz_gradient(ops.take(road, order)))
