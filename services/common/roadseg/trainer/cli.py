@@ -8,6 +8,7 @@ import json
 import shlex
 import sys
 
+from roadseg.trainer import LOSSES
 from roadseg.trainer.export import TTA_VIEWS
 
 TRAIN_EPILOG = """examples:
@@ -111,7 +112,7 @@ def register(sub) -> None:
     p.add_argument("--learning-rate", type=float, help="peak learning rate after warm-up")
     p.add_argument(
         "--loss",
-        choices=["bce", "dice", "bce_dice", "lovasz", "bce_lovasz"],
+        choices=LOSSES,
         help="lovasz: IoU surrogate, best for fine-tuning (--init-from)",
     )
     p.add_argument("--max-minutes", type=float, help="wall-clock budget: stop after the epoch that would exceed it")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-LOSSES = ("bce", "dice", "bce_dice", "lovasz", "bce_lovasz")
+from roadseg.trainer import LOSSES
 
 
 def _targets(y_true, dtype="float32"):

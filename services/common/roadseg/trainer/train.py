@@ -23,6 +23,7 @@ import yaml
 
 from roadseg.errors import InvalidInput, MissingFile
 from roadseg.storage import Storage, storage_from_url
+from roadseg.trainer import LOSSES
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,6 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Refuse settings that would fail (or silently misbehave) minutes into a run."""
-        from roadseg.trainer.losses import LOSSES
         from roadseg.trainer.model import BACKBONES
 
         problems = []
