@@ -58,7 +58,8 @@ def synthetic_geotiff(path: Path, size: int) -> Path:
 
 
 def resolve_model(arg: str | None, tmp: Path) -> Path:
-    from roadseg.trainer.export import export_savedmodel, latest_version
+    from roadseg.model_versions import latest_version
+    from roadseg.trainer.export import export_savedmodel
 
     if arg:
         return Path(arg)
@@ -156,7 +157,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from roadseg.config import get_settings
-    from roadseg.trainer.export import resolve_savedmodel
+    from roadseg.model_versions import resolve_savedmodel
 
     settings = get_settings()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}

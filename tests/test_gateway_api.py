@@ -141,6 +141,7 @@ def test_bad_uploads_are_clear_4xx_and_leave_nothing(client, tmp_path, name, mak
     r = client.post("/api/v1/predictions", files={"file": (name, make(tmp_path), "application/octet-stream")})
     assert r.status_code == status, r.text
     assert words in r.json()["detail"]
+    assert "/predictions/" not in r.json()["detail"]  # no server-side storage path in the message
     assert stored_keys() == []
     ui = client.post("/ui/predictions", files={"file": (name, make(tmp_path), "application/octet-stream")})
     assert ui.status_code == status and 'role="alert"' in ui.text and words in ui.text
@@ -193,4 +194,6 @@ def test_model_card_fragment_names_resolution_and_test_time_augmentation():
     html = model_card({"name": "roads", "pixel_size_m": 1.0, "tta": "flip", "serving": {"model_version": 3}})
     assert "<dd>roads v3</dd>" in html and "<dt>Pixel size</dt><dd>1 m</dd>" in html
     assert "<dt>Test-time augmentation</dt><dd>flip</dd>" in html
+    html = model_card({"name": "roads", "pixel_size_m": 1.0, "pixel_size_range_m": [0.3, 1.5]})
+    assert "<dt>Pixel size</dt><dd>0.3\u20131.5 m</dd>" in html
     assert "Test-time" not in model_card({"name": "roads", "tta": "none"})

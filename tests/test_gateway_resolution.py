@@ -18,7 +18,7 @@ from rasterio.crs import CRS
 from rasterio.io import MemoryFile
 from rasterio.transform import from_origin
 from roadseg import raster
-from roadseg.gateway.windows import FACTOR_RANGE, resampled, resolution_factor
+from roadseg.gateway.windows import FACTOR_RANGE, model_resolution, resampled, resolution_factor
 
 REPO = Path(__file__).resolve().parents[1]
 VEGAS = "data/spacenet-vegas/RGB-PanSharpen_AOI_2_Vegas_img0.tif"
@@ -46,6 +46,15 @@ def test_ground_pixel_size_of_projected_scenes_uses_the_crs_unit(epsg, pixel, me
         assert raster.ground_pixel_size_m(ds) == pytest.approx(metres, rel=1e-6)
     with MemoryFile() as memory, memory.open(**{**profile, "crs": None, "transform": from_origin(0, 0, 1, 1)}) as ds:
         assert raster.ground_pixel_size_m(ds) is None
+
+
+def test_models_trained_across_resolutions_resample_only_outside_their_range():
+    card = {"pixel_size_m": 1.0, "pixel_size_range_m": [0.3, 1.5]}
+    assert model_resolution(0.5, card) is None and model_resolution(1.5, card) is None
+    assert model_resolution(0.1, card) == 0.3 and model_resolution(4.0, card) == 1.5
+    assert model_resolution(None, card) is None
+    assert model_resolution(0.5, {"pixel_size_m": 1.0}) == 1.0  # one-resolution model: always its own
+    assert resolution_factor(0.1, model_resolution(0.1, card)) == pytest.approx(3.0)
 
 
 def test_resolution_factor_only_acts_on_clear_differences():

@@ -55,7 +55,8 @@ def real_model() -> Path:
     """Folder of versions with our DeepLabV3+: the shipped ``models/roads`` when present, else a fresh
     export (MobileNetV2, random weights) made once per session with the trainer's builder and exporter."""
     if "real" not in _CACHE:
-        from roadseg.trainer.export import export_savedmodel, latest_version
+        from roadseg.model_versions import latest_version
+        from roadseg.trainer.export import export_savedmodel
         from roadseg.trainer.model import build_deeplabv3plus
 
         if latest_version(SHIPPED) is not None:

@@ -12,8 +12,8 @@ from roadseg.config import get_settings
 from roadseg.errors import RoadsegError
 from roadseg.gateway.api import create_app
 from roadseg.gateway.predictor import EmbeddedPredictor, GrpcPredictor, RestPredictor, make_predictor
+from roadseg.model_versions import latest_version, read_card
 from roadseg.storage import get_storage
-from roadseg.trainer.export import latest_version, read_card
 from test_gateway_support import real_model
 from tfserving_double import TFServingDouble, TFServingGrpcDouble
 

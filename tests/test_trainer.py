@@ -15,7 +15,8 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from roadseg.trainer.export import export_savedmodel, latest_version, read_card  # noqa: E402
+from roadseg.model_versions import latest_version, read_card  # noqa: E402
+from roadseg.trainer.export import export_savedmodel  # noqa: E402
 from roadseg.trainer.model import build_deeplabv3plus  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,9 +63,10 @@ def _tiny_config(data: Path, run: Path, **overrides):
 
 
 def test_train_resume_export_serve(shared_dir, tmp_path, caplog):
+    from roadseg.trainer.checkpoints import LAST, load_checkpoint
     from roadseg.trainer.evaluate import evaluate_model
     from roadseg.trainer.export import export_checkpoint
-    from roadseg.trainer.train import LAST, load_checkpoint, train
+    from roadseg.trainer.train import train
 
     caplog.set_level(logging.INFO)
     data = _small_dataset(shared_dir, tmp_path / "data")
@@ -121,7 +123,9 @@ def test_mixed_precision_run_exports_a_float32_graph(shared_dir, tmp_path, caplo
 
     data = _small_dataset(shared_dir, tmp_path / "data")
     run = tmp_path / "run"
-    config = _tiny_config(data, run, epochs=1, precision="mixed_float16")
+    # Six steps: the loss scale starts at 2**15 and halves at every overflowing step, so the first steps
+    # of a random model may all be skipped; by the sixth some are applied whatever crops were drawn.
+    config = _tiny_config(data, run, epochs=1, precision="mixed_float16", steps_per_epoch=6)
     caplog.set_level(logging.INFO)
     assert train(config, verbose=0)["epoch"] == 1
     assert keras.mixed_precision.global_policy().name == "float32"
@@ -166,7 +170,7 @@ def _tensorboard_steps(folder: Path, tag: str) -> list[int]:
 def _load_mixed(run: Path):
     """The run's last checkpoint loaded under the mixed_float16 policy it was trained with."""
     import keras
-    from roadseg.trainer.train import LAST, load_checkpoint
+    from roadseg.trainer.checkpoints import LAST, load_checkpoint
 
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
@@ -213,12 +217,53 @@ def test_test_time_augmentation_averages_the_views_mapped_back(tmp_path, tta):
     assert np.abs(plain - mean[:, :37, :53]).max() > 1e-3  # the views really differ
 
 
-@pytest.mark.skipif(not (REPO / "models" / "roads" / "1" / "saved_model.pb").is_file(), reason="no shipped model")
+SHIPPED = REPO / "models" / "roads"
+
+
+@pytest.mark.skipif(not (SHIPPED / "1" / "saved_model.pb").is_file(), reason="no shipped model")
 def test_shipped_model_finds_roads(shared_dir, tmp_path):
     from roadseg.trainer.evaluate import evaluate_model
 
     data = _small_dataset(shared_dir, tmp_path / "data")
-    report = evaluate_model(REPO / "models" / "roads", [str(data)], splits=["val"])
+    report = evaluate_model(SHIPPED, [str(data)], splits=["val"])
     assert report["summary"]["tiles"] == 2
     assert report["summary"]["iou_road"] > 0.3
-    assert read_card(REPO / "models" / "roads" / "1")["threshold"] == report["summary"]["threshold"]
+    assert read_card(SHIPPED / "1")["threshold"] == report["summary"]["threshold"]
+
+
+def _one_full_tile(shared_dir: Path, root: Path) -> Path:
+    """A folder dataset holding one 1500 x 1500 Massachusetts val tile (symlinks)."""
+    source = shared_dir / "data" / "massachusetts-tiles" / "val"
+    image = sorted((source / "images").iterdir())[0]
+    for sub in ("images", "masks"):
+        (root / "val" / sub).mkdir(parents=True)
+    (root / "val" / "images" / image.name).symlink_to(image)
+    (root / "val" / "masks" / f"{image.stem}.png").symlink_to(source / "masks" / f"{image.stem}.png")
+    return root
+
+
+@pytest.mark.skipif(not (SHIPPED / "1" / "saved_model.pb").is_file(), reason="no shipped model")
+def test_evaluation_scores_whole_images_per_source_like_roadseg_predict(shared_dir, tmp_path):
+    """A 1500 px tile is scored whole, through the CLI's sliding windows: its IoU equals that of `roadseg predict`."""
+    from PIL import Image
+    from roadseg import metrics
+    from roadseg.cli import main
+    from roadseg.trainer.evaluate import evaluate_model
+
+    crops = _small_dataset(shared_dir, tmp_path / "crops")
+    tiles = _one_full_tile(shared_dir, tmp_path / "tiles")
+    report = evaluate_model(SHIPPED, [str(crops), str(tiles)], splits=["val"])
+    assert set(report["sources"]) == {"crops", "tiles"}
+    assert report["sources"]["crops"]["tiles"] == 2 and report["sources"]["tiles"]["tiles"] == 1
+    ious = [source["iou_road"] for source in report["sources"].values()]
+    assert report["summary"]["mean_source_iou_road"] == pytest.approx(sum(ious) / 2)
+    (row,) = [row for row in report["tiles"] if row["data"] == "tiles"]
+    assert (row["height"], row["width"]) == (1500, 1500)
+    assert row["iou_road"] > 0.2
+
+    image = next((tiles / "val" / "images").iterdir())
+    out = tmp_path / "predicted"
+    assert main(["predict", str(image), "--out", str(out), "--model", str(SHIPPED / "1")]) == 0
+    pred = np.asarray(Image.open(out / f"{image.stem}.png")) == 255
+    truth = np.asarray(Image.open(tiles / "val" / "masks" / f"{image.stem}.png"))
+    assert metrics.iou_scores(pred, truth)["iou_road"] == pytest.approx(row["iou_road"], abs=1e-4)

@@ -7,6 +7,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
+from roadseg.errors import InvalidInput  # noqa: E402
 from roadseg.tfrecords import encode_example, shard_name  # noqa: E402
 from roadseg.trainer import data  # noqa: E402
 
@@ -46,7 +47,7 @@ def test_tfrecord_examples_round_trip(tfrecord_dir):
 
 
 def test_training_batches_keep_mask_values(tfrecord_dir):
-    batches = data.training_dataset([data.Source(str(tfrecord_dir))], crop_size=32, batch_size=2, seed=1)
+    batches = data.training_dataset([data.Source(str(tfrecord_dir))], data.Augmentation(32), batch_size=2, seed=1)
     for images, masks in batches.take(3):
         assert images.shape == (2, 32, 32, 3) and images.dtype == tf.float32
         assert masks.shape == (2, 32, 32, 1) and masks.dtype == tf.uint8
@@ -112,3 +113,66 @@ def test_train_cli_refuses_bad_input_in_one_line(tmp_path, capsys, args, message
     assert f"roadseg train: error: {message.format(tmp=tmp_path)}" in err
     assert "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_source_specs_carry_a_pixel_size():
+    assert data.Source.parse({"path": "x", "weight": 2, "pixel_size_m": 0.5}) == data.Source("x", 2.0, 0.5)
+    with pytest.raises(InvalidInput, match="needs path"):
+        data.Source.parse({"path": "x", "pixel_size": 0.5})
+
+
+def _stripes(period: int = 16, width: int = 4, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Vertical road stripes: ``width`` road pixels every ``period`` pixels."""
+    mask = np.zeros((size, size, 1), np.uint8)
+    for left in range(0, size, period):
+        mask[:, left : left + width] = 255
+    image = np.repeat(mask, 3, axis=-1)
+    return image, mask
+
+
+def _edges(mask: np.ndarray) -> int:
+    """Road/background transitions across the stripes (they may have been turned by 90 degrees)."""
+    road = mask[..., 0] == 255
+    across_rows = np.count_nonzero(road[32, 1:] != road[32, :-1])
+    across_cols = np.count_nonzero(road[1:, 32] != road[:-1, 32])
+    return max(across_rows, across_cols)
+
+
+@pytest.mark.parametrize(("target_m", "edges"), [(0.5, 4), (1.0, 8), (2.0, 16)])
+def test_crops_are_rescaled_to_the_drawn_ground_pixel_size(target_m, edges):
+    """A 1 m source shown at 0.5 m has stripes twice as wide (half as many edges per crop), at 2 m twice as many."""
+    tf.random.set_seed(3)
+    image, mask = _stripes()
+    aug = data.Augmentation(64, pixel_size_range_m=(target_m, target_m), rescale_probability=1.0, photometric="none")
+    for _ in range(5):
+        crop, crop_mask = data.augment(tf.constant(image), tf.constant(mask), aug, pixel_size_m=1.0)
+        assert crop.shape == (64, 64, 3) and crop_mask.shape == (64, 64, 1)
+        assert set(np.unique(crop_mask.numpy())) <= {0, 255}
+        assert abs(_edges(crop_mask.numpy()) - edges) <= 1
+
+
+def test_sources_without_pixel_size_keep_their_scale():
+    tf.random.set_seed(4)
+    image, mask = _stripes()
+    aug = data.Augmentation(64, scale_range=(1.0, 1.0), pixel_size_range_m=(0.5, 0.5), rescale_probability=1.0)
+    _, crop_mask = data.augment(tf.constant(image), tf.constant(mask), aug, pixel_size_m=None)
+    assert abs(_edges(crop_mask.numpy()) - 8) <= 1
+
+
+def test_strong_photometric_changes_appearance_within_range():
+    tf.random.set_seed(5)
+    image = tf.constant(np.full((64, 64, 3), 128.0, np.float32))
+    outputs = [data.photometric(image, "strong").numpy() for _ in range(8)]
+    for out in outputs:
+        assert out.shape == (64, 64, 3) and out.dtype == np.float32
+        assert out.min() >= 0.0 and out.max() <= 255.0
+    assert len({round(float(out.mean()), 1) for out in outputs}) > 4
+    np.testing.assert_array_equal(data.photometric(image, "none").numpy(), image.numpy())
+
+
+def test_training_mix_rescales_each_source_with_its_own_pixel_size(tfrecord_dir):
+    sources = [data.Source(str(tfrecord_dir), 1.0, 1.0), data.Source(str(tfrecord_dir), 1.0, None)]
+    aug = data.Augmentation(32, pixel_size_range_m=(0.3, 1.5), photometric="strong")
+    images, masks = next(iter(data.training_dataset(sources, aug, batch_size=4, seed=2)))
+    assert images.shape == (4, 32, 32, 3) and masks.shape == (4, 32, 32, 1)
+    assert set(np.unique(masks.numpy())) <= {0, 127, 255}

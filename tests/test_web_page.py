@@ -28,7 +28,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 
 def model_dir():
-    from roadseg.trainer.export import latest_version
+    from roadseg.model_versions import latest_version
 
     return SHIPPED if latest_version(SHIPPED) is not None else dark_model()
 

@@ -64,7 +64,7 @@ def _links_text(links: dict) -> str:
 
 def _latest(model_dir: Path) -> int:
     from roadseg.errors import NotFound
-    from roadseg.trainer.export import latest_version
+    from roadseg.model_versions import latest_version
 
     version = latest_version(str(model_dir))
     if version is None:
@@ -80,7 +80,7 @@ def register(sub) -> None:
         "version N+1, wait until the gateway serves it, predict on the scene and print before/after metrics. "
         "Needs the stack from `make up` (URLs from ROADSEG_INGEST_URL, ROADSEG_LABELER_URL, ROADSEG_GATEWAY_URL).",
         epilog="examples:\n  roadseg demo                       # SpaceNet Vegas tile from ../shared\n"
-        "  roadseg demo --scene city.tif --vectors roads.gpkg --label-options '{\"widths\": {\"width\": 8}}'",
+        '  roadseg demo --scene city.tif --vectors roads.gpkg --label-options \'{"widths": {"width": 8}}\'',
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--scene", help="scene GeoTIFF/JP2 (default: the SpaceNet Vegas tile in ../shared)")

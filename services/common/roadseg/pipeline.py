@@ -152,7 +152,7 @@ class Pipeline:
 
     def finetune(self, dataset_url: str, model_dir: Path, run_dir: Path, params: FinetuneParams) -> int:
         """Train version N+1 from version N on the dataset, then export it into ``model_dir``."""
-        from roadseg.trainer.export import latest_version
+        from roadseg.model_versions import latest_version
 
         current = latest_version(str(model_dir))
         if current is None:

@@ -56,7 +56,10 @@ def model_card(card: dict[str, Any]) -> str:
         ("Backbone", card.get("backbone", "unknown")),
         ("Threshold", card.get("threshold", "?")),
     ]
-    if card.get("pixel_size_m"):
+    if card.get("pixel_size_range_m"):
+        low, high = card["pixel_size_range_m"]
+        rows.append(("Pixel size", f"{low:g}\u2013{high:g} m"))
+    elif card.get("pixel_size_m"):
         rows.append(("Pixel size", f"{card['pixel_size_m']:g} m"))
     if card.get("tta", "none") != "none":
         rows.append(("Test-time augmentation", card["tta"]))

@@ -12,13 +12,12 @@ outputs next to it, status in the ``predictions`` JobStore.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -26,7 +25,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import rasterio
 import rasterio.shutil
-from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
@@ -34,7 +33,7 @@ from roadseg import raster
 from roadseg.config import Settings
 from roadseg.errors import InvalidInput, RoadsegError
 from roadseg.gateway.predictor import Predictor
-from roadseg.gateway.windows import resampled, resolution_factor, sliding_predict
+from roadseg.gateway.windows import model_resolution, resampled, resolution_factor, sliding_predict
 from roadseg.jobs import DONE, FAILED, RUNNING, JobStore, new_id
 from roadseg.storage import Storage, safe_filename
 
@@ -108,7 +107,8 @@ def predict_raster(
     stretch = raster.compute_stretch(ds, tuple(settings.stretch_percentiles))
     width, height = ds.width, ds.height
     predict, window, overlap, resampling = predictor.predict, settings.predict_window, settings.predict_overlap, None
-    image_m, model_m = raster.ground_pixel_size_m(ds), predictor.card.get("pixel_size_m")
+    image_m = raster.ground_pixel_size_m(ds)
+    model_m = model_resolution(image_m, predictor.card)
     factor = resolution_factor(image_m, model_m) if settings.match_resolution else 1.0
     if factor != 1.0:
         # Windows grow by the factor, so the model still sees ~predict_window pixels per side.
@@ -198,19 +198,6 @@ def road_graph_geojson(mask_tif: Path, max_pixels: int) -> dict[str, Any] | None
 # ---------------------------------------------------------------------------- API jobs
 
 
-@contextlib.contextmanager
-def open_input(storage: Storage, key: str, max_pixels: int) -> Iterator[DatasetReader]:
-    """Open a stored upload and validate its header (contract 6); anything unreadable is InvalidInput."""
-    with contextlib.ExitStack() as stack, warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        try:
-            ds = stack.enter_context(storage.open_raster(key))
-        except RasterioError as exc:
-            raise InvalidInput(f"not a readable image (PNG, JPEG, TIFF/GeoTIFF or JPEG 2000 expected): {exc}") from exc
-        raster.check_dataset(ds, max_pixels)
-        yield ds
-
-
 def create_job(storage: Storage, upload: BinaryIO, filename: str, settings: Settings) -> dict[str, Any]:
     """Store an upload as a new prediction job after checking its header; nothing is kept if it is refused."""
     jobs = JobStore(storage, KIND)
@@ -221,7 +208,7 @@ def create_job(storage: Storage, upload: BinaryIO, filename: str, settings: Sett
         size = storage.write_stream(key, upload, settings.max_upload_bytes)
         if size == 0:
             raise InvalidInput("the upload is empty (0 bytes)")
-        with open_input(storage, key, settings.max_scene_pixels) as ds:
+        with raster.open_stored(storage, key, settings.max_scene_pixels) as ds:
             info = raster.scene_info(ds)
         return jobs.create(job_id, input_name=name, input_bytes=size, info=info, progress=0.0, stage="queued")
     except BaseException:
@@ -252,7 +239,7 @@ def run_job(job_id: str, storage: Storage, predictor: Predictor, settings: Setti
         with tempfile.TemporaryDirectory(prefix="roadseg-predict-") as tmp:
             out = Path(tmp)
             key = jobs.key(job_id, "input", jobs.get(job_id)["input_name"])
-            with open_input(storage, key, settings.max_scene_pixels) as ds:
+            with raster.open_stored(storage, key, settings.max_scene_pixels) as ds:
                 result = predict_raster(
                     ds, predictor, out, settings, predictor.threshold(settings.threshold), True, progress
                 )

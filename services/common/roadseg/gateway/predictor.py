@@ -83,7 +83,7 @@ class Predictor(ABC):
 
 def load_card(version_dir: str | Path, name: str, version: int | None) -> dict[str, Any]:
     """The model card beside the SavedModel; a minimal one when it is missing or unreadable."""
-    from roadseg.trainer.export import read_card
+    from roadseg.model_versions import read_card
 
     try:
         card = read_card(version_dir)
@@ -126,7 +126,7 @@ class EmbeddedPredictor(Predictor):
         if (self.path / "saved_model.pb").is_file():
             return self.path
         if version is None:
-            from roadseg.trainer.export import latest_version
+            from roadseg.model_versions import latest_version
 
             version = latest_version(self.path)
             if version is None:
@@ -151,7 +151,7 @@ class EmbeddedPredictor(Predictor):
     def refresh(self) -> None:
         if self.pinned:
             return
-        from roadseg.trainer.export import latest_version
+        from roadseg.model_versions import latest_version
 
         latest = latest_version(self.path)
         if latest is None or (self._version is not None and latest <= self._version):

@@ -124,6 +124,23 @@ MIN_RESAMPLE = 1.25
 FACTOR_RANGE = (0.5, 8.0)
 
 
+def model_resolution(image_pixel_m: float | None, card: dict) -> float | None:
+    """The ground pixel size (m) to predict an image at, from the model card; None: leave it alone.
+
+    A card with ``pixel_size_range_m`` (a model trained across resolutions) keeps images inside the
+    range as they are and brings others to the nearest bound; a card with only ``pixel_size_m``
+    (trained at one resolution) asks for exactly that. Unknown image pixel sizes (plain PNG/JPEG)
+    are never resampled.
+    """
+    if not image_pixel_m:
+        return None
+    if card.get("pixel_size_range_m"):
+        low, high = card["pixel_size_range_m"]
+        target = min(max(image_pixel_m, low), high)
+        return None if target == image_pixel_m else target
+    return card.get("pixel_size_m")
+
+
 def resolution_factor(image_pixel_m: float | None, model_pixel_m: float | None) -> float:
     """How many image pixels make one model pixel (>1: shrink the image), or 1.0 to leave it alone.
 

@@ -26,7 +26,10 @@ EVALUATE_EPILOG = """examples:
   roadseg evaluate --model models/roads/1 --data ../shared/data/massachusetts-crops --split test,val --out var/eval
 
 --model is a SavedModel folder or a folder of numbered versions (the latest is used): what is served is
-what is measured. Prints the summary JSON; --out also writes report.json, tiles.csv, thresholds.csv, report.png.
+what is measured. Whole images are predicted the way `roadseg predict` does (sliding windows of
+ROADSEG_PREDICT_WINDOW with ROADSEG_PREDICT_OVERLAP, blended). Prints the summary JSON with a score per
+--data source (and their mean road IoU); --out also writes report.json, tiles.csv, thresholds.csv,
+report.png.
 """
 
 EXPORT_EPILOG = """examples:
@@ -70,7 +73,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     report = evaluate_model(
         args.model, args.data, splits=args.split.split(","), out=args.out, rho=args.rho, threshold=args.threshold
     )
-    print(json.dumps(report["summary"], indent=2))
+    print(json.dumps({**report["summary"], "sources": report["sources"]}, indent=2))
     return 0
 
 

@@ -1,8 +1,10 @@
 """``roadseg evaluate``: measure the *exported* SavedModel (what is served) on labeled data.
 
-Every figure pools pixel counts over the whole dataset (not a mean of per-tile scores, which tiles
-without roads would distort). Probabilities are histogrammed per class so the whole threshold sweep
-comes from one prediction pass. Ignored mask pixels (not 0/255) never count.
+Whole images go through the prediction path users run (sliding windows, blending, the served graph's
+test-time augmentation), so full 1500 px tiles are measured the way ``roadseg predict`` sees them.
+Every figure pools pixel counts over a dataset (not a mean of per-tile scores, which tiles without
+roads would distort); each data source is also scored alone. Probabilities are histogrammed per class
+so the whole threshold sweep comes from one prediction pass. Ignored mask pixels (not 0/255) never count.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from tqdm import tqdm
 
 from roadseg import metrics
 from roadseg.errors import MissingFile
-from roadseg.trainer.export import read_card, resolve_savedmodel
+from roadseg.model_versions import resolve_savedmodel
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,12 @@ def best_threshold_of(reports: list[dict]) -> float:
     return max(sweep(road, background), key=lambda row: row["f1"])["threshold"]
 
 
+def iou_at(report: dict, threshold: float) -> float:
+    """Road IoU of a report's images at another threshold (from its histograms, no new prediction)."""
+    rows = sweep(np.asarray(report["histograms"]["road"]), np.asarray(report["histograms"]["background"]))
+    return min(rows, key=lambda row: abs(row["threshold"] - threshold))["iou_road"]
+
+
 def _overlay(image: np.ndarray, pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """Image with true positives green, false positives red, missed road blue."""
     out = image.astype(np.float32) * 0.6
@@ -87,6 +95,63 @@ def _plot(path: Path, rows: list[dict], threshold: float, worst: list[dict]) -> 
     plt.close(fig)
 
 
+class _Tally:
+    """Pooled pixel counts of one group of images (a source, or all of them)."""
+
+    def __init__(self) -> None:
+        self.confusion = metrics.Confusion()
+        self.relaxed = {"pred_total": 0, "pred_matched": 0, "truth_total": 0, "truth_matched": 0}
+        self.road_hist = np.zeros(BINS, np.int64)
+        self.background_hist = np.zeros(BINS, np.int64)
+        self.tiles = 0
+
+    def add(self, cm: metrics.Confusion, relaxed: dict[str, int], hists: tuple[np.ndarray, np.ndarray]) -> None:
+        self.confusion = self.confusion + cm
+        self.relaxed = {k: self.relaxed[k] + relaxed[k] for k in self.relaxed}
+        self.road_hist += hists[0]
+        self.background_hist += hists[1]
+        self.tiles += 1
+
+    def summary(self, threshold: float, rho: int) -> dict:
+        """Scores at ``threshold``, plus the best-F1 threshold of this group's own sweep."""
+        best = max(sweep(self.road_hist, self.background_hist), key=lambda r: r["f1"])
+        return {
+            "tiles": self.tiles,
+            "threshold": threshold,
+            **metrics.iou_scores(self.confusion),
+            **metrics.precision_recall_f1(self.confusion),
+            "rho": rho,
+            **metrics.relaxed_from_counts(self.relaxed),
+            "best_threshold": best["threshold"],
+            "best_threshold_f1": best["f1"],
+            "best_threshold_iou_road": best["iou_road"],
+        }
+
+
+def predict_image(image: np.ndarray, predictor, settings, work: Path) -> np.ndarray:
+    """Road probabilities float32 [H, W] of one RGB image through ``roadseg predict``'s own path.
+
+    The image goes through :func:`roadseg.gateway.predictions.predict_raster` as an in-memory,
+    non-georeferenced raster (like a PNG a user uploads): the same reading, sliding windows, Hann
+    blending, batch size and test-time augmentation as the CLI, the API and the page, so the
+    figures describe what users get on full images of any size.
+    """
+    import rasterio
+    from rasterio.io import MemoryFile
+
+    from roadseg.gateway.predictions import predict_raster
+
+    height, width = image.shape[:2]
+    profile = {"driver": "GTiff", "width": width, "height": height, "count": 3, "dtype": "uint8"}
+    with MemoryFile() as memory:
+        with memory.open(**profile) as dst:
+            dst.write(np.moveaxis(image, -1, 0))
+        with memory.open() as ds:
+            result = predict_raster(ds, predictor, work, settings, threshold=0.5)
+    with rasterio.open(result.files["probability"]) as probabilities:
+        return probabilities.read(1)
+
+
 def evaluate_model(
     model: str | Path,
     data: list[str],
@@ -97,48 +162,52 @@ def evaluate_model(
 ) -> dict:
     """Predict every example of ``splits`` of each ``data`` folder with the SavedModel and score it.
 
-    ``threshold`` defaults to the model card's, else 0.5. Returns ``{"summary", "histograms", "tiles",
-    "thresholds"}``; with ``out`` also writes report.json, tiles.csv, thresholds.csv and report.png.
+    Images are predicted whole, as ``roadseg predict`` does (:func:`predict_image`), with the window,
+    overlap and batch of the settings (``ROADSEG_PREDICT_*``). ``threshold`` defaults to the model
+    card's, else 0.5. Returns ``{"summary", "sources", "histograms", "tiles", "thresholds"}``:
+    ``sources`` scores each data folder alone, and with several folders the summary adds
+    ``mean_source_iou_road``, the mean of their road IoUs (every source counts the same, whatever
+    its size). With ``out`` also writes report.json, tiles.csv, thresholds.csv and report.png.
     """
     with tempfile.TemporaryDirectory(prefix="roadseg-eval-") as cache:
         return _evaluate(model, data, splits, out, rho, threshold, Path(cache))
 
 
 def _evaluate(model, data, splits, out, rho: int, threshold: float | None, cache: Path) -> dict:
-    """The evaluation itself; ``cache`` holds local copies of data given as storage URLs."""
-    import tensorflow as tf
-
+    """The evaluation itself; ``cache`` holds local copies of data and the prediction rasters."""
+    from roadseg.config import get_settings
+    from roadseg.gateway.predictor import EmbeddedPredictor
     from roadseg.trainer.data import Source, iter_examples
 
     path = resolve_savedmodel(model)
-    card = read_card(path)
-    if threshold is None:
-        threshold = float(card.get("threshold", 0.5))
-    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    predictor = EmbeddedPredictor(path)
+    threshold = predictor.threshold(threshold)
+    settings = get_settings()
+    work = cache / "predictions"
+    work.mkdir()
 
-    total = metrics.Confusion()
-    relaxed = {"pred_total": 0, "pred_matched": 0, "truth_total": 0, "truth_matched": 0}
-    road_hist, bg_hist = np.zeros(BINS, np.int64), np.zeros(BINS, np.int64)
+    total, per_source = _Tally(), {}
     tiles, worst = [], []
     for folder in data:
         source = Source(str(folder)).localized(cache)
+        tally = per_source.setdefault(Path(folder).name, _Tally())
         for split in splits:
             examples = iter_examples(source, split)
-            for name, image, truth in tqdm(examples, desc=f"{Path(folder).name}:{split}", unit="tile", disable=None):
-                prob = serve(images=tf.convert_to_tensor(image[None]))["probabilities"].numpy()[0, ..., 0]
+            for name, image, truth in tqdm(examples, desc=f"{Path(folder).name}:{split}", unit="image", disable=None):
+                prob = predict_image(image, predictor, settings, work)
                 pred = prob >= threshold
                 cm = metrics.confusion(pred, truth)
                 counts = metrics.relaxed_counts(pred, truth, rho)
-                total = total + cm
-                relaxed = {k: relaxed[k] + counts[k] for k in relaxed}
                 hists = _histograms(prob, truth)
-                road_hist += hists[0]
-                bg_hist += hists[1]
+                total.add(cm, counts, hists)
+                tally.add(cm, counts, hists)
                 valid = int(np.count_nonzero(metrics.valid_mask(truth)))
                 row = {
                     "name": name,
                     "data": Path(folder).name,
                     "split": split,
+                    "height": image.shape[0],
+                    "width": image.shape[1],
                     "road_fraction": round((cm.tp + cm.fn) / valid, 5) if valid else 0.0,
                     **{k: round(v, 5) for k, v in metrics.iou_scores(cm).items()},
                     **{k: round(v, 5) for k, v in metrics.precision_recall_f1(cm).items()},
@@ -151,27 +220,23 @@ def _evaluate(model, data, splits, out, rho: int, threshold: float | None, cache
     if not tiles:
         raise MissingFile(f"no examples in {data} for splits {list(splits)}")
 
-    rows = sweep(road_hist, bg_hist)
-    best = max(rows, key=lambda r: r["f1"])
+    sources = {name: tally.summary(threshold, rho) for name, tally in per_source.items()}
     summary = {
         "model": str(path),
         "data": [str(d) for d in data],
         "splits": list(splits),
-        "tiles": len(tiles),
-        "threshold": threshold,
-        **metrics.iou_scores(total),
-        **metrics.precision_recall_f1(total),
-        "rho": rho,
-        **metrics.relaxed_from_counts(relaxed),
-        "best_threshold": best["threshold"],
-        "best_threshold_f1": best["f1"],
-        "best_threshold_iou_road": best["iou_road"],
+        "window": settings.predict_window,
+        "overlap": settings.predict_overlap,
+        **total.summary(threshold, rho),
     }
+    if len(sources) > 1:
+        summary["mean_source_iou_road"] = float(np.mean([s["iou_road"] for s in sources.values()]))
     report = {
         "summary": summary,
-        "histograms": {"road": road_hist.tolist(), "background": bg_hist.tolist()},
+        "sources": sources,
+        "histograms": {"road": total.road_hist.tolist(), "background": total.background_hist.tolist()},
         "tiles": tiles,
-        "thresholds": rows,
+        "thresholds": sweep(total.road_hist, total.background_hist),
     }
     if out is not None:
         _write_report(Path(out), report, worst)

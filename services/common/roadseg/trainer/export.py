@@ -18,13 +18,15 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from roadseg.config import REPO_ROOT
+from roadseg.model_versions import CARD, is_url, latest_version, read_card, resolve_savedmodel
+from roadseg.trainer.checkpoints import COMMAND, CONFIG, load_checkpoint
 
 log = logging.getLogger(__name__)
 
-CARD = "model_card.json"
 #: The model's total stride: inputs are padded up to a multiple of this inside the graph.
 STRIDE = 16
 #: Test-time augmentation: the views averaged per image, as (quarter turns, mirrored left-right);
@@ -151,25 +153,6 @@ def export_savedmodel(keras_model, out_dir: str | Path, card: dict, tta: str = "
     return out_dir
 
 
-def _is_url(path: str | Path) -> bool:
-    return "://" in str(path)
-
-
-def latest_version(model_dir: str | Path) -> int | None:
-    """Highest integer version folder holding a ``saved_model.pb`` (local folder or storage URL), or None."""
-    if _is_url(model_dir):
-        from roadseg.storage import storage_from_url
-
-        keys = storage_from_url(str(model_dir)).list("")
-        versions = [int(k.split("/")[0]) for k in keys if k.split("/")[0].isdigit() and k.endswith("/saved_model.pb")]
-        return max(versions, default=None)
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        return None
-    versions = [int(p.name) for p in model_dir.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()]
-    return max(versions, default=None)
-
-
 def _upload(local: Path, model_dir: str, version: int) -> None:
     """Copy an exported version folder to a storage URL (e.g. the gs:// folder TF Serving watches).
 
@@ -181,53 +164,6 @@ def _upload(local: Path, model_dir: str, version: int) -> None:
     files = sorted((p for p in local.rglob("*") if p.is_file()), key=lambda p: p.name in (CARD, "saved_model.pb"))
     for path in files:
         storage.write_file(f"{version}/{path.relative_to(local).as_posix()}", path)
-
-
-def resolve_savedmodel(path: str | Path) -> Path:
-    """A SavedModel folder itself, or the latest version inside a folder of versions."""
-    path = Path(path)
-    if (path / "saved_model.pb").is_file():
-        return path
-    version = latest_version(path)
-    if version is None:
-        from roadseg.errors import MissingFile
-
-        raise MissingFile(f"no SavedModel in {path} (expected saved_model.pb or numbered versions)")
-    return path / str(version)
-
-
-def load_exported_weights(keras_model, savedmodel: str | Path) -> None:
-    """Copy an exported version's weights into a freshly built model of the same architecture.
-
-    The export tracks ``model_variables`` in the Keras model's variable order, so a SavedModel is
-    all that is needed to fine-tune a served model: no separate Keras checkpoint ships with it.
-    """
-    import tensorflow as tf
-
-    from roadseg.errors import InvalidInput
-
-    loaded = tf.saved_model.load(str(resolve_savedmodel(savedmodel)))
-    source = list(getattr(loaded, "model_variables", []))
-    target = keras_model.variables
-    shapes_differ = any(tuple(a.shape) != tuple(b.shape) for a, b in zip(source, target, strict=False))
-    if len(source) != len(target) or shapes_differ:
-        raise InvalidInput(
-            f"{savedmodel} does not match this architecture ({len(source)} vs {len(target)} variables): "
-            "use the backbone and filter sizes of its model card"
-        )
-    for variable, value in zip(target, source, strict=True):
-        variable.assign(value)
-
-
-def read_card(savedmodel: str | Path) -> dict:
-    """The model card beside a SavedModel, local or at a storage URL (``gs://``); {} when absent."""
-    if _is_url(savedmodel):
-        from roadseg.storage import storage_from_url
-
-        storage = storage_from_url(str(savedmodel))
-        return json.loads(storage.read_text(CARD)) if storage.exists(CARD) else {}
-    path = Path(savedmodel) / CARD
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def export_checkpoint(
@@ -251,7 +187,6 @@ def export_checkpoint(
     SavedModel, i.e. on what is served.
     """
     from roadseg.storage import split_url
-    from roadseg.trainer.train import COMMAND, CONFIG, load_checkpoint
 
     storage, key = split_url(checkpoint)
     model = load_checkpoint(storage, key, compile=False)  # the optimizer state is not exported
@@ -269,6 +204,8 @@ def export_checkpoint(
         "backbone": run_config.get("backbone", model.name.removeprefix("deeplabv3plus_")),
         "threshold": 0.5,
         "pixel_size_m": pixel_size_m,
+        # Trained across resolutions: the gateway resamples only images outside this range.
+        "pixel_size_range_m": run_config.get("pixel_size_range_m"),
         "metrics": {},
         "data": {"train": run_config.get("train_data", []), "val": run_config.get("val_data", [])},
         "config": run_config,
@@ -276,7 +213,7 @@ def export_checkpoint(
         "command": train_command or "",
         "export_command": command,
     }
-    if not _is_url(model_dir):
+    if not is_url(model_dir):
         return _export_and_measure(model, Path(model_dir) / str(version), card, evaluate, tta)
     with tempfile.TemporaryDirectory(prefix="roadseg-export-") as tmp:
         local = _export_and_measure(model, Path(tmp) / str(version), card, evaluate, tta)
@@ -287,7 +224,7 @@ def export_checkpoint(
 def _inherited_pixel_size(init_from: str) -> float | None:
     """A fine-tuned model keeps the ground resolution of the version it started from (None if unknown)."""
     try:
-        card = read_card(init_from) if _is_url(init_from) else read_card(resolve_savedmodel(init_from))
+        card = read_card(init_from) if is_url(init_from) else read_card(resolve_savedmodel(init_from))
     except (OSError, ValueError) as exc:
         log.warning("cannot read the model card of %s: %s", init_from, exc)
         return None
@@ -295,30 +232,39 @@ def _inherited_pixel_size(init_from: str) -> float | None:
 
 
 def _export_and_measure(model, out: Path, card: dict, evaluate: list[str], tta: str) -> Path:
-    from roadseg.trainer.evaluate import best_threshold_of, evaluate_model
+    """Export, then measure each ``evaluate`` source into the card.
+
+    The threshold is the best-F1 one over the validation splits pooled; ``val_mean_iou_road`` is the
+    mean over sources of their validation road IoU, the figure that chooses which version ships.
+    """
+    from roadseg.trainer.evaluate import best_threshold_of, evaluate_model, iou_at
 
     out = export_savedmodel(model, out, card, tta)
     if not evaluate:
         return out
     card = read_card(out)
     specs = [_parse_eval_spec(spec) for spec in evaluate]
-    val_reports = [evaluate_model(out, [path], splits=["val"]) for path, splits in specs if "val" in splits]
+    val_reports = {path: evaluate_model(out, [path], splits=["val"]) for path, splits in specs if "val" in splits}
     if val_reports:
-        card["threshold"] = best_threshold_of(val_reports)
-        card["threshold_selected_on"] = [f"{path}:val" for path, splits in specs if "val" in splits]
+        card["threshold"] = best_threshold_of(list(val_reports.values()))
+        card["threshold_selected_on"] = [f"{path}:val" for path in val_reports]
     card["metrics"] = {
         f"{Path(path).name}:{'+'.join(splits)}": evaluate_model(
             out, [path], splits=splits, threshold=card["threshold"]
         )["summary"]
         for path, splits in specs
     }
+    if val_reports:
+        threshold = card["threshold"]
+        card["val_iou_road"] = {Path(path).name: iou_at(report, threshold) for path, report in val_reports.items()}
+        card["val_mean_iou_road"] = float(np.mean(list(card["val_iou_road"].values())))
     (out / CARD).write_text(json.dumps(card, indent=2) + "\n")
     return out
 
 
 def _parse_eval_spec(spec: str) -> tuple[str, list[str]]:
-    """``PATH:SPLIT[,SPLIT]`` (default split val)."""
+    """``PATH:SPLIT[,SPLIT]`` (default split val); the ``://`` of a storage URL is no split separator."""
     path, sep, splits = spec.rpartition(":")
-    if not sep:
+    if not sep or not path or "/" in splits:
         return spec, ["val"]
     return path, splits.split(",")

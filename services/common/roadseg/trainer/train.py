@@ -22,18 +22,12 @@ from pathlib import Path
 import yaml
 
 from roadseg.errors import InvalidInput, MissingFile
+from roadseg.model_versions import load_exported_weights
 from roadseg.storage import Storage, storage_from_url
-from roadseg.trainer import LOSSES
+from roadseg.trainer import LOSSES, PHOTOMETRIC
+from roadseg.trainer.checkpoints import BEST, COMMAND, CONFIG, LAST, LOG, STATE, TENSORBOARD, load_checkpoint, save_to
 
 log = logging.getLogger(__name__)
-
-LAST = "checkpoints/last.keras"
-BEST = "checkpoints/best.keras"
-STATE = "state.json"
-LOG = "log.csv"
-CONFIG = "config.yaml"
-COMMAND = "command.txt"
-TENSORBOARD = "tensorboard"
 
 
 @dataclass
@@ -41,12 +35,21 @@ class TrainConfig:
     """Every knob of a training run; saved as ``config.yaml`` next to the checkpoints."""
 
     output: str = "var/train"
-    train_data: list[str] = field(default_factory=list)
-    val_data: list[str] = field(default_factory=list)
+    #: Sources: "PATH[:WEIGHT]" or {path, weight, pixel_size_m} (see roadseg.trainer.data.Source).
+    train_data: list[str | dict] = field(default_factory=list)
+    val_data: list[str | dict] = field(default_factory=list)
     backbone: str = "mobilenetv2"
     weights: str | None = "imagenet"
     crop_size: int = 320
     val_crop_size: int = 384
+    #: Scale jitter around each source's own resolution (see roadseg.trainer.data.Augmentation).
+    scale_range: tuple[float, float] = (0.75, 1.25)
+    #: Ground pixel sizes (m) to rescale sources with a known pixel_size_m into; None: jitter only.
+    pixel_size_range_m: tuple[float, float] | None = None
+    #: Share of crops rescaled into pixel_size_range_m (the rest keep their native resolution, jittered).
+    rescale_probability: float = 0.5
+    #: Appearance augmentation: none, basic (colour jitter) or strong (+ gamma, blur, noise, JPEG, grey).
+    photometric: str = "basic"
     batch_size: int = 8
     epochs: int = 30
     steps_per_epoch: int | None = None
@@ -67,6 +70,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Refuse settings that would fail (or silently misbehave) minutes into a run."""
+        from roadseg.trainer.data import Source
         from roadseg.trainer.model import BACKBONES
 
         problems = []
@@ -87,6 +91,19 @@ class TrainConfig:
             problems.append(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.precision != "auto" and self.precision not in PRECISIONS:
             problems.append(f"precision must be auto or one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        for name in ("scale_range", "pixel_size_range_m"):
+            bounds = getattr(self, name)
+            if bounds is not None and not (len(bounds) == 2 and 0 < bounds[0] <= bounds[1]):
+                problems.append(f"{name} must be two positive numbers, low <= high, got {bounds}")
+        if not 0 <= self.rescale_probability <= 1:
+            problems.append(f"rescale_probability must be within [0, 1], got {self.rescale_probability}")
+        if self.photometric not in PHOTOMETRIC:
+            problems.append(f"photometric must be one of {', '.join(PHOTOMETRIC)}, got {self.photometric!r}")
+        for spec in [*self.train_data, *self.val_data]:
+            try:
+                Source.parse(spec)
+            except (InvalidInput, ValueError, TypeError) as exc:
+                problems.append(f"bad data source {spec!r}: {exc}")
         if not self.train_data:
             problems.append("no training data: give train_data (folders or TFRecord dataset folders)")
         if problems:
@@ -108,10 +125,27 @@ class TrainConfig:
         unknown = sorted(set(data) - names)
         if unknown:
             raise InvalidInput(f"unknown config keys in {path}: {', '.join(unknown)}")
+        for name in ("scale_range", "pixel_size_range_m"):
+            if data.get(name) is not None:
+                data[name] = tuple(data[name])
         return cls(**data)
 
+    def augmentation(self):
+        """The training-crop recipe these settings describe (a roadseg.trainer.data.Augmentation)."""
+        from roadseg.trainer.data import Augmentation
+
+        return Augmentation(
+            crop_size=self.crop_size,
+            scale_range=tuple(self.scale_range),
+            pixel_size_range_m=tuple(self.pixel_size_range_m) if self.pixel_size_range_m else None,
+            rescale_probability=self.rescale_probability,
+            photometric=self.photometric,
+        )
+
     def to_yaml(self) -> str:
-        return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
+        """The config as YAML (tuples as lists, so the file reads back with TrainConfig.load)."""
+        values = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return yaml.safe_dump(values, sort_keys=False)
 
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -132,29 +166,6 @@ def _setup_devices(precision: str):
         return tf.distribute.MirroredStrategy(), policy
     log.info("no GPU: training on CPU, dtype policy %s", policy)
     return tf.distribute.get_strategy(), policy
-
-
-def _save_to(storage: Storage, key: str, model) -> None:
-    with tempfile.TemporaryDirectory(prefix="roadseg-ckpt-") as tmp:
-        path = Path(tmp) / Path(key).name
-        model.save(path)
-        storage.write_file(key, path)
-
-
-def load_checkpoint(storage: Storage, key: str, compile: bool = True):
-    """A Keras model from a ``.keras`` file in storage; compiled (with optimizer state) unless told not to.
-
-    The optimizer state only restores under the dtype policy the run trained with (a mixed_float16
-    run's optimizer is wrapped in a LossScaleOptimizer): ``train`` sets it before resuming.
-    """
-    import keras
-
-    import roadseg.trainer.losses  # noqa: F401  (registers the custom objects)
-    import roadseg.trainer.model  # noqa: F401
-    import roadseg.trainer.schedule  # noqa: F401
-
-    with storage.local_path(key) as path:
-        return keras.models.load_model(path, compile=compile)
 
 
 class _TensorBoardLog:
@@ -211,11 +222,11 @@ def _callbacks(config: TrainConfig, storage: Storage, start: float, best_so_far:
                 old = header + "\n"
             storage.write_text(LOG, old + ",".join(str(v) for v in row.values()) + "\n")
             tensorboard.write(epoch + 1, row)
-            _save_to(storage, LAST, self.model)
+            save_to(storage, LAST, self.model)
             score = logs.get("val_road_iou", logs.get("road_iou", 0.0))
             if score >= self.best:
                 self.best = float(score)
-                _save_to(storage, BEST, self.model)
+                save_to(storage, BEST, self.model)
             storage.write_text(STATE, json.dumps({"epoch": epoch + 1, "best_val_road_iou": self.best}))
             log.info("epoch %d done: %s", epoch + 1, row)
             if config.max_minutes:
@@ -246,9 +257,7 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | None = None,
         keras.mixed_precision.set_global_policy(previous)
 
 
-def _train(
-    config: TrainConfig, strategy, cache: Path, resume: bool, verbose: int | None, command: str | None
-) -> dict:
+def _train(config: TrainConfig, strategy, cache: Path, resume: bool, verbose: int | None, command: str | None) -> dict:
     """The run itself; ``cache`` holds local copies of data given as storage URLs."""
     import keras
     import tensorflow as tf
@@ -263,7 +272,7 @@ def _train(
     sources = [data.Source.parse(s).localized(cache) for s in config.train_data]
     val_sources = [data.Source.parse(s).localized(cache) for s in config.val_data]
     steps = config.steps_per_epoch or data.steps_for(sources, config.batch_size)
-    train_ds = data.training_dataset(sources, config.crop_size, config.batch_size, seed=config.seed)
+    train_ds = data.training_dataset(sources, config.augmentation(), config.batch_size, seed=config.seed)
     val_ds = data.validation_dataset(val_sources, config.val_crop_size, config.batch_size) if val_sources else None
     storage = storage_from_url(config.output)  # created only once the data is known to be there
 
@@ -284,8 +293,6 @@ def _train(
                 decoder_filters=config.decoder_filters,
             )
             if config.init_from:
-                from roadseg.trainer.export import load_exported_weights
-
                 load_exported_weights(model, config.init_from)
                 log.info("starting from the weights of %s", config.init_from)
             schedule = WarmupCosine(
