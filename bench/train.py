@@ -1,6 +1,6 @@
 """Trainer benchmark: training images/s, and inference ms per 512x512 tile of the exported SavedModel
-against calling the same Keras model directly, and of test-time-augmented exports (--tta flip, d4)
-against the plain export, measured in the same run on the same inputs.
+against calling the same Keras model directly, of test-time-augmented exports (--tta flip, d4) and of
+the stride-2 decoder against the plain export, measured in the same run on the same inputs.
 
     KERAS_HOME=../shared/weights/keras-home .venv/bin/python bench/train.py [--crop 320 --batch 8]
 
@@ -75,6 +75,12 @@ def main() -> None:
             augmented = tf.saved_model.load(str(path)).signatures["serving_default"]
             tta_ms = _median_ms(lambda f=augmented: f(images=tf.constant(tile))["probabilities"].numpy(), args.repeats)
             print(f"  export --tta {tta}: {tta_ms:.0f} ms, ratio to --tta none {tta_ms / saved_ms:.2f}")
+        # The stride-2 decoder (config decoder_stride: 2) against the published stride-4 one, same run.
+        stride2 = build_deeplabv3plus("mobilenetv2", weights=None, decoder_stride=2)
+        path = export_savedmodel(stride2, f"{tmp}/stride2", {"name": "bench"})
+        fine = tf.saved_model.load(str(path)).signatures["serving_default"]
+        fine_ms = _median_ms(lambda: fine(images=tf.constant(tile))["probabilities"].numpy(), args.repeats)
+        print(f"  decoder_stride 2: {fine_ms:.0f} ms, ratio to decoder_stride 4 {fine_ms / saved_ms:.2f}")
 
 
 if __name__ == "__main__":

@@ -267,3 +267,24 @@ def test_evaluation_scores_whole_images_per_source_like_roadseg_predict(shared_d
     pred = np.asarray(Image.open(out / f"{image.stem}.png")) == 255
     truth = np.asarray(Image.open(tiles / "val" / "masks" / f"{image.stem}.png"))
     assert metrics.iou_scores(pred, truth)["iou_road"] == pytest.approx(row["iou_road"], abs=1e-4)
+
+
+def test_stride2_decoder_starts_from_a_stride4_export(tmp_path):
+    """The stride-2 decoder keeps every layer of the stride-4 model: an export initialises all but its new stage."""
+    from roadseg.model_versions import load_exported_weights
+
+    small = {"weights": None, "aspp_filters": 16, "decoder_filters": 16}
+    stride4 = build_deeplabv3plus(**small)
+    export_savedmodel(stride4, tmp_path / "1", {"name": "t"})
+    stride2 = build_deeplabv3plus(**small, decoder_stride=2)
+    image = np.random.default_rng(3).integers(0, 256, (1, 48, 80, 3)).astype(np.float32)
+    assert tuple(stride2(image).shape) == (1, 48, 80, 1)
+
+    fresh = load_exported_weights(stride2, tmp_path / "1")
+    assert fresh and all(name.startswith(("decoder_s2_", "logits_stride2")) for name in fresh)
+    copied = stride2.get_layer("decoder_sep2_conv").kernel.numpy()
+    np.testing.assert_array_equal(copied, stride4.get_layer("decoder_sep2_conv").kernel.numpy())
+    # Everything but logits_stride4 (kernel, bias) carries over; the stride-2 stage adds 14 variables.
+    assert len(fresh) == 14 and len(stride2.variables) - len(fresh) == len(stride4.variables) - 2
+    with pytest.raises(Exception, match="does not match this architecture"):
+        load_exported_weights(build_deeplabv3plus(weights=None, aspp_filters=8, decoder_filters=16), tmp_path / "1")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -176,3 +178,37 @@ def test_training_mix_rescales_each_source_with_its_own_pixel_size(tfrecord_dir)
     images, masks = next(iter(data.training_dataset(sources, aug, batch_size=4, seed=2)))
     assert images.shape == (4, 32, 32, 3) and masks.shape == (4, 32, 32, 1)
     assert set(np.unique(masks.numpy())) <= {0, 127, 255}
+
+
+def test_export_evaluation_specs_keep_storage_urls_whole():
+    from roadseg.trainer.export import _parse_eval_spec
+
+    assert _parse_eval_spec("gs://bucket/dataset") == ("gs://bucket/dataset", ["val"])
+    assert _parse_eval_spec("gs://bucket/dataset:test,val") == ("gs://bucket/dataset", ["test", "val"])
+    assert _parse_eval_spec("../data/cil:val") == ("../data/cil", ["val"])
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")), ids=str)
+def test_every_config_file_loads_and_validates(path):
+    from roadseg.trainer.train import TrainConfig
+
+    config = TrainConfig.load(path)
+    config.validate()
+    assert TrainConfig.load(path).augmentation() == config.augmentation()
+    assert [data.Source.parse(spec) for spec in config.train_data]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"photometric": "extreme"}, "photometric must be one of none, basic, strong"),
+        ({"pixel_size_range_m": (1.5, 0.3)}, "pixel_size_range_m must be two positive numbers"),
+        ({"rescale_probability": 2}, "rescale_probability must be within"),
+        ({"train_data": [{"path": "x", "weights": 1}]}, "bad data source"),
+    ],
+)
+def test_bad_augmentation_settings_are_refused_up_front(overrides, message):
+    from roadseg.trainer.train import TrainConfig
+
+    with pytest.raises(InvalidInput, match=message):
+        TrainConfig(**{"train_data": ["x"], **overrides}).validate()

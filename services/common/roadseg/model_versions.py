@@ -47,25 +47,47 @@ def resolve_savedmodel(path: str | Path) -> Path:
     return path / str(version)
 
 
-def load_exported_weights(keras_model, savedmodel: str | Path) -> None:
-    """Copy an exported version's weights into a freshly built model of the same architecture.
+def load_exported_weights(keras_model, savedmodel: str | Path) -> list[str]:
+    """Copy an exported version's weights into a freshly built model; returns the names left fresh.
 
-    The export tracks ``model_variables`` in the Keras model's variable order, so a SavedModel is
-    all that is needed to fine-tune a served model: no separate Keras checkpoint ships with it.
+    The export tracks ``model_variables`` (named by layer, e.g. ``decoder_sep1_conv/kernel``), so a
+    SavedModel is all that is needed to fine-tune a served model: no separate Keras checkpoint ships
+    with it. Variables are matched by name, so a model that adds layers (a stride-2 decoder) starts
+    from every layer the export has and initialises only the new ones. A variable present in both
+    with another shape, or a model sharing no variable with the export, is an error.
     """
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(resolve_savedmodel(savedmodel)))
-    source = list(getattr(loaded, "model_variables", []))
-    target = keras_model.variables
-    shapes_differ = any(tuple(a.shape) != tuple(b.shape) for a, b in zip(source, target, strict=False))
-    if len(source) != len(target) or shapes_differ:
+    source = _by_name(getattr(loaded, "model_variables", []), "name")
+    target = _by_name(keras_model.variables, "path")
+    clashes = [n for n in target if n in source and tuple(source[n].shape) != tuple(target[n].shape)]
+    if len(target) != len([v for v in keras_model.variables if not _is_rng_state(v.path)]):
+        raise ValueError(f"{keras_model.name} has variables of the same layer/weight name; cannot match by name")
+    if clashes or not set(source) & set(target):
         raise InvalidInput(
-            f"{savedmodel} does not match this architecture ({len(source)} vs {len(target)} variables): "
-            "use the backbone and filter sizes of its model card"
+            f"{savedmodel} does not match this architecture ({len(source)} vs {len(target)} variables, "
+            f"{len(clashes)} of other shapes): use the backbone and filter sizes of its model card"
         )
-    for variable, value in zip(target, source, strict=True):
-        variable.assign(value)
+    for name, variable in target.items():
+        if name in source:
+            variable.assign(source[name])
+    return [name for name in target if name not in source]
+
+
+def _is_rng_state(name: str) -> bool:
+    """Dropout's random-generator state: not a weight, and named by a process-wide counter."""
+    return "seed_generator" in name
+
+
+def _by_name(variables, attribute: str) -> dict:
+    """Weights keyed ``layer/weight`` (from TF names ``layer/weight:0`` or nested Keras paths)."""
+    named = {}
+    for variable in variables:
+        name = getattr(variable, attribute)
+        if not _is_rng_state(name):
+            named["/".join(name.removesuffix(":0").split("/")[-2:])] = variable
+    return named
 
 
 def read_card(savedmodel: str | Path) -> dict:

@@ -8,7 +8,7 @@ import json
 import shlex
 import sys
 
-from roadseg.trainer import LOSSES
+from roadseg.trainer import DECODER_STRIDES, LOSSES
 from roadseg.trainer.export import TTA_VIEWS
 
 TRAIN_EPILOG = """examples:
@@ -55,6 +55,7 @@ def _train(args: argparse.Namespace) -> int:
         "steps_per_epoch": args.steps_per_epoch,
         "learning_rate": args.learning_rate,
         "loss": args.loss,
+        "decoder_stride": args.decoder_stride,
         "max_minutes": args.max_minutes,
         "init_from": args.init_from,
         "precision": args.precision,
@@ -117,6 +118,12 @@ def register(sub) -> None:
         "--loss",
         choices=LOSSES,
         help="lovasz: IoU surrogate, best for fine-tuning (--init-from)",
+    )
+    p.add_argument(
+        "--decoder-stride",
+        type=int,
+        choices=DECODER_STRIDES,
+        help="4: DeepLabV3+ as published (default); 2: add a stride-2 decoder stage for thin roads",
     )
     p.add_argument("--max-minutes", type=float, help="wall-clock budget: stop after the epoch that would exceed it")
     p.add_argument("--resume", action="store_true", help="continue from the output folder's last checkpoint")

@@ -18,6 +18,8 @@ import keras
 import tensorflow as tf
 from keras import layers, ops
 
+from roadseg.trainer import DECODER_STRIDES
+
 log = logging.getLogger(__name__)
 
 BACKBONES = ("mobilenetv2", "resnet50")
@@ -29,7 +31,7 @@ BACKBONES = ("mobilenetv2", "resnet50")
 #: in inference mode vs 0.19 in training mode on the same checkpoint and crops).
 HEAD_GROUP_CHANNELS = 8
 
-#: Per backbone: layer overrides for output stride 16, the stride-16 and stride-4 feature layers.
+#: Per backbone: layer overrides for output stride 16, the stride-16, stride-4 and stride-2 feature layers.
 _BACKBONE_SPECS: dict[str, dict[str, Any]] = {
     "mobilenetv2": {
         "overrides": {
@@ -41,6 +43,7 @@ _BACKBONE_SPECS: dict[str, dict[str, Any]] = {
         },
         "high": "out_relu",
         "low": "block_3_expand_relu",
+        "fine": "block_1_expand_relu",
     },
     "resnet50": {
         "overrides": {
@@ -52,6 +55,7 @@ _BACKBONE_SPECS: dict[str, dict[str, Any]] = {
         },
         "high": "conv5_block3_out",
         "low": "conv2_block3_out",
+        "fine": "conv1_relu",
     },
 }
 
@@ -146,6 +150,20 @@ def _aspp(x, filters: int, rates: tuple[int, ...], dropout: float):
     return layers.Dropout(dropout, name="aspp_dropout")(x)
 
 
+def _stride2_stage(x, fine, filters: int):
+    """Refine stride-4 decoder features at stride 2 with a skip from the backbone's first block.
+
+    Kept narrow (a 1x1 reduction before upsampling, one separable conv after) so it costs a fraction
+    of the stride-4 decoder while thin roads get twice the resolution before the final upsampling.
+    """
+    x = _conv_gn_relu(x, filters, "decoder_s2_reduce")
+    fine = _conv_gn_relu(fine, filters // 2, "decoder_s2_fine")
+    x = ResizeLike(name="decoder_s2_resize")([x, fine])
+    x = layers.Concatenate(name="decoder_s2_concat")([x, fine])
+    x = _conv_gn_relu(x, filters, "decoder_s2_sep", separable=True)
+    return layers.Conv2D(1, 1, name="logits_stride2")(x)
+
+
 def build_deeplabv3plus(
     backbone: str = "mobilenetv2",
     weights: str | None = "imagenet",
@@ -154,30 +172,34 @@ def build_deeplabv3plus(
     decoder_filters: int = 256,
     atrous_rates: tuple[int, ...] = (6, 12, 18),
     dropout: float = 0.1,
+    decoder_stride: int = 4,
 ) -> keras.Model:
     """DeepLabV3+ returning road logits [N,H,W,1] for float RGB input in [0, 255].
 
     ``weights``: None (random), "imagenet" (Keras download, or the KERAS_HOME cache) or a path to a
-    backbone weights file. H and W must be multiples of 16.
+    backbone weights file. H and W must be multiples of 16. ``decoder_stride`` 2 adds
+    :func:`_stride2_stage`; its layers are new, the others keep their names, so a stride-4 export can
+    initialise it (see :func:`roadseg.model_versions.load_exported_weights`).
     """
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+    if decoder_stride not in DECODER_STRIDES:
+        raise ValueError(f"decoder_stride must be one of {DECODER_STRIDES}, got {decoder_stride}")
     spec = _BACKBONE_SPECS[backbone]
     base = _dilated_backbone(backbone, weights, input_shape)
-    features = keras.Model(
-        base.input, [base.get_layer(spec["high"]).output, base.get_layer(spec["low"]).output], name="backbone"
-    )
+    names = [spec["high"], spec["low"]] + ([spec["fine"]] if decoder_stride == 2 else [])
+    features = keras.Model(base.input, [base.get_layer(n).output for n in names], name="backbone")
 
     inputs = keras.Input(shape=input_shape, name="images")
     x = ImagePreprocess("tf" if backbone == "mobilenetv2" else "caffe", name="preprocess")(inputs)
-    high, low = features(x)
+    high, low, *fine = features(x)
     x = _aspp(high, aspp_filters, tuple(atrous_rates), dropout)
     low = _conv_gn_relu(low, 48, "decoder_low")
     x = ResizeLike(name="decoder_resize")([x, low])
     x = layers.Concatenate(name="decoder_concat")([x, low])
     x = _conv_gn_relu(x, decoder_filters, "decoder_sep1", separable=True)
     x = _conv_gn_relu(x, decoder_filters, "decoder_sep2", separable=True)
-    x = layers.Conv2D(1, 1, name="logits_stride4")(x)
+    x = _stride2_stage(x, fine[0], 64) if fine else layers.Conv2D(1, 1, name="logits_stride4")(x)
     x = ResizeLike(name="logits_resize")([x, inputs])
     logits = layers.Activation("linear", dtype="float32", name="logits")(x)
     return keras.Model(inputs, logits, name=f"deeplabv3plus_{backbone}")

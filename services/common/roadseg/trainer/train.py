@@ -24,7 +24,7 @@ import yaml
 from roadseg.errors import InvalidInput, MissingFile
 from roadseg.model_versions import load_exported_weights
 from roadseg.storage import Storage, storage_from_url
-from roadseg.trainer import LOSSES, PHOTOMETRIC
+from roadseg.trainer import DECODER_STRIDES, LOSSES, PHOTOMETRIC
 from roadseg.trainer.checkpoints import BEST, COMMAND, CONFIG, LAST, LOG, STATE, TENSORBOARD, load_checkpoint, save_to
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,8 @@ class TrainConfig:
     loss: str = "bce_dice"
     aspp_filters: int = 256
     decoder_filters: int = 256
+    #: 4: DeepLabV3+ as published; 2: an extra stride-2 decoder stage for thin roads (model.DECODER_STRIDES).
+    decoder_stride: int = 4
     max_minutes: float | None = None
     seed: int = 0
     #: An exported SavedModel version (``models/roads/1``) whose weights start the run: fine-tuning.
@@ -87,6 +89,8 @@ class TrainConfig:
             problems.append(f"learning_rate must be positive, got {self.learning_rate}")
         if self.backbone not in BACKBONES:
             problems.append(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
+        if self.decoder_stride not in DECODER_STRIDES:
+            problems.append(f"decoder_stride must be one of {DECODER_STRIDES}, got {self.decoder_stride}")
         if self.loss not in LOSSES:
             problems.append(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.precision != "auto" and self.precision not in PRECISIONS:
@@ -291,10 +295,13 @@ def _train(config: TrainConfig, strategy, cache: Path, resume: bool, verbose: in
                 config.weights,
                 aspp_filters=config.aspp_filters,
                 decoder_filters=config.decoder_filters,
+                decoder_stride=config.decoder_stride,
             )
             if config.init_from:
-                load_exported_weights(model, config.init_from)
+                fresh = load_exported_weights(model, config.init_from)
                 log.info("starting from the weights of %s", config.init_from)
+                if fresh:
+                    log.info("%d variables are new to this architecture and start fresh: %s", len(fresh), fresh)
             schedule = WarmupCosine(
                 config.learning_rate, int(config.warmup_epochs * steps), config.epochs * steps, config.lr_floor
             )
