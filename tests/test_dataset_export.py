@@ -1,4 +1,4 @@
-"""Datasets: spatial-block split without leakage, review decisions respected, folder import (contract 3)."""
+"""Datasets: spatial-block split without leakage, review decisions respected, folder import (docs/contracts.md §3)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Helpers for the gateway tests (no tests here): models exported once per session, images, servers.
 
-Two SavedModels, both following contract 5 (``serving_default``: uint8 ``images`` -> float32
+Two SavedModels, both following docs/contracts.md §5 (``serving_default``: uint8 ``images`` -> float32
 ``probabilities``), in TF Serving's versioned layout with a ``model_card.json``:
 
 * :func:`real_model` is our DeepLabV3+ (random weights, the trainer's builder and exporter):

@@ -1,7 +1,7 @@
 """Helpers shared by the labeler and dataset tests (no tests here).
 
 Scenes are tiled with the real ingest code (``roadseg.ingest.tiling``), so the labeler is tested
-against exactly what ingest writes (contract 1).
+against exactly what ingest writes (docs/contracts.md §1).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ VEGAS_BACKGROUND_PIXELS = [(700, 290), (100, 600), (600, 560), (1200, 300)]
 
 
 def ingest_scene(storage: Storage, scene_id: str, folder: Path, name: str, tile_size: int) -> dict:
-    """Tile ``folder/name`` into ``storage`` as scene ``scene_id`` (contract 1) and return the manifest."""
+    """Tile ``folder/name`` into ``storage`` as scene ``scene_id`` (docs/contracts.md §1) and return the manifest."""
     from roadseg.ingest.tiling import TileParams, tile_scene
 
     return tile_scene(storage, scene_id, LocalStorage(folder), name, TileParams(tile_size=tile_size))

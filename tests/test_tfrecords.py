@@ -1,4 +1,4 @@
-"""Contract 3: encode_example / parse_example round-trip through a real TFRecord file and tf.data."""
+"""docs/contracts.md §3: encode_example / parse_example round-trip through a real TFRecord file and tf.data."""
 
 from __future__ import annotations
 

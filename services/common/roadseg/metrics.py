@@ -1,6 +1,6 @@
 """Segmentation metrics on numpy arrays, shared by the trainer, the evaluator and the other services.
 
-Conventions (contract 2): ``truth`` is a uint8 mask where 0 is background, 255 is road and every
+Conventions (docs/contracts.md §2): ``truth`` is a uint8 mask where 0 is background, 255 is road and every
 other value is *ignore* (nodata, unlabeled); ignored pixels never count in any metric. ``pred`` is a
 boolean road mask of the same shape.
 """

@@ -1,4 +1,4 @@
-"""Reading any supported image as 8-bit RGB plus a valid-pixel mask (contract 6).
+"""Reading any supported image as 8-bit RGB plus a valid-pixel mask (docs/contracts.md §6).
 
 Every service that looks at pixels (ingest, labeler, gateway) goes through this module so
 they agree on what a scene *is*:

@@ -1,4 +1,4 @@
-"""The training dataset format (contract 3): TFRecord examples holding PNG image + PNG mask.
+"""The training dataset format (docs/contracts.md §3): TFRecord examples holding PNG image + PNG mask.
 
 One format for every source (labeled scenes, Massachusetts crops, CIL-2022), so the trainer
 has a single input pipeline. PNG keeps masks lossless (0 background, 255 road, anything else

@@ -1,6 +1,6 @@
 """Predict roads for a whole image, streamed to files; shared by the API, the Celery task and the CLI.
 
-:func:`predict_raster` reads the input band of rows by band of rows (contract 6 reading, so
+:func:`predict_raster` reads the input band of rows by band of rows (docs/contracts.md §6 reading, so
 every format, stretch and nodata rule is the ingest's), runs :func:`windows.sliding_predict`
 and writes each finished band of rows straight into GeoTIFFs on local disk. PNGs are then made
 with GDAL's CreateCopy, which also works line by line. Nothing holds a whole image in memory
@@ -177,7 +177,7 @@ def tif_to_png(src: Path, dst: Path) -> Path:
 
 
 def road_graph_geojson(mask_tif: Path, max_pixels: int) -> dict[str, Any] | None:
-    """Road network GeoJSON of a mask (contract 7); ``None`` when the image is above ``max_pixels``.
+    """Road network GeoJSON of a mask (docs/contracts.md §7); ``None`` when the image is above ``max_pixels``.
 
     Vectorizing needs the whole mask in memory (skeletonization is global), hence the limit.
     """

@@ -6,7 +6,7 @@
 - :class:`RestPredictor` and :class:`GrpcPredictor` call TF Serving (``ROADSEG_TFSERVING_URL``
   ``http://host:8501`` or ``grpc://host:8500``), which reads the same versioned directory.
 
-Every backend takes uint8 ``[N, H, W, 3]`` and returns float32 ``[N, H, W]`` (contract 5 of the
+Every backend takes uint8 ``[N, H, W, 3]`` and returns float32 ``[N, H, W]`` (docs/contracts.md §5 of the
 SavedModel: signature ``serving_default``, input ``images``, output ``probabilities``).
 """
 
@@ -64,7 +64,7 @@ class Predictor(ABC):
 
     @property
     def card(self) -> dict[str, Any]:
-        """The model card (contract 5), or a minimal one when the card cannot be read."""
+        """The model card (docs/contracts.md §5), or a minimal one when the card cannot be read."""
         return self._card
 
     @abstractmethod

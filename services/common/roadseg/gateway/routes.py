@@ -1,4 +1,4 @@
-"""Routes between two points on a prediction's road network (contract 7 does the graph work).
+"""Routes between two points on a prediction's road network (docs/contracts.md §7 does the graph work).
 
 The gateway's part is the coordinate bookkeeping: the page clicks in pixels, API clients may
 send lon/lat; both are checked against the image bounds (a point outside the image is the

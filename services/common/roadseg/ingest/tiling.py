@@ -1,4 +1,4 @@
-"""Cut a scene into georeferenced RGB tiles, window by window, and write its manifest (contract 1).
+"""Cut a scene into georeferenced RGB tiles, window by window, and write its manifest (docs/contracts.md §1).
 
 Why it is safe to kill at any moment: every tile is encoded completely in memory and stored
 with one atomic write under a key that depends only on its grid position

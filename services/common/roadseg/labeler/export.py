@@ -1,4 +1,4 @@
-"""Training datasets in the one format the trainer reads (contract 3: TFRecord shards + manifest).
+"""Training datasets in the one format the trainer reads (docs/contracts.md §3: TFRecord shards + manifest).
 
 Two sources feed it:
 

@@ -8,7 +8,7 @@ Large masks are processed window by window: each window is skeletonized with ``o
 context, traced only in its core, and the pieces meet at seam nodes that carry the same key on both
 sides, so the merged graph equals the whole-image graph (tested).
 
-Output graph conventions (contract 7): nodes have ``x``, ``y`` (CRS or pixel coordinates); edges have
+Output graph conventions (docs/contracts.md §7): nodes have ``x``, ``y`` (CRS or pixel coordinates); edges have
 ``geometry`` (shapely LineString, same coordinates), ``length_px`` and, when the ground size is known,
 ``length_m``; ``G.graph`` holds ``crs`` (string or None), ``transform`` (6 floats or None) and ``units``.
 """
@@ -94,7 +94,7 @@ def clean_pixel_graph(g: nx.MultiGraph, params: GraphParams, px_m: float) -> Non
 
 
 def finalize(g: nx.MultiGraph, transform, crs: str | None, px_m: float | None) -> nx.MultiGraph:
-    """Pixel-stage graph -> output graph in CRS coordinates with lengths (contract 7)."""
+    """Pixel-stage graph -> output graph in CRS coordinates with lengths (docs/contracts.md §7)."""
     out = nx.MultiGraph(crs=crs, transform=list(transform) if transform is not None else None,
                         units="m" if px_m is not None else "px", pixel_size_m=px_m)
     order = sorted(g.nodes, key=lambda n: (g.nodes[n]["y"], g.nodes[n]["x"]))

@@ -1,6 +1,6 @@
 """tf.data input pipelines: TFRecord dataset folders and plain image/mask folders, mixed with weights.
 
-A *source* is a folder in one of two layouts (contract 3):
+A *source* is a folder in one of two layouts (docs/contracts.md §3):
 
 - TFRecord: ``{split}-{i:05d}-of-{n:05d}.tfrecord`` shards (local or ``gs://``), decoded with
   :func:`roadseg.tfrecords.parse_example`;

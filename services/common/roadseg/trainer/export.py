@@ -1,4 +1,4 @@
-"""Versioned SavedModel export (contract 5): what TF Serving and the gateway load.
+"""Versioned SavedModel export (docs/contracts.md §5): what TF Serving and the gateway load.
 
 ``<model_dir>/<version>/`` holds a SavedModel whose ``serving_default`` signature takes ``images``
 uint8 [N,H,W,3] of any H, W and returns ``{"probabilities": float32 [N,H,W,1]}``. Padding to a
