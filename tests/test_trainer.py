@@ -90,11 +90,14 @@ def test_train_resume_export_serve(shared_dir, tmp_path, caplog):
     out = export_checkpoint(str(run / "checkpoints" / "last.keras"), models, evaluate=[f"{data}:val"])
     assert out == models / "1" and latest_version(models) == 1
     card = read_card(out)
+    assert card["name"] == "roads"  # ROADSEG_MODEL_NAME, whatever the export folder is called
+    assert card["val_iou_road"]["data"] == pytest.approx(card["val_mean_iou_road"])
     assert card["command"] == "roadseg train test && roadseg train test --resume"
     assert card["config"]["crop_size"] == 64
     assert 0 < card["threshold"] < 1
     summary = card["metrics"]["data:val"]
     assert summary["tiles"] == 2 and 0.0 <= summary["iou_road"] <= 1.0
+    assert card["val_iou_road"]["data"] == pytest.approx(summary["iou_road"], abs=1e-3)
 
     # The served graph equals the Keras model on a size that is not a multiple of 16.
     keras_model = load_checkpoint(_storage(run), LAST)

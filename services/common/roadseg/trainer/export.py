@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from roadseg.config import REPO_ROOT
+from roadseg.config import REPO_ROOT, get_settings
 from roadseg.model_versions import CARD, is_url, latest_version, read_card, resolve_savedmodel
 from roadseg.trainer.checkpoints import COMMAND, CONFIG, load_checkpoint
 
@@ -199,7 +199,8 @@ def export_checkpoint(
     if pixel_size_m is None and run_config.get("init_from"):
         pixel_size_m = _inherited_pixel_size(run_config["init_from"])
     card = {
-        "name": Path(str(model_dir).rstrip("/")).name,
+        # The name TF Serving and the gateway serve it under, not the (maybe staging) folder's name.
+        "name": get_settings().model_name,
         "version": version,
         "backbone": run_config.get("backbone", model.name.removeprefix("deeplabv3plus_")),
         "threshold": 0.5,
