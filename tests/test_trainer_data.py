@@ -10,6 +10,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from roadseg.errors import InvalidInput  # noqa: E402
+from roadseg.mask_values import IGNORE  # noqa: E402
 from roadseg.tfrecords import encode_example, shard_name  # noqa: E402
 from roadseg.trainer import data  # noqa: E402
 
@@ -60,7 +61,7 @@ def test_training_batches_keep_mask_values(tfrecord_dir):
 def test_validation_pads_small_examples_with_ignore(tfrecord_dir):
     (images, masks), *_ = list(data.validation_dataset([data.Source(str(tfrecord_dir))], 64, 4, split="train"))
     assert images.shape == (3, 64, 64, 3)
-    assert (masks.numpy()[:, 40:, :, 0] == data.PAD_MASK_VALUE).all()
+    assert (masks.numpy()[:, 40:, :, 0] == IGNORE).all()
     assert (masks.numpy()[:, :30, 10:16, 0] == 255).all()
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from roadseg.mask_values import IGNORE
+
 #: Repository root when running from a checkout (services/common/roadseg/config.py -> repo).
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -94,7 +96,7 @@ class Settings(BaseSettings):
         description="Folders the ingest API may read file:// scene URIs from (JSON list); others are refused.",
     )
     ignore_value: int = Field(
-        default=127, description="Label mask value for pixels to ignore (tile nodata); masks use 0/255 otherwise."
+        default=IGNORE, description="Label mask value for pixels to ignore (tile nodata); masks use 0/255 otherwise."
     )
 
 

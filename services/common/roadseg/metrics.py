@@ -12,8 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-ROAD = 255
-BACKGROUND = 0
+from roadseg.mask_values import BACKGROUND, ROAD  # noqa: F401  (re-exported: metrics.ROAD)
 
 
 @dataclass(frozen=True)

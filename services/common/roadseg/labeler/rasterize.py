@@ -19,6 +19,7 @@ from rasterio.transform import array_bounds
 
 from roadseg.errors import InvalidInput
 from roadseg.labeler.widths import WidthSpec
+from roadseg.mask_values import IGNORE
 
 ROAD = 255
 BACKGROUND = 0
@@ -103,7 +104,7 @@ def centerline_shapes(frame: gpd.GeoDataFrame, spec: WidthSpec, grid: TileGrid) 
     return shapes
 
 
-def burn(shapes: Iterable, grid: TileGrid, valid: np.ndarray | None = None, ignore_value: int = 127) -> np.ndarray:
+def burn(shapes: Iterable, grid: TileGrid, valid: np.ndarray | None = None, ignore_value: int = IGNORE) -> np.ndarray:
     """uint8 mask: 255 inside any shape (pixel centre rule, ``all_touched=False``), 0 outside,
     ``ignore_value`` where the tile has no data (``valid`` False)."""
     shapes = [(g, ROAD) for g in shapes]

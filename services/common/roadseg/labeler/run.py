@@ -41,6 +41,7 @@ from roadseg.labeler.edges import edge_road_polygons
 from roadseg.labeler.rasterize import TileGrid, burn, centerline_shapes, expand_bounds
 from roadseg.labeler.vectors import VectorSource, query_tile
 from roadseg.labeler.widths import WidthSpec
+from roadseg.mask_values import IGNORE
 from roadseg.raster import compute_stretch, read_rgb_window
 from roadseg.storage import LocalStorage, Storage, safe_filename, storage_from_url
 
@@ -64,7 +65,7 @@ class LabelOptions:
     where: str | None = None
     edge_layer: str | None = None
     widths: WidthSpec = field(default_factory=WidthSpec)
-    ignore_value: int = 127
+    ignore_value: int = IGNORE
     quality: quality.QualityParams = field(default_factory=quality.QualityParams)
 
     def __post_init__(self) -> None:

@@ -22,14 +22,13 @@ import numpy as np
 import tensorflow as tf
 
 from roadseg.errors import InvalidInput, MissingFile
+from roadseg.mask_values import IGNORE
 from roadseg.tfrecords import parse_example, parse_metadata
 
 log = logging.getLogger(__name__)
 
 AUTOTUNE = tf.data.AUTOTUNE
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-#: Mask value for pixels added by padding: neither background (0) nor road (255), so ignored.
-PAD_MASK_VALUE = 127
 
 
 @dataclass(frozen=True)
@@ -164,7 +163,7 @@ def _pad_to(image, mask, size: int):
     pad_w = tf.maximum(size - shape[1], 0)
     paddings = [[0, pad_h], [0, pad_w], [0, 0]]
     image = tf.pad(image, paddings)
-    mask = tf.pad(mask, paddings, constant_values=PAD_MASK_VALUE)
+    mask = tf.pad(mask, paddings, constant_values=IGNORE)
     return image, mask
 
 
