@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import REPO, Service
-from roadseg.pipeline import Endpoints, FinetuneParams, Pipeline
+from roadseg.demo_driver import Endpoints, FinetuneParams, Pipeline
 
 VEGAS = "data/spacenet-vegas/RGB-PanSharpen_AOI_2_Vegas_img0.tif"
 ROADS = "data/spacenet-vegas/AOI_2_Vegas_img0_roads.geojson"

@@ -21,8 +21,8 @@ SPACENET_OPTIONS = {"widths": {"width_attr": "lane_number", "lane_width": 3.7}}
 
 def _run(args: argparse.Namespace) -> int:
     from roadseg.config import get_settings
+    from roadseg.demo_driver import Endpoints, FinetuneParams, Pipeline
     from roadseg.errors import InvalidInput
-    from roadseg.pipeline import Endpoints, FinetuneParams, Pipeline
 
     settings = get_settings()
     shared = Path(settings.shared_dir)

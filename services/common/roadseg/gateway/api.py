@@ -26,7 +26,7 @@ from roadseg.gateway import fragments
 from roadseg.gateway.example import example_png
 from roadseg.gateway.predictions import KIND, MEDIA_TYPES, create_job, run_job
 from roadseg.gateway.predictor import Predictor, get_predictor
-from roadseg.gateway.routes import route_between
+from roadseg.gateway.routing import route_between
 from roadseg.jobs import DONE, JobStore
 from roadseg.storage import Storage, get_storage
 

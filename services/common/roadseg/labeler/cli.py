@@ -161,7 +161,7 @@ def _export_info(args: argparse.Namespace) -> dict:
 
 
 def _dataset_export(args: argparse.Namespace) -> int:
-    from roadseg.labeler.export import samples_from_runs
+    from roadseg.labeler.datasets import samples_from_runs
     from roadseg.storage import get_storage
 
     samples, excluded = samples_from_runs(get_storage(), args.run_ids, args.block_tiles, args.fractions, args.seed,
@@ -172,7 +172,7 @@ def _dataset_export(args: argparse.Namespace) -> int:
 
 
 def _dataset_import(args: argparse.Namespace) -> int:
-    from roadseg.labeler.export import samples_from_folder
+    from roadseg.labeler.datasets import samples_from_folder
 
     samples, _ = samples_from_folder(args.folder, args.fractions, args.seed)
     print(f"{len(samples)} image/mask pairs found in {args.folder}")
@@ -180,7 +180,7 @@ def _dataset_import(args: argparse.Namespace) -> int:
 
 
 def _write(samples, args: argparse.Namespace, info: dict) -> int:
-    from roadseg.labeler.export import write_dataset
+    from roadseg.labeler.datasets import write_dataset
 
     bar = _Bar("writing", "example")
     try:

@@ -97,7 +97,7 @@ def get_label_run(request: Request, run_id: str) -> dict[str, Any]:
 @router.post("/datasets", status_code=201)
 def export_dataset(request: Request, spec: DatasetRequest) -> dict[str, Any]:
     """Export finished runs as TFRecord shards under ``datasets/<name>/`` (review decisions respected)."""
-    from roadseg.labeler.export import samples_from_runs, write_dataset
+    from roadseg.labeler.datasets import samples_from_runs, write_dataset
 
     storage = _storage(request)
     samples, excluded = samples_from_runs(

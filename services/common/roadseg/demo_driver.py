@@ -1,4 +1,4 @@
-"""The whole chain against running services: scene + street vectors in, a better served model out.
+"""``roadseg demo``'s driver: the whole chain against running services, scene + vectors in, a better model out.
 
 Each step talks to the services the way a user's program would: the ingest, labeler and gateway
 HTTP APIs (whose work runs on the Celery workers), and the trainer as a batch job (``roadseg
