@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 
-from roadseg.config import Settings
+import pytest
+from roadseg.config import InvalidSettings, Settings, get_settings
 
 
 def test_cli_help_lists_every_service():
@@ -20,3 +23,29 @@ def test_settings_read_prefixed_environment(monkeypatch):
     settings = Settings()
     assert settings.tile_size == 256
     assert settings.storage_url == "gs://bucket/prefix"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ROADSEG_PREDICT_WINDOW": "256", "ROADSEG_PREDICT_OVERLAP": "256"}, "ROADSEG_PREDICT_OVERLAP=256 must be"),
+        ({"ROADSEG_PREDICT_WINDOW": "500"}, "ROADSEG_PREDICT_WINDOW=500 must be a positive multiple of 16"),
+        ({"ROADSEG_TILE_SIZE": "100"}, "ROADSEG_TILE_SIZE=100 must be a positive multiple of 16"),
+        ({"ROADSEG_STORAGE_URL": "s3://bucket/x"}, "ROADSEG_STORAGE_URL='s3://bucket/x': use file:///path or gs://"),
+        ({"ROADSEG_TFSERVING_URL": "tfs:8500"}, "ROADSEG_TFSERVING_URL='tfs:8500': use http://host:8501"),
+        ({"ROADSEG_IGNORE_VALUE": "255"}, "ROADSEG_IGNORE_VALUE=255 must be 1..254"),
+        ({"ROADSEG_PREDICT_BATCH": "many"}, "ROADSEG_PREDICT_BATCH: Input should be a valid integer"),
+    ],
+)
+def test_impossible_settings_stop_the_process_at_start_with_the_variable_name(monkeypatch, env, message):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(InvalidSettings, match=re.escape(message)):
+            get_settings()
+        command = [sys.executable, "-m", "roadseg.cli", "predict", "x.png", "--out", "o"]
+        result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **env})
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    finally:
+        get_settings.cache_clear()

@@ -43,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.log_level)
     try:
+        setup_logging(args.log_level)  # reads (and so validates) the settings first
         return int(args.func(args) or 0)
     except RoadsegError as exc:
         print(f"roadseg {args.command}: error: {exc}", file=sys.stderr)

@@ -10,10 +10,20 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from roadseg.errors import RoadsegError
 from roadseg.mask_values import IGNORE
+
+#: The model's total stride: prediction windows and tiles for training must be multiples of it.
+STRIDE = 16
+
+
+class InvalidSettings(RoadsegError):
+    """A ``ROADSEG_*`` setting that cannot work; the process stops at start-up with this message."""
+
+    status_code = 500
 
 #: Repository root when running from a checkout (services/common/roadseg/config.py -> repo).
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -99,8 +109,53 @@ class Settings(BaseSettings):
         default=IGNORE, description="Label mask value for pixels to ignore (tile nodata); masks use 0/255 otherwise."
     )
 
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Settings:
+        """Refuse combinations that would only fail later, deep in a job, naming each variable."""
+        problems = []
+        for name in ("predict_window", "tile_size"):
+            value = getattr(self, name)
+            if value <= 0 or value % STRIDE:
+                problems.append(f"{_env(name)}={value} must be a positive multiple of {STRIDE}")
+        for overlap, size in (("predict_overlap", "predict_window"), ("tile_overlap", "tile_size")):
+            if not 0 <= getattr(self, overlap) < getattr(self, size):
+                problems.append(
+                    f"{_env(overlap)}={getattr(self, overlap)} must be at least 0 and smaller than "
+                    f"{_env(size)}={getattr(self, size)}"
+                )
+        if self.predict_batch < 1:
+            problems.append(f"{_env('predict_batch')}={self.predict_batch} must be at least 1")
+        low, high = self.stretch_percentiles
+        if not 0 <= low < high <= 100:
+            percentiles = list(self.stretch_percentiles)
+            problems.append(f"{_env('stretch_percentiles')}={percentiles} needs 0 <= low < high <= 100")
+        if self.storage_url.partition("://")[0] not in ("file", "gs") and "://" in self.storage_url:
+            problems.append(f"{_env('storage_url')}={self.storage_url!r}: use file:///path or gs://bucket/prefix")
+        if self.tfserving_url and not self.tfserving_url.startswith(("http://", "https://", "grpc://")):
+            problems.append(f"{_env('tfserving_url')}={self.tfserving_url!r}: use http://host:8501 or grpc://host:8500")
+        if self.ignore_value in (0, 255) or not 0 <= self.ignore_value <= 255:
+            problems.append(f"{_env('ignore_value')}={self.ignore_value} must be 1..254 (0 and 255 are labels)")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def _env(name: str) -> str:
+    return f"ROADSEG_{name.upper()}"
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """Process-wide settings. Tests call ``get_settings.cache_clear()`` after changing the environment."""
-    return Settings()
+    """Process-wide settings. Tests call ``get_settings.cache_clear()`` after changing the environment.
+
+    Every service and command reads them when it starts, so an impossible setting stops the process
+    there, with the variable's name (:class:`InvalidSettings`), instead of failing a job later.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = _env(str(error["loc"][0])) if error["loc"] else ""
+            problems.append(f"{where}: {error['msg']}" if where else error["msg"].removeprefix("Value error, "))
+        raise InvalidSettings("invalid settings: " + "; ".join(problems)) from exc

@@ -64,6 +64,7 @@ def public(record: dict[str, Any]) -> dict[str, Any]:
 
 def create_app(predictor: Predictor | None = None, storage: Storage | None = None) -> FastAPI:
     """The gateway app; ``predictor``/``storage`` default to the configured ones (loaded at startup)."""
+    get_settings()  # an impossible ROADSEG_* setting stops the service here (InvalidSettings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):

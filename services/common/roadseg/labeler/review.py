@@ -20,6 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from roadseg import __version__
+from roadseg.config import get_settings
 from roadseg.errors import NotFound, RoadsegError
 from roadseg.jobs import JobStore
 from roadseg.labeler import quality
@@ -55,6 +56,7 @@ def review_order(manifest: dict) -> list[dict]:
 
 def create_app(storage: Storage | None = None) -> FastAPI:
     """The review app; ``storage`` defaults to the configured one (``ROADSEG_STORAGE_URL``)."""
+    get_settings()  # an impossible ROADSEG_* setting stops the service here (InvalidSettings)
     app = FastAPI(
         title="roadseg label review",
         version=__version__,

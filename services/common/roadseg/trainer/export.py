@@ -21,14 +21,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from roadseg.config import REPO_ROOT, get_settings
+from roadseg.config import REPO_ROOT, STRIDE, get_settings
 from roadseg.model_versions import CARD, is_url, latest_version, read_card, resolve_savedmodel
 from roadseg.trainer.checkpoints import COMMAND, CONFIG, load_checkpoint
 
 log = logging.getLogger(__name__)
 
-#: The model's total stride: inputs are padded up to a multiple of this inside the graph.
-STRIDE = 16
 #: Test-time augmentation: the views averaged per image, as (quarter turns, mirrored left-right);
 #: their number is the cost in model passes. "d4" is all 8 symmetries of the square.
 TTA_VIEWS: dict[str, list[tuple[int, bool]]] = {
