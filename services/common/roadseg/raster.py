@@ -32,13 +32,13 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from roadseg.errors import InvalidInput, TooLarge
+from roadseg.roadnet.geo import crs_string, pixel_size_m
 from roadseg.storage import Storage
 
 #: GDAL drivers accepted as input, checked right after opening and before any pixel read, so an
@@ -165,14 +165,6 @@ def is_georeferenced(ds: DatasetReader) -> bool:
     return ds.crs is not None and not ds.transform.is_identity
 
 
-def crs_string(crs: CRS | None) -> str | None:
-    """``EPSG:xxxx`` when the CRS has an EPSG code, else its WKT; ``None`` without a CRS."""
-    if crs is None:
-        return None
-    epsg = crs.to_epsg()
-    return f"EPSG:{epsg}" if epsg else crs.to_wkt()
-
-
 def scene_info(ds: DatasetReader) -> dict[str, Any]:
     """Header facts reported by APIs (CRS, transform, bounds as [minx, miny, maxx, maxy], pixel size...)."""
     georef = is_georeferenced(ds)
@@ -192,22 +184,14 @@ def scene_info(ds: DatasetReader) -> dict[str, Any]:
 
 
 def ground_pixel_size_m(ds: DatasetReader) -> float | None:
-    """Mean ground size of a pixel in metres (x and y), or None when the scene is not georeferenced.
+    """Ground size of a pixel in metres at the scene centre, or None when the scene is not georeferenced.
 
-    Geographic CRSs convert degrees at the scene centre's latitude (WGS 84 ellipsoid, to < 0.5 %);
-    projected CRSs use their linear unit. Map-projection scale error is ignored (< 0.1 % in UTM).
+    The road graph measures with the same function (:func:`roadseg.roadnet.geo.pixel_size_m`): geodesic
+    distances for geographic CRSs, the CRS's linear unit for projected ones.
     """
     if not is_georeferenced(ds):
         return None
-    size_x, size_y = abs(ds.transform.a), abs(ds.transform.e)
-    if ds.crs.is_geographic:
-        left, bottom, right, top = ds.bounds
-        lat = np.radians((bottom + top) / 2.0)
-        metres_per_deg_lat = 111_132.954 - 559.822 * np.cos(2 * lat) + 1.175 * np.cos(4 * lat)
-        metres_per_deg_lon = 111_412.84 * np.cos(lat) - 93.5 * np.cos(3 * lat)
-        return float((size_x * metres_per_deg_lon + size_y * metres_per_deg_lat) / 2.0)
-    factor = ds.crs.linear_units_factor[1] if ds.crs.is_projected else 1.0
-    return float((size_x + size_y) / 2.0 * factor)
+    return pixel_size_m(tuple(ds.transform)[:6], crs_string(ds.crs), (ds.height, ds.width))
 
 
 def rgb_band_indexes(ds: DatasetReader) -> tuple[int, ...]:

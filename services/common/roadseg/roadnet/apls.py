@@ -34,7 +34,7 @@ from shapely.geometry import LineString, Point
 from shapely.ops import substring
 
 from roadseg.errors import InvalidInput
-from roadseg.roadnet.geo import local_metric_crs, transform_geometry, transform_points
+from roadseg.roadnet.geo import edge_line, local_metric_crs, oriented_line, transform_geometry, transform_points
 
 log = logging.getLogger(__name__)
 
@@ -86,30 +86,13 @@ def to_metric(g: nx.MultiGraph, crs: str | None, tag: str, pixel_size_m: float |
         geom = d["geometry"]
         geom = transform_geometry(geom, src, crs) if src is not None else shapely.affinity.scale(
             geom, scale, scale, origin=(0, 0))
-        out.add_edge((tag, u), (tag, v), geometry=_orient(out, (tag, u), (tag, v), geom), length=geom.length)
+        out.add_edge((tag, u), (tag, v), geometry=oriented_line(geom, out, (tag, u), (tag, v)), length=geom.length)
     return out
-
-
-def _orient(g: nx.MultiGraph, u, v, line: LineString) -> LineString:
-    """Store every geometry running from u to v (u, v as passed to add_edge) so splitting stays simple."""
-    first = np.array(line.coords[0])
-    du = math.dist(first, (g.nodes[u]["x"], g.nodes[u]["y"]))
-    dv = math.dist(first, (g.nodes[v]["x"], g.nodes[v]["y"]))
-    return line if du <= dv else LineString(line.coords[::-1])
-
-
-def _geometry_from(g: nx.MultiGraph, u, v, k) -> LineString:
-    """Edge geometry oriented from u (networkx may report an undirected edge either way round)."""
-    line = g.edges[u, v, k]["geometry"]
-    first = np.array(line.coords[0])
-    du = math.dist(first, (g.nodes[u]["x"], g.nodes[u]["y"]))
-    dv = math.dist(first, (g.nodes[v]["x"], g.nodes[v]["y"]))
-    return line if du <= dv else LineString(line.coords[::-1])
 
 
 def _split_edge(g: nx.MultiGraph, u, v, k, cuts: list[tuple[float, object]]) -> None:
     """Split edge (u, v, k) at distances from u; ``cuts`` = sorted [(distance, new node id)]."""
-    line = _geometry_from(g, u, v, k)
+    line = edge_line(g, u, v, k)
     g.remove_edge(u, v, k)
     prev_node, prev_d = u, 0.0
     for d, node in cuts:
@@ -156,7 +139,7 @@ def snap_points(g: nx.MultiGraph, points: dict, max_snap: float) -> tuple[nx.Mul
     if g.number_of_edges() == 0 or not points:
         return out, where
     edges = list(g.edges(keys=True))
-    lines = [_geometry_from(g, u, v, k) for u, v, k in edges]
+    lines = [edge_line(g, u, v, k) for u, v, k in edges]
     tree = shapely.STRtree(lines)
     ids = list(points)
     pts = shapely.points(np.array([points[i] for i in ids]))

@@ -33,6 +33,23 @@ def crs_string(crs) -> str | None:
     return f"EPSG:{epsg}" if epsg else crs.to_wkt()
 
 
+def oriented_line(line: LineString, g, u, v) -> LineString:
+    """``line`` (joining nodes ``u`` and ``v`` of ``g``) running from ``u`` to ``v``.
+
+    Graphs report an undirected edge either way round, so the line's first point decides: kept when it
+    is nearer ``u`` than ``v``, else reversed.
+    """
+    first = line.coords[0]
+    du = math.dist(first, (g.nodes[u]["x"], g.nodes[u]["y"]))
+    dv = math.dist(first, (g.nodes[v]["x"], g.nodes[v]["y"]))
+    return line if du <= dv else LineString(line.coords[::-1])
+
+
+def edge_line(g, u, v, k) -> LineString:
+    """The ``geometry`` of edge (u, v, k) of a multigraph, running from ``u`` to ``v``."""
+    return oriented_line(g.edges[u, v, k]["geometry"], g, u, v)
+
+
 @lru_cache(maxsize=64)
 def _geod(crs: str) -> Geod:
     return to_crs(crs).get_geod() or Geod(ellps="WGS84")
@@ -74,19 +91,23 @@ def line_length_m(line: LineString, crs: str | None) -> float | None:
 
 
 def pixel_size_m(transform: Affine6, crs: str | None, shape: tuple[int, int]) -> float | None:
-    """Mean ground size of one pixel in metres, measured at the image centre."""
+    """Ground size of one pixel in metres at the image centre: the mean of its width and height.
+
+    Geodesic distances for geographic CRSs (a degree of longitude shrinks with latitude, so such
+    pixels are not square on the ground); the CRS's linear unit for projected ones.
+    """
     parsed = to_crs(crs)
     if parsed is None:
         return None
     a, b, c, d, e, f = transform
     if not parsed.is_geographic:
-        return math.sqrt(abs(a * e - b * d)) * _unit_factor(parsed)
+        return (math.hypot(a, d) + math.hypot(b, e)) / 2 * _unit_factor(parsed)
     cy, cx = shape[0] / 2, shape[1] / 2
     p0, px, py = pixels_to_crs(np.array([[cx, cy], [cx + 1, cy], [cx, cy + 1]]), transform)
     geod = _geod(crs)
     dx = geod.inv(p0[0], p0[1], px[0], px[1])[2]
     dy = geod.inv(p0[0], p0[1], py[0], py[1])[2]
-    return math.sqrt(dx * dy)
+    return (dx + dy) / 2
 
 
 @lru_cache(maxsize=64)

@@ -19,7 +19,7 @@ from shapely.geometry import LineString, Point, mapping
 from shapely.ops import substring
 
 from roadseg.errors import RoadsegError
-from roadseg.roadnet.geo import crs_to_pixels, pixels_to_crs, to_crs, transform_points
+from roadseg.roadnet.geo import crs_to_pixels, edge_line, pixels_to_crs, to_crs, transform_points
 from roadseg.roadnet.graph import weight_key
 
 #: Default snapping radius: metres for georeferenced graphs, pixels otherwise.
@@ -50,14 +50,6 @@ class Snap:
     point: Point  # the snapped point (graph coordinates)
     distance: float  # point to road, graph weight units
     line: LineString  # edge geometry oriented from u to v
-
-
-def _oriented_geometry(g: nx.MultiGraph, u, v, k) -> LineString:
-    line = g.edges[u, v, k]["geometry"]
-    first = np.array(line.coords[0])
-    pu = np.array([g.nodes[u]["x"], g.nodes[u]["y"]])
-    pv = np.array([g.nodes[v]["x"], g.nodes[v]["y"]])
-    return line if np.hypot(*(first - pu)) <= np.hypot(*(first - pv)) else LineString(line.coords[::-1])
 
 
 def _to_graph_coords(g: nx.MultiGraph, xy, point_crs: str | None) -> np.ndarray:
@@ -92,7 +84,7 @@ def snap(g: nx.MultiGraph, xy: np.ndarray, tree: shapely.STRtree, edges: list, m
     p = Point(xy)
     i = int(tree.nearest(p))
     u, v, k = edges[i]
-    line = _oriented_geometry(g, u, v, k)
+    line = edge_line(g, u, v, k)
     along_geom = line.project(p)
     on = line.interpolate(along_geom)
     scale = _scale(g, u, v, k, line)
@@ -156,7 +148,7 @@ def _path_geometry(g: nx.MultiGraph, start: Snap, end: Snap, last, pred) -> list
     piece = substring(start.line, s_at, 0.0 if first_node == start.u else s_len)
     coords.extend(piece.coords if piece.geom_type == "LineString" else [piece.coords[0]])
     for a, b, k in chain:
-        coords.extend(_oriented_geometry(g, a, b, k).coords[1:])
+        coords.extend(edge_line(g, a, b, k).coords[1:])
     e_len = end.line.length
     e_at = end.along / _scale(g, end.u, end.v, end.k, end.line)
     piece = substring(end.line, 0.0 if last == end.u else e_len, e_at)
