@@ -19,6 +19,7 @@ from rasterio.io import MemoryFile
 from rasterio.transform import from_origin
 from roadseg import raster
 from roadseg.gateway.windows import FACTOR_RANGE, model_resolution, resampled, resolution_factor
+from roadseg.model_versions import latest_version
 
 REPO = Path(__file__).resolve().parents[1]
 VEGAS = "data/spacenet-vegas/RGB-PanSharpen_AOI_2_Vegas_img0.tif"
@@ -82,7 +83,7 @@ def test_resampled_predictions_keep_the_window_grid():
     np.testing.assert_allclose(out[:, :, 4:-4], images[:, :, 4:-4, 0] / 255.0, atol=0.02)
 
 
-@pytest.mark.skipif(not (REPO / "models" / "roads" / "1" / "saved_model.pb").is_file(), reason="no shipped model")
+@pytest.mark.skipif(latest_version(REPO / "models" / "roads") is None, reason="no shipped model")
 def test_shipped_model_finds_vegas_streets_once_resampled(shared_dir):
     import geopandas as gpd
     from roadseg.config import get_settings

@@ -20,6 +20,7 @@ import httpx
 import pytest
 from conftest import REPO, Service
 from roadseg.demo_driver import Endpoints, FinetuneParams, Pipeline
+from roadseg.model_versions import latest_version
 
 VEGAS = "data/spacenet-vegas/RGB-PanSharpen_AOI_2_Vegas_img0.tif"
 ROADS = "data/spacenet-vegas/AOI_2_Vegas_img0_roads.geojson"
@@ -28,10 +29,10 @@ TILE = 128
 
 
 def _first_model(model_dir: Path) -> None:
-    """Version 1 to start from: the shipped model, or a freshly exported untrained one before it exists."""
-    shipped = REPO / "models" / "roads" / "1"
-    if (shipped / "saved_model.pb").is_file():
-        shutil.copytree(shipped, model_dir / "1")
+    """Version 1 to start from: the shipped model (its latest version), or an untrained one before it exists."""
+    shipped = REPO / "models" / "roads"
+    if latest_version(shipped) is not None:
+        shutil.copytree(shipped / str(latest_version(shipped)), model_dir / "1")
         return
     from roadseg.trainer.export import export_savedmodel
     from roadseg.trainer.model import build_deeplabv3plus

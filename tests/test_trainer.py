@@ -221,9 +221,10 @@ def test_test_time_augmentation_averages_the_views_mapped_back(tmp_path, tta):
 
 
 SHIPPED = REPO / "models" / "roads"
+HAS_SHIPPED = latest_version(SHIPPED) is not None
 
 
-@pytest.mark.skipif(not (SHIPPED / "1" / "saved_model.pb").is_file(), reason="no shipped model")
+@pytest.mark.skipif(not HAS_SHIPPED, reason="no shipped model")
 def test_shipped_model_finds_roads(shared_dir, tmp_path):
     from roadseg.trainer.evaluate import evaluate_model
 
@@ -231,7 +232,7 @@ def test_shipped_model_finds_roads(shared_dir, tmp_path):
     report = evaluate_model(SHIPPED, [str(data)], splits=["val"])
     assert report["summary"]["tiles"] == 2
     assert report["summary"]["iou_road"] > 0.3
-    assert read_card(SHIPPED / "1")["threshold"] == report["summary"]["threshold"]
+    assert read_card(SHIPPED / str(latest_version(SHIPPED)))["threshold"] == report["summary"]["threshold"]
 
 
 def _one_full_tile(shared_dir: Path, root: Path) -> Path:
@@ -245,7 +246,7 @@ def _one_full_tile(shared_dir: Path, root: Path) -> Path:
     return root
 
 
-@pytest.mark.skipif(not (SHIPPED / "1" / "saved_model.pb").is_file(), reason="no shipped model")
+@pytest.mark.skipif(not HAS_SHIPPED, reason="no shipped model")
 def test_evaluation_scores_whole_images_per_source_like_roadseg_predict(shared_dir, tmp_path):
     """A 1500 px tile is scored whole, through the CLI's sliding windows: its IoU equals that of `roadseg predict`."""
     from PIL import Image
@@ -266,7 +267,7 @@ def test_evaluation_scores_whole_images_per_source_like_roadseg_predict(shared_d
 
     image = next((tiles / "val" / "images").iterdir())
     out = tmp_path / "predicted"
-    assert main(["predict", str(image), "--out", str(out), "--model", str(SHIPPED / "1")]) == 0
+    assert main(["predict", str(image), "--out", str(out), "--model", str(SHIPPED / str(latest_version(SHIPPED)))]) == 0
     pred = np.asarray(Image.open(out / f"{image.stem}.png")) == 255
     truth = np.asarray(Image.open(tiles / "val" / "masks" / f"{image.stem}.png"))
     assert metrics.iou_scores(pred, truth)["iou_road"] == pytest.approx(row["iou_road"], abs=1e-4)
