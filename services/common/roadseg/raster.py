@@ -209,7 +209,7 @@ def compute_stretch(ds: DatasetReader, percentiles: tuple[float, float] | None =
     if percentiles is None:
         from roadseg.config import get_settings
 
-        percentiles = tuple(get_settings().stretch_percentiles)
+        percentiles = get_settings().stretch_percentiles
     low_pct, high_pct = float(percentiles[0]), float(percentiles[1])
     if not 0 <= low_pct < high_pct <= 100:
         raise InvalidInput(f"stretch percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")

@@ -33,7 +33,7 @@ from roadseg import raster
 from roadseg.config import Settings
 from roadseg.errors import InvalidInput, RoadsegError
 from roadseg.gateway.predictor import Predictor
-from roadseg.gateway.windows import model_resolution, resampled, resolution_factor, sliding_predict
+from roadseg.gateway.windows import PredictBatch, model_resolution, resampled, resolution_factor, sliding_predict
 from roadseg.jobs import DONE, FAILED, RUNNING, JobStore, new_id
 from roadseg.storage import Storage, safe_filename
 
@@ -104,13 +104,15 @@ def predict_raster(
     (the input as 8-bit RGB, what the browser shows) and ``overlay.tif`` (RGBA, roads opaque).
     """
     started = time.perf_counter()
-    stretch = raster.compute_stretch(ds, tuple(settings.stretch_percentiles))
+    stretch = raster.compute_stretch(ds, settings.stretch_percentiles)
     width, height = ds.width, ds.height
-    predict, window, overlap, resampling = predictor.predict, settings.predict_window, settings.predict_overlap, None
+    predict: PredictBatch = predictor.predict
+    window, overlap = settings.predict_window, settings.predict_overlap
+    resampling: dict[str, float] | None = None
     image_m = raster.ground_pixel_size_m(ds)
     model_m = model_resolution(image_m, predictor.card)
     factor = resolution_factor(image_m, model_m) if settings.match_resolution else 1.0
-    if factor != 1.0:
+    if image_m is not None and model_m is not None and factor != 1.0:
         # Windows grow by the factor, so the model still sees ~predict_window pixels per side.
         predict = resampled(predictor.predict, factor)
         window, overlap = round(window * factor), round(overlap * factor)

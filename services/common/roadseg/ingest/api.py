@@ -99,7 +99,7 @@ def create_app() -> FastAPI:
         if file is not None:
             record, queue = await run_in_threadpool(_accept_upload, file.file, file.filename or "", params)
         else:
-            record, queue = await run_in_threadpool(_accept_uri, uri, params)
+            record, queue = await run_in_threadpool(_accept_uri, str(uri), params)
         if queue:
             await run_in_threadpool(_enqueue, record["id"])
         return {"id": record["id"], "status": record["status"], "url": f"/api/v1/scenes/{record['id']}"}

@@ -75,7 +75,7 @@ class TileParams:
         return cls(
             tile_size=settings.tile_size if tile_size is None else tile_size,
             overlap=settings.tile_overlap if overlap is None else overlap,
-            percentiles=tuple(settings.stretch_percentiles if percentiles is None else percentiles),
+            percentiles=settings.stretch_percentiles if percentiles is None else percentiles,
         )
 
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 LABEL_EPILOG = """\
 examples:
@@ -49,7 +50,8 @@ class _Bar:
     """A tqdm progress bar on stderr, created on the first update (so nothing shows for instant work)."""
 
     def __init__(self, desc: str, unit: str):
-        self.desc, self.unit, self.bar = desc, unit, None
+        self.desc, self.unit = desc, unit
+        self.bar: Any = None  # tqdm, imported on first use
 
     def __call__(self, done: int, total: int) -> None:
         if self.bar is None:

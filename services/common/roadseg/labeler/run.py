@@ -232,7 +232,8 @@ def open_sources(options: LabelOptions, roads_path, edges_path, bounds, crs) -> 
     """Read the features of a scene area; returns the labeler and a report for the manifest."""
     roads_src = VectorSource.open(roads_path, options.layer, options.assume_crs, options.where)
     roads, roads_report = roads_src.read(bounds, crs)
-    report = {"roads": {"file": Path(roads_path).name, "layer": roads_src.layer, **roads_report}, "warnings": []}
+    warnings: list[str] = []
+    report = {"roads": {"file": Path(roads_path).name, "layer": roads_src.layer, **roads_report}, "warnings": warnings}
     edges = None
     if options.mode == "edges":
         if edges_path is None:
@@ -241,12 +242,12 @@ def open_sources(options: LabelOptions, roads_path, edges_path, bounds, crs) -> 
         edges, edges_report = edges_src.read(bounds, crs)
         report["edges"] = {"file": Path(edges_path).name, "layer": edges_src.layer, **edges_report}
     if roads_src.feature_count == 0:
-        report["warnings"].append(f"the vector file {Path(roads_path).name} has no features")
+        warnings.append(f"the vector file {Path(roads_path).name} has no features")
     elif roads.empty:
-        report["warnings"].append("no road features intersect the scene (wrong file, area or CRS?)")
+        warnings.append("no road features intersect the scene (wrong file, area or CRS?)")
     missing = options.widths.check_columns(roads.columns) if not roads.empty else None
     if missing:
-        report["warnings"].append(missing)
+        warnings.append(missing)
     for warning in report["warnings"]:
         log.warning("%s", warning)
     return TileLabeler(options, roads, edges), report

@@ -78,7 +78,7 @@ def start_label_run(
             if local.stat().st_size == 0:
                 raise InvalidInput("the vectors upload is empty")
         else:
-            source, name = split_url(vectors_uri)
+            source, name = split_url(str(vectors_uri))
             local = source.download(name, Path(tmp) / safe_filename(name))
         record = prepare_run(storage, safe_key(scene_id), local, label_options)
     if record["status"] != DONE:

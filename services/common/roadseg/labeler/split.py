@@ -28,7 +28,8 @@ _TILE_ID = re.compile(r"^r(\d+)_c(\d+)$")
 def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     if len(fractions) != 3 or any(f < 0 for f in fractions) or not abs(sum(fractions) - 1.0) < 1e-6:
         raise InvalidInput(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
-    return tuple(float(f) for f in fractions)
+    first, second, third = (float(f) for f in fractions)
+    return first, second, third
 
 
 def grid_position(tile_id: str) -> tuple[int, int]:

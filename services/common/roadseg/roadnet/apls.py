@@ -25,6 +25,7 @@ import math
 import random
 from dataclasses import dataclass
 from itertools import count
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -73,18 +74,18 @@ def to_metric(g: nx.MultiGraph, crs: str | None, tag: str, pixel_size_m: float |
     """Copy ``g`` with coordinates in ``crs`` (metres), edge ``length`` from geometry and node ids ``(tag, n)``."""
     src = g.graph.get("crs")
     scale = 1.0
-    if src is None and crs is not None:
+    if (src is None) != (crs is None):
         raise InvalidInput("cannot compare a pixel graph with a georeferenced one")
     if src is None:
         scale = pixel_size_m or g.graph.get("pixel_size_m") or 1.0
     out = nx.MultiGraph()
     for n, d in g.nodes(data=True):
         xy = np.array([[d["x"], d["y"]]])
-        xy = transform_points(xy, src, crs)[0] if src is not None else xy[0] * scale
+        xy = transform_points(xy, src, crs)[0] if src is not None and crs is not None else xy[0] * scale
         out.add_node((tag, n), x=float(xy[0]), y=float(xy[1]))
     for u, v, d in g.edges(data=True):
         geom = d["geometry"]
-        geom = transform_geometry(geom, src, crs) if src is not None else shapely.affinity.scale(
+        geom = transform_geometry(geom, src, crs) if src is not None and crs is not None else shapely.affinity.scale(
             geom, scale, scale, origin=(0, 0))
         out.add_edge((tag, u), (tag, v), geometry=oriented_line(geom, out, (tag, u), (tag, v)), length=geom.length)
     return out
@@ -138,7 +139,7 @@ def snap_points(g: nx.MultiGraph, points: dict, max_snap: float) -> tuple[nx.Mul
     where: dict = {}
     if g.number_of_edges() == 0 or not points:
         return out, where
-    edges = list(g.edges(keys=True))
+    edges: list[tuple[Any, Any, Any]] = list(g.edges(keys=True))
     lines = [edge_line(g, u, v, k) for u, v, k in edges]
     tree = shapely.STRtree(lines)
     ids = list(points)

@@ -52,7 +52,8 @@ def edge_line(g, u, v, k) -> LineString:
 
 @lru_cache(maxsize=64)
 def _geod(crs: str) -> Geod:
-    return to_crs(crs).get_geod() or Geod(ellps="WGS84")
+    parsed = to_crs(crs)
+    return (parsed.get_geod() if parsed is not None else None) or Geod(ellps="WGS84")
 
 
 def _unit_factor(crs: CRS) -> float:
@@ -134,7 +135,7 @@ def transform_geometry(geom, src: str, dst: str):
 def local_metric_crs(crs: str, lon_lat_point: tuple[float, float] | None = None, sample_xy=None) -> str:
     """The CRS to measure in: ``crs`` itself when projected, else the UTM zone around the data."""
     parsed = to_crs(crs)
-    if not parsed.is_geographic:
+    if parsed is None or not parsed.is_geographic:
         return crs
     if lon_lat_point is None:
         lon_lat_point = tuple(np.asarray(sample_xy, dtype=float).reshape(-1, 2).mean(axis=0))

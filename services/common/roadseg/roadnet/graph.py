@@ -19,6 +19,7 @@ import logging
 import math
 from collections.abc import Callable
 from itertools import count
+from typing import cast
 
 import networkx as nx
 import numpy as np
@@ -109,7 +110,7 @@ def finalize(g: nx.MultiGraph, transform, crs: str | None, px_m: float | None) -
         geom = LineString(pixels_to_crs(pts, transform))
         attrs = {"geometry": geom, "length_px": round(clean.polyline_length(pts), 3)}
         if crs is not None:
-            attrs["length_m"] = round(line_length_m(geom, crs), 3)
+            attrs["length_m"] = round(cast(float, line_length_m(geom, crs)), 3)  # a float whenever crs is set
         elif px_m is not None:
             attrs["length_m"] = round(attrs["length_px"] * px_m, 3)
         out.add_edge(a, b, **attrs)
@@ -202,7 +203,7 @@ def graph_from_geojson(fc: dict) -> nx.MultiGraph:
     for feat in fc.get("features", []):
         geom = shape(feat["geometry"]) if feat.get("geometry") else None
         parts = [geom] if geom is not None and geom.geom_type == "LineString" else getattr(geom, "geoms", [])
-        lines.extend([tuple(map(float, c[:2])) for c in part.coords] for part in parts if len(part.coords) > 1)
+        lines.extend([(float(c[0]), float(c[1])) for c in part.coords] for part in parts if len(part.coords) > 1)
     uses: dict[tuple[float, float], int] = {}
     for line in lines:
         for i, c in enumerate(line):

@@ -11,10 +11,12 @@ import heapq
 import math
 from dataclasses import dataclass
 from itertools import count
+from typing import Any
 
 import networkx as nx
 import numpy as np
 import shapely
+from pyproj import Geod
 from shapely.geometry import LineString, Point, mapping
 from shapely.ops import substring
 
@@ -100,7 +102,7 @@ def snap(g: nx.MultiGraph, xy: np.ndarray, tree: shapely.STRtree, edges: list, m
 def _distance(g: nx.MultiGraph, p: Point, on: Point, scale: float) -> float:
     crs = to_crs(g.graph.get("crs"))
     if crs is not None and crs.is_geographic:
-        geod = crs.get_geod()
+        geod = crs.get_geod() or Geod(ellps="WGS84")
         return float(geod.inv(p.x, p.y, on.x, on.y)[2])
     return p.distance(on) * scale
 
@@ -110,7 +112,7 @@ def _dijkstra(g: nx.MultiGraph, sources: dict, targets: dict, weight: str):
     dist: dict = {}
     pred: dict = {}
     tie = count()
-    heap = [(d, next(tie), n, None) for n, d in sources.items()]
+    heap: list[tuple[float, int, Any, Any]] = [(d, next(tie), n, None) for n, d in sources.items()]
     heapq.heapify(heap)
     best = (math.inf, None)
     while heap:
@@ -141,7 +143,7 @@ def _path_geometry(g: nx.MultiGraph, start: Snap, end: Snap, last, pred) -> list
         n = a
     chain.reverse()
     first_node = n
-    coords = []
+    coords: list[tuple[float, ...]] = []
     # start: from the snapped point to the first node along the start edge
     s_len = start.line.length
     s_at = start.along / _scale(g, start.u, start.v, start.k, start.line)

@@ -87,7 +87,8 @@ def _folder_pairs(root: str, split: str, warn: bool = True) -> list[tuple[str, s
     masks = Path(root) / split / "masks"
     if not images.is_dir():
         return []
-    pairs, unmasked = [], []
+    pairs: list[tuple[str, str]] = []
+    unmasked: list[tuple[str, str]] = []
     for image in sorted(images.iterdir()):
         if image.suffix.lower() not in IMAGE_SUFFIXES:
             continue
@@ -319,10 +320,9 @@ def training_dataset(
 
 def validation_dataset(sources: list[Source], crop_size: int, batch_size: int, split: str = "val") -> tf.data.Dataset:
     """Every example of ``split`` from each source once, centre-cropped to ``crop_size``, cached."""
-    data = None
-    for source in sources:
-        ds = load_source(source, split)
-        data = ds if data is None else data.concatenate(ds)
+    data = load_source(sources[0], split)
+    for source in sources[1:]:
+        data = data.concatenate(load_source(source, split))
     data = data.map(lambda i, m: center_crop(i, m, crop_size), num_parallel_calls=AUTOTUNE)
     return data.batch(batch_size).cache().prefetch(AUTOTUNE)
 

@@ -13,6 +13,7 @@ import csv
 import json
 import logging
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +52,8 @@ def sweep(road_hist: np.ndarray, background_hist: np.ndarray) -> list[dict[str, 
 
 def best_threshold_of(reports: list[dict]) -> float:
     """Best-F1 threshold over the pooled histograms of several reports."""
-    road = sum(np.asarray(r["histograms"]["road"]) for r in reports)
-    background = sum(np.asarray(r["histograms"]["background"]) for r in reports)
+    road = np.sum([r["histograms"]["road"] for r in reports], axis=0)
+    background = np.sum([r["histograms"]["background"] for r in reports], axis=0)
     return max(sweep(road, background), key=lambda row: row["f1"])["threshold"]
 
 
@@ -155,7 +156,7 @@ def predict_image(image: np.ndarray, predictor, settings, work: Path) -> np.ndar
 def evaluate_model(
     model: str | Path,
     data: list[str],
-    splits: list[str] = ("val",),
+    splits: Sequence[str] = ("val",),
     out: str | Path | None = None,
     rho: int = 3,
     threshold: float | None = None,
@@ -186,7 +187,7 @@ def _evaluate(model, data, splits, out, rho: int, threshold: float | None, cache
     work = cache / "predictions"
     work.mkdir()
 
-    total, per_source = _Tally(), {}
+    total, per_source = _Tally(), dict[str, _Tally]()
     tiles, worst = [], []
     for folder in data:
         source = Source(str(folder)).localized(cache)

@@ -16,6 +16,7 @@ import json
 import logging
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -168,7 +169,7 @@ def export_checkpoint(
     checkpoint: str,
     model_dir: str | Path,
     version: int | None = None,
-    evaluate: list[str] = (),
+    evaluate: Sequence[str] = (),
     command: str = "",
     train_command: str | None = None,
     pixel_size_m: float | None = None,
@@ -230,7 +231,7 @@ def _inherited_pixel_size(init_from: str) -> float | None:
     return card.get("pixel_size_m")
 
 
-def _export_and_measure(model, out: Path, card: dict, evaluate: list[str], tta: str) -> Path:
+def _export_and_measure(model, out: Path, card: dict, evaluate: Sequence[str], tta: str) -> Path:
     """Export, then measure each ``evaluate`` source into the card.
 
     The threshold is the best-F1 one over the validation splits pooled; ``val_mean_iou_road`` is the
