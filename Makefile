@@ -35,11 +35,13 @@ up: install system-deps  ## start Redis and every service locally (foreground), 
 test: install  ## run the whole test suite (installs redis-server and chromium when missing)
 	$(MAKE) --no-print-directory system-deps BROWSER=1
 	$(BIN)/ruff check --no-cache .
+	$(BIN)/ruff format --check --no-cache .
 	$(BIN)/mypy
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint:  ## ruff and mypy
+lint:  ## ruff (lint and format check) and mypy
 	$(BIN)/ruff check --no-cache .
+	$(BIN)/ruff format --check --no-cache .
 	$(BIN)/mypy
 
 bench: install  ## run every benchmark under bench/

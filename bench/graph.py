@@ -66,10 +66,14 @@ def main() -> None:
     graph, t_graph = timed(args.repeat, mask_to_graph, mask, params=GraphParams(window=args.size))
     windowed, t_win = timed(args.repeat, mask_to_graph, mask, params=GraphParams(window=2048, overlap=64))
     print(f"skimage skeletonize only (baseline): {t_skel:7.2f} s")
-    print(f"mask_to_graph whole mask:            {t_graph:7.2f} s  = {t_graph / t_skel:.2f}x baseline  "
-          f"({graph.number_of_nodes()} nodes, {graph.number_of_edges()} edges, {total_length(graph):.0f} px)")
-    print(f"mask_to_graph 2048 px windows:       {t_win:7.2f} s  = {t_win / t_skel:.2f}x baseline  "
-          f"({windowed.number_of_nodes()} nodes, {windowed.number_of_edges()} edges, {total_length(windowed):.0f} px)")
+    print(
+        f"mask_to_graph whole mask:            {t_graph:7.2f} s  = {t_graph / t_skel:.2f}x baseline  "
+        f"({graph.number_of_nodes()} nodes, {graph.number_of_edges()} edges, {total_length(graph):.0f} px)"
+    )
+    print(
+        f"mask_to_graph 2048 px windows:       {t_win:7.2f} s  = {t_win / t_skel:.2f}x baseline  "
+        f"({windowed.number_of_nodes()} nodes, {windowed.number_of_edges()} edges, {total_length(windowed):.0f} px)"
+    )
 
     raw, centres = pixel_graph(skel)
     tree = cKDTree(centres)
@@ -98,8 +102,10 @@ def main() -> None:
     rel = np.median([abs(o - r) / r for o, r in finite if r > 0]) if finite else float("nan")
     print(f"raw pixel graph: {raw.number_of_nodes()} nodes, {raw.number_of_edges()} edges")
     print(f"routing, networkx dijkstra on pixel graph (baseline): {args.queries / t_base:8.1f} queries/s")
-    print(f"routing, shortest_route on cleaned graph:             {args.queries / t_ours:8.1f} queries/s  "
-          f"= {t_base / t_ours:.1f}x baseline; median length difference {rel * 100:.2f}% over {len(finite)} pairs")
+    print(
+        f"routing, shortest_route on cleaned graph:             {args.queries / t_ours:8.1f} queries/s  "
+        f"= {t_base / t_ours:.1f}x baseline; median length difference {rel * 100:.2f}% over {len(finite)} pairs"
+    )
 
 
 if __name__ == "__main__":

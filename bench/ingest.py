@@ -34,16 +34,25 @@ BLOCK = 512
 def make_scene(path: Path, size: int) -> Path:
     """A tiled, deflate-compressed RGB GeoTIFF with smooth gradients and noise, written block by block."""
     profile = {
-        "driver": "GTiff", "width": size, "height": size, "count": 3, "dtype": "uint8", "crs": "EPSG:32611",
-        "transform": from_origin(600000, 4000000, 0.5, 0.5), "tiled": True, "blockxsize": 256, "blockysize": 256,
-        "compress": "deflate", "zlevel": 1,
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": 3,
+        "dtype": "uint8",
+        "crs": "EPSG:32611",
+        "transform": from_origin(600000, 4000000, 0.5, 0.5),
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "deflate",
+        "zlevel": 1,
     }
     rng = np.random.default_rng(0)
     with rasterio.open(path, "w", **profile) as dst:
         for row in range(0, size, BLOCK):
             for col in range(0, size, BLOCK):
                 h, w = min(BLOCK, size - row), min(BLOCK, size - col)
-                yy, xx = np.mgrid[row:row + h, col:col + w]
+                yy, xx = np.mgrid[row : row + h, col : col + w]
                 base = ((xx + yy) * 255 // (2 * size)).astype(np.uint8)
                 noise = rng.integers(0, 16, (3, h, w), dtype=np.uint8)
                 dst.write(np.stack([base, 255 - base, base // 2]) + noise, window=Window(col, row, w, h))
@@ -59,9 +68,15 @@ def plain_copy(scene: Path, out: Path, tile_size: int) -> int:
                 window = Window(col, row, min(tile_size, src.width - col), min(tile_size, src.height - row))
                 data = src.read(window=window)
                 profile = {
-                    "driver": "GTiff", "width": data.shape[2], "height": data.shape[1], "count": 3,
-                    "dtype": "uint8", "crs": src.crs, "transform": src.window_transform(window),
-                    "compress": "deflate", "zlevel": 1,
+                    "driver": "GTiff",
+                    "width": data.shape[2],
+                    "height": data.shape[1],
+                    "count": 3,
+                    "dtype": "uint8",
+                    "crs": src.crs,
+                    "transform": src.window_transform(window),
+                    "compress": "deflate",
+                    "zlevel": 1,
                 }
                 with rasterio.open(out / f"r{row}_c{col}.tif", "w", **profile) as dst:
                     dst.write(data)
@@ -115,12 +130,18 @@ def main() -> int:
         megabytes = args.size * args.size * 3 / 1e6
         base_tiles, base_s = best_time(plain_copy, scene, tmp / "plain", args.tile_size, args.repeat)
         our_tiles, our_s = best_time(ingest, scene, tmp / "ours", args.tile_size, args.repeat)
-        print(f"scene {args.size}x{args.size} RGB uint8 ({megabytes:.0f} MB of pixels), tiles {args.tile_size}px, "
-              f"best of {args.repeat}")
-        print(f"  plain rasterio window copy: {base_tiles} tiles in {base_s:.2f} s = "
-              f"{base_tiles / base_s:.1f} tiles/s, {megabytes / base_s:.1f} MB/s")
-        print(f"  roadseg tile_scene:         {our_tiles} tiles in {our_s:.2f} s = "
-              f"{our_tiles / our_s:.1f} tiles/s, {megabytes / our_s:.1f} MB/s")
+        print(
+            f"scene {args.size}x{args.size} RGB uint8 ({megabytes:.0f} MB of pixels), tiles {args.tile_size}px, "
+            f"best of {args.repeat}"
+        )
+        print(
+            f"  plain rasterio window copy: {base_tiles} tiles in {base_s:.2f} s = "
+            f"{base_tiles / base_s:.1f} tiles/s, {megabytes / base_s:.1f} MB/s"
+        )
+        print(
+            f"  roadseg tile_scene:         {our_tiles} tiles in {our_s:.2f} s = "
+            f"{our_tiles / our_s:.1f} tiles/s, {megabytes / our_s:.1f} MB/s"
+        )
         print(f"  ratio roadseg / plain (throughput): {base_s / our_s:.2f}")
         scene.unlink()
 
@@ -128,9 +149,18 @@ def main() -> int:
         for size in args.rss_sizes:
             path = make_scene(tmp / f"rss-{size}.tif", size)
             out = subprocess.run(
-                [sys.executable, __file__, "--tile-size", str(args.tile_size), "--rss-child", str(path),
-                 str(tmp / f"rss-out-{size}")],
-                capture_output=True, text=True, check=True,
+                [
+                    sys.executable,
+                    __file__,
+                    "--tile-size",
+                    str(args.tile_size),
+                    "--rss-child",
+                    str(path),
+                    str(tmp / f"rss-out-{size}"),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
             )
             result = json.loads(out.stdout.strip().splitlines()[-1])
             peaks[size] = result["peak_rss_mib"]
@@ -138,8 +168,10 @@ def main() -> int:
             path.unlink()
         if len(peaks) >= 2:
             small, large = min(peaks), max(peaks)
-            print(f"  peak RSS ratio {large}^2 / {small}^2 ({(large / small) ** 2:.0f}x the pixels): "
-                  f"{peaks[large] / peaks[small]:.2f}")
+            print(
+                f"  peak RSS ratio {large}^2 / {small}^2 ({(large / small) ** 2:.0f}x the pixels): "
+                f"{peaks[large] / peaks[small]:.2f}"
+            )
     return 0
 
 

@@ -52,16 +52,22 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         storage = LocalStorage(tmp)
-        scene = tile_scene(storage, "vegas", LocalStorage(SHARED), "RGB-PanSharpen_AOI_2_Vegas_img0.tif",
-                           TileParams(tile_size=args.tile_size))  # fmt: skip
+        scene = tile_scene(
+            storage,
+            "vegas",
+            LocalStorage(SHARED),
+            "RGB-PanSharpen_AOI_2_Vegas_img0.tif",
+            TileParams(tile_size=args.tile_size),
+        )
         tiles = []
         for entry in scene["tiles"]:
             with storage.open_raster(entry["key"]) as ds:
                 image = np.moveaxis(ds.read([1, 2, 3]), 0, -1)
                 tiles.append((TileGrid.from_dataset(ds), ds.dataset_mask() > 0, image, tuple(entry["bounds"])))
         options = LabelOptions(widths=WidthSpec(width_attr="lane_number", lane_width=3.7))
-        labeler, _ = open_sources(options, SHARED / "AOI_2_Vegas_img0_roads.geojson", None,
-                                  scene_bounds(scene), scene["crs"])  # fmt: skip
+        labeler, _ = open_sources(
+            options, SHARED / "AOI_2_Vegas_img0_roads.geojson", None, scene_bounds(scene), scene["crs"]
+        )
 
         # Baseline: the same roads buffered once for the whole scene, then only rasterized per tile.
         roads = labeler.roads
@@ -71,8 +77,13 @@ def main() -> int:
 
         def baseline(tile):
             grid = tile[0]
-            return rasterize([(g, 255) for g in buffered], out_shape=(grid.height, grid.width),
-                             transform=grid.transform, fill=0, dtype="uint8")  # fmt: skip
+            return rasterize(
+                [(g, 255) for g in buffered],
+                out_shape=(grid.height, grid.width),
+                transform=grid.transform,
+                fill=0,
+                dtype="uint8",
+            )
 
         def ours(tile):
             grid, valid, _, bounds = tile
@@ -92,14 +103,20 @@ def main() -> int:
         base_rate = _rate(baseline, tiles, args.repeat)
         our_rate = _rate(ours, tiles, args.repeat)
         full_rate = _rate(full, tiles, args.repeat)
-    print(f"tiles: {len(tiles)} of {args.tile_size}x{args.tile_size} px, {len(roads)} road features, "
-          f"best of {args.repeat} passes")  # fmt: skip
+    print(
+        f"tiles: {len(tiles)} of {args.tile_size}x{args.tile_size} px, {len(roads)} road features, "
+        f"best of {args.repeat} passes"
+    )
     print(f"pixels differing from the baseline: {mismatch} of {road} road pixels")
     print(f"baseline rasterio.features.rasterize (pre-buffered): {base_rate:8.1f} masks/s")
-    print(f"roadseg labeler mask (query+reproject+buffer+burn): {our_rate:8.1f} masks/s  "
-          f"ratio {our_rate / base_rate:.2f}x baseline")  # fmt: skip
-    print(f"roadseg labeler full (mask+quality+GeoTIFF encode): {full_rate:8.1f} masks/s  "
-          f"ratio {full_rate / base_rate:.2f}x baseline")  # fmt: skip
+    print(
+        f"roadseg labeler mask (query+reproject+buffer+burn): {our_rate:8.1f} masks/s  "
+        f"ratio {our_rate / base_rate:.2f}x baseline"
+    )
+    print(
+        f"roadseg labeler full (mask+quality+GeoTIFF encode): {full_rate:8.1f} masks/s  "
+        f"ratio {full_rate / base_rate:.2f}x baseline"
+    )
     return 0
 
 

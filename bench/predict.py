@@ -48,8 +48,17 @@ def synthetic_geotiff(path: Path, size: int) -> Path:
     for col in range(100, size, 300):
         block[:, col : col + 14] = 45
     block[200:214] = 45
-    profile = dict(driver="GTiff", width=size, height=size, count=3, dtype="uint8", tiled=True, compress="deflate",
-                   crs="EPSG:32611", transform=rasterio.Affine(1.0, 0, 500000, 0, -1.0, 4000000))  # fmt: skip
+    profile = dict(
+        driver="GTiff",
+        width=size,
+        height=size,
+        count=3,
+        dtype="uint8",
+        tiled=True,
+        compress="deflate",
+        crs="EPSG:32611",
+        transform=rasterio.Affine(1.0, 0, 500000, 0, -1.0, 4000000),
+    )
     with rasterio.open(path, "w", **profile) as ds:
         for row in range(0, size, 512):
             rows = min(512, size - row)
@@ -85,8 +94,10 @@ def direct_seconds(version_dir: Path, image_path: Path, window: int, overlap: in
     h, w = image.shape[:2]
     win_h, win_w = min(window, h), min(window, w)
     windows = [(r, c) for r in window_starts(h, window, overlap) for c in window_starts(w, window, overlap)]
-    batches = [np.stack([image[r : r + win_h, c : c + win_w] for r, c in windows[i : i + batch]])
-               for i in range(0, len(windows), batch)]  # fmt: skip
+    batches = [
+        np.stack([image[r : r + win_h, c : c + win_w] for r, c in windows[i : i + batch]])
+        for i in range(0, len(windows), batch)
+    ]
     fn(images=tf.constant(batches[0]))
     started = time.perf_counter()
     for b in batches:
@@ -112,8 +123,9 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str
 
 
 def cli(image: Path, out: Path, model: Path, env: dict[str, str]) -> tuple[float, float, str]:
-    return run_measured([sys.executable, "-m", "roadseg.cli", "predict", str(image), "--out", str(out),
-                         "--model", str(model)], env)  # fmt: skip
+    return run_measured(
+        [sys.executable, "-m", "roadseg.cli", "predict", str(image), "--out", str(out), "--model", str(model)], env
+    )
 
 
 def api_seconds(image: Path, warmup: Path, tmp: Path, model: Path, env: dict[str, str]) -> tuple[float, dict]:
@@ -123,11 +135,27 @@ def api_seconds(image: Path, warmup: Path, tmp: Path, model: Path, env: dict[str
         port = s.getsockname()[1]
     with rasterio.open(image) as ds:
         pixels = ds.width * ds.height
-    server_env = {**env, "ROADSEG_STORAGE_URL": (tmp / "storage").as_uri(), "ROADSEG_MODEL_DIR": str(model),
-                  "ROADSEG_SYNC_PREDICT_MAX_PIXELS": str(max(pixels, 1024 * 1024))}  # fmt: skip
-    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "--app-dir", str(REPO / "services" / "gateway"),
-                               "main:app", "--port", str(port)], env=server_env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    server_env = {
+        **env,
+        "ROADSEG_STORAGE_URL": (tmp / "storage").as_uri(),
+        "ROADSEG_MODEL_DIR": str(model),
+        "ROADSEG_SYNC_PREDICT_MAX_PIXELS": str(max(pixels, 1024 * 1024)),
+    }
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--app-dir",
+            str(REPO / "services" / "gateway"),
+            "main:app",
+            "--port",
+            str(port),
+        ],
+        env=server_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
@@ -165,15 +193,19 @@ def main() -> int:
         tmp = Path(tmp_name)
         model = resolve_model(args.model, tmp)
         version_dir = resolve_savedmodel(model)
-        print(f"model {version_dir}; window {settings.predict_window}, overlap {settings.predict_overlap}, "
-              f"batch {settings.predict_batch}; {os.cpu_count()} CPUs", flush=True)  # fmt: skip
+        print(
+            f"model {version_dir}; window {settings.predict_window}, overlap {settings.predict_overlap}, "
+            f"batch {settings.predict_batch}; {os.cpu_count()} CPUs",
+            flush=True,
+        )
         image = synthetic_geotiff(tmp / f"img{args.size}.tif", args.size)
         tiny = synthetic_geotiff(tmp / "tiny.tif", 64)
         warm = synthetic_geotiff(tmp / "warm.tif", 1024)
         mpx = args.size**2 / 1e6
 
-        direct = direct_seconds(version_dir, image, settings.predict_window, settings.predict_overlap,
-                                settings.predict_batch)  # fmt: skip
+        direct = direct_seconds(
+            version_dir, image, settings.predict_window, settings.predict_overlap, settings.predict_batch
+        )
         # Startup: the fastest of three runs on a 64 x 64 image (the first also warms the disk cache).
         startup = min(cli(tiny, tmp / "out", model, env)[0] for _ in range(3))
         cli_wall, _, printed = cli(image, tmp / "out", model, env)
@@ -198,8 +230,11 @@ def main() -> int:
             path = synthetic_geotiff(tmp / f"rss{size}.tif", size)
             wall, peak, _ = cli(path, tmp / "rss-out", model, env)
             base = base or peak
-            print(f"  {size} x {size} ({size * size / 1e6:5.1f} Mpx): peak RSS {peak:7.0f} MiB "
-                  f"(x{peak / base:.2f}), wall {wall:6.1f} s", flush=True)  # fmt: skip
+            print(
+                f"  {size} x {size} ({size * size / 1e6:5.1f} Mpx): peak RSS {peak:7.0f} MiB "
+                f"(x{peak / base:.2f}), wall {wall:6.1f} s",
+                flush=True,
+            )
             path.unlink()
     return 0
 

@@ -79,9 +79,7 @@ def kustomize_command() -> list[str]:
 @cache
 def render(name: str) -> tuple[dict, ...]:
     """The objects kustomize renders for ``base`` or ``gke``; warnings count as failures."""
-    proc = subprocess.run(
-        [*kustomize_command(), str(KUSTOMIZATIONS[name])], capture_output=True, text=True, timeout=60
-    )
+    proc = subprocess.run([*kustomize_command(), str(KUSTOMIZATIONS[name])], capture_output=True, text=True, timeout=60)
     if proc.returncode != 0 or proc.stderr.strip():
         raise RuntimeError(f"kustomize {name} failed (rc {proc.returncode}): {proc.stderr.strip()}")
     return tuple(doc for doc in yaml.safe_load_all(proc.stdout) if doc)
@@ -112,9 +110,7 @@ def pod_specs(objects: tuple[dict, ...]) -> list[tuple[str, dict]]:
 
 
 def containers(objects: tuple[dict, ...]) -> list[tuple[str, dict]]:
-    return [
-        (owner, c) for owner, pod in pod_specs(objects) for c in pod.get("initContainers", []) + pod["containers"]
-    ]
+    return [(owner, c) for owner, pod in pod_specs(objects) for c in pod.get("initContainers", []) + pod["containers"]]
 
 
 def configmap(objects: tuple[dict, ...]) -> dict[str, str]:

@@ -116,10 +116,25 @@ class Worker:
         self.log = open(log_path, "ab")  # noqa: SIM115 - held open for the worker's lifetime
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "celery", "-A", "roadseg.celery_app", "worker",
-                "-Q", queues, "-c", str(concurrency), "-P", "prefork", "--loglevel", "INFO",
-                "-n", f"test-{queues}-{os.getpid()}-{time.monotonic_ns()}@%h", "--without-gossip",
-                "--without-mingle", "--without-heartbeat",
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "roadseg.celery_app",
+                "worker",
+                "-Q",
+                queues,
+                "-c",
+                str(concurrency),
+                "-P",
+                "prefork",
+                "--loglevel",
+                "INFO",
+                "-n",
+                f"test-{queues}-{os.getpid()}-{time.monotonic_ns()}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
             ],
             env=full_env,
             stdout=self.log,
@@ -161,10 +176,22 @@ class Service:
     def start(self) -> None:
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - held open for the server's lifetime
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--app-dir", str(REPO / "services" / self.name), "main:app",
-             "--host", "127.0.0.1", "--port", str(self.port)],
-            env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--app-dir",
+                str(REPO / "services" / self.name),
+                "main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
 
     def wait(self, timeout: float = 120.0) -> None:
         """Until ``/healthz`` answers 200 (the process exiting is reported with its log)."""

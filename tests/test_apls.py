@@ -57,8 +57,10 @@ def test_apls_matches_reference_implementation(vegas):
         assert getattr(result, key) == pytest.approx(published, abs=0.01), key
     assert result.apls == pytest.approx(REFERENCE["apls"], abs=1e-3)
     default = apls(gt, prop)
-    print(f"\nreference pair: nodes-only {result.apls:.4f} (published {REFERENCE['apls']:.4f}); "
-          f"50 m control points {default.apls:.4f}")
+    print(
+        f"\nreference pair: nodes-only {result.apls:.4f} (published {REFERENCE['apls']:.4f}); "
+        f"50 m control points {default.apls:.4f}"
+    )
     assert 0.6 < default.apls < 0.9
 
 
@@ -74,16 +76,19 @@ def test_vegas_labels_rasterized_and_vectorized_back_score_high(vegas_round_trip
     truth, graph, shape = vegas_round_trip
     assert graph.graph["crs"] == "EPSG:4326" and 0.25 < graph.graph["pixel_size_m"] < 0.3
     result = apls(truth, graph)
-    print(f"\nVegas img0 round trip: APLS {result.apls:.4f} (gt->prop {result.gt_onto_prop:.4f}, "
-          f"prop->gt {result.prop_onto_gt:.4f})")
+    print(
+        f"\nVegas img0 round trip: APLS {result.apls:.4f} (gt->prop {result.gt_onto_prop:.4f}, "
+        f"prop->gt {result.prop_onto_gt:.4f})"
+    )
     assert result.apls >= 0.9
     # total road length survives within 5 %
     total = sum(d for _, _, d in graph.edges(data="length_m"))
     truth_total = sum(d for _, _, d in truth.edges(data="length_m"))
     assert total == pytest.approx(truth_total, rel=0.05)
     # centreline agreement in pixels, with the shared relaxed metric (rho 8 px ~ 2 m)
-    relaxed = relaxed_precision_recall_f1(graph_to_mask(graph, shape) > 0, graph_to_mask(truth, shape, graph.graph[
-        "transform"]), rho=8)
+    relaxed = relaxed_precision_recall_f1(
+        graph_to_mask(graph, shape) > 0, graph_to_mask(truth, shape, graph.graph["transform"]), rho=8
+    )
     assert relaxed["relaxed_f1"] > 0.9
 
 

@@ -61,8 +61,21 @@ def test_review_decisions_over_http_are_respected_by_the_export(settings_env, sh
     storage = get_storage()
     folder = shared_dir / "data" / "spacenet-vegas"
     ingest_scene(storage, "vegas", folder, VEGAS_IMAGE, 256)
-    assert main(["label", "vegas", "--vectors", str(folder / VEGAS_ROADS), "--width-attr", "lane_number",
-                 "--lane-width", "3.7"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "label",
+                "vegas",
+                "--vectors",
+                str(folder / VEGAS_ROADS),
+                "--width-attr",
+                "lane_number",
+                "--lane-width",
+                "3.7",
+            ]
+        )
+        == 0
+    )
     run_id = capsys.readouterr().out.split()[2]
     manifest = json.loads(storage.read_text(f"labels/{run_id}/manifest.json"))
     flagged = [e["id"] for e in manifest["tiles"] if e["flags"]]
@@ -93,8 +106,11 @@ def test_review_decisions_over_http_are_respected_by_the_export(settings_env, sh
     assert exported == (set(clean) - {reject}) | {accept}
     assert ds_manifest["excluded"] == {"rejected": 1, "flagged": len(flagged) - 1}
     assert sum(p["examples"] for p in ds_manifest["splits"].values()) == len(exported)
-    assert all(name.endswith(f"-of-{len(p['shards']):05d}.tfrecord")
-               for p in ds_manifest["splits"].values() for name in p["shards"])  # fmt: skip
+    assert all(
+        name.endswith(f"-of-{len(p['shards']):05d}.tfrecord")
+        for p in ds_manifest["splits"].values()
+        for name in p["shards"]
+    )
     split, image, mask = examples[f"vegas/{accept}"]
     with storage.open_raster(f"labels/{run_id}/masks/{accept}.tif") as ds:
         np.testing.assert_array_equal(mask, ds.read(1))

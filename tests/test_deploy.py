@@ -26,8 +26,15 @@ def test_kustomize_renders_and_every_object_validates_strictly(overlay):
     objects = vd.render(overlay)
     kinds = {obj["kind"] for obj in objects}
     assert {
-        "Namespace", "ServiceAccount", "ConfigMap", "Service", "Deployment", "CronJob",
-        "HorizontalPodAutoscaler", "PodDisruptionBudget", "Ingress",
+        "Namespace",
+        "ServiceAccount",
+        "ConfigMap",
+        "Service",
+        "Deployment",
+        "CronJob",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "Ingress",
     } <= kinds
     assert vd.k8s_schema_errors(objects) == []
     assert vd.k8s_security_errors(objects) == []
@@ -75,7 +82,10 @@ def test_dockerfiles_are_multistage_pinned_non_root_with_healthchecks():
     assert vd.dockerfile_errors() == []
     assert vd.dockerfile_port_errors() == []
     assert {s: vd.dockerfile(s).expose for s in vd.SERVICES} == {
-        "ingest": [8001], "labeler": [8002], "trainer": [], "gateway": [8000],
+        "ingest": [8001],
+        "labeler": [8002],
+        "trainer": [],
+        "gateway": [8000],
     }
 
 

@@ -122,8 +122,9 @@ def truncated_png() -> bytes:
 def huge_header_tiff(tmp_path) -> bytes:
     """A valid, sparse GeoTIFF whose header declares 100000 x 100000 pixels (a few KB on disk)."""
     path = tmp_path / "huge.tif"
-    with rasterio.open(path, "w", driver="GTiff", width=100_000, height=100_000, count=3, dtype="uint8",
-                       tiled=True, SPARSE_OK=True):  # fmt: skip
+    with rasterio.open(
+        path, "w", driver="GTiff", width=100_000, height=100_000, count=3, dtype="uint8", tiled=True, SPARSE_OK=True
+    ):
         pass
     return path.read_bytes()
 

@@ -41,8 +41,15 @@ def test_ground_pixel_size_of_a_geographic_scene_matches_geodesic_distances(shar
 # EPSG:2263 is in US survey feet (1200/3937 m).
 @pytest.mark.parametrize(("epsg", "pixel", "metres"), [(32611, 0.5, 0.5), (2263, 2.0, 2 * 1200 / 3937)])
 def test_ground_pixel_size_of_projected_scenes_uses_the_crs_unit(epsg, pixel, metres):
-    profile = {"driver": "GTiff", "width": 8, "height": 8, "count": 1, "dtype": "uint8",
-               "crs": CRS.from_epsg(epsg), "transform": from_origin(1000, 2000, pixel, pixel)}  # fmt: skip
+    profile = {
+        "driver": "GTiff",
+        "width": 8,
+        "height": 8,
+        "count": 1,
+        "dtype": "uint8",
+        "crs": CRS.from_epsg(epsg),
+        "transform": from_origin(1000, 2000, pixel, pixel),
+    }
     with MemoryFile() as memory, memory.open(**profile) as ds:
         assert raster.ground_pixel_size_m(ds) == pytest.approx(metres, rel=1e-6)
     with MemoryFile() as memory, memory.open(**{**profile, "crs": None, "transform": from_origin(0, 0, 1, 1)}) as ds:

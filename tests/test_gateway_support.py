@@ -44,9 +44,19 @@ def dark_model() -> Path:
         root = Path(tempfile.mkdtemp(prefix="roadseg-dark-model-"))
         module = DarkRoads()
         tf.saved_model.save(module, str(root / "1"), signatures={"serving_default": module.serve})
-        _write_card(root / "1", name="roads", version=1, backbone="dark-pixels (test model)", threshold=0.5,
-                    metrics={"val_iou_road": 0.0}, data="none", config={}, code_version="test",
-                    created="2026-01-01T00:00:00Z", command="tests/test_gateway_support.py")  # fmt: skip
+        _write_card(
+            root / "1",
+            name="roads",
+            version=1,
+            backbone="dark-pixels (test model)",
+            threshold=0.5,
+            metrics={"val_iou_road": 0.0},
+            data="none",
+            config={},
+            code_version="test",
+            created="2026-01-01T00:00:00Z",
+            command="tests/test_gateway_support.py",
+        )
         _CACHE["dark"] = root
     return _CACHE["dark"]
 
@@ -71,8 +81,12 @@ def real_model() -> Path:
     return _CACHE["real"]
 
 
-def write_geotiff(path: Path, rgb: np.ndarray, crs: str | None = "EPSG:32611",
-                  transform: tuple[float, ...] = (0.5, 0.0, 500000.0, 0.0, -0.5, 4000000.0)) -> Path:  # fmt: skip
+def write_geotiff(
+    path: Path,
+    rgb: np.ndarray,
+    crs: str | None = "EPSG:32611",
+    transform: tuple[float, ...] = (0.5, 0.0, 500000.0, 0.0, -0.5, 4000000.0),
+) -> Path:
     """A 3-band uint8 GeoTIFF (``rgb`` is ``[H, W, 3]``); ``crs=None`` writes a plain TIFF."""
     import rasterio
     from affine import Affine

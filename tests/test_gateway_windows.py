@@ -19,9 +19,13 @@ def run(image: np.ndarray, valid: np.ndarray, predict, window: int, overlap: int
         sliding_predict(
             lambda row, rows: (image[row : row + rows], valid[row : row + rows]),
             lambda b: (calls.append(len(b)), predict(b))[1],
-            height, width, window, overlap, batch,
+            height,
+            width,
+            window,
+            overlap,
+            batch,
         )
-    )  # fmt: skip
+    )
     return bands, calls
 
 

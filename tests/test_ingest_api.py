@@ -153,8 +153,17 @@ def test_killed_worker_leaves_no_partial_tile_and_the_scene_completes(ingest_env
 
 
 def write_tif(path: Path, width: int, height: int) -> Path:
-    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=3, dtype="uint8",
-                       crs="EPSG:32611", transform=from_origin(600000, 4000000, 1, 1)) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=3,
+        dtype="uint8",
+        crs="EPSG:32611",
+        transform=from_origin(600000, 4000000, 1, 1),
+    ) as dst:
         dst.write(np.full((3, height, width), 90, dtype=np.uint8))
     return path
 
@@ -178,8 +187,9 @@ def test_bad_input_gets_a_clear_4xx_and_stores_nothing(ingest_env, tmp_path, cas
     good = write_tif(tmp_path / "good.tif", 300, 300).read_bytes()
     if case == "huge":
         huge = tmp_path / "huge.tif"
-        with rasterio.open(huge, "w", driver="GTiff", width=100_000, height=100_000, count=3, dtype="uint8",
-                           tiled=True, sparse_ok=True) as dst:
+        with rasterio.open(
+            huge, "w", driver="GTiff", width=100_000, height=100_000, count=3, dtype="uint8", tiled=True, sparse_ok=True
+        ) as dst:
             dst.write(np.ones((3, 1, 1), dtype=np.uint8), window=Window(0, 0, 1, 1))
     uploads = {
         "truncated": ("scene.tif", good[: len(good) // 2]),

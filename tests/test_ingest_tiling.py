@@ -71,7 +71,7 @@ def test_vegas_tiles_reassemble_the_scene(shared_dir, tmp_path, tile_size, overl
     coverage = np.zeros((1300, 1300), dtype=np.int32)
     for t in manifest["tiles"]:
         col_off, row_off, width, height = t["window"]
-        coverage[row_off:row_off + height, col_off:col_off + width] += 1
+        coverage[row_off : row_off + height, col_off : col_off + width] += 1
     assert coverage.min() >= 1 and (overlap > 0 or coverage.max() == 1)
     check_tiles_against_scene(storage, manifest, scene)
     assert json.loads(storage.read_text(manifest_key("vegas"))) == manifest
@@ -111,8 +111,18 @@ def test_entirely_nodata_tiles_are_skipped_and_counted(tmp_path):
     data = np.zeros((3, 300, 300), dtype=np.uint16)
     data[:, 150:, 150:] = np.arange(1, 150 * 150 + 1, dtype=np.uint16).reshape(150, 150)
     path = tmp_path / "half.tif"
-    with rasterio.open(path, "w", driver="GTiff", width=300, height=300, count=3, dtype="uint16", nodata=0,
-                       crs="EPSG:32611", transform=from_origin(600000, 4000000, 1, 1)) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=300,
+        height=300,
+        count=3,
+        dtype="uint16",
+        nodata=0,
+        crs="EPSG:32611",
+        transform=from_origin(600000, 4000000, 1, 1),
+    ) as dst:
         dst.write(data)
     manifest = tile_file(LocalStorage(tmp_path / "store"), path, "half", TileParams(100, 0))
     # 3 x 3 cells of 100 px; only the four cells reaching into rows and columns 150.. hold data.
@@ -138,8 +148,22 @@ def test_png_without_georeferencing_tiles_in_pixel_space(tmp_path):
 
 def test_cli_ingests_into_a_storage_url(shared_dir, tmp_path):
     out = tmp_path / "cli-store"
-    cmd = [sys.executable, "-m", "roadseg.cli", "ingest", str(shared_dir / SOLARIS), "--out", out.as_uri(),
-           "--tile-size", "256", "--overlap", "16", "--stretch", "1", "99"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "roadseg.cli",
+        "ingest",
+        str(shared_dir / SOLARIS),
+        "--out",
+        out.as_uri(),
+        "--tile-size",
+        "256",
+        "--overlap",
+        "16",
+        "--stretch",
+        "1",
+        "99",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, check=True)
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["tiles"] == len(tile_grid(1300, 1300, 256, 16)) == 36
@@ -166,9 +190,19 @@ def test_scene_and_tiles_on_gcs(shared_dir, tmp_path, fake_gcs):
 def test_jp2_scene_is_tiled(tmp_path):
     data = np.random.default_rng(2).integers(0, 255, (3, 200, 300), dtype=np.uint8)
     path = tmp_path / "scene.jp2"
-    with rasterio.open(path, "w", driver="JP2OpenJPEG", width=300, height=200, count=3, dtype="uint8",
-                       crs="EPSG:32611", transform=from_origin(600000, 4000000, 0.5, 0.5),
-                       QUALITY="100", REVERSIBLE="YES") as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="JP2OpenJPEG",
+        width=300,
+        height=200,
+        count=3,
+        dtype="uint8",
+        crs="EPSG:32611",
+        transform=from_origin(600000, 4000000, 0.5, 0.5),
+        QUALITY="100",
+        REVERSIBLE="YES",
+    ) as dst:
         dst.write(data)
     storage = LocalStorage(tmp_path / "store")
     manifest = tile_file(storage, path, "jp2", TileParams(128, 0))

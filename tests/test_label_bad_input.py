@@ -57,9 +57,12 @@ def test_invalid_null_and_point_geometries_are_repaired_or_dropped_with_counts(i
         {"type": "Feature", "properties": {}, "geometry": None},
         {"type": "Feature", "properties": {}, "geometry": {"type": "Point", "coordinates": INSIDE[0]}},
         # A bow-tie road polygon (self-intersecting): make_valid keeps both triangles.
-        {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [
-            [[x0, y0], [x1, y1], [x1, y0], [x0, y1], [x0, y0]]]}},
-    ]  # fmt: skip
+        {
+            "type": "Feature",
+            "properties": {},
+            "geometry": {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y1], [x1, y0], [x0, y1], [x0, y0]]]},
+        },
+    ]
     record, mask = _label(image, write_geojson(tmp_path / "bad.geojson", features), tmp_path)
     report = record["vectors"]["roads"]
     assert report["read"] == 3  # GDAL's spatial filter already skips the null geometry
@@ -104,9 +107,11 @@ def test_osm_file_uses_lines_layer_and_keeps_only_highways(image, tmp_path):
     nodes = [(1, -115.2335, 36.1405), (2, -115.2305, 36.1405), (3, -115.2335, 36.1395), (4, -115.2305, 36.1395)]
     xml = ['<?xml version="1.0" encoding="UTF-8"?>', '<osm version="0.6" generator="test">']
     xml += [f'<node id="{i}" lat="{lat}" lon="{lon}" version="1"/>' for i, lon, lat in nodes]
-    xml += ['<way id="10" version="1"><nd ref="1"/><nd ref="2"/><tag k="highway" v="residential"/></way>',
-            '<way id="11" version="1"><nd ref="3"/><nd ref="4"/><tag k="waterway" v="canal"/></way>',
-            "</osm>"]  # fmt: skip
+    xml += [
+        '<way id="10" version="1"><nd ref="1"/><nd ref="2"/><tag k="highway" v="residential"/></way>',
+        '<way id="11" version="1"><nd ref="3"/><nd ref="4"/><tag k="waterway" v="canal"/></way>',
+        "</osm>",
+    ]
     path = tmp_path / "area.osm"
     path.write_text("\n".join(xml))
     source = VectorSource.open(path)
@@ -127,8 +132,14 @@ def test_clean_geometries_counts_null_empty_and_collections():
     from roadseg.labeler.vectors import clean_geometries
     from shapely.geometry import GeometryCollection, LineString, Point
 
-    frame = gpd.GeoDataFrame(geometry=[None, LineString(), LineString([(0, 0), (1, 1)]),
-                                       GeometryCollection([Point(0, 0), LineString([(0, 0), (2, 0)])])])  # fmt: skip
+    frame = gpd.GeoDataFrame(
+        geometry=[
+            None,
+            LineString(),
+            LineString([(0, 0), (1, 1)]),
+            GeometryCollection([Point(0, 0), LineString([(0, 0), (2, 0)])]),
+        ]
+    )
     cleaned, report = clean_geometries(frame)
     assert (report.read, report.null_or_empty, report.unsupported) == (4, 2, 1)
     assert list(cleaned.geom_type) == ["LineString", "LineString"]

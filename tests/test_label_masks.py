@@ -23,8 +23,12 @@ from test_label_support import (
 def test_solaris_reference_mask_is_reproduced_exactly(shared_dir, tmp_path):
     folder = shared_dir / "data" / "solaris-road-mask"
     out = tmp_path / "mask.tif"
-    record = label_raster_file(folder / "road_mask_input.tif", folder / "sample_roads_for_masking.geojson", out,
-                               LabelOptions(widths=WidthSpec(width=4.0)))  # fmt: skip
+    record = label_raster_file(
+        folder / "road_mask_input.tif",
+        folder / "sample_roads_for_masking.geojson",
+        out,
+        LabelOptions(widths=WidthSpec(width=4.0)),
+    )
     with rasterio.open(out) as got, rasterio.open(folder / "sample_road_raster_mask.tif") as expected:
         assert got.transform == expected.transform and got.crs == expected.crs
         mask, reference = got.read(1), expected.read(1)
@@ -82,8 +86,15 @@ def _grid_tile(tmp_path, size=100, crs="EPSG:32611"):
     from rasterio.transform import from_origin
 
     path = tmp_path / "tile.tif"
-    profile = {"driver": "GTiff", "width": size, "height": size, "count": 3, "dtype": "uint8", "crs": crs,
-               "transform": from_origin(500_000, 4_000_000 + size, 1.0, 1.0)}  # fmt: skip
+    profile = {
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": 3,
+        "dtype": "uint8",
+        "crs": crs,
+        "transform": from_origin(500_000, 4_000_000 + size, 1.0, 1.0),
+    }
     with rasterio.open(path, "w", **profile) as ds:
         ds.write(np.full((3, size, size), 90, np.uint8))
     return path
@@ -120,9 +131,13 @@ def test_edges_mode_street_grid_with_dead_end_and_border_crossings(tmp_path):
     with rasterio.open(tile) as ds:
         grid = TileGrid.from_dataset(ds)
     polygons = edge_road_polygons(gpd.GeoDataFrame(geometry=curbs), gpd.GeoDataFrame(geometry=centerlines), grid)
-    expected = shapely.union_all([box(*_local([(0, 44), (100, 56)])[0], *_local([(0, 44), (100, 56)])[1]),
-                                  box(*_local([(24, 56)])[0], *_local([(36, 100)])[0]),
-                                  box(*_local([(65, 15)])[0], *_local([(75, 44)])[0])])  # fmt: skip
+    expected = shapely.union_all(
+        [
+            box(*_local([(0, 44), (100, 56)])[0], *_local([(0, 44), (100, 56)])[1]),
+            box(*_local([(24, 56)])[0], *_local([(36, 100)])[0]),
+            box(*_local([(65, 15)])[0], *_local([(75, 44)])[0]),
+        ]
+    )
     got = shapely.union_all(polygons)
     assert len(polygons) == 1  # one connected street face; no block was taken
     assert got.symmetric_difference(expected).area == pytest.approx(0, abs=1e-6)

@@ -89,8 +89,9 @@ def test_scene_to_served_model_with_failure_drills(stack, shared_dir, tmp_path, 
     labeler = services["labeler"].url
     with open(shared_dir / ROADS, "rb") as fh:
         form = {"scene_id": scene["id"], "options": json.dumps(LANES)}
-        response = httpx.post(f"{labeler}/api/v1/label-runs", data=form, files={"vectors": ("roads.geojson", fh)},
-                              timeout=120)  # fmt: skip
+        response = httpx.post(
+            f"{labeler}/api/v1/label-runs", data=form, files={"vectors": ("roads.geojson", fh)}, timeout=120
+        )
     assert response.status_code == 202, response.text
     run_id = response.json()["id"]
     deadline = time.monotonic() + 120

@@ -49,8 +49,18 @@ def test_predict_writes_the_contract_files(tmp_path, capsys):
     code, _, err = run_inline(capsys, "predict", *args)
     assert code == 2, err  # one input failed, the others were still written
     assert "broken.png: error:" in err
-    expected = {"geo.png", "geo.tif", "geo.geojson", "plain.png", "plain.geojson", "photo.png", "photo.geojson",
-                "ortho.png", "ortho.tif", "ortho.geojson"}  # fmt: skip
+    expected = {
+        "geo.png",
+        "geo.tif",
+        "geo.geojson",
+        "plain.png",
+        "plain.geojson",
+        "photo.png",
+        "photo.geojson",
+        "ortho.png",
+        "ortho.tif",
+        "ortho.geojson",
+    }
     assert {p.name for p in out.iterdir()} == expected  # no temp folders, no .aux.xml sidecars
     for stem, (h, w) in {"geo": (300, 400), "plain": (190, 257), "photo": (333, 200), "ortho": (300, 400)}.items():
         mask = np.asarray(Image.open(out / f"{stem}.png"))
@@ -68,8 +78,17 @@ def test_threshold_option_changes_the_mask(tmp_path, capsys):
     Image.fromarray(road_image(200, 200)).save(tmp_path / "a.png")
     sizes = {}
     for t in ("0.01", "0.99"):
-        code, _, err = run_inline(capsys, "predict", str(tmp_path / "a.png"), "--out", str(tmp_path / t), "--model",
-                                  str(dark_model()), "--threshold", t)  # fmt: skip
+        code, _, err = run_inline(
+            capsys,
+            "predict",
+            str(tmp_path / "a.png"),
+            "--out",
+            str(tmp_path / t),
+            "--model",
+            str(dark_model()),
+            "--threshold",
+            t,
+        )
         assert code == 0, err
         assert f"threshold {float(t):.3f}" in err
         sizes[t] = int((np.asarray(Image.open(tmp_path / t / "a.png")) > 0).sum())
@@ -86,9 +105,19 @@ def test_help_documents_the_contract():
 def write_big_geotiff(path: Path, size: int) -> Path:
     """A size x size textured GeoTIFF written block by block (the test process never holds it either)."""
     block = road_image(500, size)
-    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=3, dtype="uint8", tiled=True,
-                       compress="deflate", crs="EPSG:32611",
-                       transform=rasterio.Affine(0.5, 0, 500000, 0, -0.5, 4000000)) as ds:  # fmt: skip
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=size,
+        height=size,
+        count=3,
+        dtype="uint8",
+        tiled=True,
+        compress="deflate",
+        crs="EPSG:32611",
+        transform=rasterio.Affine(0.5, 0, 500000, 0, -0.5, 4000000),
+    ) as ds:
         for row in range(0, size, 500):
             rows = min(500, size - row)
             ds.write(np.moveaxis(block[:rows], -1, 0), window=rasterio.windows.Window(0, row, size, rows))
@@ -131,13 +160,17 @@ def test_6000_square_image_predicts_within_bounded_memory(tmp_path):
     out = tmp_path / "out"
     result = subprocess.run(
         [sys.executable, "-c", MEASURE, str(small), str(big), str(out), str(dark_model())],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     measured = json.loads(result.stdout.strip().splitlines()[-1])
     growth = measured["peak_mb"] - measured["base_mb"]
-    print(f"6000x6000 in {measured['seconds']:.1f} s: RSS {measured['base_mb']:.0f} -> {measured['peak_mb']:.0f} MB, "
-          f"growth {growth:.0f} MB (bound {MEMORY_BOUND_MB} MB)")  # fmt: skip
+    print(
+        f"6000x6000 in {measured['seconds']:.1f} s: RSS {measured['base_mb']:.0f} -> {measured['peak_mb']:.0f} MB, "
+        f"growth {growth:.0f} MB (bound {MEMORY_BOUND_MB} MB)"
+    )
     assert growth < MEMORY_BOUND_MB
     with rasterio.open(out / "big.tif") as ds:
         assert ds.shape == (6000, 6000)

@@ -31,8 +31,13 @@ SOLARIS = "data/solaris-road-mask/road_mask_input.tif"
 def write_tif(path: Path, data: np.ndarray, **profile) -> Path:
     """A small GeoTIFF (EPSG:32611, 0.5 m pixels) from ``data`` [C, H, W]."""
     base = {
-        "driver": "GTiff", "count": data.shape[0], "height": data.shape[1], "width": data.shape[2],
-        "dtype": data.dtype, "crs": "EPSG:32611", "transform": from_origin(600000, 4000000, 0.5, 0.5),
+        "driver": "GTiff",
+        "count": data.shape[0],
+        "height": data.shape[1],
+        "width": data.shape[2],
+        "dtype": data.dtype,
+        "crs": "EPSG:32611",
+        "transform": from_origin(600000, 4000000, 0.5, 0.5),
     }
     with rasterio.open(path, "w", **{**base, **profile}) as dst:
         dst.write(data)
@@ -142,17 +147,29 @@ def test_bad_files_are_refused_with_clear_errors(tmp_path):
     with pytest.raises(InvalidInput):
         open_checked(tmp_path / "empty.tif")
     vrt = tmp_path / "sneaky.vrt"
-    vrt.write_text(f'<VRTDataset rasterXSize="256" rasterYSize="256"><VRTRasterBand dataType="Byte" band="1">'
-                   f"<SimpleSource><SourceFilename>{good}</SourceFilename><SourceBand>1</SourceBand>"
-                   "</SimpleSource></VRTRasterBand></VRTDataset>")
+    vrt.write_text(
+        f'<VRTDataset rasterXSize="256" rasterYSize="256"><VRTRasterBand dataType="Byte" band="1">'
+        f"<SimpleSource><SourceFilename>{good}</SourceFilename><SourceBand>1</SourceBand>"
+        "</SimpleSource></VRTRasterBand></VRTDataset>"
+    )
     with pytest.raises(InvalidInput, match="unsupported image format VRT"):
         open_checked(vrt)
 
 
 def test_huge_header_is_refused_before_reading_pixels(tmp_path):
     path = tmp_path / "huge.tif"
-    with rasterio.open(path, "w", driver="GTiff", width=100_000, height=100_000, count=3, dtype="uint8",
-                       tiled=True, sparse_ok=True, compress="deflate") as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=100_000,
+        height=100_000,
+        count=3,
+        dtype="uint8",
+        tiled=True,
+        sparse_ok=True,
+        compress="deflate",
+    ) as dst:
         dst.write(np.ones((3, 1, 1), dtype=np.uint8), window=Window(0, 0, 1, 1))
     assert path.stat().st_size < 10_000_000
     with pytest.raises(TooLarge, match="100000 x 100000"), open_stored(LocalStorage(tmp_path), "huge.tif"):

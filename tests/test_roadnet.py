@@ -148,8 +148,9 @@ def test_no_route_and_too_far_answers():
 def test_cli_graph_and_route(tmp_path, capsys):
     path = tmp_path / "mask.tif"
     transform = UTM_HALF_METRE
-    with rasterio.open(path, "w", driver="GTiff", width=100, height=100, count=1, dtype="uint8",
-                       crs="EPSG:32611", transform=transform) as ds:
+    with rasterio.open(
+        path, "w", driver="GTiff", width=100, height=100, count=1, dtype="uint8", crs="EPSG:32611", transform=transform
+    ) as ds:
         ds.write(t_mask().astype(np.uint8) * 255, 1)
     out = tmp_path / "roads.geojson"
     assert main(["graph", str(path), "--out", str(out), "--gpkg", "--window", "64", "--overlap", "16"]) == 0
@@ -166,8 +167,9 @@ def test_cli_graph_and_route(tmp_path, capsys):
 
 def test_geojson_lines_are_split_where_they_share_vertices():
     lines = [[[0, 0], [5, 0], [10, 0]], [[5, -5], [5, 0], [5, 5]]]  # crossing at the shared vertex (5, 0)
-    features = [{"type": "Feature", "properties": {}, "geometry": {"type": "LineString", "coordinates": c}}
-                for c in lines]
+    features = [
+        {"type": "Feature", "properties": {}, "geometry": {"type": "LineString", "coordinates": c}} for c in lines
+    ]
     fc = {"type": "FeatureCollection", "features": features, "roadseg": {"crs": None}}
     g = graph_from_geojson(fc)
     assert degrees(g) == {1: 4, 4: 1} and total_length(g) == pytest.approx(20)

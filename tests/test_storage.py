@@ -98,8 +98,18 @@ def test_local_write_is_atomic(tmp_path):
 def test_raster_windows_are_read_from_both_backends(storage: Storage, tmp_path):
     data = np.arange(3 * 300 * 200, dtype=np.uint16).reshape(3, 300, 200) % 6000
     path = tmp_path / "scene.tif"
-    profile = dict(driver="GTiff", width=200, height=300, count=3, dtype="uint16", crs="EPSG:32611",
-                   transform=from_origin(500000, 4000000, 0.5, 0.5), tiled=True, blockxsize=64, blockysize=64)
+    profile = dict(
+        driver="GTiff",
+        width=200,
+        height=300,
+        count=3,
+        dtype="uint16",
+        crs="EPSG:32611",
+        transform=from_origin(500000, 4000000, 0.5, 0.5),
+        tiled=True,
+        blockxsize=64,
+        blockysize=64,
+    )
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
     storage.write_file("scenes/s1/source.tif", path)

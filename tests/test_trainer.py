@@ -57,8 +57,16 @@ def _tiny_config(data: Path, run: Path, **overrides):
     """A CPU-sized run: 64 px crops, batches of 2, 2 steps per epoch, 16-channel heads, random weights."""
     from roadseg.trainer.train import TrainConfig
 
-    settings = dict(output=str(run), train_data=[f"{data}:1"], weights=None, crop_size=64, batch_size=2,
-                    steps_per_epoch=2, aspp_filters=16, decoder_filters=16)  # fmt: skip
+    settings = dict(
+        output=str(run),
+        train_data=[f"{data}:1"],
+        weights=None,
+        crop_size=64,
+        batch_size=2,
+        steps_per_epoch=2,
+        aspp_filters=16,
+        decoder_filters=16,
+    )
     return TrainConfig(**{**settings, **overrides})
 
 

@@ -23,8 +23,14 @@ from test_gateway_support import SHIPPED, Gateway, dark_model
 pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def model_dir():
@@ -89,9 +95,11 @@ def test_upload_overlay_and_route_in_chromium(gateway, page, shared_dir, artifac
     assert "v1" in page.inner_text("#model-card") or "v" in page.inner_text("#model-card")
 
     page.set_input_files("#file", str(tile))
-    page.wait_for_function("() => { const o = document.getElementById('overlay'); return o && o.complete "
-                           "&& o.naturalWidth === 1300 && document.getElementById('base').naturalWidth === 1300; }",
-                           timeout=120_000)  # fmt: skip
+    page.wait_for_function(
+        "() => { const o = document.getElementById('overlay'); return o && o.complete "
+        "&& o.naturalWidth === 1300 && document.getElementById('base').naturalWidth === 1300; }",
+        timeout=120_000,
+    )
     job_id = page.get_attribute(".viewer", "data-id")
     record = httpx.get(f"{gateway.url}/api/v1/predictions/{job_id}").json()
     assert record["status"] == "done" and record["info"]["georeferenced"]
@@ -109,8 +117,9 @@ def test_upload_overlay_and_route_in_chromium(gateway, page, shared_dir, artifac
     scale = box["width"] / record["info"]["width"]
     for x, y in far_apart_road_points(gateway.url, record):
         page.mouse.click(box["x"] + x * scale, box["y"] + y * scale)
-    page.wait_for_function("() => document.getElementById('route-info').textContent.startsWith('Route length')",
-                           timeout=30_000)  # fmt: skip
+    page.wait_for_function(
+        "() => document.getElementById('route-info').textContent.startsWith('Route length')", timeout=30_000
+    )
     info = page.inner_text("#route-info")
     length_m = float(info.split(":")[1].strip().removesuffix(" m"))
     assert length_m > 20
@@ -153,8 +162,10 @@ def test_drag_and_drop_and_keyboard_route(dark_gateway, page, artifacts_dir):
         }""",
         base64.b64encode(example_png()).decode(),
     )
-    page.wait_for_function("() => { const o = document.getElementById('overlay'); "
-                           "return o && o.complete && o.naturalWidth === 768; }", timeout=60_000)  # fmt: skip
+    page.wait_for_function(
+        "() => { const o = document.getElementById('overlay'); return o && o.complete && o.naturalWidth === 768; }",
+        timeout=60_000,
+    )
     record = httpx.get(f"{gateway.url}/api/v1/predictions/{page.get_attribute('.viewer', 'data-id')}").json()
     assert record["input_name"] == "dropped.png"
     # Keyboard only: along the side street drawn from (140, 0) to (180, 768) in the example image.
@@ -164,8 +175,9 @@ def test_drag_and_drop_and_keyboard_route(dark_gateway, page, artifacts_dir):
         page.keyboard.press("Tab")
     page.focus("input[name=ey]")
     page.keyboard.press("Enter")
-    page.wait_for_function("() => document.getElementById('route-info').textContent.startsWith('Route length')",
-                           timeout=30_000)  # fmt: skip
+    page.wait_for_function(
+        "() => document.getElementById('route-info').textContent.startsWith('Route length')", timeout=30_000
+    )
     length_px = float(page.inner_text("#route-info").split(":")[1].strip().removesuffix(" px"))
     assert length_px == pytest.approx(651, rel=0.1)
     page.screenshot(path=str(artifacts_dir / "web_page_keyboard_route.png"), full_page=True)

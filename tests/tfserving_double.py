@@ -140,8 +140,10 @@ class TFServingGrpcDouble:
         self.name = name
         self.models = load_versions(model_dir)
         limit = 512 * 1024 * 1024
-        self.server = grpc.server(ThreadPoolExecutor(4), options=[("grpc.max_send_message_length", limit),
-                                                                  ("grpc.max_receive_message_length", limit)])
+        self.server = grpc.server(
+            ThreadPoolExecutor(4),
+            options=[("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)],
+        )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(_Predictions(self), self.server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(_Models(self), self.server)
         self.target = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"

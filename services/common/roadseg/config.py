@@ -25,6 +25,7 @@ class InvalidSettings(RoadsegError):
 
     status_code = 500
 
+
 #: Repository root when running from a checkout (services/common/roadseg/config.py -> repo).
 REPO_ROOT = Path(__file__).resolve().parents[3]
 

@@ -41,8 +41,9 @@ def _run(args: argparse.Namespace) -> int:
     label_record = pipeline.label(scene_record["id"], vectors, options)
     dataset = pipeline.export([label_record["id"]], args.dataset_name or f"demo-{scene_record['id']}")
     before_version = _latest(model_dir)
-    params = FinetuneParams(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size,
-                            crop_size=args.crop_size)  # fmt: skip
+    params = FinetuneParams(
+        epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size, crop_size=args.crop_size
+    )
     new_version = pipeline.finetune(dataset["url"], model_dir, run_dir, params)
     pipeline.wait_for_model(new_version)
     prediction = pipeline.predict(scene)

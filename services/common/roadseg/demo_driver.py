@@ -112,8 +112,9 @@ class Pipeline:
                 self.http.post(f"{self.endpoints.ingest}/api/v1/scenes", files={"file": (scene.name, fh)}, data=data),
                 "ingest upload",
             )
-        record = self.wait_record(f"{self.endpoints.ingest}/api/v1/scenes/{record['id']}", "tiling",
-                            self._progress("tiles"))  # fmt: skip
+        record = self.wait_record(
+            f"{self.endpoints.ingest}/api/v1/scenes/{record['id']}", "tiling", self._progress("tiles")
+        )
         self.echo(f"  scene {record['id']}: {record.get('tile_count')} tiles, CRS {record.get('crs')}")
         return record
 
@@ -141,11 +142,16 @@ class Pipeline:
         manifest = self._json(
             self.http.post(
                 f"{self.endpoints.labeler}/api/v1/datasets",
-                json={"runs": run_ids, "name": name, "fractions": list(fractions), "block_tiles": block_tiles,
-                      "include_flagged": True},
+                json={
+                    "runs": run_ids,
+                    "name": name,
+                    "fractions": list(fractions),
+                    "block_tiles": block_tiles,
+                    "include_flagged": True,
+                },
             ),
             "dataset export",
-        )  # fmt: skip
+        )
         splits = {k: v["examples"] for k, v in manifest.get("splits", {}).items()}
         self.echo(f"  dataset {manifest['url']}: {splits}")
         return manifest
@@ -160,17 +166,41 @@ class Pipeline:
         new = current + 1
         self.echo(f"[4/6] fine-tune version {current} -> {new} on {dataset_url}")
         train = [
-            "train", "--init-from", str(model_dir / str(current)), "--train-data", dataset_url,
-            "--val-data", dataset_url, "--output", str(run_dir), "--epochs", str(params.epochs),
-            "--steps-per-epoch", str(params.steps_per_epoch), "--batch-size", str(params.batch_size),
-            "--crop-size", str(params.crop_size), "--learning-rate", str(params.learning_rate), "--weights", "none",
+            "train",
+            "--init-from",
+            str(model_dir / str(current)),
+            "--train-data",
+            dataset_url,
+            "--val-data",
+            dataset_url,
+            "--output",
+            str(run_dir),
+            "--epochs",
+            str(params.epochs),
+            "--steps-per-epoch",
+            str(params.steps_per_epoch),
+            "--batch-size",
+            str(params.batch_size),
+            "--crop-size",
+            str(params.crop_size),
+            "--learning-rate",
+            str(params.learning_rate),
+            "--weights",
+            "none",
             *params.extra_args,
-        ]  # fmt: skip
+        ]
         self._roadseg(train, "training")
         export = [
-            "export", "--checkpoint", str(run_dir / "checkpoints" / "last.keras"), "--model-dir", str(model_dir),
-            "--version", str(new), "--evaluate", f"{dataset_url}:val,test",
-        ]  # fmt: skip
+            "export",
+            "--checkpoint",
+            str(run_dir / "checkpoints" / "last.keras"),
+            "--model-dir",
+            str(model_dir),
+            "--version",
+            str(new),
+            "--evaluate",
+            f"{dataset_url}:val,test",
+        ]
         self._roadseg(export, "export")
         self.echo(f"  exported {model_dir / str(new)}")
         return new
@@ -203,10 +233,13 @@ class Pipeline:
                 "prediction upload",
             )
         if record.get("status") != "done":
-            record = self.wait_record(f"{self.endpoints.gateway}/api/v1/predictions/{record['id']}", "prediction",
-                                self._progress("windows"))  # fmt: skip
-        self.echo(f"  prediction {record['id']}: model version {record.get('model', {}).get('model_version')}, "
-                  f"road fraction {record.get('road_fraction')}")  # fmt: skip
+            record = self.wait_record(
+                f"{self.endpoints.gateway}/api/v1/predictions/{record['id']}", "prediction", self._progress("windows")
+            )
+        self.echo(
+            f"  prediction {record['id']}: model version {record.get('model', {}).get('model_version')}, "
+            f"road fraction {record.get('road_fraction')}"
+        )
         return record
 
     def evaluate(self, model_version_dir: Path, dataset_url: str, splits: str = "val,test") -> dict[str, Any]:

@@ -161,9 +161,10 @@ def create_app(predictor: Predictor | None = None, storage: Storage | None = Non
         size = storage.size(jobs(request).key(job_id, name))
         fh = storage.open(jobs(request).key(job_id, name))
         return StreamingResponse(
-            _chunks(fh), media_type=MEDIA_TYPES[name],
+            _chunks(fh),
+            media_type=MEDIA_TYPES[name],
             headers={"Content-Length": str(size), "Content-Disposition": f'inline; filename="{job_id}-{name}"'},
-        )  # fmt: skip
+        )
 
     @app.post("/api/v1/predictions/{job_id}/route", tags=["predictions"])
     def route(request: Request, job_id: str, body: RouteRequest) -> dict[str, Any]:
@@ -174,8 +175,9 @@ def create_app(predictor: Predictor | None = None, storage: Storage | None = Non
         if "roads.geojson" not in record.get("files", []):
             raise InvalidInput(f"prediction {job_id} has no road network ({record.get('roads_note')})")
         storage: Storage = request.app.state.storage
-        return route_between(storage, jobs(request).key(job_id, "roads.geojson"), record["info"], body.start,
-                             body.end, body.crs)  # fmt: skip
+        return route_between(
+            storage, jobs(request).key(job_id, "roads.geojson"), record["info"], body.start, body.end, body.crs
+        )
 
     # ------------------------------------------------------------------ htmx fragments
     @app.get("/ui/model", include_in_schema=False)

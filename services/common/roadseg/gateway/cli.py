@@ -81,9 +81,10 @@ def predict_command(args: argparse.Namespace) -> int:
     for source in args.inputs:
         stem = Path(source).stem
         try:
-            with raster.open_checked(source, settings.max_scene_pixels) as ds, tempfile.TemporaryDirectory(
-                prefix=".predict-", dir=out
-            ) as tmp:
+            with (
+                raster.open_checked(source, settings.max_scene_pixels) as ds,
+                tempfile.TemporaryDirectory(prefix=".predict-", dir=out) as tmp,
+            ):
                 with tqdm(desc=stem, unit="window", file=sys.stderr, leave=False) as bar:
 
                     def progress(done: int, total: int, bar=bar) -> None:

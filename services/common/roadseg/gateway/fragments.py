@@ -78,7 +78,7 @@ def prediction(record: dict[str, Any]) -> str:
         pct = round(100 * float(record.get("progress") or 0))
         return (
             f'<div class="status" hx-get="/ui/predictions/{job_id}" hx-trigger="every 1s" hx-swap="outerHTML">'
-            f'<p>{escape(record.get("stage") or record["status"])}: {pct}%</p>'
+            f"<p>{escape(record.get('stage') or record['status'])}: {pct}%</p>"
             f'<progress max="100" value="{pct}" aria-label="prediction progress">{pct}%</progress></div>'
         )
     info, links = record["info"], record["links"]
@@ -94,7 +94,7 @@ def prediction(record: dict[str, Any]) -> str:
     if resampling:
         roads_note += (
             f'<p class="muted" id="resampling">Predicted at the model\'s {resampling["model_pixel_size_m"]:g} m '
-            f'pixels (this image: {resampling["image_pixel_size_m"]:.2f} m), then mapped back to every pixel.</p>'
+            f"pixels (this image: {resampling['image_pixel_size_m']:.2f} m), then mapped back to every pixel.</p>"
         )
     return f"""
 <section class="viewer" data-id="{job_id}" data-width="{width}" data-height="{height}" data-unit="{unit}"

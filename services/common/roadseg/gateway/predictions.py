@@ -139,9 +139,7 @@ def predict_raster(
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         outs = {name: rasterio.open(files[name], "w", **_profile(ds, *spec)) for name, spec in layers.items()}
         try:
-            bands = sliding_predict(
-                read_rows, predict, height, width, window, overlap, settings.predict_batch, count
-            )  # fmt: skip
+            bands = sliding_predict(read_rows, predict, height, width, window, overlap, settings.predict_batch, count)
             for row_off, prob in bands:
                 window = Window(0, row_off, width, prob.shape[0])
                 road = prob >= threshold
@@ -277,8 +275,12 @@ def run_job(job_id: str, storage: Storage, predictor: Predictor, settings: Setti
             road_fraction=result.road_pixels / (result.info["width"] * result.info["height"]),
             windows_total=result.windows,
             seconds=round(result.seconds, 3),
-            timings={"predict": round(result.seconds, 3), "pngs": round(png_seconds, 3),
-                     "roads": round(roads_seconds, 3), "store": round(store_seconds, 3)},  # fmt: skip
+            timings={
+                "predict": round(result.seconds, 3),
+                "pngs": round(png_seconds, 3),
+                "roads": round(roads_seconds, 3),
+                "store": round(store_seconds, 3),
+            },
             model=predictor.describe(),
             resampling=result.resampling,
             roads_note=None if roads is not None else f"image above {settings.graph_max_pixels} pixels: no road graph",

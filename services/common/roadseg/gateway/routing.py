@@ -34,8 +34,14 @@ def to_pixels(points: list[tuple[float, float]], crs: str, info: dict[str, Any])
     return pts
 
 
-def route_between(storage: Storage, roads_key: str, info: dict[str, Any], start: tuple[float, float],
-                  end: tuple[float, float], crs: str) -> dict[str, Any]:  # fmt: skip
+def route_between(
+    storage: Storage,
+    roads_key: str,
+    info: dict[str, Any],
+    start: tuple[float, float],
+    end: tuple[float, float],
+    crs: str,
+) -> dict[str, Any]:
     """GeoJSON Feature of the shortest road path with ``length_m`` (georeferenced) or ``length_px``.
 
     Raises the road-network errors (TooFarFromRoad 422, NoRoute 404) unchanged.

@@ -167,8 +167,10 @@ def resampled(predict: PredictBatch, factor: float) -> PredictBatch:
         method = Image.Resampling.BOX if factor > 1 else Image.Resampling.BILINEAR
         small = np.stack([np.asarray(Image.fromarray(image).resize(size, method)) for image in images])
         probabilities = predict(small)
-        back = [Image.fromarray(p.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BILINEAR)
-                for p in probabilities]  # fmt: skip
+        back = [
+            Image.fromarray(p.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BILINEAR)
+            for p in probabilities
+        ]
         return np.clip(np.stack([np.asarray(b) for b in back]), 0.0, 1.0).reshape(count, height, width)
 
     return run

@@ -29,13 +29,22 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("scene", metavar="SCENE", help="local path, file:///path or gs://bucket/key of the image")
-    parser.add_argument("--out", metavar="STORAGE_URL", default=None,
-                        help="storage root for tiles: a folder, file:///path or gs://bucket/prefix "
-                        "(default: ROADSEG_STORAGE_URL)")
+    parser.add_argument(
+        "--out",
+        metavar="STORAGE_URL",
+        default=None,
+        help="storage root for tiles: a folder, file:///path or gs://bucket/prefix (default: ROADSEG_STORAGE_URL)",
+    )
     parser.add_argument("--tile-size", type=int, default=None, help="tile edge in pixels (default: 512)")
     parser.add_argument("--overlap", type=int, default=None, help="pixels shared by neighbouring tiles (default: 0)")
-    parser.add_argument("--stretch", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
-                        help="percentiles mapped to 0 and 255 for non-8-bit data (default: 2 98)")
+    parser.add_argument(
+        "--stretch",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        default=None,
+        help="percentiles mapped to 0 and 255 for non-8-bit data (default: 2 98)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -53,8 +62,11 @@ def run(args: argparse.Namespace) -> int:
     params = TileParams.from_settings(args.tile_size, args.overlap, args.stretch)
     scene_id = scene_id_for_uri(uri, source.size(key), params)
     record = register_scene(storage, scene_id, source, key, params, source_url=uri, filename=key)
-    print(f"scene {scene_id}: {record['width']} x {record['height']} px, {record['bands']} band(s) {record['dtype']}, "
-          f"crs {record['crs'] or 'none (pixel space)'}", file=sys.stderr)
+    print(
+        f"scene {scene_id}: {record['width']} x {record['height']} px, {record['bands']} band(s) {record['dtype']}, "
+        f"crs {record['crs'] or 'none (pixel space)'}",
+        file=sys.stderr,
+    )
     with tqdm(total=record["progress"]["total"], unit="tile", desc="tiling", file=sys.stderr) as bar:
         manifest = run_scene(storage, scene_id, echo=lambda done, total: bar.update(done - bar.n))
     summary = {

@@ -66,8 +66,9 @@ class TileParams:
             raise InvalidInput(f"stretch percentiles must satisfy 0 <= low < high <= 100, got {self.percentiles}")
 
     @classmethod
-    def from_settings(cls, tile_size: int | None = None, overlap: int | None = None,
-                      percentiles: tuple[float, float] | None = None) -> TileParams:
+    def from_settings(
+        cls, tile_size: int | None = None, overlap: int | None = None, percentiles: tuple[float, float] | None = None
+    ) -> TileParams:
         """Explicit values, else the ``ROADSEG_TILE_SIZE``/``TILE_OVERLAP``/``STRETCH_PERCENTILES`` settings."""
         from roadseg.config import get_settings
 
@@ -127,8 +128,16 @@ def encode_tile(rgb: np.ndarray, valid: np.ndarray, tile_size: int, transform, c
     mask = np.zeros((tile_size, tile_size), dtype=np.uint8)
     mask[:height, :width] = np.where(valid, 255, 0)
     profile = {
-        "driver": "GTiff", "width": tile_size, "height": tile_size, "count": 3, "dtype": "uint8",
-        "crs": crs, "transform": transform, "compress": "deflate", "zlevel": 1, "photometric": "RGB",
+        "driver": "GTiff",
+        "width": tile_size,
+        "height": tile_size,
+        "count": 3,
+        "dtype": "uint8",
+        "crs": crs,
+        "transform": transform,
+        "compress": "deflate",
+        "zlevel": 1,
+        "photometric": "RGB",
     }
     if tile_size % 16 == 0:
         profile.update(tiled=True, blockxsize=min(256, tile_size), blockysize=min(256, tile_size))
@@ -166,8 +175,15 @@ def tile_scene(
         cells = tile_grid(ds.width, ds.height, params.tile_size, params.overlap)
         existing = set(storage.list(tiles_prefix(scene_id)))
         tiles, skipped = [], 0
-        log.info("scene %s: %d x %d px, %d tiles of %d px (%d already stored)",
-                 scene_id, ds.width, ds.height, len(cells), params.tile_size, len(existing))
+        log.info(
+            "scene %s: %d x %d px, %d tiles of %d px (%d already stored)",
+            scene_id,
+            ds.width,
+            ds.height,
+            len(cells),
+            params.tile_size,
+            len(existing),
+        )
         for done, entry in enumerate(_tile_cells(ds, storage, scene_id, cells, existing, stretch, params, crs), 1):
             if entry is None:
                 skipped += 1
@@ -227,8 +243,12 @@ def _tile_cells(
         yield {
             "id": cell.tile_id,
             "key": key,
-            "window": [int(cell.window.col_off), int(cell.window.row_off),
-                       int(cell.window.width), int(cell.window.height)],
+            "window": [
+                int(cell.window.col_off),
+                int(cell.window.row_off),
+                int(cell.window.width),
+                int(cell.window.height),
+            ],
             "bounds": _cell_bounds(ds, cell.window),
             "padded": cell.window.width < params.tile_size or cell.window.height < params.tile_size,
             "nodata_fraction": round(1.0 - n_valid / area, 6),

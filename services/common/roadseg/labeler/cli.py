@@ -71,13 +71,26 @@ def _options(args: argparse.Namespace):
     from roadseg.labeler.run import LabelOptions
     from roadseg.labeler.widths import WidthSpec
 
-    widths = WidthSpec.from_options(args.width, args.width_attr, args.lane_width, args.width_table,
-                                    args.width_table_file)  # fmt: skip
-    qc = QualityParams(min_road_fraction=args.min_road, max_road_fraction=args.max_road,
-                       max_nodata_fraction=args.max_nodata, max_shift_px=args.max_shift)  # fmt: skip
+    widths = WidthSpec.from_options(
+        args.width, args.width_attr, args.lane_width, args.width_table, args.width_table_file
+    )
+    qc = QualityParams(
+        min_road_fraction=args.min_road,
+        max_road_fraction=args.max_road,
+        max_nodata_fraction=args.max_nodata,
+        max_shift_px=args.max_shift,
+    )
     ignore = get_settings().ignore_value if args.ignore_value is None else args.ignore_value
-    return LabelOptions(mode=args.mode, layer=args.layer, assume_crs=args.assume_crs, where=args.where,
-                        edge_layer=args.edge_layer, widths=widths, ignore_value=ignore, quality=qc)  # fmt: skip
+    return LabelOptions(
+        mode=args.mode,
+        layer=args.layer,
+        assume_crs=args.assume_crs,
+        where=args.where,
+        edge_layer=args.edge_layer,
+        widths=widths,
+        ignore_value=ignore,
+        quality=qc,
+    )
 
 
 def _print_summary(manifest: dict, storage_url: str) -> None:
@@ -166,8 +179,9 @@ def _dataset_export(args: argparse.Namespace) -> int:
     from roadseg.labeler.datasets import samples_from_runs
     from roadseg.storage import get_storage
 
-    samples, excluded = samples_from_runs(get_storage(), args.run_ids, args.block_tiles, args.fractions, args.seed,
-                                          args.include_flagged)  # fmt: skip
+    samples, excluded = samples_from_runs(
+        get_storage(), args.run_ids, args.block_tiles, args.fractions, args.seed, args.include_flagged
+    )
     print(f"{len(samples)} tiles to export; left out: {excluded or 'none'}")
     info = {**_export_info(args), "block_tiles": args.block_tiles, "runs": args.run_ids, "excluded": excluded}
     return _write(samples, args, info)
@@ -199,26 +213,41 @@ def _add_dataset_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder or storage URL (gs://bucket/datasets/name)")
     p.add_argument("--shard-size", type=int, default=256, help="examples per TFRecord shard (default 256)")
     p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
-    p.add_argument("--fractions", type=float, nargs=3, default=(0.8, 0.1, 0.1), metavar=("TRAIN", "VAL", "TEST"),
-                   help="split fractions (default 0.8 0.1 0.1)")  # fmt: skip
+    p.add_argument(
+        "--fractions",
+        type=float,
+        nargs=3,
+        default=(0.8, 0.1, 0.1),
+        metavar=("TRAIN", "VAL", "TEST"),
+        help="split fractions (default 0.8 0.1 0.1)",
+    )
 
 
 def register(sub) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser(
-        "label", help="make road masks for a scene's tiles from road vectors", formatter_class=fmt,
+        "label",
+        help="make road masks for a scene's tiles from road vectors",
+        formatter_class=fmt,
         description="Rasterize road vectors (Shapefile, GeoJSON, GeoPackage, OSM PBF; any CRS) into one "
         "uint8 mask per tile of an ingested scene, check each mask's quality, and write a label manifest.",
         epilog=LABEL_EPILOG,
-    )  # fmt: skip
-    p.add_argument("scene", metavar="SCENE_ID_OR_MANIFEST",
-                   help="scene id, path/URL of scenes/<id>/manifest.json, or a single GeoTIFF")  # fmt: skip
+    )
+    p.add_argument(
+        "scene",
+        metavar="SCENE_ID_OR_MANIFEST",
+        help="scene id, path/URL of scenes/<id>/manifest.json, or a single GeoTIFF",
+    )
     p.add_argument("--vectors", required=True, help="road centerlines (or road polygons) file")
     p.add_argument("--layer", help="layer of the vector file (default: the first; `lines` for OSM)")
     p.add_argument("--assume-crs", help="CRS of a vector file that declares none, e.g. EPSG:4326")
     p.add_argument("--where", help="SQL filter on the features, e.g. \"highway IN ('primary','residential')\"")
-    p.add_argument("--mode", choices=["centerline", "edges"], default="centerline",
-                   help="centerline: buffer lines by a width (default); edges: cut by street edge lines")  # fmt: skip
+    p.add_argument(
+        "--mode",
+        choices=["centerline", "edges"],
+        default="centerline",
+        help="centerline: buffer lines by a width (default); edges: cut by street edge lines",
+    )
     p.add_argument("--edge-vectors", help="street edge (curb) lines, for --mode edges")
     p.add_argument("--edge-layer", help="layer of the edge vector file")
     p.add_argument("--width", type=float, help="road width in metres (default 6; fallback for other rules)")
@@ -237,27 +266,42 @@ def register(sub) -> None:
     p.add_argument("--out", help="output mask path when labeling a single GeoTIFF")
     p.set_defaults(func=_label)
 
-    s = sub.add_parser("label-status", help="show or wait for a label run's status",
-                       description="Print a label run's status record (progress, counts, error).")  # fmt: skip
+    s = sub.add_parser(
+        "label-status",
+        help="show or wait for a label run's status",
+        description="Print a label run's status record (progress, counts, error).",
+    )
     s.add_argument("run_id")
     s.add_argument("--wait", action="store_true", help="follow the run until it finishes")
     s.set_defaults(func=_label_status)
 
-    d = sub.add_parser("dataset", help="export labeled tiles or image folders as TFRecord datasets",
-                       description="Build training datasets (TFRecord shards + manifest.json).", epilog=EXPORT_EPILOG,
-                       formatter_class=fmt)  # fmt: skip
+    d = sub.add_parser(
+        "dataset",
+        help="export labeled tiles or image folders as TFRecord datasets",
+        description="Build training datasets (TFRecord shards + manifest.json).",
+        epilog=EXPORT_EPILOG,
+        formatter_class=fmt,
+    )
     dsub = d.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
-    e = dsub.add_parser("export", help="label runs -> TFRecords (review decisions respected, block split)",
-                        description="Export the tiles of finished label runs.", epilog=EXPORT_EPILOG,
-                        formatter_class=fmt)  # fmt: skip
+    e = dsub.add_parser(
+        "export",
+        help="label runs -> TFRecords (review decisions respected, block split)",
+        description="Export the tiles of finished label runs.",
+        epilog=EXPORT_EPILOG,
+        formatter_class=fmt,
+    )
     e.add_argument("run_ids", nargs="+", metavar="RUN_ID", help="label run ids (see the review page)")
     e.add_argument("--block-tiles", type=int, default=4, help="spatial block edge in tiles (default 4)")
     e.add_argument("--include-flagged", action="store_true", help="keep flagged tiles nobody reviewed")
     _add_dataset_common(e)
     e.set_defaults(func=_dataset_export)
-    i = dsub.add_parser("import-folder", help="plain image/mask folders -> TFRecords",
-                        description="Convert {train,val,test}/{images,masks} (or images/ + masks/) folders.",
-                        epilog=EXPORT_EPILOG, formatter_class=fmt)  # fmt: skip
+    i = dsub.add_parser(
+        "import-folder",
+        help="plain image/mask folders -> TFRecords",
+        description="Convert {train,val,test}/{images,masks} (or images/ + masks/) folders.",
+        epilog=EXPORT_EPILOG,
+        formatter_class=fmt,
+    )
     i.add_argument("folder", help="folder with images/ and masks/ (same file stems), optionally per split")
     _add_dataset_common(i)
     i.set_defaults(func=_dataset_import)

@@ -223,8 +223,9 @@ def write_dataset(
                         writer.write(encode_example(image, mask, sample.tile_id, bounds, sample.crs))
                         road += int((mask == 255).sum())
                         valid += int(((mask == 0) | (mask == 255)).sum())
-                        examples.append({"tile_id": sample.tile_id, "split": split, "shard": name,
-                                         "source": sample.source})  # fmt: skip
+                        examples.append(
+                            {"tile_id": sample.tile_id, "split": split, "shard": name, "source": sample.source}
+                        )
                         done += 1
                         if progress:
                             progress(done, len(samples))
@@ -239,8 +240,13 @@ def write_dataset(
     manifest = {
         "format": FORMAT,
         "created": time.time(),
-        "features": {"image/png": "bytes", "mask/png": "bytes", "tile_id": "bytes", "bounds": "4 floats",
-                     "crs": "bytes"},  # fmt: skip
+        "features": {
+            "image/png": "bytes",
+            "mask/png": "bytes",
+            "tile_id": "bytes",
+            "bounds": "4 floats",
+            "crs": "bytes",
+        },
         "mask_values": "0 background, 255 road, anything else ignored",
         "splits": manifest_splits,
         "sources": sorted({s.source for s in samples}),
@@ -248,6 +254,7 @@ def write_dataset(
         "examples": examples,
     }
     target.write_text("manifest.json", json.dumps(manifest, indent=1))
-    log.info("dataset written to %s: %s", target.url,
-             ", ".join(f"{s} {v['examples']}" for s, v in manifest_splits.items()))  # fmt: skip
+    log.info(
+        "dataset written to %s: %s", target.url, ", ".join(f"{s} {v['examples']}" for s, v in manifest_splits.items())
+    )
     return manifest

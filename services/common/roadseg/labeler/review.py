@@ -106,12 +106,14 @@ def create_app(storage: Storage | None = None) -> FastAPI:
             image = np.moveaxis(ds.read([1, 2, 3]), 0, -1)
         with st.open_raster(entry["mask_key"]) as ds:
             mask = ds.read(1)
-        return Response(png_bytes(overlay(image, mask)), media_type="image/png",
-                        headers={"Cache-Control": "max-age=3600"})  # fmt: skip
+        return Response(
+            png_bytes(overlay(image, mask)), media_type="image/png", headers={"Cache-Control": "max-age=3600"}
+        )
 
     @app.post("/runs/{run_id}/tiles/{tile_id}/decision", response_class=HTMLResponse, tags=["review"])
-    def decide(request: Request, run_id: str, tile_id: str, decision: str = Form(...),
-               reviewer: str | None = Form(None)) -> HTMLResponse:  # fmt: skip
+    def decide(
+        request: Request, run_id: str, tile_id: str, decision: str = Form(...), reviewer: str | None = Form(None)
+    ) -> HTMLResponse:
         """Record ``accept``, ``reject`` or ``clear`` for a tile; returns the tile's card (htmx swaps it in)."""
         st = store()
         entry = tile_entry(load_manifest(st, run_id), tile_id)

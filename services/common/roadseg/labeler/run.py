@@ -181,9 +181,15 @@ def local_vectors(storage: Storage, key: str) -> Iterator[Path]:
 def write_mask_bytes(mask: np.ndarray, grid: TileGrid) -> bytes:
     """The mask as a compressed single-band GeoTIFF with the tile's CRS and transform."""
     profile = {
-        "driver": "GTiff", "width": grid.width, "height": grid.height, "count": 1, "dtype": "uint8",
-        "crs": grid.crs.to_wkt(), "transform": grid.transform, "compress": "deflate",
-    }  # fmt: skip
+        "driver": "GTiff",
+        "width": grid.width,
+        "height": grid.height,
+        "count": 1,
+        "dtype": "uint8",
+        "crs": grid.crs.to_wkt(),
+        "transform": grid.transform,
+        "compress": "deflate",
+    }
     with MemoryFile() as memfile:
         with memfile.open(**profile) as dst:
             dst.write(mask, 1)
@@ -316,8 +322,13 @@ def label_run(storage: Storage, run_id: str, progress: Progress | None = None) -
         jobs.update(run_id, status=FAILED, error=str(exc))
         raise
     counts = manifest["counts"]
-    jobs.update(run_id, status=DONE, manifest_key=manifest_key(run_id), counts=counts,
-                progress={"done": counts["tiles"], "total": counts["tiles"]})  # fmt: skip
+    jobs.update(
+        run_id,
+        status=DONE,
+        manifest_key=manifest_key(run_id),
+        counts=counts,
+        progress={"done": counts["tiles"], "total": counts["tiles"]},
+    )
     return manifest
 
 
@@ -336,8 +347,13 @@ def _label_run(storage: Storage, jobs: JobStore, record: dict, progress: Progres
             else None
         )
         labeler, report = open_sources(options, roads_path, edges_path, scene_bounds(scene), scene["crs"])
-    log.info("run %s: %d tiles, %d already done, %d road features in the scene",
-             run_id, len(tiles), len(done_keys), report["roads"]["kept"])  # fmt: skip
+    log.info(
+        "run %s: %d tiles, %d already done, %d road features in the scene",
+        run_id,
+        len(tiles),
+        len(done_keys),
+        report["roads"]["kept"],
+    )
     entries, last_update = [], 0.0
     for i, tile in enumerate(tiles, 1):
         rec_key = tile_record_key(run_id, tile["id"])
@@ -381,13 +397,24 @@ def _label_tile(storage: Storage, scene_storage: Storage, labeler: TileLabeler, 
         mask, qc, grid = labeler.label_dataset(ds, query_bounds=tuple(tile["bounds"]))
     key = mask_key(run_id, tile["id"])
     storage.write_bytes(key, write_mask_bytes(mask, grid))
-    return {"id": tile["id"], "tile_key": tile["key"], "mask_key": key, "bounds": tile["bounds"],
-            "window": tile["window"], **qc}  # fmt: skip
+    return {
+        "id": tile["id"],
+        "tile_key": tile["key"],
+        "mask_key": key,
+        "bounds": tile["bounds"],
+        "window": tile["window"],
+        **qc,
+    }
 
 
 # ---------------------------------------------------------------- one raster file
-def label_raster_file(image_path: str | Path, vectors: str | Path, out_path: str | Path, options: LabelOptions,
-                      edge_vectors: str | Path | None = None) -> dict:  # fmt: skip
+def label_raster_file(
+    image_path: str | Path,
+    vectors: str | Path,
+    out_path: str | Path,
+    options: LabelOptions,
+    edge_vectors: str | Path | None = None,
+) -> dict:
     """Label a single georeferenced raster (no ingest): writes the mask GeoTIFF and returns its quality record."""
     with rasterio.open(image_path) as ds:
         grid = TileGrid.from_dataset(ds)

@@ -58,8 +58,9 @@ def start_label_run(
     scene_id: Annotated[str, Form(description="scene id from the ingest service")],
     vectors: Annotated[UploadFile | None, File(description="road vectors: GeoJSON, GeoPackage, OSM PBF")] = None,
     vectors_uri: Annotated[str | None, Form(description="or a file:// / gs:// URL of the vectors")] = None,
-    options: Annotated[str, Form(description='JSON label options, e.g. {"widths": {"width_attr": "lane_number"}}')]
-    = "{}",
+    options: Annotated[
+        str, Form(description='JSON label options, e.g. {"widths": {"width_attr": "lane_number"}}')
+    ] = "{}",
 ) -> dict[str, Any]:
     """Validate the vectors, create (or reuse) the run and queue it on the ``label`` workers."""
     from roadseg.labeler.run import prepare_run

@@ -81,9 +81,7 @@ def split_grid_tiles(
     for scene_id, tile_id in tiles:
         sizes[block_of(scene_id, tile_id, block_tiles)] += 1
     by_block = assign_groups(sizes, fractions, seed)
-    result: dict[tuple[str, str], str | None] = {
-        (s, t): by_block[block_of(s, t, block_tiles)] for s, t in tiles
-    }
+    result: dict[tuple[str, str], str | None] = {(s, t): by_block[block_of(s, t, block_tiles)] for s, t in tiles}
     if overlap > 0:
         result = {key: _guard(key, split, result) for key, split in result.items()}
     return result

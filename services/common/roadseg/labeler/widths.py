@@ -32,12 +32,30 @@ SPACENET_ROAD_TYPE_M: dict[str, float] = {"1": 16.0, "2": 12.0, "3": 10.0, "4": 
 
 #: OSM ``highway`` values that are roads or paths, with typical widths in metres.
 OSM_HIGHWAY_M: dict[str, float] = {
-    "motorway": 16.0, "trunk": 14.0, "primary": 12.0, "secondary": 10.0, "tertiary": 8.0,
-    "motorway_link": 7.0, "trunk_link": 7.0, "primary_link": 7.0, "secondary_link": 6.0, "tertiary_link": 6.0,
-    "residential": 7.0, "unclassified": 6.0, "living_street": 5.0, "road": 6.0, "service": 4.0,
-    "busway": 7.0, "track": 3.0, "pedestrian": 4.0, "footway": 2.0, "path": 2.0, "cycleway": 2.0,
-    "bridleway": 2.0, "steps": 2.0,
-}  # fmt: skip
+    "motorway": 16.0,
+    "trunk": 14.0,
+    "primary": 12.0,
+    "secondary": 10.0,
+    "tertiary": 8.0,
+    "motorway_link": 7.0,
+    "trunk_link": 7.0,
+    "primary_link": 7.0,
+    "secondary_link": 6.0,
+    "tertiary_link": 6.0,
+    "residential": 7.0,
+    "unclassified": 6.0,
+    "living_street": 5.0,
+    "road": 6.0,
+    "service": 4.0,
+    "busway": 7.0,
+    "track": 3.0,
+    "pedestrian": 4.0,
+    "footway": 2.0,
+    "path": 2.0,
+    "cycleway": 2.0,
+    "bridleway": 2.0,
+    "steps": 2.0,
+}
 
 #: Built-in tables by column name.
 BUILTIN_TABLES: dict[str, dict[str, float]] = {"road_type": SPACENET_ROAD_TYPE_M, "highway": OSM_HIGHWAY_M}

@@ -85,8 +85,11 @@ def to_metric(g: nx.MultiGraph, crs: str | None, tag: str, pixel_size_m: float |
         out.add_node((tag, n), x=float(xy[0]), y=float(xy[1]))
     for u, v, d in g.edges(data=True):
         geom = d["geometry"]
-        geom = transform_geometry(geom, src, crs) if src is not None and crs is not None else shapely.affinity.scale(
-            geom, scale, scale, origin=(0, 0))
+        geom = (
+            transform_geometry(geom, src, crs)
+            if src is not None and crs is not None
+            else shapely.affinity.scale(geom, scale, scale, origin=(0, 0))
+        )
         out.add_edge((tag, u), (tag, v), geometry=oriented_line(geom, out, (tag, u), (tag, v)), length=geom.length)
     return out
 
@@ -234,8 +237,14 @@ def apls(gt: nx.MultiGraph, prop: nx.MultiGraph, params: AplsParams = AplsParams
         b_prime, where = snap_points(b, points, params.max_snap_m)
         prime = _path_lengths(b_prime, where, controls)
         score, n_routes = path_similarity(native, prime, controls, params.min_path_length_m)
-        log.info("APLS %s onto other: %.4f over %d routes, %d/%d control points snapped",
-                 tag, score, n_routes, len(where), len(controls))
+        log.info(
+            "APLS %s onto other: %.4f over %d routes, %d/%d control points snapped",
+            tag,
+            score,
+            n_routes,
+            len(where),
+            len(controls),
+        )
         scores.append(score)
         counts.append((len(controls), n_routes))
     s1, s2 = scores

@@ -85,7 +85,9 @@ def remove_spurs(g: nx.MultiGraph, max_len: float) -> None:
         spurs = [
             (u, v, k)
             for u, v, k, length in g.edges(keys=True, data="length")
-            if length < max_len and u != v and sorted((g.degree(u), g.degree(v)))[0] == 1
+            if length < max_len
+            and u != v
+            and sorted((g.degree(u), g.degree(v)))[0] == 1
             and max(g.degree(u), g.degree(v)) >= 3
         ]
         if not spurs:

@@ -79,16 +79,19 @@ def _graph(args: argparse.Namespace) -> int:
                 if total > 1:
                     print(f"  window {done}/{total}", file=sys.stderr)
 
-            g = mask_to_graph(RasterMask(ds), ds.transform if georef else None, ds.crs if georef else None, params,
-                              progress=progress)
+            g = mask_to_graph(
+                RasterMask(ds), ds.transform if georef else None, ds.crs if georef else None, params, progress=progress
+            )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(graph_to_geojson(g)))
     if args.gpkg:
         write_gpkg(g, str(out.with_suffix(".gpkg")))
     unit = "m" if weight_key(g) == "length_m" else "px"
-    print(f"{g.number_of_nodes()} nodes, {g.number_of_edges()} edges, {total_length(g):.1f} {unit} of road "
-          f"in {time.perf_counter() - t0:.1f} s -> {out}" + (f" and {out.with_suffix('.gpkg')}" if args.gpkg else ""))
+    print(
+        f"{g.number_of_nodes()} nodes, {g.number_of_edges()} edges, {total_length(g):.1f} {unit} of road "
+        f"in {time.perf_counter() - t0:.1f} s -> {out}" + (f" and {out.with_suffix('.gpkg')}" if args.gpkg else "")
+    )
     return 0
 
 
@@ -113,13 +116,18 @@ def _apls(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.as_dict() | ({"topo": topo_scores} if topo_scores else {})))
     else:
-        print(f"APLS {result.apls:.4f}  "
-              f"(gt->prop {result.gt_onto_prop:.4f} over {result.n_routes_gt_onto_prop} routes, "
-              f"prop->gt {result.prop_onto_gt:.4f} over {result.n_routes_prop_onto_gt} routes; "
-              f"{result.n_control_gt}/{result.n_control_prop} control points)")
+        print(
+            f"APLS {result.apls:.4f}  "
+            f"(gt->prop {result.gt_onto_prop:.4f} over {result.n_routes_gt_onto_prop} routes, "
+            f"prop->gt {result.prop_onto_gt:.4f} over {result.n_routes_prop_onto_gt} routes; "
+            f"{result.n_control_gt}/{result.n_control_prop} control points)"
+        )
         if topo_scores:
-            print("TOPO precision {precision:.4f} recall {recall:.4f} F1 {f1:.4f} (tp {tp}, fp {fp}, fn {fn})".format(
-                **topo_scores))
+            print(
+                "TOPO precision {precision:.4f} recall {recall:.4f} F1 {f1:.4f} (tp {tp}, fp {fp}, fn {fn})".format(
+                    **topo_scores
+                )
+            )
     return 0
 
 
@@ -142,54 +150,77 @@ def _route(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
-    p = sub.add_parser("graph", help="vectorize a road mask into a routable road graph (GeoJSON/GeoPackage)",
-                       description="Skeletonize a road mask (or thresholded probability raster), build a road graph "
-                       "with nodes at junctions and ends, clean it (spurs, gaps, collinear breaks, specks) and "
-                       "write LineStrings with lengths in metres.", epilog=GRAPH_EPILOG, formatter_class=fmt)
+    p = sub.add_parser(
+        "graph",
+        help="vectorize a road mask into a routable road graph (GeoJSON/GeoPackage)",
+        description="Skeletonize a road mask (or thresholded probability raster), build a road graph "
+        "with nodes at junctions and ends, clean it (spurs, gaps, collinear breaks, specks) and "
+        "write LineStrings with lengths in metres.",
+        epilog=GRAPH_EPILOG,
+        formatter_class=fmt,
+    )
     p.add_argument("mask", help="single-band raster: 0/255 mask, 0/1 mask or probabilities (GeoTIFF, PNG, ...)")
     p.add_argument("--out", required=True, help="output GeoJSON path")
     p.add_argument("--gpkg", action="store_true", help="also write a GeoPackage beside --out")
     p.add_argument("--threshold", type=float, help="road probability threshold (default 0.5; x255 for uint8)")
     p.add_argument("--pixel-size", dest="pixel_size_m", type=float, help="metres per pixel for plain images")
     defaults = GraphParams()
-    for name, text in (("spur_m", "drop dead-end whiskers shorter than this"),
-                       ("gap_m", "join a dead end to a road this close"),
-                       ("collinear_gap_m", "join facing dead ends this far apart"),
-                       ("collinear_angle_deg", "...if both point within this angle of each other"),
-                       ("min_component_m", "drop road pieces with less total length"),
-                       ("loop_m", "drop self-loops shorter than this"),
-                       ("simplify_m", "Douglas-Peucker tolerance"),
-                       ("hole_area_m2", "fill mask holes smaller than this")):
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=float,
-                       help=f"{text} (default {getattr(defaults, name):g})")
+    for name, text in (
+        ("spur_m", "drop dead-end whiskers shorter than this"),
+        ("gap_m", "join a dead end to a road this close"),
+        ("collinear_gap_m", "join facing dead ends this far apart"),
+        ("collinear_angle_deg", "...if both point within this angle of each other"),
+        ("min_component_m", "drop road pieces with less total length"),
+        ("loop_m", "drop self-loops shorter than this"),
+        ("simplify_m", "Douglas-Peucker tolerance"),
+        ("hole_area_m2", "fill mask holes smaller than this"),
+    ):
+        p.add_argument(
+            "--" + name.replace("_", "-"), dest=name, type=float, help=f"{text} (default {getattr(defaults, name):g})"
+        )
     p.add_argument("--window", type=int, help="process larger masks in windows of this many pixels (default 2048)")
     p.add_argument("--overlap", type=int, help="context pixels around each window (default 64)")
     p.set_defaults(func=_graph)
 
-    p = sub.add_parser("apls", help="APLS graph metric between a ground-truth and a proposal road graph",
-                       description="Average Path Length Similarity (Van Etten et al. 2018): control points every "
-                       "50 m, snapped within 4 m, all-pairs route length differences in both directions, harmonic "
-                       "mean.", epilog=APLS_EPILOG, formatter_class=fmt)
+    p = sub.add_parser(
+        "apls",
+        help="APLS graph metric between a ground-truth and a proposal road graph",
+        description="Average Path Length Similarity (Van Etten et al. 2018): control points every "
+        "50 m, snapped within 4 m, all-pairs route length differences in both directions, harmonic "
+        "mean.",
+        epilog=APLS_EPILOG,
+        formatter_class=fmt,
+    )
     p.add_argument("gt", help="ground-truth graph (GeoJSON, GeoPackage or gpickle)")
     p.add_argument("prop", help="proposal graph (GeoJSON, GeoPackage or gpickle)")
     p.add_argument("--max-snap", type=float, default=4.0, help="snapping distance in metres (default 4)")
     p.add_argument("--spacing", type=float, default=50.0, help="control point spacing in metres (default 50)")
     p.add_argument("--min-path", type=float, default=10.0, help="shortest route scored, metres (default 10)")
-    p.add_argument("--nodes-only", action="store_true",
-                   help="control points at nodes only (how the published reference outputs were made)")
+    p.add_argument(
+        "--nodes-only",
+        action="store_true",
+        help="control points at nodes only (how the published reference outputs were made)",
+    )
     p.add_argument("--pixel-size", type=float, help="metres per pixel when both graphs are in pixels")
     p.add_argument("--topo", action="store_true", help="also compute TOPO (150 m radius, 30 m holes of --max-snap)")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.set_defaults(func=_apls)
 
-    p = sub.add_parser("route", help="shortest road route between two points on a road graph",
-                       description="Snap two points to the nearest roads and find the shortest route by length.",
-                       epilog=ROUTE_EPILOG, formatter_class=fmt)
+    p = sub.add_parser(
+        "route",
+        help="shortest road route between two points on a road graph",
+        description="Snap two points to the nearest roads and find the shortest route by length.",
+        epilog=ROUTE_EPILOG,
+        formatter_class=fmt,
+    )
     p.add_argument("graph", help="road graph (GeoJSON from `roadseg graph`, GeoPackage or gpickle)")
     p.add_argument("--from", dest="start", nargs=2, type=float, required=True, metavar=("X", "Y"), help="start")
     p.add_argument("--to", dest="end", nargs=2, type=float, required=True, metavar=("X", "Y"), help="end")
-    p.add_argument("--crs", default="pixel",
-                   help="coordinates of --from/--to: pixel (default), graph, or a CRS such as EPSG:4326 (lon lat)")
+    p.add_argument(
+        "--crs",
+        default="pixel",
+        help="coordinates of --from/--to: pixel (default), graph, or a CRS such as EPSG:4326 (lon lat)",
+    )
     p.add_argument("--max-snap", type=float, default=50.0, help="max distance to a road (metres, or pixels)")
     p.add_argument("--out", help="also write the route Feature to this file")
     p.set_defaults(func=_route)

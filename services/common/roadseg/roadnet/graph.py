@@ -96,8 +96,12 @@ def clean_pixel_graph(g: nx.MultiGraph, params: GraphParams, px_m: float) -> Non
 
 def finalize(g: nx.MultiGraph, transform, crs: str | None, px_m: float | None) -> nx.MultiGraph:
     """Pixel-stage graph -> output graph in CRS coordinates with lengths (docs/contracts.md §7)."""
-    out = nx.MultiGraph(crs=crs, transform=list(transform) if transform is not None else None,
-                        units="m" if px_m is not None else "px", pixel_size_m=px_m)
+    out = nx.MultiGraph(
+        crs=crs,
+        transform=list(transform) if transform is not None else None,
+        units="m" if px_m is not None else "px",
+        pixel_size_m=px_m,
+    )
     order = sorted(g.nodes, key=lambda n: (g.nodes[n]["y"], g.nodes[n]["x"]))
     new = {n: i for i, n in enumerate(order)}
     for n in order:
@@ -165,8 +169,11 @@ def graph_to_geojson(g: nx.MultiGraph) -> dict:
     meta = {a: g.graph.get(a) for a in ("crs", "transform", "units", "pixel_size_m")}
     out = {"type": "FeatureCollection", "features": features, "roadseg": meta}
     if crs is not None:  # legacy member that GDAL/QGIS read; CRS84 keeps lon/lat axis order explicit
-        name = "urn:ogc:def:crs:OGC:1.3:CRS84" if crs == "EPSG:4326" else (
-            f"urn:ogc:def:crs:EPSG::{crs.split(':')[1]}" if crs.startswith("EPSG:") else crs)
+        name = (
+            "urn:ogc:def:crs:OGC:1.3:CRS84"
+            if crs == "EPSG:4326"
+            else (f"urn:ogc:def:crs:EPSG::{crs.split(':')[1]}" if crs.startswith("EPSG:") else crs)
+        )
         out["crs"] = {"type": "name", "properties": {"name": name}}
     return out
 
@@ -247,11 +254,14 @@ def write_gpkg(g: nx.MultiGraph, path: str) -> None:
     """Write the edges as a GeoPackage layer ``roads`` (needs geopandas; imported lazily)."""
     import geopandas as gpd
 
-    rows = [{"u": u, "v": v, **{a: d[a] for a in ("length_m", "length_px") if a in d}, "geometry": d["geometry"]}
-            for u, v, d in g.edges(data=True)]
+    rows = [
+        {"u": u, "v": v, **{a: d[a] for a in ("length_m", "length_px") if a in d}, "geometry": d["geometry"]}
+        for u, v, d in g.edges(data=True)
+    ]
     crs = g.graph.get("crs")
     gpd.GeoDataFrame(rows, geometry="geometry", crs=to_crs(crs) if crs else None).to_file(
-        path, layer="roads", driver="GPKG")
+        path, layer="roads", driver="GPKG"
+    )
 
 
 def graph_to_mask(g: nx.MultiGraph, shape: tuple[int, int], transform=None, width_px: int = 1) -> np.ndarray:

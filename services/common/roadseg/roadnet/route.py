@@ -93,8 +93,10 @@ def snap(g: nx.MultiGraph, xy: np.ndarray, tree: shapely.STRtree, edges: list, m
     dist = _distance(g, p, on, scale)
     if dist > max_snap:
         unit = "m" if weight_key(g) == "length_m" else "px"
-        raise TooFarFromRoad(f"point ({xy[0]:.6g}, {xy[1]:.6g}) is {dist:.1f} {unit} from the nearest road "
-                             f"(max_snap {max_snap:g} {unit})")
+        raise TooFarFromRoad(
+            f"point ({xy[0]:.6g}, {xy[1]:.6g}) is {dist:.1f} {unit} from the nearest road "
+            f"(max_snap {max_snap:g} {unit})"
+        )
     w = g.edges[u, v, k][weight_key(g)]
     return Snap(u, v, k, along_geom * scale, w, on, dist, line)
 

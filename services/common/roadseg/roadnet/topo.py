@@ -74,8 +74,11 @@ def topo(gt: nx.MultiGraph, prop: nx.MultiGraph, params: TopoParams = TopoParams
     gt_nodes, p_nodes = list(g_gt.nodes), list(g_p.nodes)
     gt_tree = cKDTree([(g_gt.nodes[n]["x"], g_gt.nodes[n]["y"]) for n in gt_nodes])
     p_tree = cKDTree([(g_p.nodes[n]["x"], g_p.nodes[n]["y"]) for n in p_nodes])
-    origins = gt_nodes if len(gt_nodes) <= params.max_origins else random.Random(params.seed).sample(
-        gt_nodes, params.max_origins)
+    origins = (
+        gt_nodes
+        if len(gt_nodes) <= params.max_origins
+        else random.Random(params.seed).sample(gt_nodes, params.max_origins)
+    )
     tp = fp = fn = 0
     for origin in origins:
         holes = _points_around(g_gt, origin, gt_tree, gt_nodes, params)
