@@ -3,7 +3,7 @@
 and its default, plus the few variables only docker compose reads.
 
 Generated rather than hand-written so it cannot fall behind when a service adds a setting:
-``tests/test_deploy.py`` fails when the committed file differs from what this prints.
+``tests/common/test_deploy.py`` fails when the committed file differs from what this prints.
 
 Usage:  python scripts/gen_env_example.py            # rewrite .env.example
         python scripts/gen_env_example.py --check    # exit 1 when .env.example is out of date

@@ -8,7 +8,7 @@
 - the ``ROADSEG_*`` settings, image names, ports and TF Serving model paths agree across
   ``roadseg.config.Settings``, ``.env.example``, compose, Kubernetes and the Dockerfiles.
 
-Each check returns a list of problems (empty = fine) so ``tests/test_deploy.py`` asserts on them
+Each check returns a list of problems (empty = fine) so ``tests/common/test_deploy.py`` asserts on them
 one by one; run this file to see them all at once:  .venv/bin/python scripts/validate_deploy.py
 """
 

@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-from conftest import free_port
 from PIL import Image
-from test_gateway_support import Gateway, dark_model, road_image
+from utils.gateway import Gateway, dark_model, road_image
+from utils.processes import free_port
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from roadseg.labeler.run import LabelOptions, label_raster_file, label_run, prep
 from roadseg.labeler.widths import WidthSpec
 from roadseg.storage import LocalStorage
 from shapely.geometry import LineString, box
-from test_label_support import (
+from utils.labeler import (
     VEGAS_BACKGROUND_PIXELS,
     VEGAS_IMAGE,
     VEGAS_ROAD_PIXELS,

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from roadseg.cli import main
 from roadseg.labeler.split import block_of, grid_position, split_grid_tiles
 from roadseg.storage import get_storage
-from test_label_support import VEGAS_IMAGE, VEGAS_ROADS, ingest_scene
+from utils.labeler import VEGAS_IMAGE, VEGAS_ROADS, ingest_scene
 
 
 def _read_dataset(folder):

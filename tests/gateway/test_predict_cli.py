@@ -14,7 +14,7 @@ import rasterio
 import rasterio.shutil
 from PIL import Image
 from roadseg.cli import main
-from test_gateway_support import dark_model, road_image, write_geotiff
+from utils.gateway import dark_model, road_image, write_geotiff
 
 #: Allowed peak-RSS growth for predicting 6000 x 6000 (36 Mpx) after a warm-up run. Holding the image
 #: as uint8 RGB (108 MB) plus float32 probabilities (144 MB) alone would need 252 MB.

@@ -13,7 +13,7 @@ from PIL import Image
 from roadseg.gateway.api import create_app
 from roadseg.gateway.predictor import EmbeddedPredictor
 from roadseg.storage import get_storage
-from test_gateway_support import dark_model, road_image, write_geotiff
+from utils.gateway import dark_model, road_image, write_geotiff
 
 
 @pytest.fixture(scope="module")

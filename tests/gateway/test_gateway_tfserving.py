@@ -1,4 +1,4 @@
-"""The TF Serving REST and gRPC clients against tests/tfserving_double.py serving our real DeepLabV3+ SavedModel."""
+"""The TF Serving REST and gRPC clients against tests/utils/tfserving_double.py serving our real DeepLabV3+ SavedModel."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from roadseg.gateway.api import create_app
 from roadseg.gateway.predictor import EmbeddedPredictor, GrpcPredictor, RestPredictor, make_predictor
 from roadseg.model_versions import latest_version, read_card
 from roadseg.storage import get_storage
-from test_gateway_support import real_model
-from tfserving_double import TFServingDouble, TFServingGrpcDouble
+from utils.gateway import real_model
+from utils.tfserving_double import TFServingDouble, TFServingGrpcDouble
 
 
 @pytest.fixture(scope="module")

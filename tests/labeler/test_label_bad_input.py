@@ -10,7 +10,7 @@ from roadseg.errors import InvalidInput
 from roadseg.labeler.run import LabelOptions, label_raster_file
 from roadseg.labeler.vectors import VectorSource
 from roadseg.labeler.widths import WidthSpec
-from test_label_support import line_feature, write_geojson
+from utils.labeler import line_feature, write_geojson
 
 #: Inside the solaris fixture (Las Vegas, EPSG:4326): a west-east line across the image.
 INSIDE = [[-115.2335, 36.1405], [-115.2305, 36.1405]]

@@ -15,10 +15,10 @@ import httpx
 import networkx as nx
 import numpy as np
 import pytest
-from conftest import free_port
 from roadseg.roadnet.geo import crs_to_pixels, transform_points
 from roadseg.roadnet.graph import graph_from_geojson
-from test_gateway_support import SHIPPED, Gateway, dark_model
+from utils.gateway import SHIPPED, Gateway, dark_model
+from utils.processes import free_port
 
 pytestmark = pytest.mark.browser
 

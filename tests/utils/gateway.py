@@ -18,9 +18,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from conftest import Service
 
-REPO = Path(__file__).resolve().parents[1]
+from utils.paths import REPO
+from utils.processes import Service
+
 SHIPPED = REPO / "models" / "roads"
 _CACHE: dict[str, Path] = {}
 
@@ -55,7 +56,7 @@ def dark_model() -> Path:
             config={},
             code_version="test",
             created="2026-01-01T00:00:00Z",
-            command="tests/test_gateway_support.py",
+            command="tests/utils/gateway.py",
         )
         _CACHE["dark"] = root
     return _CACHE["dark"]

@@ -10,7 +10,7 @@ from roadseg.cli import main
 from roadseg.jobs import JobStore
 from roadseg.labeler.run import KIND, resolve_scene
 from roadseg.storage import get_storage
-from test_label_support import VEGAS_IMAGE, VEGAS_ROADS, ingest_scene
+from utils.labeler import VEGAS_IMAGE, VEGAS_ROADS, ingest_scene
 
 LANES = ["--width-attr", "lane_number", "--lane-width", "3.7"]
 

@@ -6,11 +6,11 @@ import threading
 import time
 
 import pytest
-from conftest import free_port, wait_for_port
 from roadseg.labeler.decisions import get_decisions
 from roadseg.labeler.run import LabelOptions, label_run, prepare_run
 from roadseg.storage import LocalStorage
-from test_label_support import VEGAS_IMAGE, VEGAS_ROADS, ingest_scene
+from utils.labeler import VEGAS_IMAGE, VEGAS_ROADS, ingest_scene
+from utils.processes import free_port, wait_for_port
 
 pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"

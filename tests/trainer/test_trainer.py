@@ -12,14 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from utils.paths import REPO
 
 tf = pytest.importorskip("tensorflow")
 
 from roadseg.model_versions import latest_version, read_card  # noqa: E402
 from roadseg.trainer.export import export_savedmodel  # noqa: E402
 from roadseg.trainer.model import build_deeplabv3plus  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("backbone", ["mobilenetv2", "resnet50"])

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import REPO, Service
 from roadseg.demo_driver import Endpoints, FinetuneParams, Pipeline
 from roadseg.model_versions import latest_version
+from utils.paths import REPO
+from utils.processes import Service
 
 VEGAS = "data/spacenet-vegas/RGB-PanSharpen_AOI_2_Vegas_img0.tif"
 ROADS = "data/spacenet-vegas/AOI_2_Vegas_img0_roads.geojson"

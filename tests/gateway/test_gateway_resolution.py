@@ -20,8 +20,8 @@ from rasterio.transform import from_origin
 from roadseg import raster
 from roadseg.gateway.windows import FACTOR_RANGE, model_resolution, resampled, resolution_factor
 from roadseg.model_versions import latest_version
+from utils.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 VEGAS = "data/spacenet-vegas/RGB-PanSharpen_AOI_2_Vegas_img0.tif"
 ROADS = "data/spacenet-vegas/AOI_2_Vegas_img0_roads.geojson"
 

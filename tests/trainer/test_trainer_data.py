@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from utils.paths import REPO
 
 tf = pytest.importorskip("tensorflow")
 
@@ -189,7 +188,7 @@ def test_export_evaluation_specs_keep_storage_urls_whole():
     assert _parse_eval_spec("../data/cil:val") == ("../data/cil", ["val"])
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")), ids=str)
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=str)
 def test_every_config_file_loads_and_validates(path):
     from roadseg.trainer.train import TrainConfig
 
