@@ -1,4 +1,4 @@
-"""The TF Serving REST and gRPC clients against tests/utils/tfserving_double.py serving our real DeepLabV3+ SavedModel."""
+"""TF Serving REST and gRPC clients against tests/utils/tfserving_double.py serving our real DeepLabV3+ SavedModel."""
 
 from __future__ import annotations
 

@@ -138,3 +138,13 @@ def test_topo_close_to_reference_and_perfect_on_identical_graphs(vegas):
     assert scores["recall"] == pytest.approx(0.5872, abs=0.03)
     assert scores["f1"] == pytest.approx(0.6309, abs=0.02)
     assert topo(gt, gt)["f1"] == 1.0
+
+
+def test_path_similarity_ignores_routes_of_zero_length():
+    """Two control points at the same spot (or a point to itself) give a 0 m route: no division by zero."""
+    from roadseg.roadnet.apls import path_similarity
+
+    native = {"a": {"a": 0.0, "b": 0.0, "c": 10.0}}
+    prime = {"a": {"a": 0.0, "b": 0.0, "c": 12.0}}
+    score, routes = path_similarity(native, prime, ["a"], min_len=0.0)
+    assert routes == 1 and score == pytest.approx(0.8)

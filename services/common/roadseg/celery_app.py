@@ -20,6 +20,7 @@ TASK_MODULES = [
 
 
 def make_celery() -> Celery:
+    """Build the app from the settings: late acks, one prefetched task per worker, one queue per service."""
     settings = get_settings()
     app = Celery("roadseg", broker=settings.redis_url, backend=settings.redis_url, include=TASK_MODULES)
     app.conf.update(

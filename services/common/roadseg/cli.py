@@ -26,6 +26,7 @@ COMMAND_MODULES = [
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``roadseg`` parser, with the sub-commands of every module in :data:`COMMAND_MODULES`."""
     parser = argparse.ArgumentParser(
         prog="roadseg",
         description="Find roads in satellite and aerial images: ingest scenes, label them from street "
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``roadseg``; a :class:`RoadsegError` prints its message (no traceback) and exits with status 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

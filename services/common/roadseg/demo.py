@@ -74,6 +74,7 @@ def _latest(model_dir: Path) -> int:
 
 
 def register(sub) -> None:
+    """Add the ``demo`` sub-command (the whole pipeline against the running stack)."""
     p = sub.add_parser(
         "demo",
         help="run the whole pipeline against the running stack (make up)",

@@ -32,12 +32,15 @@ class PipelineError(RoadsegError):
 
 @dataclass
 class Endpoints:
+    """Base URLs of the ingest, labeler and gateway services."""
+
     ingest: str
     labeler: str
     gateway: str
 
     @classmethod
     def from_settings(cls) -> Endpoints:
+        """The URLs from ``ROADSEG_INGEST_URL``, ``ROADSEG_LABELER_URL`` and ``ROADSEG_GATEWAY_URL``."""
         from roadseg.config import get_settings
 
         s = get_settings()
@@ -60,6 +63,7 @@ class Pipeline:
     """Runs the steps one by one, printing what each produced."""
 
     def __init__(self, endpoints: Endpoints, echo: Echo = print, poll_s: float = 1.0, timeout_s: float = 1800):
+        """Talk to ``endpoints``; ``echo`` shows progress; waits poll every ``poll_s`` s for up to ``timeout_s`` s."""
         self.endpoints = endpoints
         self.echo = echo
         self.poll_s = poll_s
@@ -105,6 +109,7 @@ class Pipeline:
 
     # ------------------------------------------------------------ steps
     def ingest(self, scene: Path, tile_size: int | None = None) -> dict[str, Any]:
+        """Upload a scene to the ingest API and wait until it is tiled; returns the scene record."""
         self.echo(f"[1/6] ingest {scene.name} -> {self.endpoints.ingest}")
         data = {"tile_size": str(tile_size)} if tile_size else {}
         with open(scene, "rb") as fh:
@@ -119,6 +124,7 @@ class Pipeline:
         return record
 
     def label(self, scene_id: str, vectors: Path, options: dict[str, Any]) -> dict[str, Any]:
+        """Start a label run of the scene with the road ``vectors`` and wait for its masks; returns the run record."""
         self.echo(f"[2/6] label scene {scene_id} with {vectors.name} -> {self.endpoints.labeler}")
         with open(vectors, "rb") as fh:
             record = self._json(
@@ -132,12 +138,14 @@ class Pipeline:
         return self.wait_label(record["id"])
 
     def wait_label(self, run_id: str) -> dict[str, Any]:
+        """Wait for label run ``run_id`` to finish; returns its record with the tile counts."""
         url = f"{self.endpoints.labeler}/api/v1/label-runs/{run_id}"
         record = self.wait_record(url, "labeling", self._progress("masks"))
         self.echo(f"  label run {run_id}: {json.dumps(record.get('counts', {}))}")
         return record
 
     def export(self, run_ids: list[str], name: str, fractions=(0.6, 0.2, 0.2), block_tiles: int = 2) -> dict[str, Any]:
+        """Export the runs as a dataset, flagged tiles included (no one reviews a demo); returns its manifest."""
         self.echo(f"[3/6] export dataset {name!r} from runs {', '.join(run_ids)}")
         manifest = self._json(
             self.http.post(
@@ -212,6 +220,7 @@ class Pipeline:
             raise PipelineError(f"{what} failed ({' '.join(args[:1])}, exit {proc.returncode}):\n{proc.stderr[-3000:]}")
 
     def wait_for_model(self, version: int) -> dict[str, Any]:
+        """Poll the gateway's ``/healthz`` until it serves ``version`` (restarts are tolerated); returns the health."""
         self.echo(f"[5/6] wait for the gateway to serve version {version}")
         deadline = time.monotonic() + self.timeout_s
         while time.monotonic() < deadline:
@@ -226,6 +235,7 @@ class Pipeline:
         raise PipelineError(f"the gateway did not pick up model version {version}")
 
     def predict(self, image: Path) -> dict[str, Any]:
+        """Upload an image to the gateway, waiting for the prediction if it was queued; returns the record."""
         self.echo(f"[6/6] predict {image.name} -> {self.endpoints.gateway}")
         with open(image, "rb") as fh:
             record = self._json(

@@ -28,6 +28,7 @@ class JobStore:
     """Status records of one kind of job (``scenes``, ``labels``, ``predictions``)."""
 
     def __init__(self, storage: Storage, kind: str):
+        """Keep the records of ``kind`` jobs in ``storage``, one ``<kind>/<id>/status.json`` per job."""
         self.storage = storage
         self.kind = kind
 
@@ -36,24 +37,28 @@ class JobStore:
         return safe_key(self.kind, job_id, *parts)
 
     def create(self, job_id: str, **fields: Any) -> dict[str, Any]:
+        """Write a new ``queued`` record with ``fields`` (replacing any earlier one) and return it."""
         now = time.time()
         record = {"id": job_id, "status": QUEUED, "created": now, "updated": now, "error": None, **fields}
         self.storage.write_text(self.key(job_id, "status.json"), json.dumps(record, indent=2))
         return record
 
     def get(self, job_id: str) -> dict[str, Any]:
+        """The job's record; raises :class:`NotFound` naming the kind of job when there is none."""
         try:
             return json.loads(self.storage.read_text(self.key(job_id, "status.json")))
         except NotFound as exc:
             raise NotFound(f"no {self.kind[:-1] if self.kind.endswith('s') else self.kind} with id {job_id!r}") from exc
 
     def update(self, job_id: str, **fields: Any) -> dict[str, Any]:
+        """Merge ``fields`` into the record and stamp ``updated``; safe because a job has one writer at a time."""
         record = self.get(job_id)
         record.update(fields, updated=time.time())
         self.storage.write_text(self.key(job_id, "status.json"), json.dumps(record, indent=2))
         return record
 
     def list(self) -> list[dict[str, Any]]:
+        """All records of this kind, newest first."""
         records = []
         for key in self.storage.list(self.kind):
             parts = key.split("/")

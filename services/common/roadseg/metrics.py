@@ -25,6 +25,7 @@ class Confusion:
     tn: int = 0
 
     def __add__(self, other: Confusion) -> Confusion:
+        """Sum two confusions, so per-tile counts add up to a dataset's."""
         return Confusion(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn, self.tn + other.tn)
 
 

@@ -66,6 +66,7 @@ class Stretch:
     high: tuple[float, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict[str, Any]:
+        """The stretch as JSON-ready data, for the scene manifest."""
         return {
             "mode": self.mode,
             "percentiles": list(self.percentiles),
@@ -75,6 +76,7 @@ class Stretch:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Stretch:
+        """Rebuild a stretch from :meth:`to_dict` output; missing keys take the defaults (``mode`` none)."""
         return cls(
             mode=data.get("mode", "none"),
             percentiles=tuple(data.get("percentiles", (2.0, 98.0))),

@@ -70,10 +70,12 @@ class Storage(ABC):
         """A seekable binary reader; raises :class:`NotFound`."""
 
     @abstractmethod
-    def exists(self, key: str) -> bool: ...
+    def exists(self, key: str) -> bool:
+        """Whether an object is stored under ``key``."""
 
     @abstractmethod
-    def size(self, key: str) -> int: ...
+    def size(self, key: str) -> int:
+        """The object's size in bytes, without reading it; raises :class:`NotFound`."""
 
     @abstractmethod
     def list(self, prefix: str = "") -> list[str]:
@@ -89,25 +91,31 @@ class Storage(ABC):
 
     # ---- conveniences built on the primitives above
     def write_bytes(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key`` atomically."""
         import io
 
         self.write_stream(key, io.BytesIO(data))
 
     def write_text(self, key: str, text: str) -> None:
+        """Store ``text`` as UTF-8 under ``key`` atomically."""
         self.write_bytes(key, text.encode("utf-8"))
 
     def write_file(self, key: str, path: str | os.PathLike[str]) -> None:
+        """Copy a local file into storage under ``key``, streamed and atomic."""
         with open(path, "rb") as fh:
             self.write_stream(key, fh)
 
     def read_bytes(self, key: str) -> bytes:
+        """The whole object in memory; meant for small objects (records, manifests), not rasters."""
         with self.open(key) as fh:
             return fh.read()
 
     def read_text(self, key: str) -> str:
+        """The object decoded as UTF-8 (status records, manifests)."""
         return self.read_bytes(key).decode("utf-8")
 
     def delete_prefix(self, prefix: str) -> int:
+        """Delete every key under ``prefix`` (a job's whole folder); returns how many were deleted."""
         keys = self.list(prefix)
         for key in keys:
             self.delete(key)
@@ -141,14 +149,17 @@ class LocalStorage(Storage):
     """Files under a root folder; the embedded default (``var/storage``)."""
 
     def __init__(self, root: str | os.PathLike[str]):
+        """Use the folder ``root`` (created if missing); keys resolve inside it."""
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.url = self.root.as_uri()
 
     def path(self, key: str) -> Path:
+        """The local file of ``key``, checked by :func:`safe_key` so it cannot point outside the root."""
         return self.root / safe_key(key)
 
     def write_stream(self, key: str, stream: BinaryIO, max_bytes: int | None = None) -> int:
+        """Write a hidden ``.part`` file beside the target, fsync it, then rename it into place."""
         dest = self.path(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex}.part"
@@ -168,21 +179,25 @@ class LocalStorage(Storage):
         return total
 
     def open(self, key: str) -> BinaryIO:
+        """Open the file for reading; raises :class:`NotFound` when it is missing."""
         path = self.path(key)
         if not path.is_file():
             raise NotFound(f"no such object: {key}")
         return open(path, "rb")
 
     def exists(self, key: str) -> bool:
+        """Whether the file exists (a folder is not an object)."""
         return self.path(key).is_file()
 
     def size(self, key: str) -> int:
+        """The file's size in bytes; raises :class:`NotFound` when it is missing."""
         path = self.path(key)
         if not path.is_file():
             raise NotFound(f"no such object: {key}")
         return path.stat().st_size
 
     def list(self, prefix: str = "") -> list[str]:
+        """Keys of the files under ``prefix``, sorted, leaving out the ``.part`` files of unfinished writes."""
         base = self.path(prefix) if prefix else self.root
         if base.is_file():
             return [safe_key(prefix)]
@@ -208,10 +223,12 @@ class LocalStorage(Storage):
                 break
 
     def url_for(self, key: str) -> str:
+        """The ``file://`` URI of the key's file."""
         return self.path(key).as_uri()
 
     @contextlib.contextmanager
     def local_path(self, key: str) -> Iterator[Path]:
+        """The stored file itself: on local disk no copy is needed."""
         path = self.path(key)
         if not path.is_file():
             raise NotFound(f"no such object: {key}")
@@ -219,6 +236,7 @@ class LocalStorage(Storage):
 
     @contextlib.contextmanager
     def open_raster(self, key: str):
+        """Open the file directly: GDAL reads local files without the byte-range opener."""
         import rasterio
 
         with rasterio.open(self.path(key)) as ds:
@@ -234,6 +252,7 @@ class GCSStorage(Storage):
     """
 
     def __init__(self, bucket: str, prefix: str = "", project: str | None = None):
+        """Use ``bucket``; with ``STORAGE_EMULATOR_HOST`` set, anonymously, creating the bucket if missing."""
         from google.cloud import storage as gcs
 
         emulator = os.environ.get("STORAGE_EMULATOR_HOST")
@@ -254,6 +273,7 @@ class GCSStorage(Storage):
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def write_stream(self, key: str, stream: BinaryIO, max_bytes: int | None = None) -> int:
+        """Spool to a temporary file while enforcing ``max_bytes``, then upload once (the object appears whole)."""
         # Spool to a local temp file first so the size limit is enforced before anything is
         # uploaded; the single upload call then makes the object appear atomically.
         with tempfile.TemporaryFile() as spool:
@@ -268,6 +288,7 @@ class GCSStorage(Storage):
         return total
 
     def open(self, key: str) -> BinaryIO:
+        """A seekable blob reader fetching 1 MiB ranges; raises :class:`NotFound` when the object is missing."""
         from google.api_core.exceptions import NotFound as GcsNotFound
 
         blob = self.bucket.blob(self._name(key))
@@ -278,15 +299,18 @@ class GCSStorage(Storage):
         return blob.open("rb", chunk_size=_CHUNK)
 
     def exists(self, key: str) -> bool:
+        """Whether the object exists (one metadata request)."""
         return self.bucket.blob(self._name(key)).exists()
 
     def size(self, key: str) -> int:
+        """The object's size from its metadata; raises :class:`NotFound` when it is missing."""
         blob = self.bucket.get_blob(self._name(key))
         if blob is None:
             raise NotFound(f"no such object: {key}")
         return int(blob.size)
 
     def list(self, prefix: str = "") -> list[str]:
+        """Keys under ``prefix``, sorted; a prefix names a folder (or one object), never a partial file name."""
         full = self._name(prefix) if prefix else self.prefix
         if full and not full.endswith("/") and prefix:
             # A prefix names a folder, never a partial file name.
@@ -299,12 +323,14 @@ class GCSStorage(Storage):
         return sorted(b.name[strip:] for b in self.client.list_blobs(self.bucket, prefix=full or None))
 
     def delete(self, key: str) -> None:
+        """Delete the object; a missing one is ignored."""
         from google.api_core.exceptions import NotFound as GcsNotFound
 
         with contextlib.suppress(GcsNotFound):
             self.bucket.blob(self._name(key)).delete()
 
     def url_for(self, key: str) -> str:
+        """The ``gs://bucket/name`` URL of the key."""
         return f"gs://{self.bucket.name}/{self._name(key)}"
 
 

@@ -53,6 +53,7 @@ class RouteRequest(BaseModel):
 
 
 def links(job_id: str, record: dict[str, Any]) -> dict[str, str]:
+    """API paths of a prediction's status record (``self``) and of each output file it has."""
     base = f"/api/v1/predictions/{job_id}"
     return {"self": base, **{name: f"{base}/files/{name}" for name in record.get("files", [])}}
 
@@ -152,8 +153,10 @@ def create_app(predictor: Predictor | None = None, storage: Storage | None = Non
 
     @app.get("/api/v1/predictions/{job_id}/files/{name}", tags=["predictions"])
     def get_file(request: Request, job_id: str, name: str) -> StreamingResponse:
-        """One output: mask.png (0/255), overlay.png (RGBA roads), image.png, probability.png/.tif, mask.tif,
-        roads.geojson."""
+        """Download one output file of a prediction.
+
+        One of: mask.png (0/255), overlay.png (RGBA roads), image.png, probability.png/.tif, mask.tif, roads.geojson.
+        """
         record = jobs(request).get(job_id)
         if name not in MEDIA_TYPES or name not in record.get("files", []):
             raise NotFound(f"prediction {job_id} has no file {name!r}")

@@ -34,6 +34,7 @@ Large uploads are queued for a worker: celery -A roadseg.celery_app worker -Q pr
 
 
 def register(sub) -> None:
+    """Add the ``predict`` and ``serve`` sub-commands."""
     p = sub.add_parser(
         "predict",
         help="predict road masks for image files",
@@ -62,6 +63,7 @@ def register(sub) -> None:
 
 
 def predict_command(args: argparse.Namespace) -> int:
+    """Predict every input into ``--out``; an input that fails is reported, skipped, and makes the exit status 2."""
     from tqdm import tqdm
 
     from roadseg import raster
@@ -117,6 +119,7 @@ def predict_command(args: argparse.Namespace) -> int:
 
 
 def serve_command(args: argparse.Namespace) -> int:
+    """Run the gateway under uvicorn through the app factory, so settings are read when the server starts."""
     import uvicorn
 
     uvicorn.run("roadseg.gateway.api:create_app", factory=True, host=args.host, port=args.port)

@@ -23,6 +23,7 @@ DOWNLOADS = {
 
 
 def error(message: str) -> str:
+    """An alert box with the escaped message, swapped in by htmx when a ``/ui/`` request fails."""
     return f'<div class="error" role="alert"><strong>Error:</strong> {escape(message)}</div>'
 
 

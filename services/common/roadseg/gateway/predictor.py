@@ -49,6 +49,7 @@ class Predictor(ABC):
     backend: str
 
     def __init__(self, name: str, version: int | None = None):
+        """A model called ``name``; ``version`` stays None until a load or ``refresh`` knows it (unless pinned)."""
         self.name = name
         self._version: int | None = version
         self._card: dict[str, Any] = {}
@@ -78,6 +79,7 @@ class Predictor(ABC):
         return float(self.card.get("threshold") or DEFAULT_THRESHOLD)
 
     def describe(self) -> dict[str, Any]:
+        """Backend, model name and serving version, as ``/healthz`` and the model card report them."""
         return {"backend": self.backend, "model_name": self.name, "model_version": self.version}
 
 
@@ -112,6 +114,7 @@ class EmbeddedPredictor(Predictor):
     backend = "embedded"
 
     def __init__(self, path: str | Path, name: str = "roads", version: int | None = None, require: bool = True):
+        """Load the pinned or latest version now; with ``require=False`` an empty folder is accepted and watched."""
         super().__init__(name)
         self.path = Path(path)
         self.pinned = version is not None or (self.path / "saved_model.pb").is_file()
@@ -149,6 +152,7 @@ class EmbeddedPredictor(Predictor):
             self._loaded, self._fn, self._version, self._card = loaded, fn, version, card
 
     def refresh(self) -> None:
+        """Load a newer version directory if one appeared; a failed load leaves the current model serving."""
         if self.pinned:
             return
         from roadseg.model_versions import latest_version
@@ -162,6 +166,7 @@ class EmbeddedPredictor(Predictor):
             log.exception("could not load model version %s; still serving %s", latest, self._version)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
+        """Run the loaded signature; raises :class:`ModelUnavailable` (503) while no version is loaded yet."""
         import tensorflow as tf
 
         fn = self._fn
@@ -200,6 +205,7 @@ class RestPredictor(_ServingPredictor):
     backend = "tfserving-rest"
 
     def __init__(self, url: str, name: str, version: int | None, model_dir: str, timeout: float = 300.0):
+        """Talk to TF Serving's REST API at ``url`` and look up the served version (raises if none is available)."""
         import httpx
 
         super().__init__(name, version, model_dir)
@@ -227,6 +233,7 @@ class RestPredictor(_ServingPredictor):
         return response.json()
 
     def predict(self, images: np.ndarray) -> np.ndarray:
+        """One ``:predict`` request with the windows as JSON lists; raises :class:`BackendError` on failure."""
         payload = {"signature_name": SIGNATURE, "inputs": {INPUT: images.tolist()}}
         outputs = self._request("POST", f"{self._model_url()}:predict", json=payload)["outputs"]
         # A signature with a single output comes back unnamed; with several, as a dict.
@@ -241,6 +248,7 @@ class GrpcPredictor(_ServingPredictor):
     backend = "tfserving-grpc"
 
     def __init__(self, target: str, name: str, version: int | None, model_dir: str, timeout: float = 300.0):
+        """Open a channel to ``target`` (512 MiB messages, for big batches) and look up the served version."""
         import grpc
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
@@ -272,6 +280,7 @@ class GrpcPredictor(_ServingPredictor):
         return [int(s.version) for s in response.model_version_status if s.state == available]
 
     def predict(self, images: np.ndarray) -> np.ndarray:
+        """One Predict RPC with the windows as a uint8 tensor; raises :class:`BackendError` on failure."""
         import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2
 

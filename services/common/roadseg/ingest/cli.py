@@ -20,6 +20,7 @@ running the same command again resumes an interrupted run instead of starting ov
 
 
 def register(sub) -> None:
+    """Add the ``ingest`` sub-command."""
     parser = sub.add_parser(
         "ingest",
         help="cut a scene (GeoTIFF, COG, JPEG 2000, PNG, JPEG) into georeferenced RGB tiles",
@@ -49,6 +50,10 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Register and tile the scene in-process with a progress bar, then print a JSON summary.
+
+    The scene id depends on the source and the tiling options, so re-running an interrupted command resumes it.
+    """
     from tqdm import tqdm
 
     from roadseg.config import get_settings

@@ -31,6 +31,7 @@ _KNOWN_SUFFIXES = {".tif", ".tiff", ".jp2", ".j2k", ".png", ".jpg", ".jpeg"}
 
 
 def scene_store(storage: Storage) -> JobStore:
+    """The status records of scenes, kept at ``scenes/<id>/status.json`` beside the tiles."""
     return JobStore(storage, KIND)
 
 
@@ -85,6 +86,7 @@ def register_scene(
 
 
 def params_of(record: dict[str, Any]) -> TileParams:
+    """The tiling parameters recorded at registration, so every run cuts the scene the same way."""
     return TileParams(record["tile_size"], record["overlap"], tuple(record["percentiles"]))
 
 

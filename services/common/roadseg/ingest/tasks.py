@@ -23,9 +23,11 @@ class SceneTask(Task):
     """Records retries and final failures in the scene's status record."""
 
     def on_retry(self, exc, task_id, args, kwargs, einfo) -> None:
+        """Show the scene as queued again, with the transient error, while Celery waits to retry it."""
         _record(args[0], status=QUEUED, error=f"retrying after a transient error: {type(exc).__name__}: {exc}")
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        """Record the scene as failed once Celery gives up (retries exhausted or an error not retried)."""
         _record(args[0], status=FAILED, error=f"tiling failed: {type(exc).__name__}: {exc}")
 
 

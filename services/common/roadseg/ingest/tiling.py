@@ -57,6 +57,7 @@ class TileParams:
     percentiles: tuple[float, float] = (2.0, 98.0)
 
     def __post_init__(self) -> None:
+        """Refuse parameters that cannot cut a scene: tile size, overlap or stretch percentiles out of range."""
         if not 16 <= self.tile_size <= 8192:
             raise InvalidInput(f"tile size must be between 16 and 8192 pixels, got {self.tile_size}")
         if not 0 <= self.overlap <= self.tile_size // 2:
@@ -90,6 +91,7 @@ class GridCell:
 
     @property
     def tile_id(self) -> str:
+        """``r<row>_c<col>``, zero-padded so that ids sort in grid order."""
         return f"r{self.row:04d}_c{self.col:04d}"
 
 
@@ -109,14 +111,17 @@ def tile_grid(width: int, height: int, tile_size: int, overlap: int = 0) -> list
 
 
 def tiles_prefix(scene_id: str) -> str:
+    """Storage prefix of a scene's tiles, listed by a re-run to skip the tiles already stored."""
     return f"scenes/{scene_id}/tiles/"
 
 
 def tile_key(scene_id: str, tile_id: str) -> str:
+    """Storage key of one tile; it depends only on the grid position, so a re-run finds the tile."""
     return f"scenes/{scene_id}/tiles/{tile_id}.tif"
 
 
 def manifest_key(scene_id: str) -> str:
+    """Storage key of a scene's manifest, written last: a scene with a manifest is complete."""
     return f"scenes/{scene_id}/manifest.json"
 
 

@@ -224,6 +224,7 @@ def _add_dataset_common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub) -> None:
+    """Add the ``label``, ``label-status`` and ``dataset export|import-folder`` sub-commands."""
     fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser(
         "label",

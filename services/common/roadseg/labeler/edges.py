@@ -1,5 +1,6 @@
-"""The seed's labeling method, on vectors: street edge lines cut the tile into regions, and the
-regions a street centerline runs through are road.
+"""The seed's labeling method, on vectors: street edge lines cut the tile into regions.
+
+The regions a street centerline runs through are road.
 
 Polygonizing the noded union of the edge lines and the tile border yields every face of the
 planar arrangement: blocks enclosed by curbs, and the street space between them (closed by the

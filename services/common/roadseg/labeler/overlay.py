@@ -25,6 +25,7 @@ def overlay(image_rgb: np.ndarray, mask: np.ndarray, alpha: float = 0.45, outlin
 
 
 def png_bytes(array: np.ndarray) -> bytes:
+    """Encode a uint8 image array ([H,W], [H,W,3] or [H,W,4]) as PNG bytes."""
     from PIL import Image
 
     buf = io.BytesIO()

@@ -15,7 +15,7 @@ and mask edges that, once shifted, sit on edges clearly stronger than the tile's
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -42,9 +42,6 @@ class QualityParams:
     min_edge_contrast: float = 1.5
     min_edge_pixels: int = 50
 
-    def as_dict(self) -> dict:
-        return asdict(self)
-
 
 def to_gray(image: np.ndarray) -> np.ndarray:
     """float32 [H,W] brightness of a [H,W], [H,W,C] or [C,H,W]-as-[H,W,C] image of any dtype."""
@@ -57,7 +54,7 @@ def to_gray(image: np.ndarray) -> np.ndarray:
 def alignment(mask_road: np.ndarray, gray: np.ndarray, valid: np.ndarray, max_shift: int) -> dict | None:
     """Best shift (dx, dy) of the mask edges over the image gradient, and how much it gains over no shift.
 
-    Returns None when the mask has too few edge pixels to say anything.
+    Returns None when the mask has no edge pixels (``assess`` also skips masks with too few).
     """
     grad = np.hypot(ndimage.sobel(gray, axis=0), ndimage.sobel(gray, axis=1))
     grad[~valid] = 0.0

@@ -36,6 +36,7 @@ class TileGrid:
 
     @classmethod
     def from_dataset(cls, ds) -> TileGrid:
+        """The grid of an open raster; raises :class:`InvalidInput` without a CRS (vectors cannot be placed)."""
         if ds.crs is None:
             raise InvalidInput("the raster has no CRS; vector labels need a georeferenced scene")
         return cls(ds.transform, CRS.from_user_input(ds.crs), ds.width, ds.height)
@@ -105,8 +106,11 @@ def centerline_shapes(frame: gpd.GeoDataFrame, spec: WidthSpec, grid: TileGrid) 
 
 
 def burn(shapes: Iterable, grid: TileGrid, valid: np.ndarray | None = None, ignore_value: int = IGNORE) -> np.ndarray:
-    """uint8 mask: 255 inside any shape (pixel centre rule, ``all_touched=False``), 0 outside,
-    ``ignore_value`` where the tile has no data (``valid`` False)."""
+    """Burn road shapes into a uint8 mask on the tile's pixel grid.
+
+    255 inside any shape (pixel centre rule, ``all_touched=False``), 0 outside, ``ignore_value`` where the tile
+    has no data (``valid`` False).
+    """
     shapes = [(g, ROAD) for g in shapes]
     shape = (grid.height, grid.width)
     if shapes:

@@ -36,6 +36,7 @@ templates = Jinja2Templates(directory=str(HERE / "templates"))
 
 
 def load_manifest(storage: Storage, run_id: str) -> dict:
+    """A label run's manifest; raises :class:`NotFound` explaining the likely reasons when it is missing."""
     try:
         return json.loads(storage.read_text(manifest_key(run_id)))
     except NotFound as exc:
@@ -43,6 +44,7 @@ def load_manifest(storage: Storage, run_id: str) -> dict:
 
 
 def tile_entry(manifest: dict, tile_id: str) -> dict:
+    """The manifest entry of one tile; raises :class:`NotFound` for a tile the run does not have."""
     for entry in manifest["tiles"]:
         if entry["id"] == tile_id:
             return entry

@@ -69,16 +69,19 @@ class LabelOptions:
     quality: quality.QualityParams = field(default_factory=quality.QualityParams)
 
     def __post_init__(self) -> None:
+        """Refuse an unknown mode or an ignore value that collides with road (255) or background (0)."""
         if self.mode not in MODES:
             raise InvalidInput(f"unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
         if not 0 < self.ignore_value < 255:
             raise InvalidInput(f"ignore value must be between 1 and 254, got {self.ignore_value}")
 
     def to_dict(self) -> dict:
+        """The options as plain JSON-ready data, for the run record and the run id."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> LabelOptions:
+        """Rebuild options from :meth:`to_dict` output (a run record), nested width and quality settings included."""
         data = dict(data)
         data["widths"] = WidthSpec(**data.get("widths", {}))
         data["quality"] = quality.QualityParams(**data.get("quality", {}))
@@ -87,18 +90,22 @@ class LabelOptions:
 
 # ---------------------------------------------------------------- keys
 def mask_key(run_id: str, tile_id: str) -> str:
+    """Storage key of a tile's mask GeoTIFF."""
     return f"{KIND}/{run_id}/masks/{tile_id}.tif"
 
 
 def tile_record_key(run_id: str, tile_id: str) -> str:
+    """Storage key of a tile's quality record; written after its mask, so it marks the tile done."""
     return f"{KIND}/{run_id}/tiles/{tile_id}.json"
 
 
 def manifest_key(run_id: str) -> str:
+    """Storage key of a run's manifest, written last."""
     return f"{KIND}/{run_id}/manifest.json"
 
 
 def review_key(run_id: str, tile_id: str) -> str:
+    """Storage key of a reviewer's decision on one tile."""
     return f"{KIND}/{run_id}/review/{tile_id}.json"
 
 
@@ -143,6 +150,7 @@ def vector_files(path: str | Path) -> list[Path]:
 
 
 def files_digest(paths: list[Path]) -> str:
+    """SHA-256 over the file names and contents, so the run id changes when any vector file does."""
     digest = hashlib.sha256()
     for path in paths:
         digest.update(path.name.encode())
@@ -200,6 +208,7 @@ class TileLabeler:
     """Turns the features of a scene into one tile's mask; reused for every tile of the run."""
 
     def __init__(self, options: LabelOptions, roads, edges=None):
+        """Hold the scene's features; for centerlines, also how far the widest road's buffer reaches."""
         self.options = options
         self.roads = roads
         self.edges = edges

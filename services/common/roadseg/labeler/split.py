@@ -26,6 +26,7 @@ _TILE_ID = re.compile(r"^r(\d+)_c(\d+)$")
 
 
 def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+    """Validate train/val/test fractions (three, non-negative, summing to 1); returns them as floats."""
     if len(fractions) != 3 or any(f < 0 for f in fractions) or not abs(sum(fractions) - 1.0) < 1e-6:
         raise InvalidInput(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
     first, second, third = (float(f) for f in fractions)
@@ -73,8 +74,11 @@ def split_grid_tiles(
     seed: int = 0,
     overlap: int = 0,
 ) -> dict[tuple[str, str], str | None]:
-    """Split for each ``(scene_id, tile_id)``; with overlapping tiles, val/test tiles touching another
-    split are dropped (``None``) because they share ``overlap`` pixels with it."""
+    """Split for each ``(scene_id, tile_id)``, assigned block by block.
+
+    With overlapping tiles, val/test tiles touching another split are dropped (``None``) because they share
+    ``overlap`` pixels with it.
+    """
     if block_tiles < 1:
         raise InvalidInput(f"block size must be at least 1 tile, got {block_tiles}")
     sizes: dict[Hashable, int] = defaultdict(int)

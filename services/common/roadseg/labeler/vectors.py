@@ -46,6 +46,7 @@ class GeometryReport:
     unsupported_types: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
+        """The report as a plain dict, for the label manifest."""
         return asdict(self)
 
 

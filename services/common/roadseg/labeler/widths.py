@@ -72,6 +72,7 @@ class WidthSpec:
     table: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        """Refuse contradictory or impossible width rules, and fill ``table`` from a built-in one when named."""
         if not self.width > 0:
             raise InvalidInput(f"road width must be positive, got {self.width}")
         if self.lane_width is not None and not self.lane_width > 0:

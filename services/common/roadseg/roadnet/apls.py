@@ -58,6 +58,8 @@ class AplsParams:
 
 @dataclass(frozen=True)
 class AplsResult:
+    """APLS (harmonic mean of both directions), each direction's score, and the control point and route counts."""
+
     apls: float
     gt_onto_prop: float
     prop_onto_gt: float
@@ -67,6 +69,7 @@ class AplsResult:
     n_routes_prop_onto_gt: int
 
     def as_dict(self) -> dict:
+        """The result as a plain dict, for JSON output."""
         return dict(self.__dict__)
 
 
@@ -177,7 +180,7 @@ def snap_points(g: nx.MultiGraph, points: dict, max_snap: float) -> tuple[nx.Mul
 
 
 def _path_lengths(g: nx.MultiGraph, where: dict, controls: list) -> dict:
-    """control id -> {control id -> shortest path length} for controls present (``where``) in ``g``."""
+    """Map control id -> {control id -> shortest path length} for controls present (``where``) in ``g``."""
     by_node: dict = {}
     for cp in controls:
         if cp in where:
@@ -201,7 +204,7 @@ def path_similarity(native: dict, prime: dict, controls: list, min_len: float) -
             continue
         other = prime[s]
         for e, la in paths.items():
-            if la < min_len:
+            if la < min_len or la <= 0:  # a route to itself (or a twin point) measures nothing
                 continue
             lb = other.get(e)
             diffs.append(1.0 if lb is None else min(1.0, abs(la - lb) / la))

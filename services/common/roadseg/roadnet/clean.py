@@ -18,6 +18,7 @@ from shapely.geometry import LineString
 
 
 def polyline_length(pts: np.ndarray) -> float:
+    """Length of an (N, 2) polyline; 0 for fewer than two points."""
     return float(np.hypot(*np.diff(pts, axis=0).T).sum()) if len(pts) > 1 else 0.0
 
 
@@ -34,6 +35,7 @@ def oriented(g: nx.MultiGraph, u, v, k) -> np.ndarray:
 
 
 def node_xy(g: nx.MultiGraph, n) -> np.ndarray:
+    """A node's (x, y) as an array."""
     return np.array([g.nodes[n]["x"], g.nodes[n]["y"]])
 
 
@@ -103,6 +105,7 @@ def remove_spurs(g: nx.MultiGraph, max_len: float) -> None:
 
 
 def remove_isolated(g: nx.MultiGraph) -> None:
+    """Drop nodes left without edges (after spurs or specks were removed)."""
     g.remove_nodes_from([n for n in list(g.nodes) if g.degree(n) == 0])
 
 

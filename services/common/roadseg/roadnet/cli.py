@@ -39,10 +39,12 @@ class RasterMask:
     """A single-band raster read lazily window by window (so huge masks never sit in memory at once)."""
 
     def __init__(self, ds):
+        """Wrap an open single-band dataset; ``shape`` is (rows, cols), as for an array."""
         self.ds = ds
         self.shape = (ds.height, ds.width)
 
     def __getitem__(self, key):
+        """Read ``mask[rows, cols]`` (two slices with explicit start and stop) from band 1."""
         from rasterio.windows import Window
 
         rows, cols = key
@@ -149,6 +151,7 @@ def _route(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
+    """Add the ``graph``, ``apls`` and ``route`` sub-commands."""
     fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser(
         "graph",

@@ -113,6 +113,7 @@ def pixel_size_m(transform: Affine6, crs: str | None, shape: tuple[int, int]) ->
 
 @lru_cache(maxsize=64)
 def transformer(src: str, dst: str) -> Transformer:
+    """An always-xy Transformer between two CRSs, cached: building one is slow and the same pairs recur."""
     return Transformer.from_crs(to_crs(src), to_crs(dst), always_xy=True)
 
 

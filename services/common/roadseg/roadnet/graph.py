@@ -154,6 +154,7 @@ def weight_key(g: nx.MultiGraph) -> str:
 
 
 def total_length(g: nx.MultiGraph) -> float:
+    """Total edge length: metres when the graph knows them, else pixels."""
     key = weight_key(g)
     return float(sum(d for _, _, d in g.edges(data=key)))
 

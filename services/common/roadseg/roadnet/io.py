@@ -23,7 +23,7 @@ from roadseg.roadnet.graph import graph_from_geojson
 
 
 def _rebuild_old_networkx(obj) -> nx.Graph:
-    """networkx 1.x pickles keep ``node``/``adj`` instead of ``_node``/``_adj``: rebuild a current graph."""
+    """Rebuild a current graph from a networkx 1.x pickle, which keeps ``node``/``adj``, not ``_node``/``_adj``."""
     state = obj.__dict__
     multi = isinstance(obj, nx.MultiGraph)
     g = nx.MultiGraph() if multi else nx.Graph()

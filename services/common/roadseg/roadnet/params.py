@@ -7,8 +7,10 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class GraphParams:
-    """Vectorization settings. Distances are metres for georeferenced masks; for plain images they are
-    pixels, unless ``pixel_size_m`` says how big a pixel is.
+    """Vectorization settings.
+
+    Distances are metres for georeferenced masks; for plain images they are pixels, unless ``pixel_size_m`` says
+    how big a pixel is.
 
     Defaults follow the SpaceNet 3 winning solutions (roads 4-20 m wide, 0.3-1 m pixels).
     """

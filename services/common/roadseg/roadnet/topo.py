@@ -26,6 +26,8 @@ from roadseg.roadnet.apls import prepare_pair
 
 @dataclass(frozen=True)
 class TopoParams:
+    """TOPO settings in metres (neighbourhood radius, hole spacing, hole size) and how many origins to score."""
+
     radius_m: float = 150.0
     interval_m: float = 30.0
     hole_size_m: float = 4.0

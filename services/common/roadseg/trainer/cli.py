@@ -96,6 +96,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
+    """Add the ``train``, ``evaluate`` and ``export`` sub-commands."""
     p = sub.add_parser(
         "train",
         help="train DeepLabV3+ on road masks (checkpoints every epoch, resumable)",

@@ -70,12 +70,14 @@ class RoadLoss(keras.losses.Loss):
     """One of :data:`LOSSES` (``a_b`` is the sum of both) on road logits with ignore handling."""
 
     def __init__(self, kind: str = "bce_dice", name: str = "road_loss", **kwargs):
+        """``kind`` is one of :data:`LOSSES`; an unknown one fails here, not in the middle of training."""
         if kind not in LOSSES:
             raise ValueError(f"unknown loss {kind!r}; choose one of {', '.join(LOSSES)}")
         super().__init__(name=name, **kwargs)
         self.kind = kind
 
     def call(self, y_true, y_pred):
+        """Sum of the losses named in ``kind``, for raw masks ``y_true`` and road logits ``y_pred``."""
         loss = 0.0
         parts = self.kind.split("_")
         if "bce" in parts:
@@ -87,6 +89,7 @@ class RoadLoss(keras.losses.Loss):
         return loss
 
     def get_config(self) -> dict:
+        """The config with ``kind``, so a saved model reloads with the same loss."""
         return {**super().get_config(), "kind": self.kind}
 
 
@@ -95,6 +98,7 @@ class RoadIoU(keras.metrics.Metric):
     """Road IoU at a probability threshold, accumulated over an epoch, valid pixels only."""
 
     def __init__(self, threshold: float = 0.5, name: str = "road_iou", **kwargs):
+        """Count true positives, false positives and false negatives at probability ``threshold``."""
         super().__init__(name=name, **kwargs)
         self.threshold = threshold
         self.tp = self.add_variable(shape=(), initializer="zeros", name="tp")
@@ -102,6 +106,7 @@ class RoadIoU(keras.metrics.Metric):
         self.fn = self.add_variable(shape=(), initializer="zeros", name="fn")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
+        """Add a batch's counts (sigmoid of the logits against the threshold); ``sample_weight`` is ignored."""
         road, valid = _targets(y_true)
         pred = ops.cast(ops.sigmoid(ops.cast(y_pred, "float32")) > self.threshold, "float32") * valid
         self.tp.assign_add(ops.sum(pred * road))
@@ -109,11 +114,14 @@ class RoadIoU(keras.metrics.Metric):
         self.fn.assign_add(ops.sum((1.0 - pred) * road))
 
     def result(self):
+        """TP / (TP + FP + FN) over everything seen since the last reset; 0 when nothing was counted."""
         return self.tp / ops.maximum(self.tp + self.fp + self.fn, 1.0)
 
     def reset_state(self):
+        """Zero the counts (Keras calls this at the start of each epoch and evaluation)."""
         for var in (self.tp, self.fp, self.fn):
             var.assign(0.0)
 
     def get_config(self) -> dict:
+        """The config with ``threshold``, so a saved model reloads with the same metric."""
         return {**super().get_config(), "threshold": self.threshold}

@@ -65,10 +65,12 @@ class ImagePreprocess(layers.Layer):
     """ImageNet preprocessing of [0, 255] RGB for a backbone ("tf": [-1, 1]; "caffe": BGR minus mean)."""
 
     def __init__(self, mode: str = "tf", **kwargs):
+        """``mode`` is the backbone's ImageNet convention: ``tf`` (MobileNetV2) or ``caffe`` (ResNet50)."""
         super().__init__(**kwargs)
         self.mode = mode
 
     def call(self, x):
+        """Scale RGB values in [0, 255] the way the backbone saw its training images."""
         x = ops.cast(x, self.compute_dtype)
         if self.mode == "tf":
             return x / 127.5 - 1.0
@@ -76,6 +78,7 @@ class ImagePreprocess(layers.Layer):
         return ops.flip(x, axis=-1) - mean
 
     def get_config(self) -> dict:
+        """The config with ``mode``, so a saved model reloads with the same preprocessing."""
         return {**super().get_config(), "mode": self.mode}
 
 
@@ -88,11 +91,13 @@ class ResizeLike(layers.Layer):
     """
 
     def call(self, inputs):
+        """Resize ``x`` (first input) bilinearly to the height and width of ``reference`` (second input)."""
         x, reference = inputs
         size = tf.shape(reference)[1:3]
         return tf.cast(tf.image.resize(x, size, method="bilinear"), x.dtype)
 
     def compute_output_shape(self, input_shapes):
+        """``x``'s batch size and channels with the reference's height and width (None where unknown)."""
         x, reference = input_shapes
         return (x[0], reference[1], reference[2], x[-1])
 
