@@ -60,102 +60,129 @@ def trace_skeleton(
     of ``skel`` is overlap that merely gives the right neighbour counts). ``origin`` = global (row, col)
     of ``skel[0, 0]``.
     """
-    h, w = skel.shape
-    r0, r1, c0, c1 = core if core is not None else (0, h, 0, w)
-    wp = w + 2
-    padded = np.zeros((h + 2, wp), dtype=bool)
-    padded[1:-1, 1:-1] = skel
-    flat = padded.ravel()
-    flat_offsets = [dr * wp + dc for dr, dc in OFFSETS]
-    on = np.flatnonzero(flat)
-    codes = np.zeros(len(on), dtype=np.uint8)
-    for k, off in enumerate(flat_offsets):
-        codes |= flat[on + off].astype(np.uint8) << k
-    rows, cols = np.divmod(on, wp)
-    in_core = (rows > r0) & (rows <= r1) & (cols > c0) & (cols <= c1)
-    on, codes = on[in_core], codes[in_core]
-    degree = np.unpackbits(codes[:, None], axis=1).sum(axis=1)
-    code_of = dict(zip(on.tolist(), codes.tolist(), strict=True))
-    node_of: dict[int, object] = {}
-    graph = PixelGraph()
-    orow, ocol = origin
+    tracer = _Tracer(skel, core, origin, window_id)
+    tracer.cluster_nodes()
+    tracer.trace_from_nodes()
+    tracer.trace_seam_chains()
+    tracer.trace_loops()
+    return tracer.graph
 
-    def xy(fs: list[int]) -> np.ndarray:
+
+class _Tracer:
+    """The state of one :func:`trace_skeleton` call, its steps as methods.
+
+    Pixels are flat indices into the skeleton padded by one pixel (so every pixel has 8 neighbours);
+    ``code_of`` maps each skeleton pixel inside the core to its 8-neighbour code.
+    """
+
+    def __init__(
+        self, skel: np.ndarray, core: tuple[int, int, int, int] | None, origin: tuple[int, int], window_id: int
+    ):
+        h, w = skel.shape
+        r0, r1, c0, c1 = core if core is not None else (0, h, 0, w)
+        self.wp = w + 2
+        padded = np.zeros((h + 2, self.wp), dtype=bool)
+        padded[1:-1, 1:-1] = skel
+        flat = padded.ravel()
+        self.flat_offsets = [dr * self.wp + dc for dr, dc in OFFSETS]
+        on = np.flatnonzero(flat)
+        codes = np.zeros(len(on), dtype=np.uint8)
+        for k, off in enumerate(self.flat_offsets):
+            codes |= flat[on + off].astype(np.uint8) << k
+        rows, cols = np.divmod(on, self.wp)
+        in_core = (rows > r0) & (rows <= r1) & (cols > c0) & (cols <= c1)
+        self.on, self.codes = on[in_core], codes[in_core]
+        self.code_of = dict(zip(self.on.tolist(), self.codes.tolist(), strict=True))
+        self.node_of: dict[int, object] = {}
+        self.graph = PixelGraph()
+        self.origin = origin
+        self.window_id = window_id
+        self.visited_steps: set[tuple[int, int]] = set()
+        self.visited_pixels: set[int] = set()
+
+    def xy(self, fs: list[int]) -> np.ndarray:
         """Global pixel-centre coordinates (x, y) of padded flat indices."""
-        r, c = np.divmod(np.asarray(fs), wp)
-        return np.stack([c - 1 + ocol + 0.5, r - 1 + orow + 0.5], axis=-1)
+        r, c = np.divmod(np.asarray(fs), self.wp)
+        return np.stack([c - 1 + self.origin[1] + 0.5, r - 1 + self.origin[0] + 0.5], axis=-1)
 
-    def rc(f: int) -> tuple[int, int]:
-        r, c = divmod(f, wp)
-        return r - 1 + orow, c - 1 + ocol
+    def rc(self, f: int) -> tuple[int, int]:
+        """Global (row, col) of a padded flat index."""
+        r, c = divmod(f, self.wp)
+        return r - 1 + self.origin[0], c - 1 + self.origin[1]
 
-    def neighbours(f: int) -> list[int]:
-        return [f + flat_offsets[k] for k in _BITS[code_of[f]]]
+    def neighbours(self, f: int) -> list[int]:
+        """The skeleton neighbours of pixel ``f``."""
+        return [f + self.flat_offsets[k] for k in _BITS[self.code_of[f]]]
 
-    def seam(p: int, q: int) -> object:
-        a, b = sorted((rc(p), rc(q)))
+    def seam(self, p: int, q: int) -> object:
+        """The seam node between pixels p and q (one inside the core, one outside), keyed globally."""
+        a, b = sorted((self.rc(p), self.rc(q)))
         key = ("s", a, b)
-        graph.nodes[key] = tuple(xy([p, q]).mean(axis=0).tolist())
+        self.graph.nodes[key] = tuple(self.xy([p, q]).mean(axis=0).tolist())
         return key
 
-    # junction/end pixels (degree != 2), clustered 8-connectedly into one node per blob
-    node_pixels = on[(degree != 2) & (degree > 0)]
-    if len(node_pixels):
+    def cluster_nodes(self) -> None:
+        """Junction and end pixels (degree != 2), clustered 8-connectedly into one node per blob."""
+        degree = np.unpackbits(self.codes[:, None], axis=1).sum(axis=1)
+        node_pixels = self.on[(degree != 2) & (degree > 0)]
+        if not len(node_pixels):
+            return
         index = {f: i for i, f in enumerate(node_pixels.tolist())}
-        pairs = [(i, index[f + off]) for f, i in index.items() for off in flat_offsets if f + off in index]
+        pairs = [(i, index[f + off]) for f, i in index.items() for off in self.flat_offsets if f + off in index]
         a, b = np.array(pairs, dtype=np.int64).reshape(-1, 2).T
         adjacency = sparse.coo_matrix((np.ones(len(a)), (a, b)), shape=(len(index), len(index)))
         _, labels = connected_components(adjacency, directed=False)
         centres = np.zeros((labels.max() + 1, 2))
-        np.add.at(centres, labels, xy(node_pixels.tolist()))
+        np.add.at(centres, labels, self.xy(node_pixels.tolist()))
         centres /= np.bincount(labels)[:, None]
         for f, lab in zip(node_pixels.tolist(), labels.tolist(), strict=True):
-            node_of[f] = ("n", window_id, lab)
+            self.node_of[f] = ("n", self.window_id, lab)
         for lab, (x, y) in enumerate(centres.tolist()):
-            graph.nodes[("n", window_id, lab)] = (x, y)
+            self.graph.nodes[("n", self.window_id, lab)] = (x, y)
 
-    visited_steps: set[tuple[int, int]] = set()
-    visited_pixels: set[int] = set()
-
-    def walk(start_key: object, prev: int, cur: int) -> None:
+    def walk(self, start_key: object, prev: int, cur: int) -> None:
         """Follow the chain from step prev->cur until a node pixel or the core border; record the edge."""
         chain: list[int] = []
-        visited_steps.add((prev, cur))
+        self.visited_steps.add((prev, cur))
         while True:
-            if cur not in code_of:  # left the core: end at the seam between prev and cur
-                key = seam(prev, cur)
+            if cur not in self.code_of:  # left the core: end at the seam between prev and cur
+                key = self.seam(prev, cur)
                 break
-            if cur in node_of:
-                key = node_of[cur]
-                visited_steps.add((cur, prev))
+            if cur in self.node_of:
+                key = self.node_of[cur]
+                self.visited_steps.add((cur, prev))
                 break
             chain.append(cur)
-            visited_pixels.add(cur)
-            a, b = neighbours(cur)  # chain pixels have exactly two neighbours
+            self.visited_pixels.add(cur)
+            a, b = self.neighbours(cur)  # chain pixels have exactly two neighbours
             prev, cur = cur, (b if a == prev else a)
-        points = [graph.nodes[start_key], *(xy(chain).tolist() if chain else []), graph.nodes[key]]
-        graph.edges.append((start_key, key, points))
+        nodes = self.graph.nodes
+        points = [nodes[start_key], *(self.xy(chain).tolist() if chain else []), nodes[key]]
+        self.graph.edges.append((start_key, key, points))
 
-    # 1. edges that start at junction/end clusters
-    for f, key in node_of.items():
-        for q in neighbours(f):
-            if node_of.get(q) == key or (f, q) in visited_steps:
+    def trace_from_nodes(self) -> None:
+        """Step 1: every edge that starts at a junction/end cluster."""
+        for f, key in self.node_of.items():
+            for q in self.neighbours(f):
+                if self.node_of.get(q) == key or (f, q) in self.visited_steps:
+                    continue
+                self.walk(key, f, q)
+
+    def trace_seam_chains(self) -> None:
+        """Step 2: chains that enter the core across a seam without meeting a node first."""
+        for f in list(self.code_of):
+            if f in self.node_of or f in self.visited_pixels:
                 continue
-            walk(key, f, q)
-    # 2. chains that enter the core across a seam without meeting a node first
-    for f in list(code_of):
-        if f in node_of or f in visited_pixels:
-            continue
-        for q in neighbours(f):
-            if q not in code_of and (q, f) not in visited_steps and (f, q) not in visited_steps:
-                walk(seam(q, f), q, f)
-    # 3. closed loops with no node at all: promote one pixel to a node
-    for f in list(code_of):
-        if f in node_of or f in visited_pixels or code_of[f] == 0:
-            continue
-        key = ("n", window_id, -f)
-        node_of[f] = key
-        graph.nodes[key] = tuple(xy([f])[0].tolist())
-        first = neighbours(f)[0]
-        walk(key, f, first)
-    return graph
+            for q in self.neighbours(f):
+                if q not in self.code_of and (q, f) not in self.visited_steps and (f, q) not in self.visited_steps:
+                    self.walk(self.seam(q, f), q, f)
+
+    def trace_loops(self) -> None:
+        """Step 3: closed loops with no node at all; one pixel of each is promoted to a node."""
+        for f in list(self.code_of):
+            if f in self.node_of or f in self.visited_pixels or self.code_of[f] == 0:
+                continue
+            key = ("n", self.window_id, -f)
+            self.node_of[f] = key
+            self.graph.nodes[key] = tuple(self.xy([f])[0].tolist())
+            self.walk(key, f, self.neighbours(f)[0])
