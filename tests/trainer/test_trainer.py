@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from utils.paths import REPO
+from utils.synthetic import write_road_dataset
 
 tf = pytest.importorskip("tensorflow")
 
@@ -69,14 +70,14 @@ def _tiny_config(data: Path, run: Path, **overrides):
     return TrainConfig(**{**settings, **overrides})
 
 
-def test_train_resume_export_serve(shared_dir, tmp_path, caplog):
+def test_train_resume_export_serve(tmp_path, caplog):
     from roadseg.trainer.checkpoints import LAST, load_checkpoint
     from roadseg.trainer.evaluate import evaluate_model
     from roadseg.trainer.export import export_checkpoint
     from roadseg.trainer.train import train
 
     caplog.set_level(logging.INFO)
-    data = _small_dataset(shared_dir, tmp_path / "data")
+    data = write_road_dataset(tmp_path / "data", {"train": 4, "val": 2})
     run = tmp_path / "run"
     config = _tiny_config(data, run, val_data=[str(data)], val_crop_size=96, epochs=2)
     assert train(config, verbose=0, command="roadseg train test")["epoch"] == 2
@@ -125,13 +126,13 @@ def test_train_resume_export_serve(shared_dir, tmp_path, caplog):
     assert len(report["thresholds"]) == 99
 
 
-def test_mixed_precision_run_exports_a_float32_graph(shared_dir, tmp_path, caplog, recwarn):
+def test_mixed_precision_run_exports_a_float32_graph(tmp_path, caplog, recwarn):
     """A mixed_float16 run (what GPUs get) trains, resumes with its optimizer state, exports float32 compute."""
     import keras
     from roadseg.trainer.export import export_checkpoint
     from roadseg.trainer.train import train
 
-    data = _small_dataset(shared_dir, tmp_path / "data")
+    data = write_road_dataset(tmp_path / "data", {"train": 4})
     run = tmp_path / "run"
     # Six steps: the loss scale starts at 2**15 and halves at every overflowing step, so the first steps
     # of a random model may all be skipped; by the sixth some are applied whatever crops were drawn.
