@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from roadseg.labeler import MODES
+
 LABEL_EPILOG = """\
 examples:
   # label an ingested scene with 6 m wide roads (default width), in-process with a progress bar
@@ -245,7 +247,7 @@ def register(sub) -> None:
     p.add_argument("--where", help="SQL filter on the features, e.g. \"highway IN ('primary','residential')\"")
     p.add_argument(
         "--mode",
-        choices=["centerline", "edges"],
+        choices=MODES,
         default="centerline",
         help="centerline: buffer lines by a width (default); edges: cut by street edge lines",
     )

@@ -36,7 +36,7 @@ from rasterio.windows import Window
 
 from roadseg.errors import InvalidInput, NotFound
 from roadseg.jobs import DONE, FAILED, RUNNING, JobStore
-from roadseg.labeler import quality
+from roadseg.labeler import MODES, quality
 from roadseg.labeler.edges import edge_road_polygons
 from roadseg.labeler.rasterize import TileGrid, burn, centerline_shapes, expand_bounds
 from roadseg.labeler.vectors import VectorSource, query_tile
@@ -48,7 +48,6 @@ from roadseg.storage import LocalStorage, Storage, safe_filename, storage_from_u
 log = logging.getLogger(__name__)
 
 KIND = "labels"
-MODES = ("centerline", "edges")
 #: Files that belong to a shapefile and must travel with it.
 SHAPEFILE_SIDECARS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx")
 

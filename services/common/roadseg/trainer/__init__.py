@@ -1,8 +1,15 @@
 """trainer: see the modules in this package.
 
-``LOSSES``, ``PHOTOMETRIC`` and ``DECODER_STRIDES`` live here, not beside the code that uses them
-(which imports TF), so the CLI and config validation list them without loading TF.
+The choices of the trainer's settings (``BACKBONES``, ``LOSSES``, ``PHOTOMETRIC``, ``DECODER_STRIDES``,
+``PRECISIONS``) live here, not beside the code that uses them (which imports TF), so the CLI and
+config validation list them without loading TF.
 """
+
+#: ImageNet backbones of roadseg.trainer.model (MobileNetV2 is the only one whose weights ship offline).
+BACKBONES = ("mobilenetv2", "resnet50")
+
+#: Keras dtype policies a run may force (``auto`` picks mixed_float16 on GPUs, float32 on CPU).
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 #: Training losses (roadseg.trainer.losses.RoadLoss kinds); ``a_b`` is the sum of both.
 LOSSES = ("bce", "dice", "bce_dice", "lovasz", "bce_lovasz")

@@ -8,7 +8,7 @@ import json
 import shlex
 import sys
 
-from roadseg.trainer import DECODER_STRIDES, LOSSES
+from roadseg.trainer import BACKBONES, DECODER_STRIDES, LOSSES, PRECISIONS
 from roadseg.trainer.export import TTA_VIEWS
 
 TRAIN_EPILOG = """examples:
@@ -108,7 +108,7 @@ def register(sub) -> None:
     p.add_argument("--output", help="run folder: local path, file:// or gs:// URL")
     p.add_argument("--train-data", action="append", metavar="PATH[:WEIGHT]", help="training source (repeatable)")
     p.add_argument("--val-data", action="append", metavar="PATH", help="validation source (repeatable)")
-    p.add_argument("--backbone", choices=["mobilenetv2", "resnet50"])
+    p.add_argument("--backbone", choices=BACKBONES)
     p.add_argument("--weights", help="backbone weights: imagenet, none or a weights file path")
     p.add_argument("--crop-size", type=int, help="training crop edge in px (multiple of 16)")
     p.add_argument("--batch-size", type=int)
@@ -135,7 +135,7 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--precision",
-        choices=["auto", "float32", "mixed_float16", "mixed_bfloat16"],
+        choices=["auto", *PRECISIONS],
         help="dtype policy (default auto: mixed_float16 on GPUs, float32 on CPU); exports are always float32",
     )
     p.set_defaults(func=_train)

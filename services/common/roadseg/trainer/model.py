@@ -18,11 +18,10 @@ import keras
 import tensorflow as tf
 from keras import layers, ops
 
-from roadseg.trainer import DECODER_STRIDES
+from roadseg.trainer import BACKBONES, DECODER_STRIDES
 
 log = logging.getLogger(__name__)
 
-BACKBONES = ("mobilenetv2", "resnet50")
 
 #: Channels per GroupNorm group in the new head. GroupNorm instead of BatchNorm: it has no moving
 #: statistics, so training and inference compute the same function. With BatchNorm in the head

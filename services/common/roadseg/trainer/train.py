@@ -24,7 +24,7 @@ import yaml
 from roadseg.errors import InvalidInput, MissingFile
 from roadseg.model_versions import load_exported_weights
 from roadseg.storage import Storage, storage_from_url
-from roadseg.trainer import DECODER_STRIDES, LOSSES, PHOTOMETRIC
+from roadseg.trainer import BACKBONES, DECODER_STRIDES, LOSSES, PHOTOMETRIC, PRECISIONS
 from roadseg.trainer.checkpoints import BEST, COMMAND, CONFIG, LAST, LOG, STATE, TENSORBOARD, load_checkpoint, save_to
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,6 @@ class TrainConfig:
     def validate(self) -> None:
         """Refuse settings that would fail (or silently misbehave) minutes into a run."""
         from roadseg.trainer.data import Source
-        from roadseg.trainer.model import BACKBONES
 
         problems = []
         for name in ("crop_size", "val_crop_size"):
@@ -150,9 +149,6 @@ class TrainConfig:
         """The config as YAML (tuples as lists, so the file reads back with TrainConfig.load)."""
         values = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
         return yaml.safe_dump(values, sort_keys=False)
-
-
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 def _setup_devices(precision: str):
