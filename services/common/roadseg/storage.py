@@ -334,6 +334,18 @@ class GCSStorage(Storage):
         return f"gs://{self.bucket.name}/{self._name(key)}"
 
 
+def split_suffix(spec: str) -> tuple[str, str | None]:
+    """``"PATH:SUFFIX"`` -> (PATH, SUFFIX); (spec, None) without one. The ``://`` of a URL is no separator.
+
+    Data specs on the command line (``PATH:WEIGHT``, ``PATH:SPLITS``) name local folders and storage
+    URLs alike, so ``gs://bucket/ds`` must not split into ``gs`` and ``//bucket/ds``.
+    """
+    path, sep, suffix = spec.rpartition(":")
+    if sep and path and "/" not in suffix:
+        return path, suffix
+    return spec, None
+
+
 def storage_from_url(url: str) -> Storage:
     """Build the backend named by a URL: ``file:///path``, a plain path, or ``gs://bucket/prefix``."""
     parsed = urlparse(url)

@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from roadseg.errors import InvalidInput, MissingFile
 from roadseg.mask_values import IGNORE
+from roadseg.storage import split_suffix, storage_from_url
 from roadseg.tfrecords import parse_example, parse_metadata
 
 log = logging.getLogger(__name__)
@@ -52,10 +53,8 @@ class Source:
                 raise InvalidInput(f"a data source needs path (and optional weight, pixel_size_m), got {spec}")
             pixel = spec.get("pixel_size_m")
             return cls(str(spec["path"]), float(spec.get("weight", 1.0)), float(pixel) if pixel else None)
-        path, sep, weight = spec.rpartition(":")
-        if sep and path and "/" not in weight:  # not the "://" of a URL
-            return cls(path, float(weight))
-        return cls(spec)
+        path, weight = split_suffix(spec)
+        return cls(path) if weight is None else cls(path, float(weight))
 
     def localized(self, cache: Path) -> Source:
         """The same source with a storage URL (``gs://``, ``file://``) copied into a local folder.
@@ -66,8 +65,6 @@ class Source:
         """
         if "://" not in self.path:
             return self
-        from roadseg.storage import storage_from_url
-
         storage = storage_from_url(self.path)
         local = cache / f"source-{abs(hash(self.path)):x}"
         for key in storage.list():

@@ -24,6 +24,7 @@ import yaml
 
 from roadseg.config import REPO_ROOT, STRIDE, get_settings
 from roadseg.model_versions import CARD, is_url, latest_version, read_card, resolve_savedmodel
+from roadseg.storage import split_suffix
 from roadseg.trainer.checkpoints import COMMAND, CONFIG, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -263,8 +264,6 @@ def _export_and_measure(model, out: Path, card: dict, evaluate: Sequence[str], t
 
 
 def _parse_eval_spec(spec: str) -> tuple[str, list[str]]:
-    """``PATH:SPLIT[,SPLIT]`` (default split val); the ``://`` of a storage URL is no split separator."""
-    path, sep, splits = spec.rpartition(":")
-    if not sep or not path or "/" in splits:
-        return spec, ["val"]
-    return path, splits.split(",")
+    """``PATH:SPLIT[,SPLIT]`` (default split val); ``gs://bucket/ds`` keeps its ``://``."""
+    path, splits = split_suffix(spec)
+    return path, ["val"] if splits is None else splits.split(",")
