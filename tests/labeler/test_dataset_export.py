@@ -56,7 +56,7 @@ def test_block_split_has_no_leakage_and_is_seeded():
 
 
 def test_review_decisions_over_http_are_respected_by_the_export(settings_env, shared_dir, tmp_path, capsys):
-    from roadseg.labeler.review import create_app
+    from roadseg.labeler.api import create_app
 
     storage = get_storage()
     folder = shared_dir / "data" / "spacenet-vegas"

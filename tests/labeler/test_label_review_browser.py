@@ -19,7 +19,7 @@ CHROMIUM = "/usr/bin/chromium"
 @pytest.fixture
 def review_server(tmp_path, shared_dir):
     import uvicorn
-    from roadseg.labeler.review import create_app
+    from roadseg.labeler.api import create_app
 
     storage = LocalStorage(tmp_path / "storage")
     folder = shared_dir / "data" / "spacenet-vegas"

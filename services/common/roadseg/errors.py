@@ -31,3 +31,9 @@ class MissingFile(NotFound, FileNotFoundError):
 
 class UnsafeName(InvalidInput):
     """A file name or storage key that tries to escape its folder."""
+
+
+class QueueUnavailable(RoadsegError):
+    """The task queue (Celery broker) cannot be reached: the work was not queued; try again later."""
+
+    status_code = 503

@@ -8,9 +8,9 @@ evaluate`` use it without importing the trainer's export code (and without Tenso
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from roadseg.documents import ModelCard
 from roadseg.errors import InvalidInput, MissingFile
 
 CARD = "model_card.json"
@@ -91,11 +91,16 @@ def _by_name(variables, attribute: str) -> dict:
 
 
 def read_card(savedmodel: str | Path) -> dict:
-    """The model card beside a SavedModel, local or at a storage URL (``gs://``); {} when absent."""
+    """The model card beside a SavedModel, local or at a storage URL (``gs://``); {} when absent.
+
+    Read through :class:`~roadseg.documents.ModelCard`: cards of any earlier export still read.
+    """
     if is_url(savedmodel):
         from roadseg.storage import storage_from_url
 
         storage = storage_from_url(str(savedmodel))
-        return json.loads(storage.read_text(CARD)) if storage.exists(CARD) else {}
-    path = Path(savedmodel) / CARD
-    return json.loads(path.read_text()) if path.is_file() else {}
+        text = storage.read_text(CARD) if storage.exists(CARD) else None
+    else:
+        path = Path(savedmodel) / CARD
+        text = path.read_text() if path.is_file() else None
+    return {} if text is None else ModelCard.parse(text, f"{savedmodel}/{CARD}").dump()

@@ -52,17 +52,17 @@ def model_card(card: dict[str, Any]) -> str:
     """Version, backbone, threshold and the card's flat metrics as a definition list."""
     serving = card.get("serving", {})
     rows = [
-        ("Model", f"{card.get('name', serving.get('model_name', '?'))} v{serving.get('model_version', '?')}"),
+        ("Model", f"{card.get('name') or serving.get('model_name', '?')} v{serving.get('model_version', '?')}"),
         ("Backend", serving.get("backend", "?")),
-        ("Backbone", card.get("backbone", "unknown")),
-        ("Threshold", card.get("threshold", "?")),
+        ("Backbone", card.get("backbone") or "unknown"),
+        ("Threshold", card.get("threshold") or "?"),
     ]
     if card.get("pixel_size_range_m"):
         low, high = card["pixel_size_range_m"]
         rows.append(("Pixel size", f"{low:g}\u2013{high:g} m"))
     elif card.get("pixel_size_m"):
         rows.append(("Pixel size", f"{card['pixel_size_m']:g} m"))
-    if card.get("tta", "none") != "none":
+    if (card.get("tta") or "none") != "none":
         rows.append(("Test-time augmentation", card["tta"]))
     rows += _metric_rows(card.get("metrics") or {})
     items = "".join(f"<dt>{escape(str(k))}</dt><dd>{_fmt(v)}</dd>" for k, v in rows)

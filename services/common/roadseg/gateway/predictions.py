@@ -31,15 +31,24 @@ from rasterio.windows import Window
 
 from roadseg import raster
 from roadseg.config import Settings
+from roadseg.documents import PredictionRecord
 from roadseg.errors import InvalidInput, RoadsegError
 from roadseg.gateway.predictor import Predictor
 from roadseg.gateway.windows import PredictBatch, model_resolution, resampled, resolution_factor, sliding_predict
+from roadseg.http_api import enqueue
 from roadseg.jobs import DONE, FAILED, RUNNING, JobStore, new_id
 from roadseg.storage import Storage, safe_filename
 
 log = logging.getLogger(__name__)
 
 KIND = "predictions"
+
+
+def prediction_store(storage: Storage) -> JobStore:
+    """The status records of predictions, kept at ``predictions/<id>/status.json`` beside the outputs."""
+    return JobStore(storage, KIND, PredictionRecord)
+
+
 #: Road colour of the overlay (magenta: visible on desert, vegetation and asphalt alike).
 OVERLAY_RGB = (255, 0, 200)
 #: GDAL block cache while writing; small, so dirty output blocks are flushed instead of piling up.
@@ -200,7 +209,7 @@ def road_graph_geojson(mask_tif: Path, max_pixels: int) -> dict[str, Any] | None
 
 def create_job(storage: Storage, upload: BinaryIO, filename: str, settings: Settings) -> dict[str, Any]:
     """Store an upload as a new prediction job after checking its header; nothing is kept if it is refused."""
-    jobs = JobStore(storage, KIND)
+    jobs = prediction_store(storage)
     job_id = new_id()
     name = safe_filename(filename)
     key = jobs.key(job_id, "input", name)
@@ -216,6 +225,31 @@ def create_job(storage: Storage, upload: BinaryIO, filename: str, settings: Sett
         raise
 
 
+def submit_prediction(
+    storage: Storage,
+    predictor: Predictor,
+    settings: Settings,
+    upload: BinaryIO,
+    filename: str,
+    queue: Callable[[str], Any],
+) -> tuple[dict[str, Any], int]:
+    """Store and check an upload, then predict it now (small: 201) or ``queue`` its id (large: 202).
+
+    Input that cannot be predicted, or a queue that cannot be reached, leaves no job behind: the
+    client got the error and nobody would ever run it.
+    """
+    record = create_job(storage, upload, filename, settings)
+    job_id = record["id"]
+    if record["info"]["width"] * record["info"]["height"] <= settings.sync_predict_max_pixels:
+        try:
+            return run_job(job_id, storage, predictor, settings), 201
+        except RoadsegError:
+            storage.delete_prefix(prediction_store(storage).key(job_id))
+            raise
+    enqueue(lambda: queue(job_id), "prediction", lambda _: storage.delete_prefix(prediction_store(storage).key(job_id)))
+    return record, 202
+
+
 def run_job(job_id: str, storage: Storage, predictor: Predictor, settings: Settings) -> dict[str, Any]:
     """Run one stored prediction job to the end; returns the final record.
 
@@ -223,7 +257,7 @@ def run_job(job_id: str, storage: Storage, predictor: Predictor, settings: Setti
     simply redoes the work. A :class:`RoadsegError` (bad input) marks the job failed and is
     re-raised for the caller (the API turns it into a 4xx); other exceptions mark it failed too.
     """
-    jobs = JobStore(storage, KIND)
+    jobs = prediction_store(storage)
     predictor.refresh()
     jobs.update(job_id, status=RUNNING, progress=0.0, stage="predicting")
     last_write = 0.0

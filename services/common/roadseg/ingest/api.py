@@ -1,213 +1,40 @@
-"""HTTP API of the ingest service: submit scenes, follow their tiling.
+"""The ingest HTTP service (``services/ingest/main.py`` serves it): scenes in, tiles out.
 
-``POST /api/v1/scenes`` takes a multipart upload (field ``file``) or a ``uri`` (``gs://`` or
-``file://``, as a form field or JSON), validates the image header *synchronously* (bad input
-gets an immediate 4xx and nothing stays in storage), records the scene and queues the tiling
-task. ``GET /api/v1/scenes/{id}`` reports status, progress, tile count, CRS, bounds, pixel
-size and any error.
+Routers live in :mod:`roadseg.ingest.endpoints`; this module assembles the app and refuses
+oversize uploads before their bodies are received.
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
-from pathlib import Path
-from typing import Any, BinaryIO
-from urllib.parse import unquote, urlparse
-
-from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ValidationError
-from starlette.concurrency import run_in_threadpool
 
-from roadseg import __version__
 from roadseg.config import get_settings
-from roadseg.errors import InvalidInput, NotFound, RoadsegError, TooLarge
-from roadseg.ingest.scenes import (
-    needs_run,
-    register_scene,
-    scene_id_for,
-    scene_id_for_uri,
-    scene_store,
-    upload_key,
-)
-from roadseg.ingest.tiling import TileParams
-from roadseg.jobs import FAILED, QUEUED
-from roadseg.storage import Storage, get_storage, safe_filename, split_url
+from roadseg.http_api import create_service_app
+from roadseg.ingest.endpoints import scenes
+from roadseg.storage import Storage
 
-log = logging.getLogger(__name__)
-
-_HASH_CHUNK = 1024 * 1024
+#: Multipart framing allowed on top of ``max_upload_bytes`` before the announced length is refused.
+_FORM_OVERHEAD = 64 * 1024
 
 
-def create_app() -> FastAPI:
-    """The ingest FastAPI application (``services/ingest/main.py`` serves it)."""
-    settings = get_settings()
-    app = FastAPI(
-        title="roadseg ingest",
-        version=__version__,
-        description="Upload GeoTIFF / COG / JPEG 2000 / PNG / JPEG scenes (or point at gs:// or file:// URIs); "
+def create_app(storage: Storage | None = None) -> FastAPI:
+    """The ingest app; ``storage`` defaults to the configured one (``ROADSEG_STORAGE_URL``)."""
+    app = create_service_app(
+        "roadseg ingest",
+        "Upload GeoTIFF / COG / JPEG 2000 / PNG / JPEG scenes (or point at gs:// or file:// URIs); "
         "they are cut into georeferenced 8-bit RGB tiles with a manifest.",
+        storage=storage,
+        routers=[scenes.router],
     )
-
-    @app.exception_handler(RoadsegError)
-    async def roadseg_error(request: Request, exc: RoadsegError) -> JSONResponse:
-        return JSONResponse(status_code=exc.status_code, content={"detail": str(exc)})
+    max_bytes = get_settings().max_upload_bytes
 
     @app.middleware("http")
     async def refuse_oversize_uploads(request: Request, call_next):
         """Answer 413 from the announced length, before the body is received and spooled to disk."""
         length = request.headers.get("content-length", "")
-        if request.method == "POST" and length.isdigit() and int(length) > settings.max_upload_bytes + 64 * 1024:
-            detail = f"upload exceeds the limit of {settings.max_upload_bytes} bytes"
-            return JSONResponse(status_code=413, content={"detail": detail})
+        if request.method == "POST" and length.isdigit() and int(length) > max_bytes + _FORM_OVERHEAD:
+            return JSONResponse(status_code=413, content={"detail": f"upload exceeds the limit of {max_bytes} bytes"})
         return await call_next(request)
 
-    @app.get("/healthz", tags=["ops"])
-    def healthz() -> dict[str, str]:
-        """Liveness: the process answers."""
-        return {"status": "ok"}
-
-    @app.post("/api/v1/scenes", status_code=202, tags=["scenes"])
-    async def submit_scene(
-        request: Request,
-        file: UploadFile | None = File(None, description="The scene image (GeoTIFF, COG, JP2, PNG, JPEG)."),
-        uri: str | None = Form(None, description="Instead of a file: gs://bucket/key or file:///path of the scene."),
-        tile_size: int | None = Form(None, description="Tile edge in pixels (default: ROADSEG_TILE_SIZE)."),
-        overlap: int | None = Form(None, description="Overlap between tiles in pixels (ROADSEG_TILE_OVERLAP)."),
-        stretch_low: float | None = Form(None, description="Low percentile of the stretch for non-8-bit data."),
-        stretch_high: float | None = Form(None, description="High percentile of the stretch for non-8-bit data."),
-    ) -> dict[str, Any]:
-        """Submit a scene; 202 with its id. The same scene submitted again keeps its id and tiles."""
-        if request.headers.get("content-type", "").startswith("application/json"):
-            try:
-                body = SceneSource.model_validate_json(await request.body())
-            except ValidationError as exc:
-                raise InvalidInput(f"invalid JSON body: {exc.errors(include_url=False)}") from exc
-            uri, tile_size, overlap = body.uri, body.tile_size, body.overlap
-            stretch_low, stretch_high = body.stretch_low, body.stretch_high
-        percentiles = None
-        if stretch_low is not None or stretch_high is not None:
-            default_low, default_high = settings.stretch_percentiles
-            percentiles = (
-                default_low if stretch_low is None else stretch_low,
-                default_high if stretch_high is None else stretch_high,
-            )
-        params = TileParams.from_settings(tile_size, overlap, percentiles)
-        if (file is None) == (not uri):
-            raise InvalidInput("send exactly one of: a multipart 'file' upload or a 'uri' (gs:// or file://)")
-        if file is not None:
-            record, queue = await run_in_threadpool(_accept_upload, file.file, file.filename or "", params)
-        else:
-            record, queue = await run_in_threadpool(_accept_uri, str(uri), params)
-        if queue:
-            await run_in_threadpool(_enqueue, record["id"])
-        return {"id": record["id"], "status": record["status"], "url": f"/api/v1/scenes/{record['id']}"}
-
-    @app.get("/api/v1/scenes", tags=["scenes"])
-    def list_scenes() -> dict[str, list[dict[str, Any]]]:
-        """Every scene, newest first."""
-        return {"scenes": scene_store(get_storage()).list()}
-
-    @app.get("/api/v1/scenes/{scene_id}", tags=["scenes"])
-    def get_scene(scene_id: str) -> dict[str, Any]:
-        """Status, progress (tiles done / total), tile count, CRS, bounds, pixel size and error of a scene."""
-        return scene_store(get_storage()).get(scene_id)
-
     return app
-
-
-def _enqueue(scene_id: str) -> None:
-    """Queue the tiling task; without a broker the scene is marked failed (re-submitting retries it)."""
-    from roadseg.ingest.tasks import tile_scene
-
-    try:
-        tile_scene.delay(scene_id)
-    except Exception as exc:
-        scene_store(get_storage()).update(scene_id, status=FAILED, error=f"could not queue the tiling task: {exc}")
-        raise HTTPException(503, "the task queue is unavailable; submit the scene again later") from exc
-
-
-class SceneSource(BaseModel):
-    """JSON form of a submission by URI (the multipart form has the same fields plus ``file``)."""
-
-    uri: str
-    tile_size: int | None = None
-    overlap: int | None = None
-    stretch_low: float | None = None
-    stretch_high: float | None = None
-
-
-def _digest(stream: BinaryIO, max_bytes: int) -> tuple[str, int]:
-    """SHA-256 and size of a (spooled) upload, refusing oversize and empty ones."""
-    sha, size = hashlib.sha256(), 0
-    while chunk := stream.read(_HASH_CHUNK):
-        size += len(chunk)
-        if size > max_bytes:
-            raise TooLarge(f"upload exceeds the limit of {max_bytes} bytes")
-        sha.update(chunk)
-    stream.seek(0)
-    if size == 0:
-        raise InvalidInput("the upload is empty")
-    return sha.hexdigest(), size
-
-
-def _accept_upload(stream: BinaryIO, filename: str, params: TileParams) -> tuple[dict[str, Any], bool]:
-    """Store an upload under its scene, validate it, record it; returns (record, whether to queue)."""
-    settings = get_settings()
-    storage = get_storage()
-    name = safe_filename(filename, default="scene.tif")
-    digest, size = _digest(stream, settings.max_upload_bytes)
-    scene_id = scene_id_for(f"sha256:{digest}", params)
-    if (existing := _existing(storage, scene_id)) is not None:
-        return existing
-    key = upload_key(scene_id, name)
-    storage.write_stream(key, stream, max_bytes=settings.max_upload_bytes)
-    try:
-        record = register_scene(storage, scene_id, storage, key, params, source_key=key, filename=name, bytes=size)
-    except BaseException:
-        storage.delete(key)  # a rejected upload leaves nothing behind
-        raise
-    log.info("scene %s: upload %s (%d bytes) accepted", scene_id, name, size)
-    return record, True
-
-
-def _accept_uri(uri: str, params: TileParams) -> tuple[dict[str, Any], bool]:
-    """Validate a scene referenced by URI (read in place, never copied); returns (record, whether to queue)."""
-    storage = get_storage()
-    parsed = urlparse(uri)
-    if parsed.scheme == "file":
-        _check_file_root(Path(unquote(parsed.path)))
-    elif parsed.scheme != "gs" or not parsed.netloc:
-        raise InvalidInput(f"unsupported scene URI {uri!r}: use gs://bucket/key or file:///path")
-    source, key = split_url(uri)
-    try:
-        size = source.size(key)
-    except NotFound as exc:
-        raise InvalidInput(f"no scene at {uri}") from exc
-    scene_id = scene_id_for_uri(uri, size, params)
-    if (existing := _existing(storage, scene_id)) is not None:
-        return existing
-    record = register_scene(storage, scene_id, source, key, params, source_url=uri, filename=key, bytes=size)
-    log.info("scene %s: %s accepted", scene_id, uri)
-    return record, True
-
-
-def _existing(storage: Storage, scene_id: str) -> tuple[dict[str, Any], bool] | None:
-    """(record, whether to queue) of an already submitted scene; a failed one is queued again."""
-    jobs = scene_store(storage)
-    try:
-        record = jobs.get(scene_id)
-    except NotFound:
-        return None
-    if needs_run(record):
-        return jobs.update(scene_id, status=QUEUED, error=None), True
-    return record, False
-
-
-def _check_file_root(path: Path) -> None:
-    """file:// URIs may only name files under ``ingest_file_roots`` (no reading the server's disk)."""
-    resolved = path.resolve()
-    roots = [Path(root).resolve() for root in get_settings().ingest_file_roots]
-    if not any(resolved.is_relative_to(root) for root in roots):
-        raise InvalidInput(f"file:// scenes must be under one of {', '.join(map(str, roots))} (ingest_file_roots)")

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     storage = storage_from_url(args.out or get_settings().storage_url)
     uri = args.scene if "://" in args.scene else Path(args.scene).resolve().as_uri()
     source, key = split_url(uri)
-    params = TileParams.from_settings(args.tile_size, args.overlap, args.stretch)
+    params = TileParams.from_settings(get_settings(), args.tile_size, args.overlap, args.stretch)
     scene_id = scene_id_for_uri(uri, source.size(key), params)
     record = register_scene(storage, scene_id, source, key, params, source_url=uri, filename=key)
     print(

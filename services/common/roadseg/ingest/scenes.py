@@ -14,6 +14,7 @@ import time
 from pathlib import PurePosixPath
 from typing import Any
 
+from roadseg.documents import SceneRecord
 from roadseg.errors import RoadsegError
 from roadseg.ingest.tiling import Progress, TileParams, manifest_key, tile_grid, tile_scene
 from roadseg.jobs import DONE, FAILED, RUNNING, JobStore
@@ -32,7 +33,7 @@ _KNOWN_SUFFIXES = {".tif", ".tiff", ".jp2", ".j2k", ".png", ".jpg", ".jpeg"}
 
 def scene_store(storage: Storage) -> JobStore:
     """The status records of scenes, kept at ``scenes/<id>/status.json`` beside the tiles."""
-    return JobStore(storage, KIND)
+    return JobStore(storage, KIND, SceneRecord)
 
 
 def scene_id_for(fingerprint: str, params: TileParams) -> str:

@@ -25,6 +25,8 @@ from rasterio.io import DatasetReader, MemoryFile
 from rasterio.windows import Window
 from rasterio.windows import bounds as window_bounds
 
+from roadseg.config import Settings
+from roadseg.documents import SceneManifest
 from roadseg.errors import InvalidInput
 from roadseg.raster import (
     Stretch,
@@ -68,12 +70,13 @@ class TileParams:
 
     @classmethod
     def from_settings(
-        cls, tile_size: int | None = None, overlap: int | None = None, percentiles: tuple[float, float] | None = None
+        cls,
+        settings: Settings,
+        tile_size: int | None = None,
+        overlap: int | None = None,
+        percentiles: tuple[float, float] | None = None,
     ) -> TileParams:
         """Explicit values, else the ``ROADSEG_TILE_SIZE``/``TILE_OVERLAP``/``STRETCH_PERCENTILES`` settings."""
-        from roadseg.config import get_settings
-
-        settings = get_settings()
         return cls(
             tile_size=settings.tile_size if tile_size is None else tile_size,
             overlap=settings.tile_overlap if overlap is None else overlap,
@@ -212,6 +215,7 @@ def tile_scene(
             "tiles": tiles,
             "skipped_empty": skipped,
         }
+    manifest = SceneManifest.model_validate(manifest).dump()
     storage.write_text(manifest_key(scene_id), json.dumps(manifest, indent=1))
     return manifest
 

@@ -138,9 +138,10 @@ def _label(args: argparse.Namespace) -> int:
 
 
 def _wait(storage, run_id: str) -> int:
-    from roadseg.jobs import DONE, FAILED, JobStore
+    from roadseg.jobs import DONE, FAILED
+    from roadseg.labeler.run import run_store
 
-    jobs, bar = JobStore(storage, "labels"), _Bar("labeling (worker)", "tile")
+    jobs, bar = run_store(storage), _Bar("labeling (worker)", "tile")
     try:
         while True:
             record = jobs.get(run_id)
@@ -154,22 +155,22 @@ def _wait(storage, run_id: str) -> int:
     if record["status"] == FAILED:
         print(f"run {run_id} failed: {record['error']}", file=sys.stderr)
         return 1
-    import json
+    from roadseg.labeler.run import read_manifest
 
-    _print_summary(json.loads(storage.read_text(record["manifest_key"])), storage.url)
+    _print_summary(read_manifest(storage, run_id), storage.url)
     return 0
 
 
 def _label_status(args: argparse.Namespace) -> int:
     import json
 
-    from roadseg.jobs import JobStore
+    from roadseg.labeler.run import run_store
     from roadseg.storage import get_storage
 
     storage = get_storage()
     if args.wait:
         return _wait(storage, args.run_id)
-    print(json.dumps(JobStore(storage, "labels").get(args.run_id), indent=2))
+    print(json.dumps(run_store(storage).get(args.run_id), indent=2))
     return 0
 
 

@@ -27,10 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from roadseg.errors import InvalidInput, NotFound
+from roadseg.documents import DatasetManifest
+from roadseg.errors import InvalidInput
 from roadseg.labeler import split as splitting
 from roadseg.labeler.decisions import get_decisions
-from roadseg.labeler.run import manifest_key
+from roadseg.labeler.run import read_manifest
 from roadseg.storage import Storage, storage_from_url
 from roadseg.tfrecords import SPLITS, encode_example, shard_name
 
@@ -77,10 +78,7 @@ def samples_from_runs(
     excluded: Counter = Counter()
     overlap = 0
     for run_id in run_ids:
-        try:
-            manifest = json.loads(storage.read_text(manifest_key(run_id)))
-        except NotFound as exc:
-            raise NotFound(f"label run {run_id!r} has no manifest (not finished, or wrong id)") from exc
+        manifest = read_manifest(storage, run_id)
         scene_storage = storage_from_url(manifest["scene_storage"]) if manifest.get("scene_storage") else storage
         overlap = max(overlap, int(manifest.get("overlap") or 0))
         review = get_decisions(storage, run_id)
@@ -253,6 +251,7 @@ def write_dataset(
         **(info or {}),
         "examples": examples,
     }
+    manifest = DatasetManifest.model_validate(manifest).dump()
     target.write_text("manifest.json", json.dumps(manifest, indent=1))
     log.info(
         "dataset written to %s: %s", target.url, ", ".join(f"{s} {v['examples']}" for s, v in manifest_splits.items())

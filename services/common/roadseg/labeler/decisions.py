@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 
-from roadseg.errors import InvalidInput
+from roadseg.errors import InvalidInput, NotFound
 from roadseg.labeler.run import KIND, review_key
 from roadseg.storage import Storage
 
@@ -37,3 +37,16 @@ def get_decisions(storage: Storage, run_id: str) -> dict[str, str]:
         if record.get("decision") in DECISIONS:
             result[record["tile_id"]] = record["decision"]
     return result
+
+
+def tile_entry(manifest: dict, tile_id: str) -> dict:
+    """The manifest entry of one tile; raises :class:`NotFound` for a tile the run does not have."""
+    for entry in manifest["tiles"]:
+        if entry["id"] == tile_id:
+            return entry
+    raise NotFound(f"run {manifest['run_id']} has no tile {tile_id!r}")
+
+
+def review_order(manifest: dict) -> list[dict]:
+    """Flagged tiles first (most flags first), then the rest, each group in grid order."""
+    return sorted(manifest["tiles"], key=lambda e: (-len(e["flags"]), e["id"]))

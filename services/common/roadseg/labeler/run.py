@@ -9,7 +9,7 @@ Storage layout of run ``{run}`` (all keys deterministic, all writes atomic):
 * ``labels/{run}/tiles/{tile}.json``: the tile's quality record, written after its mask, so a
   record means "this tile is done";
 * ``labels/{run}/manifest.json``: all tile records, written last;
-* ``labels/{run}/review/{tile}.json``: reviewer decisions (see :mod:`roadseg.labeler.review`).
+* ``labels/{run}/review/{tile}.json``: reviewer decisions (see :mod:`roadseg.labeler.decisions`).
 
 A worker killed mid-run leaves finished tiles with records; the next run of the same id skips
 them and redoes at most the tile in flight (same key, same bytes), so nothing is duplicated.
@@ -34,6 +34,7 @@ import rasterio
 from rasterio.io import MemoryFile
 from rasterio.windows import Window
 
+from roadseg.documents import LabelRunManifest, LabelRunRecord, SceneManifest
 from roadseg.errors import InvalidInput, NotFound
 from roadseg.jobs import DONE, FAILED, RUNNING, JobStore
 from roadseg.labeler import MODES, quality
@@ -48,6 +49,13 @@ from roadseg.storage import LocalStorage, Storage, safe_filename, storage_from_u
 log = logging.getLogger(__name__)
 
 KIND = "labels"
+
+
+def run_store(storage: Storage) -> JobStore:
+    """The status records of label runs, kept at ``labels/<id>/status.json`` beside the masks."""
+    return JobStore(storage, KIND, LabelRunRecord)
+
+
 #: Files that belong to a shapefile and must travel with it.
 SHAPEFILE_SIDECARS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx")
 
@@ -103,6 +111,16 @@ def manifest_key(run_id: str) -> str:
     return f"{KIND}/{run_id}/manifest.json"
 
 
+def read_manifest(storage: Storage, run_id: str) -> dict:
+    """A finished label run's manifest; raises :class:`NotFound` giving the likely reasons when it is missing."""
+    key = manifest_key(run_id)
+    try:
+        text = storage.read_text(key)
+    except NotFound as exc:
+        raise NotFound(f"label run {run_id!r} has no manifest yet (still running, failed, or wrong id)") from exc
+    return LabelRunManifest.parse(text, storage.url_for(key)).dump()
+
+
 def review_key(run_id: str, tile_id: str) -> str:
     """Storage key of a reviewer's decision on one tile."""
     return f"{KIND}/{run_id}/review/{tile_id}.json"
@@ -125,12 +143,13 @@ def resolve_scene(ref: str, storage: Storage) -> tuple[Storage, dict]:
     else:
         scene_storage, key = storage, f"scenes/{ref}/manifest.json"
     try:
-        manifest = json.loads(scene_storage.read_text(key))
+        text = scene_storage.read_text(key)
     except NotFound as exc:
         raise NotFound(f"no scene manifest at {scene_storage.url_for(key)}; ingest the scene first") from exc
-    if not manifest.get("georeferenced") or not manifest.get("crs"):
-        raise InvalidInput(f"scene {manifest.get('scene_id')} is not georeferenced; vector labels need a CRS")
-    return scene_storage, manifest
+    raw = json.loads(text)
+    if not raw.get("georeferenced") or not raw.get("crs"):  # the likeliest problem, said first
+        raise InvalidInput(f"scene {raw.get('scene_id')} is not georeferenced; vector labels need a CRS")
+    return scene_storage, SceneManifest.parse(text, scene_storage.url_for(key)).dump()
 
 
 def scene_bounds(manifest: dict) -> tuple[float, float, float, float]:
@@ -298,7 +317,7 @@ def prepare_run(
     elif edge_vectors is not None:
         raise InvalidInput("--edge-vectors is only used with --mode edges")
     run_id = run_id or run_id_for(scene["scene_id"], options, paths)
-    jobs = JobStore(storage, KIND)
+    jobs = run_store(storage)
     with contextlib.suppress(NotFound):
         record = jobs.get(run_id)
         log.info("run %s exists (%s); finished tiles will be reused", run_id, record["status"])
@@ -321,7 +340,7 @@ def label_run(storage: Storage, run_id: str, progress: Progress | None = None) -
 
     Marks the record failed (with the message) on any error and re-raises.
     """
-    jobs = JobStore(storage, KIND)
+    jobs = run_store(storage)
     record = jobs.get(run_id)
     jobs.update(run_id, status=RUNNING, error=None, started=time.time())
     try:
@@ -396,6 +415,7 @@ def _label_run(storage: Storage, jobs: JobStore, record: dict, progress: Progres
         "tiles": entries,
         "created": time.time(),
     }
+    manifest = LabelRunManifest.model_validate(manifest).dump()
     storage.write_text(manifest_key(run_id), json.dumps(manifest, indent=1))
     return manifest
 

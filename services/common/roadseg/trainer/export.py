@@ -23,6 +23,7 @@ import numpy as np
 import yaml
 
 from roadseg.config import REPO_ROOT, STRIDE, get_settings
+from roadseg.documents import ModelCard
 from roadseg.model_versions import CARD, is_url, latest_version, read_card, resolve_savedmodel
 from roadseg.storage import split_suffix
 from roadseg.trainer.checkpoints import COMMAND, CONFIG, load_checkpoint
@@ -127,12 +128,14 @@ def export_savedmodel(keras_model, out_dir: str | Path, card: dict, tta: str = "
     if out_dir.exists():
         raise FileExistsError(f"{out_dir} already exists; pick a new version")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    card = {
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "code_version": code_version(),
-        **card,
-        "tta": tta,
-    }
+    card = ModelCard.model_validate(
+        {
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "code_version": code_version(),
+            **card,
+            "tta": tta,
+        }
+    ).dump()
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir.parent) as tmp:
         staging = Path(tmp) / "model"
         # A plain tf.Module rather than keras.export.ExportArchive: the latter writes every variable twice
@@ -259,7 +262,7 @@ def _export_and_measure(model, out: Path, card: dict, evaluate: Sequence[str], t
         threshold = card["threshold"]
         card["val_iou_road"] = {Path(path).name: iou_at(report, threshold) for path, report in val_reports.items()}
         card["val_mean_iou_road"] = float(np.mean(list(card["val_iou_road"].values())))
-    (out / CARD).write_text(json.dumps(card, indent=2) + "\n")
+    (out / CARD).write_text(json.dumps(ModelCard.model_validate(card).dump(), indent=2) + "\n")
     return out
 
 

@@ -1,0 +1,58 @@
+"""The web page and the HTML fragments htmx swaps into it (``/ui/...``): the JSON routes' logic, as HTML.
+
+Errors on these routes come back as an HTML error fragment (see :func:`roadseg.gateway.fragments.error`).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, File, UploadFile
+from fastapi.responses import FileResponse, HTMLResponse
+
+from roadseg.gateway import fragments
+from roadseg.gateway.deps import PredictionsDep, PredictorDep
+from roadseg.gateway.endpoints.model import served_card
+from roadseg.gateway.endpoints.predictions import public, submit
+from roadseg.gateway.example import example_png
+from roadseg.http_api import SettingsDep, StorageDep
+
+STATIC = Path(__file__).resolve().parents[1] / "static"
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/")
+def index() -> FileResponse:
+    """The page itself (static HTML + htmx)."""
+    return FileResponse(STATIC / "index.html")
+
+
+@router.get("/ui/model", response_class=HTMLResponse)
+def ui_model(predictor: PredictorDep, settings: SettingsDep) -> str:
+    """The model card panel."""
+    return fragments.model_card(served_card(predictor, settings.threshold))
+
+
+@router.post("/ui/predictions", response_class=HTMLResponse)
+def ui_create(
+    storage: StorageDep, predictor: PredictorDep, settings: SettingsDep, file: Annotated[UploadFile, File()]
+) -> str:
+    """Upload from the page: the prediction panel (finished, or polling while queued)."""
+    record, _ = submit(storage, predictor, settings, file.file, file.filename or "upload")
+    return fragments.prediction(public(record))
+
+
+@router.post("/ui/predictions/example", response_class=HTMLResponse)
+def ui_example(storage: StorageDep, predictor: PredictorDep, settings: SettingsDep) -> str:
+    """The built-in example, from the page."""
+    record, _ = submit(storage, predictor, settings, io.BytesIO(example_png()), "example.png")
+    return fragments.prediction(public(record))
+
+
+@router.get("/ui/predictions/{job_id}", response_class=HTMLResponse)
+def ui_prediction(job_id: str, jobs: PredictionsDep) -> str:
+    """The prediction panel of one job (polled by htmx while it runs)."""
+    return fragments.prediction(public(jobs.get(job_id)))

@@ -1,0 +1,134 @@
+"""``/api/v1/predictions``: upload an image, follow its prediction, download outputs, route on its roads.
+
+Uploads up to ``sync_predict_max_pixels`` are predicted during the request (201); larger ones
+are queued on the ``predict`` Celery queue (202) and report progress in their status record.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from typing import Annotated, Any, BinaryIO, Literal
+
+from fastapi import APIRouter, File, Response, UploadFile
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from roadseg.config import Settings
+from roadseg.documents import PredictionRecord
+from roadseg.errors import InvalidInput, NotFound
+from roadseg.gateway.deps import PredictionsDep, PredictorDep
+from roadseg.gateway.example import example_png
+from roadseg.gateway.predictions import MEDIA_TYPES, submit_prediction
+from roadseg.gateway.predictor import Predictor
+from roadseg.gateway.routing import route_between
+from roadseg.http_api import SettingsDep, StorageDep
+from roadseg.jobs import DONE
+from roadseg.storage import Storage
+
+router = APIRouter(prefix="/api/v1/predictions", tags=["predictions"])
+
+
+class Prediction(PredictionRecord):
+    """A prediction's status record with API links to itself and to each output file."""
+
+    links: dict[str, str] = Field(description="``self`` and one link per output file.")
+
+
+class RouteRequest(BaseModel):
+    """Two points on the predicted road network."""
+
+    start: tuple[float, float] = Field(description="First point: (x, y) pixel column/row, or (lon, lat).")
+    end: tuple[float, float] = Field(description="Second point, same convention as ``start``.")
+    crs: Literal["pixel", "EPSG:4326"] = Field(
+        default="pixel", description="``pixel`` (x right, y down from the top-left corner) or ``EPSG:4326`` lon/lat."
+    )
+
+
+class Route(BaseModel):
+    """GeoJSON Feature (LineString) of the shortest path along the predicted roads."""
+
+    model_config = {"extra": "allow"}
+
+    type: Literal["Feature"]
+    geometry: dict[str, Any] = Field(description="LineString in lon/lat (georeferenced) or pixels.")
+    properties: dict[str, Any] = Field(description="length_m or length_px, and pixel_coordinates for drawing.")
+
+
+def public(record: dict[str, Any]) -> dict[str, Any]:
+    """A status record as the API shows it: with ``links`` to itself and its output files."""
+    base = f"/api/v1/predictions/{record['id']}"
+    return {**record, "links": {"self": base, **{name: f"{base}/files/{name}" for name in record.get("files", [])}}}
+
+
+def submit(
+    storage: Storage, predictor: Predictor, settings: Settings, upload: BinaryIO, filename: str
+) -> tuple[dict[str, Any], int]:
+    """Predict an upload now or queue it on the ``predict`` workers (shared with the page's fragments)."""
+    from roadseg.gateway.tasks import predict
+
+    return submit_prediction(storage, predictor, settings, upload, filename, lambda job_id: predict.delay(job_id))
+
+
+@router.post("", status_code=201, response_model=Prediction, responses={202: {"model": Prediction}})
+def create_prediction(
+    response: Response,
+    storage: StorageDep,
+    predictor: PredictorDep,
+    settings: SettingsDep,
+    file: Annotated[UploadFile, File(description="PNG, JPEG, TIFF/GeoTIFF or JPEG 2000 image")],
+) -> dict[str, Any]:
+    """Upload an image. 201 with the finished prediction, or 202 when it was queued (poll its ``self`` link)."""
+    record, response.status_code = submit(storage, predictor, settings, file.file, file.filename or "upload")
+    return public(record)
+
+
+@router.post("/example", status_code=201, response_model=Prediction, responses={202: {"model": Prediction}})
+def create_example_prediction(
+    response: Response, storage: StorageDep, predictor: PredictorDep, settings: SettingsDep
+) -> dict[str, Any]:
+    """Predict the built-in synthetic example image (drawn by code: no upload needed)."""
+    record, response.status_code = submit(storage, predictor, settings, io.BytesIO(example_png()), "example.png")
+    return public(record)
+
+
+@router.get("/{job_id}", response_model=Prediction)
+def get_prediction(job_id: str, jobs: PredictionsDep) -> dict[str, Any]:
+    """Status, progress, image facts and links to the outputs of one prediction."""
+    return public(jobs.get(job_id))
+
+
+@router.get("/{job_id}/files/{name}", response_class=StreamingResponse)
+def get_file(job_id: str, name: str, jobs: PredictionsDep, storage: StorageDep) -> StreamingResponse:
+    """Download one output file of a prediction.
+
+    One of: mask.png (0/255), overlay.png (RGBA roads), image.png, probability.png/.tif, mask.tif, roads.geojson.
+    """
+    record = jobs.get(job_id)
+    if name not in MEDIA_TYPES or name not in record.get("files", []):
+        raise NotFound(f"prediction {job_id} has no file {name!r}")
+    key = jobs.key(job_id, name)
+    size = storage.size(key)
+    return StreamingResponse(
+        _chunks(storage.open(key)),
+        media_type=MEDIA_TYPES[name],
+        headers={"Content-Length": str(size), "Content-Disposition": f'inline; filename="{job_id}-{name}"'},
+    )
+
+
+@router.post("/{job_id}/route", response_model=Route)
+def route(job_id: str, body: RouteRequest, jobs: PredictionsDep, storage: StorageDep) -> dict[str, Any]:
+    """Shortest path along the predicted roads between two points; length in metres when georeferenced."""
+    record = jobs.get(job_id)
+    if record["status"] != DONE:
+        raise InvalidInput(f"prediction {job_id} is {record['status']}, not done")
+    if "roads.geojson" not in record.get("files", []):
+        raise InvalidInput(f"prediction {job_id} has no road network ({record.get('roads_note')})")
+    return route_between(storage, jobs.key(job_id, "roads.geojson"), record["info"], body.start, body.end, body.crs)
+
+
+def _chunks(fh: BinaryIO, size: int = 1024 * 1024) -> Iterator[bytes]:
+    """Stream a storage object in 1 MiB chunks and close it at the end."""
+    with fh:
+        while chunk := fh.read(size):
+            yield chunk

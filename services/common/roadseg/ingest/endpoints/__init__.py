@@ -1,0 +1,1 @@
+"""The ingest service's API routers, one per resource."""

@@ -1,0 +1,103 @@
+"""The label review pages (htmx) and their JSON twins: look at masks, accept or reject them.
+
+Tiles are shown as image + mask overlay, flagged ones first with the reasons spelled out; one
+key (``a`` accept, ``r`` reject, ``u`` undo) or one click records the decision in storage and
+moves to the next tile. The dataset export reads the same decisions, replacing the seed's
+"delete broken masks by hand" step. The JSON routes let scripts and tests drive a review too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, Response
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, Field
+
+from roadseg.documents import LabelRunRecord
+from roadseg.http_api import StorageDep
+from roadseg.labeler import quality
+from roadseg.labeler.decisions import get_decisions, review_order, set_decision, tile_entry
+from roadseg.labeler.overlay import overlay, png_bytes
+from roadseg.labeler.run import read_manifest, run_store
+from roadseg.storage import storage_from_url
+
+templates = Jinja2Templates(directory=str(Path(__file__).resolve().parents[1] / "templates"))
+
+pages = APIRouter(tags=["review pages"])
+api = APIRouter(prefix="/api/runs", tags=["review"])
+
+
+class Decisions(BaseModel):
+    """A run's review so far."""
+
+    run_id: str
+    decisions: dict[str, str] = Field(description="tile id -> accept / reject (undecided tiles are absent)")
+    undecided: int
+
+
+@pages.get("/", response_class=HTMLResponse)
+def runs_page(request: Request, storage: StorageDep) -> HTMLResponse:
+    """Every label run, newest first, with links to their review pages."""
+    return templates.TemplateResponse(request, "runs.html", {"runs": run_store(storage).list()})
+
+
+@pages.get("/runs/{run_id}", response_class=HTMLResponse)
+def run_page(request: Request, run_id: str, storage: StorageDep) -> HTMLResponse:
+    """The review page of one run: every tile, flagged ones first."""
+    manifest = read_manifest(storage, run_id)
+    decided = get_decisions(storage, run_id)
+    context = {
+        "run": manifest,
+        "tiles": review_order(manifest),
+        "decisions": decided,
+        "reasons": quality.REASONS,
+        "undecided": len(manifest["tiles"]) - len(decided),
+    }
+    return templates.TemplateResponse(request, "run.html", context)
+
+
+@pages.get("/runs/{run_id}/tiles/{tile_id}/overlay.png", response_class=Response)
+def overlay_png(run_id: str, tile_id: str, storage: StorageDep) -> Response:
+    """The tile's image with its mask drawn over it."""
+    manifest = read_manifest(storage, run_id)
+    entry = tile_entry(manifest, tile_id)
+    scene_storage = storage_from_url(manifest["scene_storage"]) if manifest.get("scene_storage") else storage
+    with scene_storage.open_raster(entry["tile_key"]) as ds:
+        image = np.moveaxis(ds.read([1, 2, 3]), 0, -1)
+    with storage.open_raster(entry["mask_key"]) as ds:
+        mask = ds.read(1)
+    return Response(png_bytes(overlay(image, mask)), media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+
+
+@pages.post("/runs/{run_id}/tiles/{tile_id}/decision", response_class=HTMLResponse)
+def decide(
+    request: Request,
+    run_id: str,
+    tile_id: str,
+    storage: StorageDep,
+    decision: Annotated[str, Form(description="accept, reject or clear")],
+    reviewer: Annotated[str | None, Form()] = None,
+) -> HTMLResponse:
+    """Record ``accept``, ``reject`` or ``clear`` for a tile; returns the tile's card (htmx swaps it in)."""
+    entry = tile_entry(read_manifest(storage, run_id), tile_id)
+    record = set_decision(storage, run_id, tile_id, decision, reviewer)
+    context = {"run_id": run_id, "tile": entry, "decision": record["decision"], "reasons": quality.REASONS}
+    return templates.TemplateResponse(request, "_tile.html", context)
+
+
+@api.get("/{run_id}/decisions", response_model=Decisions)
+def decisions_json(run_id: str, storage: StorageDep) -> dict[str, Any]:
+    """All decisions of a run and how many tiles are still undecided."""
+    manifest = read_manifest(storage, run_id)
+    decided = get_decisions(storage, run_id)
+    return {"run_id": run_id, "decisions": decided, "undecided": len(manifest["tiles"]) - len(decided)}
+
+
+@api.get("/{run_id}", response_model=LabelRunRecord)
+def run_json(run_id: str, storage: StorageDep) -> dict[str, Any]:
+    """The run's status record (progress, counts, error)."""
+    return run_store(storage).get(run_id)

@@ -1,0 +1,106 @@
+"""The HTTP layer every service shares: one error body, /healthz, documented schemas, queue-down answers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from roadseg.storage import LocalStorage
+from utils.paths import REPO
+from utils.processes import free_port
+
+
+def _apps(tmp_path):
+    from roadseg.gateway.api import create_app as gateway_app
+    from roadseg.ingest.api import create_app as ingest_app
+    from roadseg.labeler.api import create_app as labeler_app
+
+    storage = LocalStorage(tmp_path / "storage")
+    return {"ingest": ingest_app(storage), "labeler": labeler_app(storage), "gateway": gateway_app(storage=storage)}
+
+
+def test_every_json_endpoint_documents_its_schema(settings_env, tmp_path):
+    """/docs shows the real answer of each JSON route (response_model), and every router's error body."""
+    for service, app in _apps(tmp_path).items():
+        spec = app.openapi()
+        operations = [(path, method, op) for path, item in spec["paths"].items() for method, op in item.items()]
+        assert operations, service
+        for path, method, op in operations:
+            ok = next(op["responses"][code] for code in ("200", "201", "202") if code in op["responses"])
+            content = ok.get("content", {})
+            if "application/json" not in content:
+                continue  # files, images and HTML pages
+            schema = content["application/json"]["schema"]
+            assert "$ref" in schema or schema.get("type") == "object" and schema.get("properties"), (
+                f"{service} {method.upper()} {path} has no response schema: {schema}"
+            )
+            if path != "/healthz":
+                assert op["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].endswith("ErrorBody")
+        documented = {name for name in spec["components"]["schemas"]}
+        expected = {"ingest": {"SceneRecord", "SceneAccepted"}, "labeler": {"LabelRunRecord", "DatasetExport"}}
+        assert expected.get(service, {"Prediction", "ServedModelCard", "Route"}) <= documented, service
+
+
+def test_health_and_errors_look_the_same_in_every_service(settings_env, tmp_path):
+    from fastapi.testclient import TestClient
+
+    for service, app in _apps(tmp_path).items():
+        if service == "gateway":
+            continue  # its /healthz needs a model: tests/gateway/test_gateway_api.py
+        with TestClient(app) as client:
+            assert client.get("/healthz").json() == {"status": "ok"}
+            missing = {"ingest": "/api/v1/scenes/nope", "labeler": "/api/v1/label-runs/nope"}[service]
+            answer = client.get(missing)
+            assert answer.status_code == 404 and answer.json() == {"detail": answer.json()["detail"]}
+            assert "nope" in answer.json()["detail"]
+
+
+def test_a_queue_that_is_down_is_the_same_503_everywhere_and_loses_nothing(settings_env, tmp_path):
+    """Real services in a fresh process whose broker port has nothing listening on it."""
+    env = {
+        **os.environ,
+        **settings_env,
+        "ROADSEG_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "ROADSEG_SYNC_PREDICT_MAX_PIXELS": "1",  # every upload is queued
+        "PYTHONPATH": str(REPO / "tests"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "utils.queue_down", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, done.stderr[-3000:]
+    result = json.loads(lines[0].removeprefix("RESULT "))
+    for service in ("ingest", "labeler", "gateway"):
+        answer = result[service]
+        assert answer["status"] == 503, (service, answer)
+        assert "the task queue is unavailable" in answer["body"]["detail"], (service, answer)
+        assert "submit it again later" in answer["body"]["detail"], (service, answer)
+    # Ingest and the labeler keep the job, marked failed, so submitting again queues it (and the upload is kept).
+    for service in ("ingest", "labeler"):
+        record = result[service]["record"]
+        assert record["status"] == "failed" and "task queue is unavailable" in record["error"], (service, record)
+    assert any(key.endswith("/source.tif") for key in result["ingest"]["keys"])
+    # The gateway keeps no job that nobody will ever run.
+    assert result["gateway"]["keys"] == []
+
+
+@pytest.mark.parametrize("service", ["ingest", "labeler", "gateway"])
+def test_impossible_settings_stop_each_service_at_start_naming_the_variable(
+    service, settings_env, monkeypatch, tmp_path
+):
+    from roadseg.config import InvalidSettings, get_settings
+
+    monkeypatch.setenv("ROADSEG_TILE_OVERLAP", "600")  # overlap >= the 512 px tile
+    get_settings.cache_clear()
+    module = {"ingest": "roadseg.ingest.api", "labeler": "roadseg.labeler.api", "gateway": "roadseg.gateway.api"}
+    create_app = __import__(module[service], fromlist=["create_app"]).create_app
+    with pytest.raises(InvalidSettings, match="ROADSEG_TILE_OVERLAP"):
+        create_app(storage=LocalStorage(tmp_path))
