@@ -5,6 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export KERAS_HOME ?= $(abspath ../shared/weights/keras-home)
+# Test processes in parallel (pytest-xdist), one test file per process: most tests wait on servers,
+# workers and browsers, so two processes finish the suite sooner even on two cores. At most 4: each
+# process loads TensorFlow and may start its own Redis, workers and browser.
+PYTEST_WORKERS ?= $(shell nproc 2>/dev/null | awk '{print ($$1 < 4 ? $$1 : 4)}')
 
 .PHONY: help install system-deps up test lint bench deploy-check demo clean
 
@@ -37,7 +41,7 @@ test: install  ## run the whole test suite (installs redis-server and chromium w
 	$(BIN)/ruff check --no-cache .
 	$(BIN)/ruff format --check --no-cache .
 	$(BIN)/mypy
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint:  ## ruff (lint and format check) and mypy
 	$(BIN)/ruff check --no-cache .
