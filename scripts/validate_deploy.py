@@ -422,9 +422,10 @@ def compose_port_errors() -> list[str]:
             errors.append(f"docker-compose.yml:{name}: healthcheck does not probe /healthz on {port}")
         if not any(str(p).endswith(f":{port}") for p in svc.get("ports", [])):
             errors.append(f"docker-compose.yml:{name}: port {port} not published")
+    grpc = {"tfserving": 8500}  # TF Serving also answers gRPC (the gateway's default)
     for svc_name, svc in compose_roadseg_services().items():
         for key, url in service_urls(compose_environment(svc)).items():
-            if listening.get(url.hostname) != url.port:
+            if url.port not in (listening.get(url.hostname), grpc.get(url.hostname or "")):
                 errors.append(f"docker-compose.yml:{svc_name} {key}: no compose service {url.hostname} on {url.port}")
     return errors
 

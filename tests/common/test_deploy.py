@@ -159,3 +159,25 @@ print(type(main.app).__name__)
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().endswith("FastAPI")
+
+
+def test_tf_serving_gets_the_measured_batching_file_in_compose_and_kubernetes():
+    """One batching parameters file, mounted by compose and generated into a ConfigMap by kustomize."""
+    config = (REPO / "deploy" / "k8s" / "base" / "batching.config").read_text()
+    fields = dict(line.split(" {")[0:2] for line in config.splitlines() if line and not line.startswith("#"))
+    assert set(fields) == {"max_batch_size", "batch_timeout_micros", "num_batch_threads", "max_enqueued_batches"}
+    tfserving = vd.compose()["services"]["tfserving"]
+    assert "--enable_batching" in tfserving["command"]
+    mounted = {v.split(":")[0]: v.split(":")[1] for v in tfserving["volumes"]}
+    assert mounted["./deploy/k8s/base/batching.config"] == "/etc/tfserving/batching.config"
+    deployment = next(
+        o for o in vd.render("base") if o["kind"] == "Deployment" and o["metadata"]["name"] == "tfserving"
+    )
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--enable_batching" in args and "--batching_parameters_file=/etc/tfserving/batching.config" in args
+    maps = [
+        o
+        for o in vd.render("base")
+        if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("tfserving-batching")
+    ]
+    assert maps and maps[0]["data"]["batching.config"] == config

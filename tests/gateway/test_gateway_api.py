@@ -102,7 +102,10 @@ def test_example_image_needs_no_upload(client):
     assert (body["info"]["width"], body["info"]["height"]) == (768, 768) and body["input_name"] == "example.png"
     mask = np.asarray(Image.open(io.BytesIO(client.get(body["links"]["mask.png"]).content)))
     assert mask[:, 140:200].max() == 255  # the drawn side street at x ~ 140..180 is found
-    assert "overlay.png" in client.post("/ui/predictions/example").text
+    # The page's panel polls the job (predicted right after the answer), then shows the viewer.
+    panel = client.post("/ui/predictions/example").text
+    job_id = panel.split('hx-get="/ui/predictions/')[1].split('"')[0]
+    assert "overlay.png" in client.get(f"/ui/predictions/{job_id}").text
 
 
 def test_health_and_model_card(client):
@@ -198,3 +201,37 @@ def test_model_card_fragment_names_resolution_and_test_time_augmentation():
     html = model_card({"name": "roads", "pixel_size_m": 1.0, "pixel_size_range_m": [0.3, 1.5]})
     assert "<dt>Pixel size</dt><dd>0.3\u20131.5 m</dd>" in html
     assert "Test-time" not in model_card({"name": "roads", "tta": "none"})
+
+
+def test_test_time_augmentation_is_a_per_request_choice_the_version_must_offer(client):
+    """The test model's card offers only ``none`` (its own): ``flip`` is refused before anything is stored."""
+    image = ("a.png", png_bytes(road_image(64, 64)), "image/png")
+    fast = client.post("/api/v1/predictions", files={"file": image}, data={"tta": "none"})
+    assert fast.status_code == 201 and fast.json()["tta"] == "none"
+    assert set(fast.json()["timings"]) == {"upload", "predict", "pngs", "roads", "store"}
+    refused = client.post("/api/v1/predictions", files={"file": image}, data={"tta": "flip"})
+    assert refused.status_code == 400
+    assert refused.json()["detail"] == "roads v1 offers test-time augmentation none; got 'flip'"
+    assert client.post("/api/v1/predictions", files={"file": image}, data={"tta": "d8"}).status_code == 422
+    assert [key.split("/")[1] for key in stored_keys() if key.endswith("status.json")] == [fast.json()["id"]]
+
+
+def test_page_panels_show_progress_per_window_and_where_the_time_went(client):
+    from roadseg.gateway.fragments import prediction
+
+    running = prediction(
+        {
+            "id": "x",
+            "status": "running",
+            "progress": 0.25,
+            "stage": "predicting",
+            "windows_done": 4,
+            "windows_total": 16,
+        }
+    )
+    assert "window 4 of 16" in running and 'value="25"' in running and "every 500ms" in running
+    panel = client.post("/ui/predictions", files={"file": ("a.png", png_bytes(road_image(64, 64)), "image/png")})
+    assert panel.status_code == 200 and 'hx-get="/ui/predictions/' in panel.text  # polls; predicted after the answer
+    job_id = panel.text.split('hx-get="/ui/predictions/')[1].split('"')[0]
+    done = client.get(f"/ui/predictions/{job_id}").text
+    assert 'id="timings"' in done and "predict " in done and "road graph " in done

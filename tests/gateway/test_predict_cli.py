@@ -175,3 +175,20 @@ def test_6000_square_image_predicts_within_bounded_memory(tmp_path):
     with rasterio.open(out / "big.tif") as ds:
         assert ds.shape == (6000, 6000)
         assert (ds.read(1, window=rasterio.windows.Window(0, 5500, 6000, 500)) == 255).any()
+
+
+def test_images_in_flight_give_the_same_masks_in_the_order_of_the_inputs(tmp_path, capsys):
+    """--jobs 3 overlaps reading and writing with the (one-at-a-time) model calls; nothing else changes."""
+    inputs = [tmp_path / f"img{i}.png" for i in range(5)]
+    for i, path in enumerate(inputs):
+        Image.fromarray(road_image(180 + 40 * i, 220, seed=i)).save(path)
+    printed = {}
+    for jobs in ("1", "3"):
+        args = [*map(str, inputs), "--out", str(tmp_path / jobs), "--model", str(dark_model()), "--jobs", jobs]
+        code, out, err = run_inline(capsys, "predict", *args)
+        assert code == 0, err
+        printed[jobs] = [line.split(":")[0] for line in out.splitlines()]
+    assert printed["1"] == printed["3"] == [str(p) for p in inputs]
+    for path in inputs:
+        one = np.asarray(Image.open(tmp_path / "1" / f"{path.stem}.png"))
+        assert (one == np.asarray(Image.open(tmp_path / "3" / f"{path.stem}.png"))).all() and one.max() == 255

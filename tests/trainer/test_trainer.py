@@ -227,6 +227,17 @@ def test_test_time_augmentation_averages_the_views_mapped_back(tmp_path, tta):
     plain = tf.sigmoid(model(padded, training=False)).numpy()[:, :37, :53]
     assert np.abs(plain - mean[:, :37, :53]).max() > 1e-3  # the views really differ
 
+    # Every export also serves the cheaper choices per request (signatures tta_<name>).
+    from roadseg.errors import InvalidInput
+    from roadseg.gateway.predictor import EmbeddedPredictor
+
+    assert read_card(out)["tta_options"] == sorted({tta, "none", "flip"})
+    predictor = EmbeddedPredictor(out)
+    np.testing.assert_allclose(predictor.predict(image), mean[:, :37, :53, 0], atol=1e-5)
+    np.testing.assert_allclose(predictor.predict(image, "none"), plain[..., 0], atol=1e-5)
+    with pytest.raises(InvalidInput, match=r"roads v\? offers test-time augmentation .*got 'rot90'"):
+        predictor.predict(image, "rot90")
+
 
 SHIPPED = REPO / "models" / "roads"
 HAS_SHIPPED = latest_version(SHIPPED) is not None

@@ -78,7 +78,11 @@ class Settings(BaseSettings):
     )
     predict_window: int = Field(default=512, description="Sliding-window size for prediction (multiple of 16).")
     predict_overlap: int = Field(default=128, description="Overlap between prediction windows in pixels.")
-    predict_batch: int = Field(default=4, description="Windows per model call.")
+    predict_batch: int = Field(
+        default=1,
+        description="Windows per model call. 1 on CPUs: bench/model_call.py measured batch 4 at 1.5-2x the cost "
+        "per window of batch 1 (GPUs want larger batches).",
+    )
     match_resolution: bool = Field(
         default=True,
         description="Resample georeferenced images to the model card's pixel_size_m before predicting.",

@@ -156,7 +156,10 @@ class PredictionRecord(JobRecord):
     road_fraction: float | None = None
     seconds: float | None = None
     timings: dict[str, float] | None = Field(
-        default=None, description="Seconds per stage: predict, pngs, roads, store."
+        default=None, description="Seconds per stage: upload (store and check), predict, pngs, roads, store."
+    )
+    tta: str | None = Field(
+        default=None, description="Test-time augmentation asked for (None: the card's); once done, the one that ran."
     )
     model: dict[str, Any] | None = Field(default=None, description="Backend and model version that served it.")
     resampling: dict[str, Any] | None = None
@@ -237,7 +240,10 @@ class ModelCard(Document):
     code_version: str | None = None
     backbone: str | None = None
     threshold: float | None = Field(default=None, description="Probability above which a pixel is road.")
-    tta: str = Field(default="none", description="Test-time augmentation inside the served graph.")
+    tta: str = Field(default="none", description="Test-time augmentation of the default signature.")
+    tta_options: list[str] | None = Field(
+        default=None, description="Test-time augmentations offered per request (signatures tta_<name>)."
+    )
     pixel_size_m: float | None = Field(default=None, description="Ground resolution the model was trained for.")
     pixel_size_range_m: list[float] | None = Field(default=None, description="Resolutions seen in training.")
     metrics: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Evaluation reports by data:splits.")

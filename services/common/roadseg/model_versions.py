@@ -14,6 +14,26 @@ from roadseg.documents import ModelCard
 from roadseg.errors import InvalidInput, MissingFile
 
 CARD = "model_card.json"
+#: The signature that applies the card's own test-time augmentation (``tta``); TF Serving's default.
+DEFAULT_SIGNATURE = "serving_default"
+#: Test-time augmentations every export also offers as signatures ``tta_<name>`` (per-request choice).
+TTA_OPTIONS = ("none", "flip")
+
+
+def signature_for(tta: str | None, card: dict) -> str:
+    """The signature that runs test-time augmentation ``tta`` (None: the card's own) on this model version.
+
+    Versions exported before per-request TTA have only their card's ``tta``; asking them for another
+    raises :class:`InvalidInput` naming what the version offers.
+    """
+    own = card.get("tta") or "none"
+    if tta is None or tta == own:
+        return DEFAULT_SIGNATURE
+    offered = card.get("tta_options") or [own]
+    if tta not in offered:
+        name = f"{card.get('name') or 'the model'} v{card.get('version') or '?'}"
+        raise InvalidInput(f"{name} offers test-time augmentation {', '.join(offered)}; got {tta!r}")
+    return f"tta_{tta}"
 
 
 def is_url(path: str | Path) -> bool:

@@ -9,6 +9,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from roadseg.model_versions import TTA_OPTIONS
+
 PREDICT_EPILOG = """\
 outputs, for every INPUT (named after its file stem):
   DIR/<stem>.png      road mask, 0 = background, 255 = road, same width and height as the input
@@ -19,6 +21,7 @@ examples:
   roadseg predict scene.tif --out out/
   roadseg predict a.png b.jpg c.jp2 --out masks/ --threshold 0.4 --geojson
   roadseg predict big.tif --out out/ --model models/roads/1
+  roadseg predict tiles/*.tif --out out/ --tta none     # many images, the fast way
 
 The model is ROADSEG_MODEL_DIR (latest version) unless --model is given; with ROADSEG_TFSERVING_URL set
 (and no --model) windows are sent to TF Serving. Window size/overlap/batch: ROADSEG_PREDICT_WINDOW,
@@ -48,6 +51,17 @@ def register(sub) -> None:
     p.add_argument("--model", metavar="PATH", help="SavedModel folder, or a folder of versions (latest is used)")
     p.add_argument("--threshold", type=float, metavar="T", help="road probability threshold (default: model card)")
     p.add_argument("--geojson", action="store_true", help="also write the road network as DIR/<stem>.geojson")
+    p.add_argument(
+        "--tta", choices=TTA_OPTIONS, help="test-time augmentation: none is about twice as fast (default: the card's)"
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        metavar="N",
+        help="images in flight at once; reading and writing overlap the model calls, which run one at a time "
+        "(default 2)",
+    )
     p.set_defaults(func=predict_command)
 
     s = sub.add_parser(
@@ -63,59 +77,95 @@ def register(sub) -> None:
 
 
 def predict_command(args: argparse.Namespace) -> int:
-    """Predict every input into ``--out``; an input that fails is reported, skipped, and makes the exit status 2."""
+    """Predict every input into ``--out``; an input that fails is reported, skipped, and makes the exit status 2.
+
+    ``--jobs`` images are in flight at once, sharing one model that runs one call at a time: while
+    one image is in the model, the next is read and stretched and the last one's outputs are written.
+    Results are printed in the order of the inputs.
+    """
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm import tqdm
 
-    from roadseg import raster
     from roadseg.config import get_settings
     from roadseg.errors import RoadsegError
-    from roadseg.gateway.predictions import predict_raster, road_graph_geojson, tif_to_png
     from roadseg.gateway.predictor import make_predictor
 
     settings = get_settings()
     predictor = make_predictor(settings, args.model)
+    predictor.signature(args.tta)  # refuse an unavailable test-time augmentation before any work
     threshold = predictor.threshold(args.threshold if args.threshold is not None else settings.threshold)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model = f"{predictor.name} v{predictor.version} ({predictor.backend})"
-    print(f"model {model}, threshold {threshold:.3f}", file=sys.stderr)
+    tta = args.tta or predictor.card.get("tta") or "none"
+    print(f"model {model}, threshold {threshold:.3f}, test-time augmentation {tta}", file=sys.stderr)
+    lock = threading.Lock()
+    one = len(args.inputs) == 1 or args.jobs == 1
+
+    def predict_one(source: str) -> str:
+        return _predict_file(source, predictor, settings, out, threshold, args, lock, show_windows=one)
+
     failed = 0
-    for source in args.inputs:
-        stem = Path(source).stem
-        try:
-            with (
-                raster.open_checked(source, settings.max_scene_pixels) as ds,
-                tempfile.TemporaryDirectory(prefix=".predict-", dir=out) as tmp,
-            ):
-                with tqdm(desc=stem, unit="window", file=sys.stderr, leave=False) as bar:
-
-                    def progress(done: int, total: int, bar=bar) -> None:
-                        bar.total = total
-                        bar.update(done - bar.n)
-
-                    result = predict_raster(ds, predictor, Path(tmp), settings, threshold, progress=progress)
-                mask_tif = result.files["mask"]
-                written = [tif_to_png(mask_tif, out / f"{stem}.png")]
-                if args.geojson:
-                    roads = road_graph_geojson(mask_tif, settings.graph_max_pixels)
-                    if roads is None:
-                        print(f"{source}: too large for a road graph (ROADSEG_GRAPH_MAX_PIXELS)", file=sys.stderr)
-                    else:
-                        (out / f"{stem}.geojson").write_text(json.dumps(roads))
-                        written.append(out / f"{stem}.geojson")
-                if result.info["georeferenced"]:
-                    os.replace(mask_tif, out / f"{stem}.tif")
-                    written.append(out / f"{stem}.tif")
-        except RoadsegError as exc:
-            failed += 1
-            print(f"{source}: error: {exc}", file=sys.stderr)
-            continue
-        width, height = result.info["width"], result.info["height"]
-        print(
-            f"{source}: {width}x{height} px, roads {result.road_pixels / (width * height):.1%}, "
-            f"{result.seconds:.1f} s -> {', '.join(str(p) for p in written)}"
-        )
+    with (
+        ThreadPoolExecutor(max_workers=max(1, args.jobs), thread_name_prefix="predict") as pool,
+        tqdm(total=len(args.inputs), desc="images", unit="image", file=sys.stderr, disable=one or None) as bar,
+    ):
+        # Submitted one ahead of the workers at most, so a long list never queues every image's work at once.
+        pending = [pool.submit(predict_one, source) for source in args.inputs[: args.jobs + 1]]
+        for index, source in enumerate(args.inputs):
+            if index + args.jobs + 1 < len(args.inputs):
+                pending.append(pool.submit(predict_one, args.inputs[index + args.jobs + 1]))
+            try:
+                tqdm.write(pending[index].result(), file=sys.stdout)
+            except RoadsegError as exc:
+                failed += 1
+                tqdm.write(f"{source}: error: {exc}", file=sys.stderr)
+            bar.update()
     return 2 if failed else 0
+
+
+def _predict_file(source, predictor, settings, out: Path, threshold: float, args, lock, show_windows: bool) -> str:
+    """Predict one input into ``out``; returns the line the command prints for it."""
+    from tqdm import tqdm
+
+    from roadseg import raster
+    from roadseg.gateway.predictions import predict_raster, road_graph_geojson, tif_to_png
+
+    stem = Path(source).stem
+    notes = []
+    with (
+        raster.open_checked(source, settings.max_scene_pixels) as ds,
+        tempfile.TemporaryDirectory(prefix=".predict-", dir=out) as tmp,
+    ):
+        with tqdm(desc=stem, unit="window", file=sys.stderr, leave=False, disable=not show_windows or None) as bar:
+
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            result = predict_raster(
+                ds, predictor, Path(tmp), settings, threshold, progress=progress, tta=args.tta, model_lock=lock
+            )
+        mask_tif = result.files["mask"]
+        written = [tif_to_png(mask_tif, out / f"{stem}.png")]
+        if args.geojson:
+            roads = road_graph_geojson(mask_tif, settings.graph_max_pixels)
+            if roads is None:
+                notes.append("too large for a road graph (ROADSEG_GRAPH_MAX_PIXELS)")
+            else:
+                (out / f"{stem}.geojson").write_text(json.dumps(roads))
+                written.append(out / f"{stem}.geojson")
+        if result.info["georeferenced"]:
+            os.replace(mask_tif, out / f"{stem}.tif")
+            written.append(out / f"{stem}.tif")
+    width, height = result.info["width"], result.info["height"]
+    note = f" ({'; '.join(notes)})" if notes else ""
+    return (
+        f"{source}: {width}x{height} px, roads {result.road_pixels / (width * height):.1%}, "
+        f"{result.seconds:.1f} s -> {', '.join(str(p) for p in written)}{note}"
+    )
 
 
 def serve_command(args: argparse.Namespace) -> int:

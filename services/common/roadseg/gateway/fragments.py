@@ -70,6 +70,20 @@ def model_card(card: dict[str, Any]) -> str:
     return f"<dl>{items}</dl>{created}"
 
 
+#: Stages of a prediction as the page names them, in order (keys of the record's ``timings``).
+STAGES = {"upload": "upload", "predict": "predict", "pngs": "outputs", "roads": "road graph", "store": "store"}
+
+
+def timings(record: dict[str, Any]) -> str:
+    """Where the time went, one line: seconds per stage (and the test-time augmentation that ran)."""
+    spent = record.get("timings") or {}
+    parts = [f"{label} {spent[key]:.1f} s" for key, label in STAGES.items() if key in spent]
+    if not parts:
+        return ""
+    tta = f" &middot; test-time augmentation: {escape(record['tta'])}" if record.get("tta") else ""
+    return f'<p class="muted" id="timings">Time: {" &middot; ".join(parts)}{tta}</p>'
+
+
 def prediction(record: dict[str, Any]) -> str:
     """A running job polls itself every second; a finished one shows the viewer and the downloads."""
     job_id = escape(record["id"])
@@ -77,9 +91,12 @@ def prediction(record: dict[str, Any]) -> str:
         return error(f"prediction {record['id']} failed: {record.get('error')}")
     if record["status"] != DONE:
         pct = round(100 * float(record.get("progress") or 0))
+        windows = ""
+        if record.get("windows_total"):
+            windows = f" &middot; window {record.get('windows_done') or 0} of {record['windows_total']}"
         return (
-            f'<div class="status" hx-get="/ui/predictions/{job_id}" hx-trigger="every 1s" hx-swap="outerHTML">'
-            f"<p>{escape(record.get('stage') or record['status'])}: {pct}%</p>"
+            f'<div class="status" hx-get="/ui/predictions/{job_id}" hx-trigger="every 500ms" hx-swap="outerHTML">'
+            f"<p>{escape(record.get('stage') or record['status'])}: {pct}%{windows}</p>"
             f'<progress max="100" value="{pct}" aria-label="prediction progress">{pct}%</progress></div>'
         )
     info, links = record["info"], record["links"]
@@ -91,6 +108,7 @@ def prediction(record: dict[str, Any]) -> str:
         if name in links
     )
     roads_note = f'<p class="muted">{escape(record["roads_note"])}</p>' if record.get("roads_note") else ""
+    roads_note += timings(record)
     resampling = record.get("resampling")
     if resampling:
         roads_note += (

@@ -12,9 +12,11 @@ outputs next to it, status in the ``predictions`` JobStore.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -54,6 +56,9 @@ OVERLAY_RGB = (255, 0, 200)
 #: GDAL block cache while writing; small, so dirty output blocks are flushed instead of piling up.
 GDAL_ENV = {"GDAL_CACHEMAX": 64, "GDAL_PAM_ENABLED": "NO"}
 
+#: Seconds between progress writes to a job's record (the page polls at the same pace).
+PROGRESS_INTERVAL_S = 0.5
+
 #: Files of an API prediction (name -> media type), all under ``predictions/{id}/``.
 MEDIA_TYPES = {
     "image.png": "image/png",
@@ -78,6 +83,8 @@ class RasterPrediction:
     seconds: float = 0.0
     #: Set when the image was resampled to the model's resolution: both pixel sizes and the factor.
     resampling: dict[str, float] | None = None
+    #: The test-time augmentation that ran (the request's, else the model card's).
+    tta: str = "none"
 
 
 def _profile(ds: DatasetReader, count: int, dtype: str) -> dict[str, Any]:
@@ -105,8 +112,15 @@ def predict_raster(
     threshold: float,
     rgb_layers: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    tta: str | None = None,
+    model_lock: threading.Lock | None = None,
 ) -> RasterPrediction:
     """Predict ``ds`` window by window into GeoTIFFs in ``out_dir``.
+
+    ``tta`` (``none``/``flip``; None: the model card's) is checked against the serving version
+    before any work, so an unavailable choice is a 400 and not a half-done job. ``model_lock`` is
+    shared by images predicted side by side (``roadseg predict --jobs``): their reading, writing and
+    encoding overlap, while the model runs one call at a time on all cores.
 
     Always writes ``probability.tif`` (float32) and ``mask.tif`` (uint8 0/255), georeferenced
     like the input when it is. With ``rgb_layers`` also ``probability8.tif`` (0..255), ``image.tif``
@@ -115,7 +129,13 @@ def predict_raster(
     started = time.perf_counter()
     stretch = raster.compute_stretch(ds, settings.stretch_percentiles)
     width, height = ds.width, ds.height
-    predict: PredictBatch = predictor.predict
+    predictor.signature(tta)  # raises InvalidInput when this version does not offer it
+
+    def model(images: np.ndarray) -> np.ndarray:
+        with model_lock or contextlib.nullcontext():
+            return predictor.predict(images, tta)
+
+    predict: PredictBatch = model
     window, overlap = settings.predict_window, settings.predict_overlap
     resampling: dict[str, float] | None = None
     image_m = raster.ground_pixel_size_m(ds)
@@ -123,7 +143,7 @@ def predict_raster(
     factor = resolution_factor(image_m, model_m) if settings.match_resolution else 1.0
     if image_m is not None and model_m is not None and factor != 1.0:
         # Windows grow by the factor, so the model still sees ~predict_window pixels per side.
-        predict = resampled(predictor.predict, factor)
+        predict = resampled(model, factor)
         window, overlap = round(window * factor), round(overlap * factor)
         resampling = {"image_pixel_size_m": round(image_m, 4), "model_pixel_size_m": model_m, "factor": factor}
         log.info("resampling %.3f m pixels to the model's %.3f m (factor %.2f)", image_m, model_m, factor)
@@ -174,6 +194,7 @@ def predict_raster(
         windows=windows,
         seconds=time.perf_counter() - started,
         resampling=resampling,
+        tta=tta or predictor.card.get("tta") or "none",
     )
 
 
@@ -207,19 +228,35 @@ def road_graph_geojson(mask_tif: Path, max_pixels: int) -> dict[str, Any] | None
 # ---------------------------------------------------------------------------- API jobs
 
 
-def create_job(storage: Storage, upload: BinaryIO, filename: str, settings: Settings) -> dict[str, Any]:
-    """Store an upload as a new prediction job after checking its header; nothing is kept if it is refused."""
+def create_job(
+    storage: Storage, upload: BinaryIO, filename: str, settings: Settings, tta: str | None = None
+) -> dict[str, Any]:
+    """Store an upload as a new prediction job after checking its header; nothing is kept if it is refused.
+
+    ``timings.upload`` is the time to store and check it (the client's transfer happened before).
+    """
     jobs = prediction_store(storage)
     job_id = new_id()
     name = safe_filename(filename)
     key = jobs.key(job_id, "input", name)
+    started = time.perf_counter()
     try:
         size = storage.write_stream(key, upload, settings.max_upload_bytes)
         if size == 0:
             raise InvalidInput("the upload is empty (0 bytes)")
         with raster.open_stored(storage, key, settings.max_scene_pixels) as ds:
             info = raster.scene_info(ds)
-        return jobs.create(job_id, input_name=name, input_bytes=size, info=info, progress=0.0, stage="queued")
+        upload_seconds = round(time.perf_counter() - started, 3)
+        return jobs.create(
+            job_id,
+            input_name=name,
+            input_bytes=size,
+            info=info,
+            progress=0.0,
+            stage="queued",
+            tta=tta,
+            timings={"upload": upload_seconds},
+        )
     except BaseException:
         storage.delete_prefix(jobs.key(job_id))
         raise
@@ -232,15 +269,23 @@ def submit_prediction(
     upload: BinaryIO,
     filename: str,
     queue: Callable[[str], Any],
+    tta: str | None = None,
+    background: Callable[[str], Any] | None = None,
 ) -> tuple[dict[str, Any], int]:
     """Store and check an upload, then predict it now (small: 201) or ``queue`` its id (large: 202).
 
-    Input that cannot be predicted, or a queue that cannot be reached, leaves no job behind: the
-    client got the error and nobody would ever run it.
+    With ``background`` (the page), a small upload is handed to it instead of being predicted during
+    the request (202): the page then polls the job and its progress bar moves window by window.
+    Input that cannot be predicted during the request, or a queue that cannot be reached, leaves no
+    job behind: the client got the error and nobody would ever run it.
     """
-    record = create_job(storage, upload, filename, settings)
+    predictor.signature(tta)  # an unavailable test-time augmentation is refused before anything is stored
+    record = create_job(storage, upload, filename, settings, tta)
     job_id = record["id"]
     if record["info"]["width"] * record["info"]["height"] <= settings.sync_predict_max_pixels:
+        if background is not None:
+            background(job_id)
+            return record, 202
         try:
             return run_job(job_id, storage, predictor, settings), 201
         except RoadsegError:
@@ -248,6 +293,16 @@ def submit_prediction(
             raise
     enqueue(lambda: queue(job_id), "prediction", lambda _: storage.delete_prefix(prediction_store(storage).key(job_id)))
     return record, 202
+
+
+def run_job_in_background(job_id: str, storage: Storage, predictor: Predictor, settings: Settings) -> None:
+    """:func:`run_job` after the response was sent; its outcome, failures included, is in the job record."""
+    try:
+        run_job(job_id, storage, predictor, settings)
+    except RoadsegError as exc:
+        log.info("prediction %s failed: %s", job_id, exc)
+    except Exception:  # noqa: BLE001 - already logged with its traceback and recorded by run_job
+        pass
 
 
 def run_job(job_id: str, storage: Storage, predictor: Predictor, settings: Settings) -> dict[str, Any]:
@@ -265,17 +320,25 @@ def run_job(job_id: str, storage: Storage, predictor: Predictor, settings: Setti
     def progress(done: int, total: int) -> None:
         nonlocal last_write
         now = time.monotonic()
-        if now - last_write >= 1.0 or done == total:  # a status write per second at most
+        if now - last_write >= PROGRESS_INTERVAL_S or done == total:  # bounded status writes
             last_write = now
             jobs.update(job_id, progress=round(done / total, 3), windows_done=done, windows_total=total)
 
     try:
         with tempfile.TemporaryDirectory(prefix="roadseg-predict-") as tmp:
             out = Path(tmp)
-            key = jobs.key(job_id, "input", jobs.get(job_id)["input_name"])
+            record = jobs.get(job_id)
+            key = jobs.key(job_id, "input", record["input_name"])
             with raster.open_stored(storage, key, settings.max_scene_pixels) as ds:
                 result = predict_raster(
-                    ds, predictor, out, settings, predictor.threshold(settings.threshold), True, progress
+                    ds,
+                    predictor,
+                    out,
+                    settings,
+                    predictor.threshold(settings.threshold),
+                    True,
+                    progress,
+                    tta=record.get("tta"),
                 )
             jobs.update(job_id, stage="writing outputs")
             started = time.perf_counter()
@@ -310,12 +373,14 @@ def run_job(job_id: str, storage: Storage, predictor: Predictor, settings: Setti
             windows_total=result.windows,
             seconds=round(result.seconds, 3),
             timings={
+                **(record.get("timings") or {}),
                 "predict": round(result.seconds, 3),
                 "pngs": round(png_seconds, 3),
                 "roads": round(roads_seconds, 3),
                 "store": round(store_seconds, 3),
             },
             model=predictor.describe(),
+            tta=result.tta,
             resampling=result.resampling,
             roads_note=None if roads is not None else f"image above {settings.graph_max_pixels} pixels: no road graph",
         )

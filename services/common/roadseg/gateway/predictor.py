@@ -7,7 +7,8 @@
   ``http://host:8501`` or ``grpc://host:8500``), which reads the same versioned directory.
 
 Every backend takes uint8 ``[N, H, W, 3]`` and returns float32 ``[N, H, W]`` (docs/contracts.md §5 of the
-SavedModel: signature ``serving_default``, input ``images``, output ``probabilities``).
+SavedModel: signature ``serving_default``, input ``images``, output ``probabilities``). ``tta`` picks
+the signature of another test-time augmentation (``tta_none``: about half the cost of ``flip``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from roadseg.errors import NotFound, RoadsegError
 
 log = logging.getLogger(__name__)
 
-SIGNATURE = "serving_default"
 INPUT, OUTPUT = "images", "probabilities"
 #: Used when neither ROADSEG_THRESHOLD nor the model card gives a threshold.
 DEFAULT_THRESHOLD = 0.5
@@ -55,8 +55,18 @@ class Predictor(ABC):
         self._card: dict[str, Any] = {}
 
     @abstractmethod
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        """Road probabilities float32 ``[N, H, W]`` for uint8 RGB windows ``[N, H, W, 3]``."""
+    def predict(self, images: np.ndarray, tta: str | None = None) -> np.ndarray:
+        """Road probabilities float32 ``[N, H, W]`` for uint8 RGB windows ``[N, H, W, 3]``.
+
+        ``tta`` (``none``, ``flip``; None: the card's own) selects the signature; a version that does
+        not offer it raises :class:`~roadseg.errors.InvalidInput`.
+        """
+
+    def signature(self, tta: str | None) -> str:
+        """The signature for ``tta`` on the serving version (see :func:`roadseg.model_versions.signature_for`)."""
+        from roadseg.model_versions import signature_for
+
+        return signature_for(tta, self.card)
 
     @property
     def version(self) -> int | None:
@@ -119,7 +129,7 @@ class EmbeddedPredictor(Predictor):
         self.path = Path(path)
         self.pinned = version is not None or (self.path / "saved_model.pb").is_file()
         self._lock = threading.Lock()
-        self._fn = None
+        self._loaded: Any = None
         if require or self.pinned:
             self._load(self._pick(version))
         else:
@@ -144,12 +154,11 @@ class EmbeddedPredictor(Predictor):
 
         log.info("loading SavedModel %s", version_dir)
         loaded = tf.saved_model.load(str(version_dir))
-        fn = loaded.signatures[SIGNATURE]
         version = _version_of(version_dir)
         card = load_card(version_dir, self.name, version)
         with self._lock:
-            # Keep ``loaded`` alive with its signature: the function's variables belong to it.
-            self._loaded, self._fn, self._version, self._card = loaded, fn, version, card
+            # Keep ``loaded`` alive with its signatures: their variables belong to it.
+            self._loaded, self._version, self._card = loaded, version, card
 
     def refresh(self) -> None:
         """Load a newer version directory if one appeared; a failed load leaves the current model serving."""
@@ -165,13 +174,14 @@ class EmbeddedPredictor(Predictor):
         except Exception:  # a half-written export must not take the service down
             log.exception("could not load model version %s; still serving %s", latest, self._version)
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
+    def predict(self, images: np.ndarray, tta: str | None = None) -> np.ndarray:
         """Run the loaded signature; raises :class:`ModelUnavailable` (503) while no version is loaded yet."""
         import tensorflow as tf
 
-        fn = self._fn
-        if fn is None:
+        loaded = self._loaded
+        if loaded is None:
             raise ModelUnavailable(f"no model version under {self.path} yet (export one, it is picked up)")
+        fn = loaded.signatures[self.signature(tta)]
         out = fn(**{INPUT: tf.constant(images, tf.uint8)})[OUTPUT]
         return out.numpy()[..., 0]
 
@@ -232,9 +242,9 @@ class RestPredictor(_ServingPredictor):
             raise BackendError(f"TF Serving answered {response.status_code}: {response.text[:500]}")
         return response.json()
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
+    def predict(self, images: np.ndarray, tta: str | None = None) -> np.ndarray:
         """One ``:predict`` request with the windows as JSON lists; raises :class:`BackendError` on failure."""
-        payload = {"signature_name": SIGNATURE, "inputs": {INPUT: images.tolist()}}
+        payload = {"signature_name": self.signature(tta), "inputs": {INPUT: images.tolist()}}
         outputs = self._request("POST", f"{self._model_url()}:predict", json=payload)["outputs"]
         # A signature with a single output comes back unnamed; with several, as a dict.
         if isinstance(outputs, dict):
@@ -279,14 +289,14 @@ class GrpcPredictor(_ServingPredictor):
         available = get_model_status_pb2.ModelVersionStatus.AVAILABLE
         return [int(s.version) for s in response.model_version_status if s.state == available]
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
+    def predict(self, images: np.ndarray, tta: str | None = None) -> np.ndarray:
         """One Predict RPC with the windows as a uint8 tensor; raises :class:`BackendError` on failure."""
         import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2
 
         request = predict_pb2.PredictRequest()
         request.model_spec.name = self.name
-        request.model_spec.signature_name = SIGNATURE
+        request.model_spec.signature_name = self.signature(tta)
         if self.pinned_version is not None:
             request.model_spec.version.value = self.pinned_version
         request.inputs[INPUT].CopyFrom(tf.make_tensor_proto(images, dtype=tf.uint8))

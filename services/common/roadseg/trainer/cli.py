@@ -8,6 +8,7 @@ import json
 import shlex
 import sys
 
+from roadseg.model_versions import TTA_OPTIONS
 from roadseg.trainer import BACKBONES, DECODER_STRIDES, LOSSES, PRECISIONS
 from roadseg.trainer.export import TTA_VIEWS
 
@@ -72,7 +73,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     from roadseg.trainer.evaluate import evaluate_model
 
     report = evaluate_model(
-        args.model, args.data, splits=args.split.split(","), out=args.out, rho=args.rho, threshold=args.threshold
+        args.model,
+        args.data,
+        splits=args.split.split(","),
+        out=args.out,
+        rho=args.rho,
+        threshold=args.threshold,
+        tta=args.tta,
     )
     print(json.dumps({**report["summary"], "sources": report["sources"]}, indent=2))
     return 0
@@ -153,6 +160,9 @@ def register(sub) -> None:
     p.add_argument("--out", help="report folder (report.json, tiles.csv, thresholds.csv, report.png)")
     p.add_argument("--rho", type=int, default=3, help="relaxed-metric tolerance in px (default 3)")
     p.add_argument("--threshold", type=float, help="road probability threshold (default: the model card's, else 0.5)")
+    p.add_argument(
+        "--tta", choices=TTA_OPTIONS, help="test-time augmentation, as a request can ask (default: the model card's)"
+    )
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser(

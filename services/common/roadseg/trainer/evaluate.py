@@ -129,7 +129,7 @@ class _Tally:
         }
 
 
-def predict_image(image: np.ndarray, predictor, settings, work: Path) -> np.ndarray:
+def predict_image(image: np.ndarray, predictor, settings, work: Path, tta: str | None = None) -> np.ndarray:
     """Road probabilities float32 [H, W] of one RGB image through ``roadseg predict``'s own path.
 
     The image goes through :func:`roadseg.gateway.predictions.predict_raster` as an in-memory,
@@ -148,7 +148,7 @@ def predict_image(image: np.ndarray, predictor, settings, work: Path) -> np.ndar
         with memory.open(**profile) as dst:
             dst.write(np.moveaxis(image, -1, 0))
         with memory.open() as ds:
-            result = predict_raster(ds, predictor, work, settings, threshold=0.5)
+            result = predict_raster(ds, predictor, work, settings, threshold=0.5, tta=tta)
     with rasterio.open(result.files["probability"]) as probabilities:
         return probabilities.read(1)
 
@@ -160,6 +160,7 @@ def evaluate_model(
     out: str | Path | None = None,
     rho: int = 3,
     threshold: float | None = None,
+    tta: str | None = None,
 ) -> dict:
     """Predict every example of ``splits`` of each ``data`` folder with the SavedModel and score it.
 
@@ -169,12 +170,13 @@ def evaluate_model(
     ``sources`` scores each data folder alone, and with several folders the summary adds
     ``mean_source_iou_road``, the mean of their road IoUs (every source counts the same, whatever
     its size). With ``out`` also writes report.json, tiles.csv, thresholds.csv and report.png.
+    ``tta`` asks for another test-time augmentation than the card's, as a request can.
     """
     with tempfile.TemporaryDirectory(prefix="roadseg-eval-") as cache:
-        return _evaluate(model, data, splits, out, rho, threshold, Path(cache))
+        return _evaluate(model, data, splits, out, rho, threshold, Path(cache), tta)
 
 
-def _evaluate(model, data, splits, out, rho: int, threshold: float | None, cache: Path) -> dict:
+def _evaluate(model, data, splits, out, rho: int, threshold: float | None, cache: Path, tta: str | None = None) -> dict:
     """The evaluation itself; ``cache`` holds local copies of data and the prediction rasters."""
     from roadseg.config import get_settings
     from roadseg.gateway.predictor import EmbeddedPredictor
@@ -195,7 +197,7 @@ def _evaluate(model, data, splits, out, rho: int, threshold: float | None, cache
         for split in splits:
             examples = iter_examples(source, split)
             for name, image, truth in tqdm(examples, desc=f"{Path(folder).name}:{split}", unit="image", disable=None):
-                prob = predict_image(image, predictor, settings, work)
+                prob = predict_image(image, predictor, settings, work, tta)
                 pred = prob >= threshold
                 cm = metrics.confusion(pred, truth)
                 counts = metrics.relaxed_counts(pred, truth, rho)
@@ -228,6 +230,7 @@ def _evaluate(model, data, splits, out, rho: int, threshold: float | None, cache
         "splits": list(splits),
         "window": settings.predict_window,
         "overlap": settings.predict_overlap,
+        "tta": tta or predictor.card.get("tta") or "none",
         **total.summary(threshold, rho),
     }
     if len(sources) > 1:

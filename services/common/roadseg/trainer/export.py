@@ -24,7 +24,15 @@ import yaml
 
 from roadseg.config import REPO_ROOT, STRIDE, get_settings
 from roadseg.documents import ModelCard
-from roadseg.model_versions import CARD, is_url, latest_version, read_card, resolve_savedmodel
+from roadseg.model_versions import (
+    CARD,
+    DEFAULT_SIGNATURE,
+    TTA_OPTIONS,
+    is_url,
+    latest_version,
+    read_card,
+    resolve_savedmodel,
+)
 from roadseg.storage import split_suffix
 from roadseg.trainer.checkpoints import COMMAND, CONFIG, load_checkpoint
 
@@ -39,11 +47,12 @@ TTA_VIEWS: dict[str, list[tuple[int, bool]]] = {
 }
 
 
-def serving_function(keras_model, tta: str = "none"):
+def serving_function(keras_model, tta: str = "none", jit_compile: bool = False):
     """A tf.function from uint8 images of any size to road probabilities of the same size.
 
     With ``tta``, the probabilities are the mean over the views of :data:`TTA_VIEWS`, each mapped back
-    (un-mirrored, then turned back).
+    (un-mirrored, then turned back). ``jit_compile`` compiles it with XLA (``bench/model_call.py``
+    measures whether that pays on the machine at hand).
     """
     import tensorflow as tf
 
@@ -58,7 +67,9 @@ def serving_function(keras_model, tta: str = "none"):
         p = tf.reverse(p, axis=[2]) if mirror else p
         return tf.image.rot90(p, -turns % 4) if turns else p
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    @tf.function(
+        input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")], jit_compile=jit_compile
+    )
     def serve(images):
         shape = tf.shape(images)
         height, width = shape[1], shape[2]
@@ -120,7 +131,9 @@ def export_savedmodel(keras_model, out_dir: str | Path, card: dict, tta: str = "
     """Write the SavedModel and ``model_card.json`` to ``out_dir`` (atomically: built aside, then renamed).
 
     ``card`` is completed with ``created`` and ``code_version`` when missing, and gets ``tta``: the
-    test-time augmentation in the graph (a key of :data:`TTA_VIEWS`).
+    test-time augmentation of the default signature (a key of :data:`TTA_VIEWS`). Every export also
+    has one signature ``tta_<name>`` per :data:`~roadseg.model_versions.TTA_OPTIONS`, so a request
+    can trade accuracy for speed (listed in the card's ``tta_options``).
     """
     import tensorflow as tf
 
@@ -134,6 +147,7 @@ def export_savedmodel(keras_model, out_dir: str | Path, card: dict, tta: str = "
             "code_version": code_version(),
             **card,
             "tta": tta,
+            "tta_options": sorted({tta, *TTA_OPTIONS}),
         }
     ).dump()
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir.parent) as tmp:
@@ -144,10 +158,16 @@ def export_savedmodel(keras_model, out_dir: str | Path, card: dict, tta: str = "
         module = tf.Module()
         module.model_variables = [v.value for v in keras_model.variables]
         module.serve = serving_function(keras_model, tta)
-        tf.saved_model.save(module, str(staging), signatures={"serving_default": module.serve})
+        signatures = {DEFAULT_SIGNATURE: module.serve}
+        for option in TTA_OPTIONS:
+            if option != tta:
+                function = serving_function(keras_model, option)
+                setattr(module, f"serve_{option}", function)  # tracked by the module, saved once
+                signatures[f"tta_{option}"] = function
+        tf.saved_model.save(module, str(staging), signatures=signatures)
         (staging / CARD).write_text(json.dumps(card, indent=2) + "\n")
         # Check the written graph really loads and serves before publishing it.
-        served = tf.saved_model.load(str(staging)).signatures["serving_default"]
+        served = tf.saved_model.load(str(staging)).signatures[DEFAULT_SIGNATURE]
         probe = served(images=tf.zeros([1, 20, 36, 3], tf.uint8))["probabilities"]
         if tuple(probe.shape) != (1, 20, 36, 1):
             raise RuntimeError(f"exported model returned shape {tuple(probe.shape)} for a 20x36 probe")

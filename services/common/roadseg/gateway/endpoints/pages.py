@@ -9,7 +9,7 @@ import io
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, File, UploadFile
+from fastapi import APIRouter, BackgroundTasks, File, Form, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse
 
 from roadseg.gateway import fragments
@@ -38,17 +38,28 @@ def ui_model(predictor: PredictorDep, settings: SettingsDep) -> str:
 
 @router.post("/ui/predictions", response_class=HTMLResponse)
 def ui_create(
-    storage: StorageDep, predictor: PredictorDep, settings: SettingsDep, file: Annotated[UploadFile, File()]
+    storage: StorageDep,
+    predictor: PredictorDep,
+    settings: SettingsDep,
+    background: BackgroundTasks,
+    file: Annotated[UploadFile, File()],
+    tta: Annotated[str, Form()] = "",
 ) -> str:
-    """Upload from the page: the prediction panel (finished, or polling while queued)."""
-    record, _ = submit(storage, predictor, settings, file.file, file.filename or "upload")
+    """Upload from the page: a panel that polls the job (progress per window) until it shows the result."""
+    record, _ = submit(storage, predictor, settings, file.file, file.filename or "upload", tta or None, background)
     return fragments.prediction(public(record))
 
 
 @router.post("/ui/predictions/example", response_class=HTMLResponse)
-def ui_example(storage: StorageDep, predictor: PredictorDep, settings: SettingsDep) -> str:
+def ui_example(
+    storage: StorageDep,
+    predictor: PredictorDep,
+    settings: SettingsDep,
+    background: BackgroundTasks,
+    tta: Annotated[str, Form()] = "",
+) -> str:
     """The built-in example, from the page."""
-    record, _ = submit(storage, predictor, settings, io.BytesIO(example_png()), "example.png")
+    record, _ = submit(storage, predictor, settings, io.BytesIO(example_png()), "example.png", tta or None, background)
     return fragments.prediction(public(record))
 
 
