@@ -101,8 +101,6 @@ def main() -> int:
         print(json.dumps(threads_child(version_dir, signature, args.window, args.repeats, int(intra), int(inter))))
         return 0
 
-    import tensorflow as tf
-
     card = read_card(version_dir)
     signatures = {"serving_default": card.get("tta", "none")}
     if "none" in (card.get("tta_options") or []) and card.get("tta") != "none":
