@@ -9,7 +9,12 @@
 * **api**: ``POST /api/v1/predictions`` to a running gateway (uvicorn, synchronous path), after a
   warm-up request: upload, validation, prediction, PNG/GeoTIFF outputs and road-graph vectorization.
 
-Throughput is image megapixels per second for all three, and the ratios are against *direct*.
+* **whole**: one bare call of the signature on the whole image (the least a prediction can cost);
+  ``roadseg predict`` per image is reported against it.
+* **folder**: ``roadseg predict`` over ``--folder-images`` images of ``--size`` in one process, with
+  ``--jobs 1`` and ``--jobs 2`` (reading and writing overlapping the model calls).
+
+Throughput is image megapixels per second, and the ratios are against *direct* (or *whole*).
 Peak RSS of ``roadseg predict`` (the process, sampled every 20 ms) is measured for each of
 ``--rss-sizes``: with streaming it should barely grow with the image.
 
@@ -105,6 +110,25 @@ def direct_seconds(version_dir: Path, image_path: Path, window: int, overlap: in
     return time.perf_counter() - started
 
 
+def whole_seconds(version_dir: Path, image_path: Path) -> float:
+    """One bare call of the signature on the whole image (after a warm-up call of the same shape)."""
+    import tensorflow as tf
+
+    fn = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    with rasterio.open(image_path) as ds:
+        image = tf.constant(np.moveaxis(ds.read([1, 2, 3]), 0, -1)[None])
+    fn(images=image)
+    started = time.perf_counter()
+    fn(images=image)["probabilities"].numpy()
+    return time.perf_counter() - started
+
+
+def folder_seconds(images: list[Path], out: Path, model: Path, env: dict[str, str], jobs: int) -> float:
+    """Wall seconds of one ``roadseg predict`` over all ``images`` (process start included)."""
+    command = [sys.executable, "-m", "roadseg.cli", "predict", *map(str, images), "--out", str(out)]
+    return run_measured([*command, "--model", str(model), "--jobs", str(jobs)], env)[0]
+
+
 def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     """(wall seconds, peak RSS MiB, stdout) of a command, sampling its RSS every 20 ms."""
     started = time.perf_counter()
@@ -182,6 +206,7 @@ def main() -> int:
     parser.add_argument("--model", help="folder of versions or a SavedModel (default: models/roads or random)")
     parser.add_argument("--size", type=int, default=2000, help="image edge for the throughput comparison")
     parser.add_argument("--rss-sizes", default="2000,8000", help="image edges for the peak-RSS comparison")
+    parser.add_argument("--folder-images", type=int, default=4, help="images in the folder run (0: skip it)")
     args = parser.parse_args()
 
     from roadseg.config import get_settings
@@ -223,6 +248,23 @@ def main() -> int:
         for name, seconds in rows:
             print(f"  {name:<48} {seconds:7.1f} s  {mpx / seconds:6.2f} Mpx/s  ratio {direct / seconds:5.2f}")
         print("  API stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in api_stages.items()))
+        whole = whole_seconds(version_dir, image)
+        print(f"  {'whole image, one bare call':<48} {whole:7.1f} s  {mpx / whole:6.2f} Mpx/s")
+        print(f"  roadseg predict per image vs one bare call on the whole image: {whole / cli_predict:.2f}")
+
+        if args.folder_images:
+            folder = [synthetic_geotiff(tmp / f"folder{i}.tif", args.size) for i in range(args.folder_images)]
+            print(f"\n`roadseg predict` over {len(folder)} images of {args.size}^2 in one process:")
+            one = None
+            for jobs in (1, 2):
+                seconds = folder_seconds(folder, tmp / f"folder-out{jobs}", model, env, jobs) - startup
+                one = one or seconds
+                per_image = seconds / len(folder)
+                print(
+                    f"  --jobs {jobs}: {per_image:6.1f} s per image (startup excluded), speed-up {one / seconds:.2f}, "
+                    f"vs one bare whole-image call {whole / per_image:.2f}",
+                    flush=True,
+                )
 
         print("\npeak RSS of `roadseg predict`:")
         base = None
