@@ -229,7 +229,7 @@ def test_page_panels_show_progress_per_window_and_where_the_time_went(client):
             "windows_total": 16,
         }
     )
-    assert "window 4 of 16" in running and 'value="25"' in running and "every 500ms" in running
+    assert "window 4 of 16" in running and 'value="25"' in running and "every 1s" in running
     panel = client.post("/ui/predictions", files={"file": ("a.png", png_bytes(road_image(64, 64)), "image/png")})
     assert panel.status_code == 200 and 'hx-get="/ui/predictions/' in panel.text  # polls; predicted after the answer
     job_id = panel.text.split('hx-get="/ui/predictions/')[1].split('"')[0]

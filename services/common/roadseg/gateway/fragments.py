@@ -95,7 +95,7 @@ def prediction(record: dict[str, Any]) -> str:
         if record.get("windows_total"):
             windows = f" &middot; window {record.get('windows_done') or 0} of {record['windows_total']}"
         return (
-            f'<div class="status" hx-get="/ui/predictions/{job_id}" hx-trigger="every 500ms" hx-swap="outerHTML">'
+            f'<div class="status" hx-get="/ui/predictions/{job_id}" hx-trigger="every 1s" hx-swap="outerHTML">'
             f"<p>{escape(record.get('stage') or record['status'])}: {pct}%{windows}</p>"
             f'<progress max="100" value="{pct}" aria-label="prediction progress">{pct}%</progress></div>'
         )

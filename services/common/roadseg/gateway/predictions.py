@@ -56,7 +56,7 @@ OVERLAY_RGB = (255, 0, 200)
 #: GDAL block cache while writing; small, so dirty output blocks are flushed instead of piling up.
 GDAL_ENV = {"GDAL_CACHEMAX": 64, "GDAL_PAM_ENABLED": "NO"}
 
-#: Seconds between progress writes to a job's record (the page polls at the same pace).
+#: Seconds between progress writes to a job's record (the page polls every second, so it sees each one).
 PROGRESS_INTERVAL_S = 0.5
 
 #: Files of an API prediction (name -> media type), all under ``predictions/{id}/``.
