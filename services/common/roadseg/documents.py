@@ -14,7 +14,7 @@ Unknown fields are kept (``extra="allow"``): a rolling upgrade never loses what 
 
 from __future__ import annotations
 
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -64,14 +64,6 @@ class Document(BaseModel):
     def dump(self) -> dict[str, Any]:
         """The JSON-ready dict that is written (and returned by the APIs)."""
         return self.model_dump(mode="json")
-
-
-D = TypeVar("D", bound=Document)
-
-
-def upgraded(document: D) -> D:
-    """The same document stamped with the current layout version (written on every update)."""
-    return document.model_copy(update={"schema_version": SCHEMA_VERSION})
 
 
 # ---------------------------------------------------------------- job records
