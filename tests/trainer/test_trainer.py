@@ -311,3 +311,34 @@ def test_stride2_decoder_starts_from_a_stride4_export(tmp_path):
     assert len(fresh) == 14 and len(stride2.variables) - len(fresh) == len(stride4.variables) - 2
     with pytest.raises(Exception, match="does not match this architecture"):
         load_exported_weights(build_deeplabv3plus(weights=None, aspp_filters=8, decoder_filters=16), tmp_path / "1")
+
+
+def test_narrower_decoder_starts_from_the_leading_channels_of_an_export(tmp_path):
+    """A cheaper decoder (fewer decoder_filters) takes the export's leading channels; a narrower ASPP is refused."""
+    from roadseg.model_versions import load_exported_weights
+    from roadseg.trainer.model import NARROWABLE_LAYERS
+
+    wide = build_deeplabv3plus(weights=None, aspp_filters=16, decoder_filters=32)
+    export_savedmodel(wide, tmp_path / "1", {"name": "t"})
+    narrow = build_deeplabv3plus(weights=None, aspp_filters=16, decoder_filters=16)
+
+    assert load_exported_weights(narrow, tmp_path / "1", NARROWABLE_LAYERS) == []
+    np.testing.assert_array_equal(
+        narrow.get_layer("decoder_sep2_conv").kernel.numpy(),
+        wide.get_layer("decoder_sep2_conv").kernel.numpy()[..., :16, :16],
+    )
+    np.testing.assert_array_equal(
+        narrow.get_layer("logits_stride4").kernel.numpy(), wide.get_layer("logits_stride4").kernel.numpy()[..., :16, :]
+    )
+    np.testing.assert_array_equal(
+        narrow.get_layer("decoder_sep1_gn").gamma.numpy(), wide.get_layer("decoder_sep1_gn").gamma.numpy()[:16]
+    )
+    np.testing.assert_array_equal(
+        narrow.get_layer("aspp_out_conv").kernel.numpy(), wide.get_layer("aspp_out_conv").kernel.numpy()
+    )
+    with pytest.raises(Exception, match="does not match this architecture"):
+        load_exported_weights(narrow, tmp_path / "1")  # narrowing is asked for, never implied
+    with pytest.raises(Exception, match="aspp_"):
+        load_exported_weights(
+            build_deeplabv3plus(weights=None, aspp_filters=8, decoder_filters=16), tmp_path / "1", NARROWABLE_LAYERS
+        )

@@ -67,32 +67,43 @@ def resolve_savedmodel(path: str | Path) -> Path:
     return path / str(version)
 
 
-def load_exported_weights(keras_model, savedmodel: str | Path) -> list[str]:
+def load_exported_weights(keras_model, savedmodel: str | Path, narrowable: tuple[str, ...] = ()) -> list[str]:
     """Copy an exported version's weights into a freshly built model; returns the names left fresh.
 
     The export tracks ``model_variables`` (named by layer, e.g. ``decoder_sep1_conv/kernel``), so a
     SavedModel is all that is needed to fine-tune a served model: no separate Keras checkpoint ships
     with it. Variables are matched by name, so a model that adds layers (a stride-2 decoder) starts
-    from every layer the export has and initialises only the new ones. A variable present in both
-    with another shape, or a model sharing no variable with the export, is an error.
+    from every layer the export has and initialises only the new ones. Layers named with a prefix in
+    ``narrowable`` may be narrower than the export's: they keep its leading channels on every axis
+    (consistent along a chain of layers, and group-aligned for GroupNorm), which is how a cheaper
+    decoder starts from the served one. Any other variable of another shape, or a model sharing no
+    variable with the export, is an error.
     """
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(resolve_savedmodel(savedmodel)))
     source = _by_name(getattr(loaded, "model_variables", []), "name")
     target = _by_name(keras_model.variables, "path")
-    clashes = [n for n in target if n in source and tuple(source[n].shape) != tuple(target[n].shape)]
     if len(target) != len([v for v in keras_model.variables if not _is_rng_state(v.path)]):
         raise ValueError(f"{keras_model.name} has variables of the same layer/weight name; cannot match by name")
-    if clashes or not set(source) & set(target):
+    clashes = [n for n in target if n in source and tuple(source[n].shape) != tuple(target[n].shape)]
+    narrowed = [n for n in clashes if n.startswith(narrowable) and _fits_in(target[n].shape, source[n].shape)]
+    if len(narrowed) < len(clashes) or not set(source) & set(target):
+        others = sorted(set(clashes) - set(narrowed))
         raise InvalidInput(
             f"{savedmodel} does not match this architecture ({len(source)} vs {len(target)} variables, "
-            f"{len(clashes)} of other shapes): use the backbone and filter sizes of its model card"
+            f"{len(others)} of other shapes{': ' + ', '.join(others[:4]) if others else ''}): use the backbone "
+            "and filter sizes of its model card"
         )
     for name, variable in target.items():
         if name in source:
-            variable.assign(source[name])
+            leading = tuple(slice(0, size) for size in variable.shape)
+            variable.assign(source[name][leading] if name in narrowed else source[name])
     return [name for name in target if name not in source]
+
+
+def _fits_in(shape, source_shape) -> bool:
+    return len(shape) == len(source_shape) and all(a <= b for a, b in zip(shape, source_shape, strict=True))
 
 
 def _is_rng_state(name: str) -> bool:
