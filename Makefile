@@ -34,7 +34,8 @@ up: install system-deps  ## start Redis and every service locally (foreground), 
 	@echo "roadseg: gateway + web page  http://127.0.0.1:8000/      (API docs /docs)"
 	@echo "roadseg: ingest API          http://127.0.0.1:8001/docs"
 	@echo "roadseg: label review page   http://127.0.0.1:8002/"
-	$(BIN)/honcho -f Procfile start
+	@echo "roadseg: OPEN LOCAL MODE (ROADSEG_AUTH_MODE=open-local): no authentication, answers this machine only"
+	ROADSEG_AUTH_MODE=open-local $(BIN)/honcho -f Procfile start
 
 test: install  ## run the whole test suite (installs redis-server and chromium when missing)
 	$(MAKE) --no-print-directory system-deps BROWSER=1

@@ -26,6 +26,11 @@ COMPOSE_VARIABLES = [
     ("IMAGE_TAG", "latest", "Tag of the roadseg/* images that docker compose builds and runs."),
     ("SHARED_DIR", "../shared", "Host folder with the shared data and weights, mounted read-only at /app/shared."),
     (
+        "API_KEYS_FILE",
+        "./var/api-keys.txt",
+        "Host file of hashed API keys (`roadseg keys create`), the compose secret the services read.",
+    ),
+    (
         "STORAGE_EMULATOR_HOST",
         "http://fake-gcs:4443",
         "GCS emulator address (fake-gcs-server); compose sets it so the stack uses the real gs:// code path. "

@@ -2,10 +2,15 @@
 
 Nothing here mocks project code: servers are real processes on free loopback ports, started
 per test session and torn down afterwards.
+
+Services and in-process apps run in ``open-local`` auth mode, as ``make up`` runs them (clients are
+on loopback: real servers bind 127.0.0.1, and :func:`utils.clients.local_client` is a TestClient
+with a loopback address); the tests of :mod:`roadseg.auth` switch to ``required`` themselves.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import threading
@@ -15,6 +20,8 @@ from pathlib import Path
 import pytest
 from utils.paths import ARTIFACTS, SHARED
 from utils.processes import Worker, free_port, wait_for_port
+
+os.environ.setdefault("ROADSEG_AUTH_MODE", "open-local")
 
 
 @pytest.fixture(scope="session")

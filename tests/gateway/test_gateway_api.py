@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 import rasterio
-from fastapi.testclient import TestClient
 from PIL import Image
 from roadseg.gateway.api import create_app
 from roadseg.gateway.predictor import EmbeddedPredictor
 from roadseg.storage import get_storage
+from utils.clients import local_client
 from utils.gateway import dark_model, road_image, write_geotiff
 
 
@@ -23,7 +23,7 @@ def predictor():
 
 @pytest.fixture
 def client(settings_env, predictor):
-    with TestClient(create_app(predictor=predictor, storage=get_storage())) as c:
+    with local_client(create_app(predictor=predictor, storage=get_storage())) as c:
         yield c
 
 
@@ -180,7 +180,7 @@ def test_gateway_starts_without_a_model_and_serves_the_first_export(settings_env
     models = tmp_path / "models"
     models.mkdir()
     app = create_app(predictor=EmbeddedPredictor(models, require=False), storage=get_storage())
-    with TestClient(app) as client:
+    with local_client(app) as client:
         health = client.get("/healthz")
         assert health.status_code == 503 and health.json()["status"] == "no model"
         r = client.post("/api/v1/predictions", files={"file": ("a.png", png_bytes(road_image(64, 64)), "image/png")})
@@ -208,7 +208,7 @@ def test_test_time_augmentation_is_a_per_request_choice_the_version_must_offer(c
     image = ("a.png", png_bytes(road_image(64, 64)), "image/png")
     fast = client.post("/api/v1/predictions", files={"file": image}, data={"tta": "none"})
     assert fast.status_code == 201 and fast.json()["tta"] == "none"
-    assert set(fast.json()["timings"]) == {"upload", "predict", "pngs", "roads", "store"}
+    assert set(fast.json()["timings"]) == {"upload", "predict", "pngs", "store"}  # "roads" follows the answer
     refused = client.post("/api/v1/predictions", files={"file": image}, data={"tta": "flip"})
     assert refused.status_code == 400
     assert refused.json()["detail"] == "roads v1 offers test-time augmentation none; got 'flip'"
@@ -235,3 +235,38 @@ def test_page_panels_show_progress_per_window_and_where_the_time_went(client):
     job_id = panel.text.split('hx-get="/ui/predictions/')[1].split('"')[0]
     done = client.get(f"/ui/predictions/{job_id}").text
     assert 'id="timings"' in done and "predict " in done and "road graph " in done
+
+
+def test_the_road_network_is_built_after_the_answer_or_on_first_use(client, settings_env, predictor, monkeypatch):
+    """The answer comes once the rasters are stored; the graph follows it (or the first route/download builds it)."""
+    from roadseg.config import get_settings
+    from roadseg.gateway.predictions import create_job, prediction_store, run_job
+
+    r = client.post("/api/v1/predictions", files={"file": ("roads.png", png_bytes(road_image(256, 256)), "image/png")})
+    body = r.json()
+    assert r.status_code == 201 and body["roads"] == "pending" and "roads" not in body["timings"]
+    assert "roads.geojson" in body["links"] and "roads.geojson" not in body["files"]
+    after = client.get(body["links"]["self"]).json()  # the background task ran after the response
+    assert after["roads"] == "ready" and "roads.geojson" in after["files"] and after["timings"]["roads"] >= 0
+
+    # A job nobody built a graph for (the worker died right after the rasters): the first route builds it.
+    storage, settings = get_storage(), get_settings()
+    job = create_job(storage, io.BytesIO(png_bytes(road_image(256, 256))), "late.png", settings)
+    run_job(job["id"], storage, predictor, settings)
+    assert not storage.exists(f"predictions/{job['id']}/roads.geojson")
+    r = client.post(f"/api/v1/predictions/{job['id']}/route", json={"start": [66, 20], "end": [200, 216]})
+    assert r.status_code == 200 and r.json()["properties"]["length_px"] == pytest.approx(330, rel=0.1)
+    record = prediction_store(storage).get(job["id"])
+    assert record["roads"] == "ready" and "roads.geojson" in record["files"]
+
+    # Too large for a graph: no link, and a route says why.
+    monkeypatch.setenv("ROADSEG_GRAPH_MAX_PIXELS", "1000")
+    get_settings.cache_clear()
+    try:
+        big = client.post("/api/v1/predictions", files={"file": ("b.png", png_bytes(road_image(64, 64)), "image/png")})
+        assert big.json()["roads"] == "skipped" and "roads.geojson" not in big.json()["links"]
+        r = client.post(big.json()["links"]["self"] + "/route", json={"start": [1, 1], "end": [2, 2]})
+        assert r.status_code == 400 and "no road graph" in r.json()["detail"]
+        assert client.get(big.json()["links"]["self"] + "/files/roads.geojson").status_code == 404
+    finally:
+        get_settings.cache_clear()

@@ -6,7 +6,6 @@ import io
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 from roadseg.config import get_settings
 from roadseg.errors import RoadsegError
@@ -14,6 +13,7 @@ from roadseg.gateway.api import create_app
 from roadseg.gateway.predictor import EmbeddedPredictor, GrpcPredictor, RestPredictor, make_predictor
 from roadseg.model_versions import latest_version, read_card
 from roadseg.storage import get_storage
+from utils.clients import local_client
 from utils.gateway import real_model
 from utils.tfserving_double import TFServingDouble, TFServingGrpcDouble
 
@@ -76,7 +76,7 @@ def test_gateway_predicts_through_tfserving(settings_env, monkeypatch, model_dir
     assert isinstance(predictor, RestPredictor)
     buf = io.BytesIO()
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (150, 200, 3), dtype=np.uint8)).save(buf, "PNG")
-    with TestClient(create_app(predictor=predictor, storage=get_storage())) as client:
+    with local_client(create_app(predictor=predictor, storage=get_storage())) as client:
         assert client.get("/healthz").json()["backend"] == "tfserving-rest"
         r = client.post("/api/v1/predictions", files={"file": ("x.png", buf.getvalue(), "image/png")})
         assert r.status_code == 201, r.text

@@ -21,6 +21,8 @@ from utils.gateway import SHIPPED, Gateway, dark_model
 from utils.processes import free_port
 
 pytestmark = pytest.mark.browser
+#: What Chromium reports the Content-Security-Policy blocked on the page (must stay empty).
+CSP_VIOLATIONS: list[str] = []
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -72,6 +74,7 @@ def page(gateway):
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1366, "height": 900})  # a laptop screen
+        page.on("console", lambda m: CSP_VIOLATIONS.append(m.text) if "Content Security Policy" in m.text else None)
         yield page
         browser.close()
 
@@ -127,6 +130,7 @@ def test_upload_overlay_and_route_in_chromium(gateway, page, shared_dir, artifac
     assert len(page.get_attribute("#route-line", "points").split()) >= 2
     page.screenshot(path=str(artifacts_dir / "web_page_route.png"), full_page=True)
     assert page.locator(".downloads a").count() >= 5
+    assert CSP_VIOLATIONS == []
 
 
 def test_page_shows_clear_errors(gateway, page, tmp_path, artifacts_dir):

@@ -18,6 +18,7 @@ from roadseg.config import get_settings
 from roadseg.ingest.api import create_app
 from roadseg.ingest.tiling import tile_grid
 from roadseg.storage import Storage, get_storage
+from utils.clients import local_client
 
 VEGAS = "data/spacenet-vegas/RGB-PanSharpen_AOI_2_Vegas_img0.tif"
 SOLARIS = "data/solaris-road-mask/road_mask_input.tif"
@@ -73,7 +74,7 @@ def assert_tiles_readable(storage: Storage, scene_id: str) -> list[str]:
 
 def test_upload_and_uri_are_tiled_by_a_worker(ingest_env, start_worker, shared_dir):
     start_worker("ingest", ingest_env)
-    client = TestClient(create_app())
+    client = local_client(create_app())
     assert client.get("/healthz").json() == {"status": "ok"}
     assert "/api/v1/scenes" in client.get("/openapi.json").json()["paths"]
 
@@ -105,6 +106,8 @@ def test_upload_and_uri_are_tiled_by_a_worker(ingest_env, start_worker, shared_d
 
     outside = client.post("/api/v1/scenes", json={"uri": "file:///etc/passwd"})
     assert outside.status_code == 400 and "ingest_file_roots" in outside.json()["detail"]
+    elsewhere = client.post("/api/v1/scenes", json={"uri": "gs://someone-elses-bucket/scene.tif"})
+    assert elsewhere.status_code == 400 and "ingest_gs_buckets" in elsewhere.json()["detail"]
 
 
 def test_scenes_on_gcs(ingest_env, start_worker, shared_dir, fake_gcs, monkeypatch):
@@ -112,7 +115,7 @@ def test_scenes_on_gcs(ingest_env, start_worker, shared_dir, fake_gcs, monkeypat
     monkeypatch.setenv("ROADSEG_STORAGE_URL", env["ROADSEG_STORAGE_URL"])
     get_settings.cache_clear()
     start_worker("ingest", env)
-    client = TestClient(create_app())
+    client = local_client(create_app())
     accepted = submit_file(client, shared_dir / SOLARIS, tile_size="512")
     record = wait_for(client, accepted["id"], finished)
     assert record["status"] == "done" and record["tile_count"] == 9, record
@@ -124,7 +127,7 @@ def test_scenes_on_gcs(ingest_env, start_worker, shared_dir, fake_gcs, monkeypat
 
 
 def test_killed_worker_leaves_no_partial_tile_and_the_scene_completes(ingest_env, start_worker, shared_dir):
-    client = TestClient(create_app())
+    client = local_client(create_app())
     worker = start_worker("ingest", ingest_env)
     accepted = submit_file(client, shared_dir / VEGAS, tile_size="64")
     scene_id = accepted["id"]
@@ -183,7 +186,7 @@ def write_tif(path: Path, width: int, height: int) -> Path:
     ],
 )
 def test_bad_input_gets_a_clear_4xx_and_stores_nothing(ingest_env, tmp_path, case, status, message):
-    client = TestClient(create_app())
+    client = local_client(create_app())
     good = write_tif(tmp_path / "good.tif", 300, 300).read_bytes()
     if case == "huge":
         huge = tmp_path / "huge.tif"
@@ -216,7 +219,7 @@ def test_bad_input_gets_a_clear_4xx_and_stores_nothing(ingest_env, tmp_path, cas
 
 def test_path_tricks_in_names_never_escape(ingest_env, start_worker, tmp_path):
     start_worker("ingest", ingest_env)
-    client = TestClient(create_app())
+    client = local_client(create_app())
     accepted = submit_file(client, write_tif(tmp_path / "good.tif", 300, 200), name="../../etc/passwd")
     record = wait_for(client, accepted["id"], finished)
     assert record["status"] == "done" and record["filename"] == "passwd"
@@ -231,7 +234,7 @@ def test_png_without_georeferencing_is_accepted_and_flagged(ingest_env, start_wo
     path = tmp_path / "photo.png"
     with rasterio.open(path, "w", driver="PNG", width=100, height=80, count=3, dtype="uint8") as dst:
         dst.write(np.full((3, 80, 100), 120, dtype=np.uint8))
-    client = TestClient(create_app())
+    client = local_client(create_app())
     accepted = submit_file(client, path, tile_size="64")
     record = wait_for(client, accepted["id"], finished)
     assert record["status"] == "done" and record["georeferenced"] is False and record["crs"] is None
@@ -242,8 +245,32 @@ def test_png_without_georeferencing_is_accepted_and_flagged(ingest_env, start_wo
 def test_upload_over_the_size_limit_is_refused(ingest_env, tmp_path, monkeypatch):
     monkeypatch.setenv("ROADSEG_MAX_UPLOAD_BYTES", "10000")
     get_settings.cache_clear()
-    client = TestClient(create_app())
+    client = local_client(create_app())
     content = write_tif(tmp_path / "big.tif", 300, 300).read_bytes()
     response = client.post("/api/v1/scenes", files={"file": ("big.tif", content)})
     assert response.status_code == 413 and "10000 bytes" in response.json()["detail"]
     assert get_storage().list() == []
+
+
+def test_a_full_queue_answers_503_with_retry_after_and_keeps_the_scene(settings_env, monkeypatch, shared_dir):
+    """Back-pressure: beyond ROADSEG_MAX_QUEUED_TASKS waiting tasks, nothing more is queued."""
+    import redis
+    from roadseg.config import get_settings
+    from roadseg.ingest.scenes import scene_store
+
+    monkeypatch.setenv("ROADSEG_MAX_QUEUED_TASKS", "2")
+    get_settings.cache_clear()
+    queue = redis.Redis.from_url(settings_env["ROADSEG_REDIS_URL"])
+    queue.delete("ingest")
+    queue.rpush("ingest", "waiting-1", "waiting-2")  # two tasks nobody is working on yet
+    try:
+        client = local_client(create_app())
+        with open(shared_dir / VEGAS, "rb") as fh:
+            r = client.post("/api/v1/scenes", files={"file": ("vegas.tif", fh)})
+        assert r.status_code == 503 and r.headers["retry-after"] == "30", r.text
+        assert "2 tasks are waiting on the ingest queue (limit 2)" in r.json()["detail"]
+        assert queue.llen("ingest") == 2  # nothing was added
+        (record,) = scene_store(get_storage()).list()
+        assert record["status"] == "failed" and "limit 2" in record["error"]  # kept: submitting again queues it
+    finally:
+        queue.delete("ingest")

@@ -7,10 +7,10 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from roadseg.cli import main
 from roadseg.labeler.split import block_of, grid_position, split_grid_tiles
 from roadseg.storage import get_storage
+from utils.clients import local_client
 from utils.labeler import VEGAS_IMAGE, VEGAS_ROADS, ingest_scene
 
 
@@ -82,7 +82,7 @@ def test_review_decisions_over_http_are_respected_by_the_export(settings_env, sh
     clean = [e["id"] for e in manifest["tiles"] if not e["flags"]]
     reject, accept = clean[0], next(e["id"] for e in manifest["tiles"] if e["flags"] == ["misaligned"])
 
-    client = TestClient(create_app())
+    client = local_client(create_app())
     assert client.get("/healthz").json()["status"] == "ok"
     page = client.get(f"/runs/{run_id}")
     assert page.status_code == 200

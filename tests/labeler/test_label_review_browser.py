@@ -7,7 +7,7 @@ import time
 
 import pytest
 from roadseg.labeler.decisions import get_decisions
-from roadseg.labeler.run import LabelOptions, label_run, prepare_run
+from roadseg.labeler.run import LabelOptions, label_run, prepare_run, review_key
 from roadseg.storage import LocalStorage
 from utils.labeler import VEGAS_IMAGE, VEGAS_ROADS, ingest_scene
 from utils.processes import free_port, wait_for_port
@@ -42,6 +42,8 @@ def test_keys_accept_reject_and_undo(review_server):
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1366, "height": 900})
+        blocked = []
+        page.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
         page.goto(f"{url}/runs/{run_id}")
         tiles = page.locator("#tiles .tile").evaluate_all("els => els.map(e => e.dataset.tile)")
         focused = lambda: page.evaluate("document.activeElement.dataset.tile")  # noqa: E731
@@ -58,7 +60,44 @@ def test_keys_accept_reject_and_undo(review_server):
         page.locator(f"#tile-{tiles[3]} .do-accept").click()  # a click works as well as a key
         page.wait_for_function(f"document.querySelector('#tile-{tiles[3]} .state').innerText === 'accepted'")
         browser.close()
+    assert blocked == []  # the review page's script and styles are files, allowed by the policy
     deadline = time.monotonic() + 5
     while get_decisions(storage, run_id) != {tiles[0]: "reject", tiles[3]: "accept"}:
         assert time.monotonic() < deadline, get_decisions(storage, run_id)
         time.sleep(0.05)
+
+
+def test_review_through_identity_aware_proxy_records_who_decided(review_server, tmp_path, monkeypatch):
+    """Secure mode in Chromium: every request (page, htmx posts, images) carries IAP's signed header.
+
+    A labeler's key press is recorded under the e-mail IAP vouched for; a viewer may not open the page.
+    """
+    import json
+
+    from roadseg.auth import IAP_HEADER
+    from roadseg.config import get_settings
+    from utils.iap import TestIssuer
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    url, storage, run_id = review_server
+    issuer = TestIssuer(tmp_path)
+    for name, value in issuer.env({"ana@example.com": "labeler", "@example.com": "viewer"}).items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+            anonymous = browser.new_page()
+            assert anonymous.goto(f"{url}/runs/{run_id}").status == 401
+            viewer = browser.new_page(extra_http_headers={IAP_HEADER: issuer.assertion("bo@example.com")})
+            assert viewer.goto(f"{url}/runs/{run_id}").status == 403
+            page = browser.new_page(extra_http_headers={IAP_HEADER: issuer.assertion("ana@example.com")})
+            assert page.goto(f"{url}/runs/{run_id}").status == 200
+            first = page.evaluate("document.activeElement.dataset.tile")
+            page.wait_for_function(f"document.querySelector('#tile-{first} img').naturalWidth > 0")  # overlay PNG too
+            page.keyboard.press("a")
+            page.wait_for_function(f"document.querySelector('#tile-{first} .state').innerText === 'accepted'")
+            browser.close()
+        assert json.loads(storage.read_text(review_key(run_id, first)))["reviewer"] == "ana@example.com"
+    finally:
+        get_settings.cache_clear()

@@ -12,9 +12,9 @@ import json
 import sys
 from pathlib import Path
 
-from fastapi.testclient import TestClient
 from roadseg.storage import get_storage
 
+from utils.clients import local_client
 from utils.gateway import dark_model, road_image, write_geotiff
 from utils.labeler import line_feature, write_geojson
 
@@ -33,7 +33,7 @@ def main(folder: Path) -> dict:
     out: dict = {}
 
     scene = write_geotiff(folder / "scene.tif", road_image(128, 128))
-    with TestClient(ingest_app()) as client:
+    with local_client(ingest_app()) as client:
         answer = client.post("/api/v1/scenes", files={"file": ("scene.tif", scene.read_bytes(), "image/tiff")})
         scene_id = next(key.split("/")[1] for key in storage.list("scenes") if key.endswith("status.json"))
         out["ingest"] = {
@@ -48,7 +48,7 @@ def main(folder: Path) -> dict:
     roads = write_geojson(
         folder / "roads.geojson", [line_feature([[x0 + 5, y0 - 32], [x0 + 60, y0 - 32]])], crs="EPSG:32611"
     )
-    with TestClient(labeler_app()) as client:
+    with local_client(labeler_app()) as client:
         answer = client.post(
             "/api/v1/label-runs",
             data={"scene_id": scene_id},
@@ -63,7 +63,7 @@ def main(folder: Path) -> dict:
 
     png = io.BytesIO()
     Image.fromarray(road_image(64, 64)).save(png, format="PNG")
-    with TestClient(gateway_app(predictor=EmbeddedPredictor(dark_model()), storage=storage)) as client:
+    with local_client(gateway_app(predictor=EmbeddedPredictor(dark_model()), storage=storage)) as client:
         answer = client.post("/api/v1/predictions", files={"file": ("a.png", png.getvalue(), "image/png")})
         out["gateway"] = {"status": answer.status_code, "body": answer.json(), "keys": storage.list("predictions")}
     return out

@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "roadseg.roadnet.cli",
     "roadseg.gateway.cli",
     "roadseg.demo",
+    "roadseg.keys_cli",
 ]
 
 

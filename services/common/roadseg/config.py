@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,6 +50,33 @@ class Settings(BaseSettings):
     log_json: bool = Field(default=False, description="Log one JSON object per line (for Cloud Logging).")
     celery_eager: bool = Field(
         default=False, description="Run Celery tasks in-process (only for debugging; tests use real workers)."
+    )
+
+    # --- who may do what (roadseg.auth)
+    auth_mode: Literal["required", "open-local"] = Field(
+        default="required",
+        description="required: every route but /healthz, /docs and static files needs an API key or IAP identity; "
+        "open-local (make up): no authentication, and only requests from this machine (loopback) are answered.",
+    )
+    api_keys_file: str | None = Field(
+        default=None,
+        description="File of API keys, one 'name role sha256-hex [revoked]' per line (`roadseg keys create`); "
+        "re-read when it changes, so revoking needs no restart. On GKE: the roadseg-api-keys Secret.",
+    )
+    api_keys: str = Field(default="", description="More API keys in the same format, ';' between entries.")
+    iap_audience: str | None = Field(
+        default=None,
+        description="Identity-Aware Proxy audience, /projects/NUMBER/global/backendServices/ID: set it to accept "
+        "IAP's signed x-goog-iap-jwt-assertion header (unset: the header is not trusted).",
+    )
+    iap_keys_file: str | None = Field(
+        default=None,
+        description="IAP's public keys as a JWK set file (tests, air-gapped); default: fetched from Google.",
+    )
+    iap_roles: dict[str, str] = Field(
+        default_factory=dict,
+        description='E-mail (or "@domain") -> role for IAP identities, JSON: {"ana@example.com": "admin", '
+        '"@example.com": "viewer"}. Roles: viewer, labeler, operator, admin.',
     )
 
     # --- ingest
@@ -94,6 +122,9 @@ class Settings(BaseSettings):
     # --- service addresses (used by the demo and the page)
     ingest_url: str = Field(default="http://127.0.0.1:8001", description="Base URL of the ingest API.")
     gateway_url: str = Field(default="http://127.0.0.1:8000", description="Base URL of the gateway API.")
+    api_key: str | None = Field(
+        default=None, description="API key roadseg's own clients (`roadseg demo`) send to services that require one."
+    )
     labeler_url: str = Field(default="http://127.0.0.1:8002", description="Base URL of the labeler review page.")
     shared_dir: str = Field(
         default=str(REPO_ROOT.parent / "shared"), description="Folder with the shared data and weights."
@@ -102,6 +133,16 @@ class Settings(BaseSettings):
         default=6000 * 6000,
         description="Largest prediction (pixels) vectorized into a road graph; it needs the whole mask in memory.",
     )
+    max_queued_tasks: int = Field(
+        default=1000,
+        description="Tasks a queue (ingest, label, predict) may hold; beyond it submissions get 503 + Retry-After. "
+        "0: no limit.",
+    )
+    rate_limit_per_minute: int = Field(
+        default=600,
+        description="Requests per minute one identity (API key or e-mail) may send; beyond it 429 + Retry-After. "
+        "0: no limit. Not applied in open local mode.",
+    )
     broker_visibility_timeout: int = Field(
         default=600,
         description="Seconds before Redis re-delivers a task whose worker died (acks_late); long enough for one task.",
@@ -109,6 +150,11 @@ class Settings(BaseSettings):
     ingest_file_roots: list[str] = Field(
         default_factory=lambda: [str(REPO_ROOT.parent / "shared")],
         description="Folders the ingest API may read file:// scene URIs from (JSON list); others are refused.",
+    )
+    ingest_gs_buckets: list[str] = Field(
+        default_factory=list,
+        description="Buckets the ingest API may read gs:// scene URIs from (JSON list), besides the bucket of "
+        "ROADSEG_STORAGE_URL; others are refused.",
     )
     ignore_value: int = Field(
         default=IGNORE, description="Label mask value for pixels to ignore (tile nodata); masks use 0/255 otherwise."
@@ -140,6 +186,9 @@ class Settings(BaseSettings):
             problems.append(f"{_env('tfserving_url')}={self.tfserving_url!r}: use http://host:8501 or grpc://host:8500")
         if self.ignore_value in (0, 255) or not 0 <= self.ignore_value <= 255:
             problems.append(f"{_env('ignore_value')}={self.ignore_value} must be 1..254 (0 and 255 are labels)")
+        for who, role in self.iap_roles.items():
+            if role not in ("viewer", "labeler", "operator", "admin"):
+                problems.append(f"{_env('iap_roles')}: {who} has role {role!r}; use viewer, labeler, operator or admin")
         if problems:
             raise ValueError("; ".join(problems))
         return self

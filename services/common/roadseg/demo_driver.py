@@ -37,14 +37,15 @@ class Endpoints:
     ingest: str
     labeler: str
     gateway: str
+    api_key: str | None = None
 
     @classmethod
     def from_settings(cls) -> Endpoints:
-        """The URLs from ``ROADSEG_INGEST_URL``, ``ROADSEG_LABELER_URL`` and ``ROADSEG_GATEWAY_URL``."""
+        """The service URLs (``ROADSEG_INGEST_URL``, ``_LABELER_URL``, ``_GATEWAY_URL``) and ``ROADSEG_API_KEY``."""
         from roadseg.config import get_settings
 
         s = get_settings()
-        return cls(s.ingest_url, s.labeler_url, s.gateway_url)
+        return cls(s.ingest_url, s.labeler_url, s.gateway_url, s.api_key)
 
 
 @dataclass
@@ -68,7 +69,8 @@ class Pipeline:
         self.echo = echo
         self.poll_s = poll_s
         self.timeout_s = timeout_s
-        self.http = httpx.Client(timeout=httpx.Timeout(600.0, connect=10.0))
+        headers = {"Authorization": f"Bearer {endpoints.api_key}"} if endpoints.api_key else {}
+        self.http = httpx.Client(timeout=httpx.Timeout(600.0, connect=10.0), headers=headers)
 
     # ------------------------------------------------------------ helpers
     def _json(self, response: httpx.Response, what: str) -> dict[str, Any]:

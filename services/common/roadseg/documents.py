@@ -155,7 +155,11 @@ class PredictionRecord(JobRecord):
     )
     model: dict[str, Any] | None = Field(default=None, description="Backend and model version that served it.")
     resampling: dict[str, Any] | None = None
-    roads_note: str | None = None
+    roads: Literal["pending", "ready", "skipped", "failed"] | None = Field(
+        default=None,
+        description="Road network: built right after the job is done, or on the first route or download at the latest.",
+    )
+    roads_note: str | None = Field(default=None, description="Why there is no road network, when there is none.")
 
 
 # ---------------------------------------------------------------- manifests

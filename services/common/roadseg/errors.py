@@ -5,6 +5,8 @@ class RoadsegError(Exception):
     """Base class: a problem the user can fix (bad input, missing thing). Maps to HTTP 4xx."""
 
     status_code = 400
+    #: Extra HTTP headers of the answer (WWW-Authenticate, Retry-After).
+    headers: dict[str, str] | None = None
 
 
 class InvalidInput(RoadsegError):
@@ -37,3 +39,34 @@ class QueueUnavailable(RoadsegError):
     """The task queue (Celery broker) cannot be reached: the work was not queued; try again later."""
 
     status_code = 503
+
+
+class Unauthenticated(RoadsegError):
+    """No credentials, or credentials that do not check out (unknown, revoked or expired)."""
+
+    status_code = 401
+    headers = {"WWW-Authenticate": 'Bearer realm="roadseg"'}
+
+
+class Forbidden(RoadsegError):
+    """A known identity without the role the route needs (or a remote client in open local mode)."""
+
+    status_code = 403
+
+
+class Overloaded(RoadsegError):
+    """A task queue is deeper than ``ROADSEG_MAX_QUEUED_TASKS``: nothing was accepted; retry after a while."""
+
+    status_code = 503
+    headers = {"Retry-After": "30"}
+
+
+class RateLimited(RoadsegError):
+    """One identity sent more than ``ROADSEG_RATE_LIMIT_PER_MINUTE`` requests this minute."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after: int):
+        """``retry_after``: seconds until the next minute starts."""
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after)}

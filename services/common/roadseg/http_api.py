@@ -19,9 +19,9 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from roadseg import __version__
+from roadseg import __version__, auth, limits
 from roadseg.config import Settings, get_settings
-from roadseg.errors import QueueUnavailable, RoadsegError
+from roadseg.errors import Overloaded, QueueUnavailable, RoadsegError
 from roadseg.storage import Storage, get_storage
 
 log = logging.getLogger(__name__)
@@ -55,9 +55,27 @@ SettingsDep = Annotated[Settings, Depends(settings_dep)]
 StorageDep = Annotated[Storage, Depends(storage_dep)]
 
 #: Error answers documented on every router (shown in ``/docs``).
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (400, 404, 413, 422, 503)}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 413, 422, 503)
+}
 
 HealthCheck = Callable[[Request], Health]
+
+#: Headers on every answer. The pages load scripts and styles only from this origin (no inline code:
+#: htmx's indicator styles are switched off, the review page's script and styles are files), images
+#: also as data:/blob: URLs (the page's previews), and no other site may frame them.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+#: FastAPI's documentation pages load Swagger UI / ReDoc from a CDN with an inline script: they keep
+#: every header but the Content-Security-Policy.
+DOCS_PATHS = ("/docs", "/redoc")
 
 
 def create_service_app(
@@ -69,13 +87,18 @@ def create_service_app(
     html_error: Callable[[str], str] | None = None,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
 ) -> FastAPI:
-    """A FastAPI app with the shared error handler, ``/healthz`` and ``routers``.
+    """A FastAPI app with the shared error handler, ``/healthz``, ``/api/v1/auth`` and ``routers``.
+
+    Each router names the role it needs (``dependencies=[auth.require(...)]``); only ``/healthz``,
+    the OpenAPI docs and static files are open.
 
     ``storage`` defaults to the configured one (``ROADSEG_STORAGE_URL``). ``health`` answers
     ``/healthz`` (default: ``ok`` while the process answers). ``html_error`` renders errors of the
     ``/ui/`` routes (htmx fragments) as HTML instead of JSON.
     """
-    get_settings()  # an impossible ROADSEG_* setting stops the service here (InvalidSettings)
+    settings = get_settings()  # an impossible ROADSEG_* setting stops the service here (InvalidSettings)
+    auth.check_settings(settings)  # a malformed key entry stops the service too
+    (log.warning if settings.auth_mode == "open-local" else log.info)("%s: %s", title, auth.describe_mode(settings))
     app = FastAPI(title=title, version=__version__, description=description, lifespan=lifespan)
     app.state.storage = storage or get_storage()
 
@@ -83,9 +106,19 @@ def create_service_app(
     async def roadseg_error(request: Request, exc: RoadsegError) -> Response:
         if exc.status_code >= 500:
             log.warning("%s %s: %s", request.method, request.url.path, exc)
+        headers = exc.headers
         if html_error is not None and request.url.path.startswith("/ui/"):
-            return HTMLResponse(html_error(str(exc)), status_code=exc.status_code)
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status_code)
+            return HTMLResponse(html_error(str(exc)), status_code=exc.status_code, headers=headers)
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status_code, headers=headers)
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Callable[[Request], Any]) -> Response:
+        response = await call_next(request)
+        docs = request.url.path.startswith(DOCS_PATHS)
+        for name, value in SECURITY_HEADERS.items():
+            if not (docs and name == "Content-Security-Policy"):
+                response.headers.setdefault(name, value)
+        return response
 
     check = health or (lambda request: Health(status="ok"))
 
@@ -97,20 +130,31 @@ def create_service_app(
         answer = check(request)
         return JSONResponse(answer.model_dump(mode="json"), status_code=200 if answer.status == "ok" else 503)
 
-    for router in routers:
+    for router in (auth.router, *routers):
         app.include_router(router, responses=ERROR_RESPONSES)
     return app
 
 
-def enqueue(send: Callable[[], Any], what: str, undo: Callable[[str], Any]) -> None:
-    """Queue a task with ``send()``; when the broker is down call ``undo(message)`` and raise 503.
+def enqueue(send: Callable[[], Any], what: str, undo: Callable[[str], Any], queue: str) -> None:
+    """Queue a task on ``queue`` with ``send()``; when that cannot be done, call ``undo(message)`` and raise.
 
-    ``undo`` leaves the job so that nothing is lost and a re-submission works: ingest and the
-    labeler mark the job failed (submitting again queues it), the gateway drops the job it made.
+    A broker that is down is :class:`QueueUnavailable` (503); a queue already holding
+    ``ROADSEG_MAX_QUEUED_TASKS`` tasks is :class:`Overloaded` (503 with ``Retry-After``), so a burst
+    of submissions waits at the client instead of piling up unbounded work. ``undo`` leaves the job
+    so that nothing is lost and a re-submission works: ingest and the labeler mark the job failed
+    (submitting again queues it), the gateway drops the job it made.
     """
+    settings = get_settings()
+    limit = settings.max_queued_tasks
     try:
-        send()
+        depth = limits.queue_depth(settings.redis_url, queue) if limit else 0
+        if not limit or depth < limit:
+            send()
     except Exception as exc:  # noqa: BLE001 - kombu/redis raise many kinds of connection errors
         message = f"could not queue the {what}: the task queue is unavailable ({exc})"
         undo(message)
         raise QueueUnavailable(f"{message}; submit it again later") from exc
+    if limit and depth >= limit:
+        message = f"could not queue the {what}: {depth} tasks are waiting on the {queue} queue (limit {limit})"
+        undo(message)
+        raise Overloaded(f"{message}; submit it again in a minute")

@@ -151,7 +151,8 @@ def _predict_file(source, predictor, settings, out: Path, threshold: float, args
         mask_tif = result.files["mask"]
         written = [tif_to_png(mask_tif, out / f"{stem}.png")]
         if args.geojson:
-            roads = road_graph_geojson(mask_tif, settings.graph_max_pixels)
+            with raster.open_checked(mask_tif) as mask:
+                roads = road_graph_geojson(mask, settings.graph_max_pixels)
             if roads is None:
                 notes.append("too large for a road graph (ROADSEG_GRAPH_MAX_PIXELS)")
             else:
@@ -169,8 +170,20 @@ def _predict_file(source, predictor, settings, out: Path, threshold: float, args
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    """Run the gateway under uvicorn through the app factory, so settings are read when the server starts."""
+    """Run the gateway under uvicorn through the app factory, so settings are read when the server starts.
+
+    Open local mode (no authentication) refuses to listen anywhere but on loopback.
+    """
     import uvicorn
+
+    from roadseg.auth import is_loopback
+    from roadseg.config import get_settings
+    from roadseg.errors import InvalidInput
+
+    if get_settings().auth_mode == "open-local" and not is_loopback(args.host):
+        raise InvalidInput(
+            f"ROADSEG_AUTH_MODE=open-local has no authentication: it listens on 127.0.0.1 only, not {args.host}"
+        )
 
     uvicorn.run("roadseg.gateway.api:create_app", factory=True, host=args.host, port=args.port)
     return 0

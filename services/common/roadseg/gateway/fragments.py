@@ -108,6 +108,8 @@ def prediction(record: dict[str, Any]) -> str:
         if name in links
     )
     roads_note = f'<p class="muted">{escape(record["roads_note"])}</p>' if record.get("roads_note") else ""
+    if record.get("roads") == "pending":
+        roads_note += '<p class="muted" id="roads-pending">Road network: being built; the first route waits for it.</p>'
     roads_note += timings(record)
     resampling = record.get("resampling")
     if resampling:

@@ -206,23 +206,19 @@ def tif_to_png(src: Path, dst: Path) -> Path:
     return dst
 
 
-def road_graph_geojson(mask_tif: Path, max_pixels: int) -> dict[str, Any] | None:
-    """Road network GeoJSON of a mask (docs/contracts.md §7); ``None`` when the image is above ``max_pixels``.
+def road_graph_geojson(mask: DatasetReader, max_pixels: int) -> dict[str, Any] | None:
+    """Road network GeoJSON of an open mask (docs/contracts.md §7); ``None`` when it is above ``max_pixels``.
 
     Vectorizing needs the whole mask in memory (skeletonization is global), hence the limit.
     """
     from roadseg.roadnet.graph import graph_to_geojson, mask_to_graph
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(mask_tif) as ds:
-            if ds.width * ds.height > max_pixels:
-                return None
-            mask = ds.read(1) > 0
-            georef = raster.is_georeferenced(ds)
-            transform = ds.transform if georef else None
-            crs = raster.crs_string(ds.crs) if georef else None
-    return graph_to_geojson(mask_to_graph(mask, transform=transform, crs=crs))
+    if mask.width * mask.height > max_pixels:
+        return None
+    georef = raster.is_georeferenced(mask)
+    transform = mask.transform if georef else None
+    crs = raster.crs_string(mask.crs) if georef else None
+    return graph_to_geojson(mask_to_graph(mask.read(1) > 0, transform=transform, crs=crs))
 
 
 # ---------------------------------------------------------------------------- API jobs
@@ -291,22 +287,97 @@ def submit_prediction(
         except RoadsegError:
             storage.delete_prefix(prediction_store(storage).key(job_id))
             raise
-    enqueue(lambda: queue(job_id), "prediction", lambda _: storage.delete_prefix(prediction_store(storage).key(job_id)))
+    enqueue(
+        lambda: queue(job_id),
+        "prediction",
+        lambda _: storage.delete_prefix(prediction_store(storage).key(job_id)),
+        "predict",
+    )
     return record, 202
 
 
 def run_job_in_background(job_id: str, storage: Storage, predictor: Predictor, settings: Settings) -> None:
-    """:func:`run_job` after the response was sent; its outcome, failures included, is in the job record."""
+    """:func:`run_job` (then its road network) after the response was sent; outcomes are in the job record."""
     try:
         run_job(job_id, storage, predictor, settings)
     except RoadsegError as exc:
         log.info("prediction %s failed: %s", job_id, exc)
+        return
     except Exception:  # noqa: BLE001 - already logged with its traceback and recorded by run_job
+        return
+    build_road_network_quietly(job_id, storage, settings)
+
+
+# ----------------------------------------------------------------------------- road network
+
+#: ``roads`` of a prediction record: to be built, built (``roads.geojson`` in its files), too large, or failed.
+ROADS_PENDING, ROADS_READY, ROADS_SKIPPED, ROADS_FAILED = "pending", "ready", "skipped", "failed"
+#: One builder per job at a time in this process (striped, so the set of locks stays bounded).
+_ROAD_LOCKS = [threading.Lock() for _ in range(16)]
+
+
+def has_road_network(record: dict[str, Any]) -> bool:
+    """Whether a done prediction has, or can build, ``roads.geojson`` (records before ``roads`` list it as a file)."""
+    if "roads.geojson" in record.get("files", []):
+        return True
+    return record["status"] == DONE and record.get("roads") in (ROADS_PENDING, ROADS_FAILED)
+
+
+def road_network(job_id: str, storage: Storage, settings: Settings) -> str:
+    """Storage key of a done prediction's ``roads.geojson``, vectorized from its stored mask on first use.
+
+    Whoever comes first builds it (the worker right after the job, or a route or download asking
+    for it) while the others of this process wait for it; processes racing on one job write the same
+    object atomically. A failed build is recorded and tried again on the next use.
+    """
+    jobs = prediction_store(storage)
+    record = jobs.get(job_id)
+    if record["status"] != DONE:
+        raise InvalidInput(f"prediction {job_id} is {record['status']}, not done")
+    if not has_road_network(record):
+        raise InvalidInput(f"prediction {job_id} has no road network ({record.get('roads_note')})")
+    key = jobs.key(job_id, "roads.geojson")
+    with _ROAD_LOCKS[hash(job_id) % len(_ROAD_LOCKS)]:
+        record = jobs.get(job_id)
+        if "roads.geojson" in record["files"]:
+            return key
+        started = time.perf_counter()
+        mask = "mask.tif" if "mask.tif" in record["files"] else "mask.png"
+        try:
+            with raster.open_stored(storage, jobs.key(job_id, mask)) as ds:
+                roads = road_graph_geojson(ds, settings.graph_max_pixels)
+            if roads is None:
+                raise InvalidInput(f"image above {settings.graph_max_pixels} pixels: no road graph")
+            storage.write_text(key, json.dumps(roads))
+        except Exception as exc:
+            log.exception("road network of prediction %s failed", job_id)
+            jobs.update(job_id, roads=ROADS_FAILED, roads_note=f"the road network failed: {exc}")
+            raise
+        jobs.update(
+            job_id,
+            roads=ROADS_READY,
+            roads_note=None,
+            files=sorted({*record["files"], "roads.geojson"}),
+            timings={**(record.get("timings") or {}), "roads": round(time.perf_counter() - started, 3)},
+        )
+    return key
+
+
+def build_road_network_quietly(job_id: str, storage: Storage, settings: Settings) -> None:
+    """Build a just-finished prediction's road network ahead of its first route; failures stay in the record."""
+    try:
+        if has_road_network(prediction_store(storage).get(job_id)):
+            road_network(job_id, storage, settings)
+    except Exception:  # noqa: BLE001 - logged and recorded by road_network; the next use tries again
         pass
 
 
 def run_job(job_id: str, storage: Storage, predictor: Predictor, settings: Settings) -> dict[str, Any]:
     """Run one stored prediction job to the end; returns the final record.
+
+    The job is done once its rasters are stored; its road network is built afterwards
+    (:func:`build_road_network_quietly` right after, or :func:`road_network` on first use), so
+    vectorizing, which can take as long as the model on real imagery, never delays the answer.
 
     Idempotent: outputs have fixed keys and are overwritten atomically, so a re-delivered task
     simply redoes the work. A :class:`RoadsegError` (bad input) marks the job failed and is
@@ -351,16 +422,11 @@ def run_job(job_id: str, storage: Storage, predictor: Predictor, settings: Setti
             }
             if result.info["georeferenced"]:
                 outputs["mask.tif"] = result.files["mask"]
-            jobs.update(job_id, stage="vectorizing roads")
             png_seconds, started = time.perf_counter() - started, time.perf_counter()
-            roads = road_graph_geojson(result.files["mask"], settings.graph_max_pixels)
-            if roads is not None:
-                (out / "roads.geojson").write_text(json.dumps(roads))
-                outputs["roads.geojson"] = out / "roads.geojson"
-            roads_seconds, started = time.perf_counter() - started, time.perf_counter()
             for name, path in outputs.items():
                 storage.write_file(jobs.key(job_id, name), path)
             store_seconds = time.perf_counter() - started
+        small_enough = result.info["width"] * result.info["height"] <= settings.graph_max_pixels
         return jobs.update(
             job_id,
             status=DONE,
@@ -376,13 +442,13 @@ def run_job(job_id: str, storage: Storage, predictor: Predictor, settings: Setti
                 **(record.get("timings") or {}),
                 "predict": round(result.seconds, 3),
                 "pngs": round(png_seconds, 3),
-                "roads": round(roads_seconds, 3),
                 "store": round(store_seconds, 3),
             },
             model=predictor.describe(),
             tta=result.tta,
             resampling=result.resampling,
-            roads_note=None if roads is not None else f"image above {settings.graph_max_pixels} pixels: no road graph",
+            roads=ROADS_PENDING if small_enough else ROADS_SKIPPED,
+            roads_note=None if small_enough else f"image above {settings.graph_max_pixels} pixels: no road graph",
         )
     except RoadsegError as exc:
         jobs.update(job_id, status=FAILED, stage="failed", error=str(exc))

@@ -7,12 +7,13 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import Field
 
+from roadseg.auth import Role, require
 from roadseg.documents import ModelCard
 from roadseg.gateway.deps import PredictorDep
 from roadseg.gateway.predictor import Predictor
 from roadseg.http_api import SettingsDep
 
-router = APIRouter(prefix="/api/v1/model", tags=["model"])
+router = APIRouter(prefix="/api/v1/model", tags=["model"], dependencies=[require(Role.viewer)])
 
 
 class ServedModelCard(ModelCard):

@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, File, Form, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse
 
+from roadseg.auth import Role, require
 from roadseg.gateway import fragments
 from roadseg.gateway.deps import PredictionsDep, PredictorDep
 from roadseg.gateway.endpoints.model import served_card
@@ -21,7 +22,7 @@ from roadseg.http_api import SettingsDep, StorageDep
 
 STATIC = Path(__file__).resolve().parents[1] / "static"
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, dependencies=[require(Role.viewer)])
 
 
 @router.get("/")
@@ -46,7 +47,9 @@ def ui_create(
     tta: Annotated[str, Form()] = "",
 ) -> str:
     """Upload from the page: a panel that polls the job (progress per window) until it shows the result."""
-    record, _ = submit(storage, predictor, settings, file.file, file.filename or "upload", tta or None, background)
+    record, _ = submit(
+        storage, predictor, settings, file.file, file.filename or "upload", background, tta or None, page=True
+    )
     return fragments.prediction(public(record))
 
 
@@ -59,7 +62,9 @@ def ui_example(
     tta: Annotated[str, Form()] = "",
 ) -> str:
     """The built-in example, from the page."""
-    record, _ = submit(storage, predictor, settings, io.BytesIO(example_png()), "example.png", tta or None, background)
+    record, _ = submit(
+        storage, predictor, settings, io.BytesIO(example_png()), "example.png", background, tta or None, page=True
+    )
     return fragments.prediction(public(record))
 
 

@@ -14,19 +14,28 @@ from fastapi import APIRouter, BackgroundTasks, File, Form, Response, UploadFile
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
+from roadseg.auth import Role, require
 from roadseg.config import Settings
 from roadseg.documents import PredictionRecord
-from roadseg.errors import InvalidInput, NotFound
+from roadseg.errors import NotFound
 from roadseg.gateway.deps import PredictionsDep, PredictorDep
 from roadseg.gateway.example import example_png
-from roadseg.gateway.predictions import MEDIA_TYPES, run_job_in_background, submit_prediction
+from roadseg.gateway.predictions import (
+    MEDIA_TYPES,
+    ROADS_PENDING,
+    build_road_network_quietly,
+    has_road_network,
+    road_network,
+    run_job_in_background,
+    submit_prediction,
+)
 from roadseg.gateway.predictor import Predictor
 from roadseg.gateway.routing import route_between
 from roadseg.http_api import SettingsDep, StorageDep
 from roadseg.jobs import DONE
 from roadseg.storage import Storage
 
-router = APIRouter(prefix="/api/v1/predictions", tags=["predictions"])
+router = APIRouter(prefix="/api/v1/predictions", tags=["predictions"], dependencies=[require(Role.viewer)])
 
 
 class Prediction(PredictionRecord):
@@ -56,9 +65,13 @@ class Route(BaseModel):
 
 
 def public(record: dict[str, Any]) -> dict[str, Any]:
-    """A status record as the API shows it: with ``links`` to itself and its output files."""
+    """A status record as the API shows it: with ``links`` to itself and its output files.
+
+    ``roads.geojson`` is linked as soon as the job is done: until it is built, asking for it builds it.
+    """
     base = f"/api/v1/predictions/{record['id']}"
-    return {**record, "links": {"self": base, **{name: f"{base}/files/{name}" for name in record.get("files", [])}}}
+    names = [*record.get("files", []), *(["roads.geojson"] if has_road_network(record) else [])]
+    return {**record, "links": {"self": base, **{name: f"{base}/files/{name}" for name in dict.fromkeys(names)}}}
 
 
 #: Per-request test-time augmentation: ``none`` is about twice as fast as ``flip``; omitted, the card's.
@@ -71,13 +84,17 @@ def submit(
     settings: Settings,
     upload: BinaryIO,
     filename: str,
+    tasks: BackgroundTasks,
     tta: str | None = None,
-    background: BackgroundTasks | None = None,
+    page: bool = False,
 ) -> tuple[dict[str, Any], int]:
-    """Predict an upload now (or after the response, with ``background``) or queue it on the ``predict`` workers."""
+    """Predict an upload now, or after the response for the ``page``, or queue it on the ``predict`` workers.
+
+    A prediction finished during the request builds its road network after the response.
+    """
     from roadseg.gateway.tasks import predict
 
-    return submit_prediction(
+    record, status = submit_prediction(
         storage,
         predictor,
         settings,
@@ -85,15 +102,17 @@ def submit(
         filename,
         lambda job_id: predict.delay(job_id),
         tta,
-        None
-        if background is None
-        else lambda job_id: background.add_task(run_job_in_background, job_id, storage, predictor, settings),
+        (lambda job_id: tasks.add_task(run_job_in_background, job_id, storage, predictor, settings)) if page else None,
     )
+    if record["status"] == DONE and record.get("roads") == ROADS_PENDING:
+        tasks.add_task(build_road_network_quietly, record["id"], storage, settings)
+    return record, status
 
 
 @router.post("", status_code=201, response_model=Prediction, responses={202: {"model": Prediction}})
 def create_prediction(
     response: Response,
+    tasks: BackgroundTasks,
     storage: StorageDep,
     predictor: PredictorDep,
     settings: SettingsDep,
@@ -103,16 +122,18 @@ def create_prediction(
     ] = None,
 ) -> dict[str, Any]:
     """Upload an image. 201 with the finished prediction, or 202 when it was queued (poll its ``self`` link)."""
-    record, response.status_code = submit(storage, predictor, settings, file.file, file.filename or "upload", tta)
+    record, response.status_code = submit(
+        storage, predictor, settings, file.file, file.filename or "upload", tasks, tta
+    )
     return public(record)
 
 
 @router.post("/example", status_code=201, response_model=Prediction, responses={202: {"model": Prediction}})
 def create_example_prediction(
-    response: Response, storage: StorageDep, predictor: PredictorDep, settings: SettingsDep
+    response: Response, tasks: BackgroundTasks, storage: StorageDep, predictor: PredictorDep, settings: SettingsDep
 ) -> dict[str, Any]:
     """Predict the built-in synthetic example image (drawn by code: no upload needed)."""
-    record, response.status_code = submit(storage, predictor, settings, io.BytesIO(example_png()), "example.png")
+    record, response.status_code = submit(storage, predictor, settings, io.BytesIO(example_png()), "example.png", tasks)
     return public(record)
 
 
@@ -123,15 +144,18 @@ def get_prediction(job_id: str, jobs: PredictionsDep) -> dict[str, Any]:
 
 
 @router.get("/{job_id}/files/{name}", response_class=StreamingResponse)
-def get_file(job_id: str, name: str, jobs: PredictionsDep, storage: StorageDep) -> StreamingResponse:
+def get_file(
+    job_id: str, name: str, jobs: PredictionsDep, storage: StorageDep, settings: SettingsDep
+) -> StreamingResponse:
     """Download one output file of a prediction.
 
-    One of: mask.png (0/255), overlay.png (RGBA roads), image.png, probability.png/.tif, mask.tif, roads.geojson.
+    One of: mask.png (0/255), overlay.png (RGBA roads), image.png, probability.png/.tif, mask.tif, roads.geojson
+    (built now if it is not yet).
     """
     record = jobs.get(job_id)
-    if name not in MEDIA_TYPES or name not in record.get("files", []):
+    if name not in MEDIA_TYPES or name not in public(record)["links"]:
         raise NotFound(f"prediction {job_id} has no file {name!r}")
-    key = jobs.key(job_id, name)
+    key = road_network(job_id, storage, settings) if name == "roads.geojson" else jobs.key(job_id, name)
     size = storage.size(key)
     return StreamingResponse(
         _chunks(storage.open(key)),
@@ -141,14 +165,15 @@ def get_file(job_id: str, name: str, jobs: PredictionsDep, storage: StorageDep) 
 
 
 @router.post("/{job_id}/route", response_model=Route)
-def route(job_id: str, body: RouteRequest, jobs: PredictionsDep, storage: StorageDep) -> dict[str, Any]:
-    """Shortest path along the predicted roads between two points; length in metres when georeferenced."""
-    record = jobs.get(job_id)
-    if record["status"] != DONE:
-        raise InvalidInput(f"prediction {job_id} is {record['status']}, not done")
-    if "roads.geojson" not in record.get("files", []):
-        raise InvalidInput(f"prediction {job_id} has no road network ({record.get('roads_note')})")
-    return route_between(storage, jobs.key(job_id, "roads.geojson"), record["info"], body.start, body.end, body.crs)
+def route(
+    job_id: str, body: RouteRequest, jobs: PredictionsDep, storage: StorageDep, settings: SettingsDep
+) -> dict[str, Any]:
+    """Shortest path along the predicted roads between two points; length in metres when georeferenced.
+
+    The first route of a prediction may wait for its road network to be built.
+    """
+    key = road_network(job_id, storage, settings)
+    return route_between(storage, key, jobs.get(job_id)["info"], body.start, body.end, body.crs)
 
 
 def _chunks(fh: BinaryIO, size: int = 1024 * 1024) -> Iterator[bytes]:

@@ -18,6 +18,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from roadseg.auth import Role, require
 from roadseg.config import Settings
 from roadseg.documents import SceneRecord
 from roadseg.errors import InvalidInput, NotFound, TooLarge
@@ -36,7 +37,7 @@ from roadseg.storage import Storage, safe_filename, split_url
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/api/v1/scenes", tags=["scenes"])
+router = APIRouter(prefix="/api/v1/scenes", tags=["scenes"], dependencies=[require(Role.operator)])
 
 _HASH_CHUNK = 1024 * 1024
 
@@ -125,6 +126,7 @@ def _enqueue(storage: Storage, scene_id: str) -> None:
         lambda: tile_scene.delay(scene_id),
         "tiling task",
         lambda message: scene_store(storage).update(scene_id, status=FAILED, error=message),
+        "ingest",
     )
 
 
@@ -169,6 +171,8 @@ def _accept_uri(storage: Storage, settings: Settings, uri: str, params: TilePara
         _check_file_root(Path(unquote(parsed.path)), settings.ingest_file_roots)
     elif parsed.scheme != "gs" or not parsed.netloc:
         raise InvalidInput(f"unsupported scene URI {uri!r}: use gs://bucket/key or file:///path")
+    else:
+        _check_bucket(parsed.netloc, settings)
     source, key = split_url(uri)
     try:
         size = source.size(key)
@@ -192,6 +196,16 @@ def _existing(storage: Storage, scene_id: str) -> tuple[dict[str, Any], bool] | 
     if needs_run(record):
         return jobs.update(scene_id, status=QUEUED, error=None), True
     return record, False
+
+
+def _check_bucket(bucket: str, settings: Settings) -> None:
+    """gs:// URIs may only name the storage bucket or ``ingest_gs_buckets`` (no reading whatever the pod can)."""
+    allowed = set(settings.ingest_gs_buckets)
+    if settings.storage_url.startswith("gs://"):
+        allowed.add(urlparse(settings.storage_url).netloc)
+    if bucket not in allowed:
+        where = ", ".join(sorted(allowed)) or "none"
+        raise InvalidInput(f"gs://{bucket} is not an allowed bucket (allowed: {where}; ingest_gs_buckets)")
 
 
 def _check_file_root(path: Path, file_roots: list[str]) -> None:

@@ -7,11 +7,12 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from roadseg.auth import Role, require
 from roadseg.documents import DatasetManifest
 from roadseg.http_api import StorageDep
 from roadseg.storage import safe_filename, safe_key
 
-router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
+router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"], dependencies=[require(Role.operator)])
 
 
 class DatasetRequest(BaseModel):

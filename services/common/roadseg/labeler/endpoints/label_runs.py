@@ -13,13 +13,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, UploadFile
 
+from roadseg.auth import Role, require
 from roadseg.documents import LabelRunRecord
 from roadseg.errors import InvalidInput
 from roadseg.http_api import StorageDep, enqueue
 from roadseg.jobs import DONE, FAILED
 from roadseg.storage import safe_filename, safe_key, split_url
 
-router = APIRouter(prefix="/api/v1/label-runs", tags=["label runs"])
+router = APIRouter(prefix="/api/v1/label-runs", tags=["label runs"], dependencies=[require(Role.operator)])
 
 
 def _options(options_json: str):
@@ -75,6 +76,7 @@ def start_label_run(
             lambda: label_scene.delay(run_id),
             "label run",
             lambda message: run_store(storage).update(run_id, status=FAILED, error=message),
+            "label",
         )
     return record
 

@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 
+from roadseg.auth import CallerDep, Role, require
 from roadseg.documents import LabelRunRecord
 from roadseg.http_api import StorageDep
 from roadseg.labeler import quality
@@ -27,8 +28,8 @@ from roadseg.storage import storage_from_url
 
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parents[1] / "templates"))
 
-pages = APIRouter(tags=["review pages"])
-api = APIRouter(prefix="/api/runs", tags=["review"])
+pages = APIRouter(tags=["review pages"], dependencies=[require(Role.labeler)])
+api = APIRouter(prefix="/api/runs", tags=["review"], dependencies=[require(Role.labeler)])
 
 
 class Decisions(BaseModel):
@@ -79,12 +80,18 @@ def decide(
     run_id: str,
     tile_id: str,
     storage: StorageDep,
+    identity: CallerDep,
     decision: Annotated[str, Form(description="accept, reject or clear")],
-    reviewer: Annotated[str | None, Form()] = None,
+    reviewer: Annotated[str | None, Form(description="Name to record in open local mode (no login)")] = None,
 ) -> HTMLResponse:
-    """Record ``accept``, ``reject`` or ``clear`` for a tile; returns the tile's card (htmx swaps it in)."""
+    """Record ``accept``, ``reject`` or ``clear`` for a tile; returns the tile's card (htmx swaps it in).
+
+    The decision records who made it: the authenticated identity (API key name or IAP e-mail); only
+    in open local mode, where nobody logs in, the form's ``reviewer`` name (or ``local``).
+    """
+    who = (reviewer or "local") if identity.via == "open-local" else identity.name
     entry = tile_entry(read_manifest(storage, run_id), tile_id)
-    record = set_decision(storage, run_id, tile_id, decision, reviewer)
+    record = set_decision(storage, run_id, tile_id, decision, who)
     context = {"run_id": run_id, "tile": entry, "decision": record["decision"], "reasons": quality.REASONS}
     return templates.TemplateResponse(request, "_tile.html", context)
 

@@ -1,0 +1,15 @@
+"""In-process clients of our apps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+#: Client address of :func:`local_client`: this machine, as for ``make up`` (open local mode answers only it).
+LOOPBACK = ("127.0.0.1", 50000)
+
+
+def local_client(app: Any, **kwargs: Any) -> TestClient:
+    """A TestClient whose requests come from 127.0.0.1 (Starlette's default client host is ``testclient``)."""
+    return TestClient(app, client=LOOPBACK, **kwargs)
