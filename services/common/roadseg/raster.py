@@ -220,8 +220,9 @@ def compute_stretch(ds: DatasetReader, percentiles: tuple[float, float] | None =
     bands = rgb_band_indexes(ds)
     factor = max(1.0, math.sqrt(ds.width * ds.height / STRETCH_SAMPLE_PIXELS))
     shape = (len(bands), max(1, round(ds.height / factor)), max(1, round(ds.width / factor)))
-    data = ds.read(bands, out_shape=shape).astype(np.float64)
-    valid = ds.dataset_mask(out_shape=shape[1:]) > 0
+    with damaged_data_is_invalid("an overview of the image"):
+        data = ds.read(bands, out_shape=shape).astype(np.float64)
+        valid = ds.dataset_mask(out_shape=shape[1:]) > 0
     lows, highs = [], []
     for band in data:
         values = band[valid & np.isfinite(band)]
@@ -263,8 +264,9 @@ def to_uint8_rgb(bands_array: np.ndarray, valid_mask: np.ndarray, stretch: Stret
 def read_rgb_window(ds: DatasetReader, window: Window, stretch: Stretch) -> tuple[np.ndarray, np.ndarray]:
     """Read one window (inside the dataset) as (uint8 ``[H, W, 3]``, valid bool ``[H, W]``)."""
     bands = rgb_band_indexes(ds)
-    data = ds.read(bands, window=window)
-    valid = _finite(ds.dataset_mask(window=window) > 0, data)
+    with damaged_data_is_invalid(_rows(window)):
+        data = ds.read(bands, window=window)
+        valid = _finite(ds.dataset_mask(window=window) > 0, data)
     if len(bands) == 1 and ds.colorinterp[bands[0] - 1] == ColorInterp.palette:
         return _apply_palette(ds, bands[0], data[0], valid), valid
     return to_uint8_rgb(data, valid, stretch), valid
@@ -272,10 +274,28 @@ def read_rgb_window(ds: DatasetReader, window: Window, stretch: Stretch) -> tupl
 
 def read_valid_mask(ds: DatasetReader, window: Window) -> np.ndarray:
     """Only the valid-pixel mask of a window, the same one :func:`read_rgb_window` returns."""
-    valid = ds.dataset_mask(window=window) > 0
-    if np.issubdtype(np.dtype(ds.dtypes[0]), np.floating):
-        valid = _finite(valid, ds.read(rgb_band_indexes(ds), window=window))
+    with damaged_data_is_invalid(_rows(window)):
+        valid = ds.dataset_mask(window=window) > 0
+        if np.issubdtype(np.dtype(ds.dtypes[0]), np.floating):
+            valid = _finite(valid, ds.read(rgb_band_indexes(ds), window=window))
     return valid
+
+
+@contextlib.contextmanager
+def damaged_data_is_invalid(where: str) -> Iterator[None]:
+    """A read that fails past the header (a corrupt or cut-off block) is the file's fault: InvalidInput.
+
+    The header and one block are checked when the file is opened (:func:`check_dataset`); damage
+    further in only shows when that part is read, in the middle of a job (found by fuzzing).
+    """
+    try:
+        yield
+    except RasterioError as exc:
+        raise InvalidInput(f"the image is damaged: {where} cannot be read ({gdal_message(exc)})") from exc
+
+
+def _rows(window: Window) -> str:
+    return f"rows {int(window.row_off)}-{int(window.row_off + window.height) - 1}"
 
 
 def _finite(valid: np.ndarray, data: np.ndarray) -> np.ndarray:
