@@ -162,3 +162,40 @@ def test_storage_down_for_30_seconds_mid_prediction(redis_url, tmp_path, start_w
     finally:
         gateway.stop()
         gcs.kill()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MiB tmpfs, the disk that fills up (needs root, as `make test` runs in CI)."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs for the disk-full drill (needs root): {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_is_a_clear_error_and_leaves_nothing_behind(settings_env, small_disk):
+    """Local storage on a disk that fills up while the outputs are stored: 507 naming it, nothing left over."""
+    from roadseg.gateway.api import create_app
+    from roadseg.gateway.predictor import EmbeddedPredictor
+    from roadseg.storage import LocalStorage
+    from utils.clients import local_client
+
+    storage = LocalStorage(small_disk / "storage")
+    buf = io.BytesIO()
+    Image.fromarray(road_image(768, 768)).save(buf, format="PNG")
+    assert 1_000_000 < len(buf.getvalue()) < 2_500_000  # the upload fits, its outputs do not
+    with local_client(create_app(predictor=EmbeddedPredictor(dark_model() / "1"), storage=storage)) as client:
+        r = client.post("/api/v1/predictions", files={"file": ("big.png", buf.getvalue(), "image/png")})
+        assert r.status_code == 507, r.text
+        assert "no space left in" in r.json()["detail"] and "No space left on device" in r.json()["detail"]
+        assert storage.list() == []  # the job, its upload and every partial output are gone
+        assert not list((small_disk / "storage").rglob("*.part"))
+        small = io.BytesIO()
+        Image.fromarray(road_image(128, 128)).save(small, format="PNG")
+        r = client.post("/api/v1/predictions", files={"file": ("small.png", small.getvalue(), "image/png")})
+        assert r.status_code == 201  # the service goes on working with the space there is

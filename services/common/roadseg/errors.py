@@ -54,6 +54,12 @@ class Forbidden(RoadsegError):
     status_code = 403
 
 
+class StorageFull(RoadsegError):
+    """The storage's disk is full (or over quota): nothing was written; free space, then submit again."""
+
+    status_code = 507
+
+
 class Overloaded(RoadsegError):
     """A task queue is deeper than ``ROADSEG_MAX_QUEUED_TASKS``: nothing was accepted; retry after a while."""
 

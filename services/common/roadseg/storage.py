@@ -11,6 +11,7 @@ reader), so large scenes are read window by window without downloading them firs
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -22,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
-from roadseg.errors import NotFound, TooLarge, UnsafeName
+from roadseg.errors import NotFound, StorageFull, TooLarge, UnsafeName
 
 _CHUNK = 1024 * 1024
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -174,8 +175,12 @@ class LocalStorage(Storage):
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, dest)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull(f"no space left in {self.root} to write {key} ({exc.strerror})") from exc
+            raise
         finally:
-            tmp.unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)  # a failed write leaves no part behind (and gives its space back)
         return total
 
     def open(self, key: str) -> BinaryIO:
