@@ -5,7 +5,9 @@
   back and the scene finishes with every tile exactly once.
 * The storage backend (fake-gcs-server, the GCS code path) is killed for 30 s while a queued
   prediction runs on its worker, then restarted on the same port and data folder: the worker's
-  writes retry through the outage and the prediction finishes with every output whole.
+  writes wait out the outage and the prediction finishes with every output whole.
+* Local storage on a small disk that fills up while a prediction's outputs are stored: a 507 that
+  says so, and nothing left behind (job, upload, partial files).
 
 A worker killed mid-task (what the kernel's OOM killer does: SIGKILL) is drilled in
 tests/e2e/test_pipeline_e2e.py. The figures (outage length, time to finish) are printed.
