@@ -197,13 +197,24 @@ def test_open_local_mode_answers_this_machine_only(settings_env, monkeypatch):
         assert remote.get("/healthz").status_code == 200
 
 
-def test_serve_refuses_other_addresses_in_open_local_mode(settings_env, monkeypatch, capsys):
+def test_open_local_mode_refuses_to_listen_on_other_addresses(settings_env, monkeypatch, capsys):
+    """Both ways to start a service: `roadseg serve` and uvicorn (as make up, compose and k8s run them)."""
+    import os
+    import subprocess
+    import sys
+
     from roadseg.cli import main
+    from utils.paths import REPO
+    from utils.processes import free_port
 
     monkeypatch.setenv("ROADSEG_AUTH_MODE", "open-local")
     get_settings.cache_clear()
     assert main(["serve", "--host", "0.0.0.0"]) == 2
     assert "listens on 127.0.0.1 only, not 0.0.0.0" in capsys.readouterr().err
+    argv = [sys.executable, "-m", "uvicorn", "--app-dir", str(REPO / "services" / "ingest"), "main:app",
+            "--host", "0.0.0.0", "--port", str(free_port())]  # fmt: skip
+    done = subprocess.run(argv, env=dict(os.environ), capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "listens on 127.0.0.1 only, not 0.0.0.0" in done.stderr
 
 
 def test_keys_command_stores_hashes_and_revokes(tmp_path, capsys):

@@ -342,6 +342,24 @@ def check_settings(settings: Settings) -> None:
         _keyring(settings.api_keys, settings.api_keys_file).keys()
 
 
+def uvicorn_host(argv: list[str]) -> str:
+    """The address a uvicorn command line binds (``--host X``, ``--host=X``, ``UVICORN_HOST``; default 127.0.0.1)."""
+    for i, arg in enumerate(argv):
+        if arg == "--host" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--host="):
+            return arg.partition("=")[2]
+    return os.environ.get("UVICORN_HOST", "127.0.0.1")
+
+
+def refuse_open_binding(settings: Settings, host: str) -> None:
+    """Open local mode has no authentication: it may only listen on loopback (:class:`InvalidSettings` else)."""
+    if settings.auth_mode == "open-local" and not is_loopback(host):
+        raise InvalidSettings(
+            f"ROADSEG_AUTH_MODE=open-local has no authentication: it listens on 127.0.0.1 only, not {host}"
+        )
+
+
 def describe_mode(settings: Settings) -> str:
     """One log line at start-up saying how requests are authenticated (and warning when they are not)."""
     if settings.auth_mode == "open-local":

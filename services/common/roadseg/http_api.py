@@ -11,6 +11,7 @@ is the same 503 (:class:`QueueUnavailable`) in every service.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any
@@ -98,6 +99,7 @@ def create_service_app(
     """
     settings = get_settings()  # an impossible ROADSEG_* setting stops the service here (InvalidSettings)
     auth.check_settings(settings)  # a malformed key entry stops the service too
+    auth.refuse_open_binding(settings, auth.uvicorn_host(sys.argv))
     (log.warning if settings.auth_mode == "open-local" else log.info)("%s: %s", title, auth.describe_mode(settings))
     app = FastAPI(
         title=title,

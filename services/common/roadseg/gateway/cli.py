@@ -176,14 +176,10 @@ def serve_command(args: argparse.Namespace) -> int:
     """
     import uvicorn
 
-    from roadseg.auth import is_loopback
+    from roadseg.auth import refuse_open_binding
     from roadseg.config import get_settings
-    from roadseg.errors import InvalidInput
 
-    if get_settings().auth_mode == "open-local" and not is_loopback(args.host):
-        raise InvalidInput(
-            f"ROADSEG_AUTH_MODE=open-local has no authentication: it listens on 127.0.0.1 only, not {args.host}"
-        )
+    refuse_open_binding(get_settings(), args.host)
 
     uvicorn.run("roadseg.gateway.api:create_app", factory=True, host=args.host, port=args.port)
     return 0
