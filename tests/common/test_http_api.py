@@ -123,3 +123,24 @@ def test_every_answer_carries_the_security_headers(settings_env, tmp_path):
             docs = client.get("/docs")  # Swagger UI needs its CDN and an inline script
             assert docs.status_code == 200 and "content-security-policy" not in docs.headers
             assert docs.headers["x-frame-options"] == "DENY"
+
+
+def test_oversized_requests_are_refused_before_they_are_read(settings_env, tmp_path, monkeypatch):
+    """From the declared length, in every service (the shared middleware), with the security headers."""
+    from roadseg.config import get_settings
+
+    monkeypatch.setenv("ROADSEG_MAX_UPLOAD_BYTES", "1000")
+    get_settings.cache_clear()
+    for service, app in _apps(tmp_path).items():
+        with local_client(app) as client:
+            big = client.post("/api/v1/nope", content=b"x" * (70 * 1024))
+            assert big.status_code == 413 and "upload exceeds the limit of 1000 bytes" in big.json()["detail"], service
+    with local_client(_apps(tmp_path)["ingest"]) as client:
+        big_json = client.post("/api/v1/scenes", content=b"{" + b" " * (1024 * 1024) + b"}",
+                               headers={"content-type": "application/json"})  # fmt: skip
+        assert big_json.status_code == 413 and "a JSON body of 1048578 bytes" in big_json.json()["detail"]
+        big_upload = client.post("/api/v1/scenes", files={"file": ("a.tif", b"x" * (70 * 1024))})
+        assert big_upload.status_code == 413 and "upload exceeds the limit of 1000" in big_upload.json()["detail"]
+        assert big_upload.headers["x-content-type-options"] == "nosniff"
+        small = client.post("/api/v1/scenes", files={"file": ("a.tif", b"x" * 2000)})
+        assert small.status_code == 413 and "exceeds the limit of 1000 bytes" in small.json()["detail"]  # while stored

@@ -124,6 +124,8 @@ def create_service_app(
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Callable[[Request], Any]) -> Response:
+        if (refused := _too_large(request, settings)) is not None:
+            return refused
         response = await call_next(request)
         docs = request.url.path.startswith(DOCS_PATHS)
         for name, value in SECURITY_HEADERS.items():
@@ -144,6 +146,32 @@ def create_service_app(
     for router in (auth.router, *routers):
         app.include_router(router, responses=ERROR_RESPONSES)
     return app
+
+
+#: Largest JSON body (routes, scene URIs): requests are small; anything bigger is refused unread.
+MAX_JSON_BYTES = 1024 * 1024
+#: Room for the multipart framing and form fields beside an upload of ``ROADSEG_MAX_UPLOAD_BYTES``.
+FORM_OVERHEAD_BYTES = 64 * 1024
+
+
+def _too_large(request: Request, settings: Settings) -> Response | None:
+    """413 from the declared length alone, before a byte is received: JSON over 1 MiB, uploads over the limit.
+
+    Uploads without a declared length are still cut off at ``ROADSEG_MAX_UPLOAD_BYTES`` while stored.
+    """
+    declared = request.headers.get("content-length", "")
+    if not declared.isdigit():
+        return None
+    size = int(declared)
+    if request.headers.get("content-type", "").startswith("application/json"):
+        if size <= MAX_JSON_BYTES:
+            return None
+        detail = f"a JSON body of {size} bytes exceeds the limit of {MAX_JSON_BYTES} bytes"
+    elif size <= settings.max_upload_bytes + FORM_OVERHEAD_BYTES:
+        return None
+    else:
+        detail = f"upload exceeds the limit of {settings.max_upload_bytes} bytes"
+    return JSONResponse({"detail": detail}, status_code=413, headers=SECURITY_HEADERS)
 
 
 def _add_docs(app: FastAPI, title: str) -> None:

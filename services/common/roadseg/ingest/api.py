@@ -6,16 +6,13 @@ oversize uploads before their bodies are received.
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
-from roadseg.config import get_settings
 from roadseg.http_api import create_service_app
 from roadseg.ingest.endpoints import scenes
 from roadseg.storage import Storage
 
 #: Multipart framing allowed on top of ``max_upload_bytes`` before the announced length is refused.
-_FORM_OVERHEAD = 64 * 1024
 
 
 def create_app(storage: Storage | None = None) -> FastAPI:
@@ -27,14 +24,4 @@ def create_app(storage: Storage | None = None) -> FastAPI:
         storage=storage,
         routers=[scenes.router],
     )
-    max_bytes = get_settings().max_upload_bytes
-
-    @app.middleware("http")
-    async def refuse_oversize_uploads(request: Request, call_next):
-        """Answer 413 from the announced length, before the body is received and spooled to disk."""
-        length = request.headers.get("content-length", "")
-        if request.method == "POST" and length.isdigit() and int(length) > max_bytes + _FORM_OVERHEAD:
-            return JSONResponse(status_code=413, content={"detail": f"upload exceeds the limit of {max_bytes} bytes"})
-        return await call_next(request)
-
     return app
