@@ -130,6 +130,64 @@ BACKEND_CONFIG_SCHEMA = {
 }
 
 
+#: KEDA's ScaledObject (keda.sh/v1alpha1) with redis-list triggers, the fields the GKE overlay uses
+#: (names from KEDA's ScaledObject and Redis Lists scaler reference).
+SCALED_OBJECT_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "keda.sh/v1alpha1"},
+        "kind": {"const": "ScaledObject"},
+        "metadata": {"type": "object", "required": ["name"]},
+        "spec": {
+            "type": "object",
+            "required": ["scaleTargetRef", "triggers"],
+            "additionalProperties": False,
+            "properties": {
+                "scaleTargetRef": {
+                    "type": "object",
+                    "required": ["name"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "name": {"type": "string"},
+                        "kind": {"type": "string"},
+                        "apiVersion": {"type": "string"},
+                    },
+                },
+                "minReplicaCount": {"type": "integer", "minimum": 0},
+                "maxReplicaCount": {"type": "integer", "minimum": 1},
+                "pollingInterval": {"type": "integer", "minimum": 1},
+                "cooldownPeriod": {"type": "integer", "minimum": 0},
+                "triggers": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["type", "metadata"],
+                        "properties": {
+                            "type": {"const": "redis"},
+                            "metadata": {
+                                "type": "object",
+                                "required": ["address", "listName", "listLength"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "address": {"type": "string", "pattern": "^[^:/]+:[0-9]+$"},
+                                    "listName": {"type": "string"},
+                                    "listLength": {"type": "string", "pattern": "^[0-9]+$"},
+                                    "databaseIndex": {"type": "string", "pattern": "^[0-9]+$"},
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+#: Custom resources kubernetes-validate has no schema for.
+CUSTOM_SCHEMAS = {"BackendConfig": BACKEND_CONFIG_SCHEMA, "ScaledObject": SCALED_OBJECT_SCHEMA}
+
+
 def k8s_schema_errors(objects: tuple[dict, ...]) -> list[str]:
     import jsonschema
     import kubernetes_validate
@@ -137,8 +195,8 @@ def k8s_schema_errors(objects: tuple[dict, ...]) -> list[str]:
     errors = []
     for obj in objects:
         try:
-            if obj["kind"] == "BackendConfig":
-                jsonschema.validate(obj, BACKEND_CONFIG_SCHEMA)
+            if obj["kind"] in CUSTOM_SCHEMAS:
+                jsonschema.validate(obj, CUSTOM_SCHEMAS[obj["kind"]])
             else:
                 kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
         except (kubernetes_validate.ValidationError, jsonschema.ValidationError) as exc:
@@ -592,12 +650,46 @@ def requirements_errors() -> list[str]:
     return errors
 
 
+def autoscaling_errors(objects: tuple[dict, ...]) -> list[str]:
+    """One autoscaler per Deployment; a KEDA ScaledObject watches the queue its worker consumes, on its Redis."""
+    errors = []
+    deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
+    owners: dict[str, list[str]] = {}
+    for obj in objects:
+        if obj["kind"] == "HorizontalPodAutoscaler":
+            owners.setdefault(obj["spec"]["scaleTargetRef"]["name"], []).append(f"HPA/{obj['metadata']['name']}")
+        if obj["kind"] == "ScaledObject":
+            owners.setdefault(obj["spec"]["scaleTargetRef"]["name"], []).append(
+                f"ScaledObject/{obj['metadata']['name']}"
+            )
+    errors += [f"{target}: owned by {', '.join(names)}" for target, names in owners.items() if len(names) > 1]
+    errors += [f"{target}: no such Deployment" for target in owners if target not in deployments]
+    redis_host = urlparse(configmap(objects).get(f"{PREFIX}REDIS_URL", "")).hostname
+    for obj in objects:
+        if obj["kind"] != "ScaledObject" or obj["spec"]["scaleTargetRef"]["name"] not in deployments:
+            continue
+        target = obj["spec"]["scaleTargetRef"]["name"]
+        command = deployments[target]["spec"]["template"]["spec"]["containers"][0].get("command", [])
+        queue = command[command.index("-Q") + 1] if "-Q" in command else None
+        for trigger in obj["spec"]["triggers"]:
+            if trigger["metadata"]["listName"] != queue:
+                errors.append(
+                    f"ScaledObject/{target}: watches {trigger['metadata']['listName']!r}, the worker consumes {queue!r}"
+                )
+            if trigger["metadata"]["address"].split(":")[0].lower() != redis_host:
+                errors.append(
+                    f"ScaledObject/{target}: Redis {trigger['metadata']['address']}, the pods use {redis_host}"
+                )
+    return errors
+
+
 # --------------------------------------------------------------------------- main
 
 
 def all_checks() -> dict[str, list[str]]:
     checks = {f"k8s {name} schema": (lambda n=name: k8s_schema_errors(render(n))) for name in KUSTOMIZATIONS}
     checks |= {f"k8s {name} security": (lambda n=name: k8s_security_errors(render(n))) for name in KUSTOMIZATIONS}
+    checks |= {f"k8s {name} autoscaling": (lambda n=name: autoscaling_errors(render(n))) for name in KUSTOMIZATIONS}
     checks |= {f"hadolint {s}": (lambda s=s: hadolint_errors(dockerfile(s).path)) for s in SERVICES}
     checks |= {
         "dockerfiles": dockerfile_errors,

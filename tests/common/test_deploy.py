@@ -65,6 +65,35 @@ def test_base_runs_redis_and_gke_uses_memorystore_workload_identity_gpu_and_regi
     assert all(obj["metadata"]["namespace"] == "roadseg" for obj in gke if obj["kind"] != "Namespace")
 
 
+def test_gke_scales_workers_on_their_queues_with_keda_and_tf_serving_on_load():
+    """0 -> N workers per Celery queue (KEDA), one autoscaler per Deployment, TF Serving on CPU; IAP in front."""
+    base, gke = vd.render("base"), vd.render("gke")
+    scaled = {o["spec"]["scaleTargetRef"]["name"]: o["spec"] for o in gke if o["kind"] == "ScaledObject"}
+    assert set(scaled) == {"ingest-worker", "labeler-worker", "gateway-worker"}
+    queues = {name: spec["triggers"][0]["metadata"]["listName"] for name, spec in scaled.items()}
+    assert queues == {"ingest-worker": "ingest", "labeler-worker": "label", "gateway-worker": "predict"}
+    assert all(spec["minReplicaCount"] == 0 for spec in scaled.values())
+    hpas = {o["spec"]["scaleTargetRef"]["name"] for o in gke if o["kind"] == "HorizontalPodAutoscaler"}
+    assert hpas == {"gateway", "tfserving"} and "tfserving" in {
+        o["spec"]["scaleTargetRef"]["name"] for o in base if o["kind"] == "HorizontalPodAutoscaler"
+    }
+    assert vd.autoscaling_errors(base) == [] and vd.autoscaling_errors(gke) == []
+    wrong = copy.deepcopy(
+        next(o for o in gke if o["kind"] == "ScaledObject" and o["metadata"]["name"] == "ingest-worker")
+    )
+    wrong["spec"]["triggers"][0]["metadata"]["listName"] = "label"
+    others = tuple(o for o in gke if o["kind"] != "ScaledObject")
+    assert vd.autoscaling_errors((*others, wrong)) == [
+        "ScaledObject/ingest-worker: watches 'label', the worker consumes 'ingest'"
+    ]
+    both = tuple(o for o in base if o["kind"] == "HorizontalPodAutoscaler" and o["metadata"]["name"] == "ingest-worker")
+    assert "ingest-worker: owned by" in vd.autoscaling_errors((*gke, *both))[0]
+    iap = next(o for o in gke if o["kind"] == "BackendConfig")
+    assert iap["spec"]["iap"]["enabled"] is True and iap["spec"]["healthCheck"]["requestPath"] == "/healthz"
+    annotated = {o["metadata"]["name"] for o in gke if o["kind"] == "Service" and o["metadata"].get("annotations")}
+    assert annotated == {"gateway", "ingest", "labeler-review"}
+
+
 @pytest.mark.parametrize("service", vd.SERVICES)
 def test_dockerfile_passes_hadolint(service):
     assert vd.hadolint_errors(vd.dockerfile(service).path) == []
