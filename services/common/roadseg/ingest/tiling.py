@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import numpy as np
 import rasterio
 from rasterio.crs import CRS
-from rasterio.errors import RasterioError
 from rasterio.io import DatasetReader, MemoryFile
 from rasterio.windows import Window
 from rasterio.windows import bounds as window_bounds
@@ -32,7 +31,6 @@ from roadseg.raster import (
     Stretch,
     compute_stretch,
     crs_string,
-    gdal_message,
     is_georeferenced,
     open_stored,
     read_rgb_window,
@@ -234,13 +232,11 @@ def _tile_cells(
     area = params.tile_size * params.tile_size
     for cell in cells:
         key = tile_key(scene_id, cell.tile_id)
-        try:
-            if key in existing:  # stored by an earlier (killed) run: only the mask is needed for the manifest
-                valid = read_valid_mask(ds, cell.window)
-            else:
-                rgb, valid = read_rgb_window(ds, cell.window, stretch)
-        except RasterioError as exc:  # a corrupt source is bad input, not a transient error: no retry
-            raise InvalidInput(f"the image is corrupt near tile {cell.tile_id}: {gdal_message(exc)}") from exc
+        # A corrupt block is InvalidInput from the reads (bad input, not a transient error: no retry).
+        if key in existing:  # stored by an earlier (killed) run: only the mask is needed for the manifest
+            valid = read_valid_mask(ds, cell.window)
+        else:
+            rgb, valid = read_rgb_window(ds, cell.window, stretch)
         n_valid = int(valid.sum())
         if n_valid == 0:
             yield None
