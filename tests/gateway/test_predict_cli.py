@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -192,3 +193,20 @@ def test_images_in_flight_give_the_same_masks_in_the_order_of_the_inputs(tmp_pat
     for path in inputs:
         one = np.asarray(Image.open(tmp_path / "1" / f"{path.stem}.png"))
         assert (one == np.asarray(Image.open(tmp_path / "3" / f"{path.stem}.png"))).all() and one.max() == 255
+
+
+def test_tensorflow_threads_follow_the_setting(tmp_path):
+    """ROADSEG_TF_THREADS sizes an embedded model's thread pools (a container's CPU limit, not the node's cores)."""
+    image = tmp_path / "a.png"
+    Image.fromarray(road_image(64, 64)).save(image)
+    model = str(dark_model() / "1")
+    code = (
+        "import sys, tensorflow as tf; from roadseg.cli import main; rc = main(sys.argv[1:]); "
+        "print('threads', tf.config.threading.get_intra_op_parallelism_threads(), "
+        "tf.config.threading.get_inter_op_parallelism_threads()); sys.exit(rc)"
+    )
+    env = {**os.environ, "ROADSEG_TF_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code, "predict", str(image), "--out", str(tmp_path / "out"),
+                           "--model", model], capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "threads 1 1" in done.stdout and "TensorFlow threads: 1 intra-op, 1 inter-op" in done.stderr

@@ -106,6 +106,13 @@ class Settings(BaseSettings):
     )
     predict_window: int = Field(default=512, description="Sliding-window size for prediction (multiple of 16).")
     predict_overlap: int = Field(default=128, description="Overlap between prediction windows in pixels.")
+    tf_threads: int = Field(
+        default=0,
+        ge=0,
+        description="TensorFlow threads of an embedded model (roadseg predict, a gateway without TF Serving). "
+        "0: TensorFlow's default, one per CPU it sees (fastest on the 2-core bench machine, bench/model_call.py); "
+        "in a container with a CPU limit below the node's cores, set the limit.",
+    )
     predict_batch: int = Field(
         default=1,
         description="Windows per model call. 1 on CPUs: bench/model_call.py measured batch 4 at 1.5-2x the cost "

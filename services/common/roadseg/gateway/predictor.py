@@ -309,6 +309,8 @@ def make_predictor(settings: Settings, model: str | None = None, require: bool =
 
     ``require=False`` lets the embedded backend start with an empty model folder (see EmbeddedPredictor).
     """
+    if model is not None or not settings.tfserving_url:
+        set_tf_threads(settings.tf_threads)
     if model is not None:
         return EmbeddedPredictor(model, settings.model_name)
     url = settings.tfserving_url
@@ -320,6 +322,25 @@ def make_predictor(settings: Settings, model: str | None = None, require: bool =
         target = url.removeprefix("grpc://")
         return GrpcPredictor(target, settings.model_name, settings.model_version, settings.model_dir)
     raise ValueError(f"unsupported ROADSEG_TFSERVING_URL {url!r}: use http://host:8501 or grpc://host:8500")
+
+
+def set_tf_threads(threads: int) -> None:
+    """Size TensorFlow's thread pools (``ROADSEG_TF_THREADS``; 0 keeps its default) before it first runs.
+
+    TensorFlow fixes them when its runtime starts; asked later (a process that already ran a model),
+    it keeps the ones it has, which is logged.
+    """
+    if not threads:
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError as exc:
+        log.warning("ROADSEG_TF_THREADS=%d not applied: TensorFlow is already running (%s)", threads, exc)
+        return
+    log.info("TensorFlow threads: %d intra-op, %d inter-op", threads, threads)
 
 
 _shared: Predictor | None = None
