@@ -248,6 +248,13 @@ def test_the_road_network_is_built_after_the_answer_or_on_first_use(client, sett
     assert "roads.geojson" in body["links"] and "roads.geojson" not in body["files"]
     after = client.get(body["links"]["self"]).json()  # the background task ran after the response
     assert after["roads"] == "ready" and "roads.geojson" in after["files"] and after["timings"]["roads"] >= 0
+    # The page: only the road line polls while the graph is built, then swaps in the timings with "road graph".
+    from roadseg.gateway.fragments import prediction
+
+    pending = prediction({**body, "links": body["links"]})
+    assert f'hx-get="/ui/predictions/{body["id"]}/roads" hx-trigger="every 1s"' in pending
+    ready = client.get(f"/ui/predictions/{body['id']}/roads").text
+    assert "Road network: ready" in ready and 'id="timings" hx-swap-oob="true"' in ready and "road graph " in ready
 
     # A job nobody built a graph for (the worker died right after the rasters): the first route builds it.
     storage, settings = get_storage(), get_settings()

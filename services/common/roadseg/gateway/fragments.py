@@ -84,6 +84,24 @@ def timings(record: dict[str, Any]) -> str:
     return f'<p class="muted" id="timings">Time: {" &middot; ".join(parts)}{tta}</p>'
 
 
+def roads_status(record: dict[str, Any], oob_timings: bool = False) -> str:
+    """The road network's line: polls every second while it is built, then says so (and what it cost).
+
+    Only this line polls, so the viewer (opacity, clicked points) is never re-rendered. With
+    ``oob_timings`` the answer also replaces the timings line out of band (htmx ``hx-swap-oob``).
+    """
+    job_id = escape(record["id"])
+    if record.get("roads") == "pending":
+        return (
+            f'<p class="muted" id="roads-status" hx-get="/ui/predictions/{job_id}/roads" hx-trigger="every 1s" '
+            'hx-swap="outerHTML">Road network: being built; a route asked for now waits for it.</p>'
+        )
+    if record.get("roads") != "ready":
+        return ""
+    line = '<p class="muted" id="roads-status">Road network: ready.</p>'
+    return line + (timings(record).replace('id="timings"', 'id="timings" hx-swap-oob="true"') if oob_timings else "")
+
+
 def prediction(record: dict[str, Any]) -> str:
     """A running job polls itself every second; a finished one shows the viewer and the downloads."""
     job_id = escape(record["id"])
@@ -108,8 +126,7 @@ def prediction(record: dict[str, Any]) -> str:
         if name in links
     )
     roads_note = f'<p class="muted">{escape(record["roads_note"])}</p>' if record.get("roads_note") else ""
-    if record.get("roads") == "pending":
-        roads_note += '<p class="muted" id="roads-pending">Road network: being built; the first route waits for it.</p>'
+    roads_note += roads_status(record)
     roads_note += timings(record)
     resampling = record.get("resampling")
     if resampling:

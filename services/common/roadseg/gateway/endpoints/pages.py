@@ -72,3 +72,9 @@ def ui_example(
 def ui_prediction(job_id: str, jobs: PredictionsDep) -> str:
     """The prediction panel of one job (polled by htmx while it runs)."""
     return fragments.prediction(public(jobs.get(job_id)))
+
+
+@router.get("/ui/predictions/{job_id}/roads", response_class=HTMLResponse)
+def ui_roads(job_id: str, jobs: PredictionsDep) -> str:
+    """The road network's status line (polled while it is built); once ready, also the updated timings."""
+    return fragments.roads_status(jobs.get(job_id), oob_timings=True)
