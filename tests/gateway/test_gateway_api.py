@@ -56,8 +56,11 @@ def test_geotiff_round_trip_keeps_crs_and_transform(client, tmp_path):
     with rasterio.open(src) as ds:
         crs, transform = ds.crs, ds.transform
     for name in ("mask.tif", "probability.tif"):
-        data, out_crs, out_transform = read_raster(client.get(body["links"][name]).content)
+        content = client.get(body["links"][name]).content
+        data, out_crs, out_transform = read_raster(content)
         assert out_crs == crs and out_transform == transform and data.shape[1:] == (300, 420)
+        with rasterio.MemoryFile(content) as mem, mem.open() as ds:
+            assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
     mask, _, _ = read_raster(client.get(body["links"]["mask.png"]).content)
     assert mask.shape == (1, 300, 420) and set(np.unique(mask)) <= {0, 255}
     assert (mask[0, 66, 100:300] == 255).all()  # a dark road row

@@ -176,6 +176,11 @@ def test_6000_square_image_predicts_within_bounded_memory(tmp_path):
     with rasterio.open(out / "big.tif") as ds:
         assert ds.shape == (6000, 6000)
         assert (ds.read(1, window=rasterio.windows.Window(0, 5500, 6000, 500)) == 255).any()
+        # A Cloud-Optimized GeoTIFF: overviews down to one block, masks kept 0/255 at every zoom.
+        assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and ds.overviews(1) == [2, 4, 8, 16]
+        assert ds.block_shapes == [(512, 512)]
+        overview = ds.read(1, out_shape=(375, 375))
+        assert set(np.unique(overview)) <= {0, 255}
 
 
 def test_images_in_flight_give_the_same_masks_in_the_order_of_the_inputs(tmp_path, capsys):

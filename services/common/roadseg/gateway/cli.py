@@ -131,7 +131,7 @@ def _predict_file(source, predictor, settings, out: Path, threshold: float, args
     from tqdm import tqdm
 
     from roadseg import raster
-    from roadseg.gateway.predictions import predict_raster, road_graph_geojson, tif_to_png
+    from roadseg.gateway.predictions import predict_raster, road_graph_geojson, tif_to_cog, tif_to_png
 
     stem = Path(source).stem
     notes = []
@@ -159,7 +159,8 @@ def _predict_file(source, predictor, settings, out: Path, threshold: float, args
                 (out / f"{stem}.geojson").write_text(json.dumps(roads))
                 written.append(out / f"{stem}.geojson")
         if result.info["georeferenced"]:
-            os.replace(mask_tif, out / f"{stem}.tif")
+            cog = tif_to_cog(mask_tif, Path(tmp) / "mask.cog.tif", "nearest")
+            os.replace(cog, out / f"{stem}.tif")  # appears whole
             written.append(out / f"{stem}.tif")
     width, height = result.info["width"], result.info["height"]
     note = f" ({'; '.join(notes)})" if notes else ""

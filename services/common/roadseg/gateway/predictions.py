@@ -206,6 +206,27 @@ def tif_to_png(src: Path, dst: Path) -> Path:
     return dst
 
 
+def tif_to_cog(src: Path, dst: Path, overview_resampling: str) -> Path:
+    """Copy a GeoTIFF to a Cloud-Optimized GeoTIFF with overviews (QGIS and GDAL read any zoom of it fast).
+
+    GDAL's COG driver writes block by block and builds the overviews from the file, so memory stays
+    at its block cache. ``overview_resampling``: ``nearest`` for masks (stay 0/255), ``average`` for
+    probabilities.
+    """
+    with rasterio.Env(**GDAL_ENV), warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        rasterio.shutil.copy(
+            src,
+            dst,
+            driver="COG",
+            COMPRESS="DEFLATE",
+            BLOCKSIZE=512,
+            OVERVIEW_RESAMPLING=overview_resampling.upper(),
+            BIGTIFF="IF_SAFER",
+        )
+    return dst
+
+
 def road_graph_geojson(mask: DatasetReader, max_pixels: int) -> dict[str, Any] | None:
     """Road network GeoJSON of an open mask (docs/contracts.md §7); ``None`` when it is above ``max_pixels``.
 
@@ -418,10 +439,10 @@ def run_job(job_id: str, storage: Storage, predictor: Predictor, settings: Setti
                 "overlay.png": tif_to_png(result.files["overlay"], out / "overlay.png"),
                 "image.png": tif_to_png(result.files["image"], out / "image.png"),
                 "probability.png": tif_to_png(result.files["probability8"], out / "probability.png"),
-                "probability.tif": result.files["probability"],
+                "probability.tif": tif_to_cog(result.files["probability"], out / "probability.cog.tif", "average"),
             }
             if result.info["georeferenced"]:
-                outputs["mask.tif"] = result.files["mask"]
+                outputs["mask.tif"] = tif_to_cog(result.files["mask"], out / "mask.cog.tif", "nearest")
             png_seconds, started = time.perf_counter() - started, time.perf_counter()
             for name, path in outputs.items():
                 storage.write_file(jobs.key(job_id, name), path)
