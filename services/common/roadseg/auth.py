@@ -222,6 +222,7 @@ class IapVerifier:
 
 def role_for_email(email: str, roles: dict[str, str]) -> Role | None:
     """The role of an e-mail: its own entry, else its ``@domain`` entry, else none."""
+    roles = {who.lower(): role for who, role in roles.items()}  # e-mail addresses compare case-insensitively
     role = roles.get(email.lower()) or roles.get("@" + email.rpartition("@")[2].lower())
     return Role[role] if role else None
 

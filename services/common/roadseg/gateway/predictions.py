@@ -372,7 +372,8 @@ def road_network(job_id: str, storage: Storage, settings: Settings) -> str:
             storage.write_text(key, json.dumps(roads))
         except Exception as exc:
             log.exception("road network of prediction %s failed", job_id)
-            jobs.update(job_id, roads=ROADS_FAILED, roads_note=f"the road network failed: {exc}")
+            reason = str(exc) if isinstance(exc, RoadsegError) else f"internal error: {type(exc).__name__}"
+            jobs.update(job_id, roads=ROADS_FAILED, roads_note=f"the road network failed: {reason}")
             raise
         jobs.update(
             job_id,
