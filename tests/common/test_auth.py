@@ -32,7 +32,7 @@ EXPECTED = [
     (r"^/runs|^/api/runs", "labeler"),
     (r"^/(docs|redoc|openapi.json)$", "viewer"),
 ]
-OPEN = {"/healthz"}
+OPEN = {"/healthz", "/login", "/logout"}
 
 
 def key_lines(revoked: str = "") -> str:
@@ -294,3 +294,29 @@ def test_each_identity_has_its_own_rate_limit(required, monkeypatch):
         assert f"{names[0]} sent more than 3 requests this minute" in answers[-1].json()["detail"]
         assert me(names[1]).status_code == 200  # another identity, its own count
         assert client.get("/healthz").status_code == 200  # never limited
+
+
+def test_a_browser_signs_in_with_an_api_key_and_keeps_it_in_an_httponly_cookie(required):
+    """Without IAP: pages redirect to /login; the key becomes a SameSite=Strict cookie; posts stay same-site."""
+    from roadseg.gateway.api import create_app
+    from roadseg.gateway.predictor import EmbeddedPredictor
+    from utils.gateway import dark_model
+
+    html = {"Accept": "text/html,application/xhtml+xml"}
+    with local_client(create_app(predictor=EmbeddedPredictor(dark_model() / "1")), follow_redirects=False) as client:
+        page = client.get("/", headers=html)
+        assert page.status_code == 303 and page.headers["location"] == "/login?next=/"
+        assert client.get("/api/v1/model", headers=html).status_code == 401  # API clients get no redirect
+        wrong = client.post("/login", data={"key": "rsk_nope", "next": "/"})
+        assert wrong.status_code == 401 and "unknown API key: try again" in wrong.text
+        signed_in = client.post("/login", data={"key": KEYS["viewer"], "next": "//evil.example/x"})
+        assert signed_in.status_code == 303 and signed_in.headers["location"] == "/"  # no open redirect
+        cookie = signed_in.headers["set-cookie"]
+        assert "roadseg_key=" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+        assert client.get("/", headers=html).status_code == 200
+        assert client.get("/api/v1/auth/me").json() == {"name": "viewer", "role": "viewer", "via": "session"}
+        assert client.post("/api/v1/predictions/example").status_code == 201
+        evil = client.post("/api/v1/predictions/example", headers={"Origin": "https://evil.example"})
+        assert evil.status_code == 403 and "cross-site POST refused" in evil.json()["detail"]
+        assert client.post("/logout").status_code == 303
+        assert client.get("/api/v1/auth/me").status_code == 401

@@ -185,3 +185,44 @@ def test_drag_and_drop_and_keyboard_route(dark_gateway, page, artifacts_dir):
     length_px = float(page.inner_text("#route-info").split(":")[1].strip().removesuffix(" px"))
     assert length_px == pytest.approx(651, rel=0.1)
     page.screenshot(path=str(artifacts_dir / "web_page_keyboard_route.png"), full_page=True)
+
+
+def test_sign_in_with_an_api_key_then_use_the_page(tmp_path, redis_url, artifacts_dir):
+    """Secure mode without IAP, in Chromium: / sends the browser to /login; after it the page works as usual."""
+    from roadseg.auth import hash_key
+
+    key = "rsk_chromium-test-key"
+    env = {
+        "ROADSEG_STORAGE_URL": (tmp_path / "storage").as_uri(),
+        "ROADSEG_REDIS_URL": redis_url,
+        "ROADSEG_MODEL_DIR": str(dark_model()),
+        "ROADSEG_AUTH_MODE": "required",
+        "ROADSEG_API_KEYS": f"mapper viewer {hash_key(key)}",
+    }
+    server = Gateway(env, tmp_path / "gateway.log", free_port())
+    sync_api = pytest.importorskip("playwright.sync_api")
+    try:
+        server.wait()
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1366, "height": 900})
+            blocked = []
+            page.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
+            page.goto(server.url)
+            assert page.url.endswith("/login?next=/")
+            page.fill("#key", "rsk_wrong")
+            page.click("button[type=submit]")
+            assert "unknown API key" in page.inner_text("[role=alert]")
+            page.fill("#key", key)
+            page.click("button[type=submit]")
+            page.wait_for_selector("#model-card dl")
+            assert page.url == f"{server.url}/"
+            page.click("#example")
+            overlay_loaded = "() => { const o = document.getElementById('overlay'); return o && o.complete; }"
+            page.wait_for_function(overlay_loaded, timeout=60_000)
+            assert page.eval_on_selector("#overlay", "o => o.naturalWidth") == 768
+            page.screenshot(path=str(artifacts_dir / "web_page_signed_in.png"))
+            browser.close()
+        assert blocked == []
+    finally:
+        server.stop()

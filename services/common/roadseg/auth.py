@@ -11,6 +11,11 @@ has one role; roles are ordered, each one may do what the ones below it may:
 * ``operator``: + ingest, label runs, datasets (and so training data);
 * ``admin``: + the list of API keys.
 
+A browser without IAP signs in once at ``/login`` with an API key, which it then keeps in an
+HttpOnly, SameSite=Strict cookie (:data:`SESSION_COOKIE`) and sends like a bearer key; revoking the
+key ends the session. Changes made through such a session, IAP or open local mode must come from
+the same site (:func:`check_same_origin`): that is the CSRF protection of the htmx pages.
+
 ``make up`` selects ``ROADSEG_AUTH_MODE=open-local`` explicitly: no authentication, everyone is
 ``admin``, and only requests from this machine (loopback) are answered, whatever address the
 server was bound to.
@@ -29,11 +34,14 @@ import time
 from dataclasses import dataclass
 from enum import IntEnum
 from functools import lru_cache
+from html import escape
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 import httpx
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field
 
@@ -68,7 +76,7 @@ class Identity:
 
     name: str
     role: Role
-    via: Literal["api-key", "iap", "open-local"]
+    via: Literal["api-key", "session", "iap", "open-local"]
 
 
 # ---------------------------------------------------------------------------- API keys
@@ -148,14 +156,14 @@ class KeyRing:
                 self._from_file, self._stamp = [], (0, 0)
             return self._inline + self._from_file
 
-    def identify(self, key: str) -> Identity:
+    def identify(self, key: str, via: Literal["api-key", "session"] = "api-key") -> Identity:
         """The identity of a presented key; :class:`Unauthenticated` for an unknown or revoked one."""
         digest = hash_key(key)
         for entry in self.keys():
             if secrets.compare_digest(entry.sha256, digest):
                 if entry.revoked:
                     raise Unauthenticated(f"API key {entry.name!r} was revoked")
-                return Identity(entry.name, entry.role, "api-key")
+                return Identity(entry.name, entry.role, via)
         raise Unauthenticated("unknown API key")
 
 
@@ -267,6 +275,8 @@ def identify(request: Request, settings: Settings) -> Identity:
         if scheme.lower() != "bearer" or not key.strip():
             raise Unauthenticated("use 'Authorization: Bearer <API key>'")
         return _keyring(settings.api_keys, settings.api_keys_file).identify(key.strip())
+    if session := request.cookies.get(SESSION_COOKIE):
+        return _keyring(settings.api_keys, settings.api_keys_file).identify(session, via="session")
     assertion = request.headers.get(IAP_HEADER)
     if assertion and settings.iap_audience:
         email = _iap(settings.iap_audience, settings.iap_keys_file).verify(assertion)
@@ -275,7 +285,8 @@ def identify(request: Request, settings: Settings) -> Identity:
             raise Forbidden(f"{email} has no role here (ROADSEG_IAP_ROLES)")
         return Identity(email, role, "iap")
     raise Unauthenticated(
-        "authentication required: send 'Authorization: Bearer <API key>' or come through Identity-Aware Proxy"
+        "authentication required: send 'Authorization: Bearer <API key>', sign in at /login, "
+        "or come through Identity-Aware Proxy"
     )
 
 
@@ -383,7 +394,7 @@ class WhoAmI(BaseModel):
 
     name: str = Field(description="API key name, IAP e-mail, or ``local`` in open local mode.")
     role: Literal["viewer", "labeler", "operator", "admin"]
-    via: Literal["api-key", "iap", "open-local"]
+    via: Literal["api-key", "session", "iap", "open-local"]
 
 
 class KeyInfo(BaseModel):
@@ -409,6 +420,96 @@ def list_keys() -> list[dict[str, Any]]:
     settings = get_settings()
     keys = _keyring(settings.api_keys, settings.api_keys_file).keys()
     return [{"name": k.name, "role": k.role.name, "revoked": k.revoked} for k in keys]
+
+
+# ---------------------------------------------------------------------------- browser sessions
+
+#: Cookie holding a browser's API key after /login (HttpOnly: page scripts never see it).
+SESSION_COOKIE = "roadseg_key"
+#: How long a browser stays signed in.
+SESSION_SECONDS = 8 * 3600
+
+login_router = APIRouter(include_in_schema=False)
+
+LOGIN_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>roadseg: sign in</title></head>
+<body><main>
+<h1>roadseg: sign in</h1>
+<p>Paste an API key (made with <code>roadseg keys create NAME --role ROLE</code>).
+The browser keeps it in a cookie that page scripts cannot read, for 8 hours.</p>
+{message}
+<form method="post" action="/login">
+<input type="hidden" name="next" value="{next}">
+<label for="key">API key</label> <input id="key" name="key" type="password" autocomplete="off" required autofocus>
+<button type="submit">Sign in</button>
+</form>
+</main></body></html>
+"""
+
+
+def wants_login_page(request: Request) -> bool:
+    """A person's browser opening a page (not an API client, not an htmx fragment): send it to /login."""
+    return (
+        request.method == "GET"
+        and "text/html" in request.headers.get("accept", "")
+        and "hx-request" not in request.headers
+        and not request.url.path.startswith(("/api/", "/login"))
+    )
+
+
+def redirect_to_login(request: Request) -> RedirectResponse:
+    """303 to /login, coming back to the page asked for."""
+    return RedirectResponse(f"/login?next={quote(_local_path(request.url.path), safe='/')}", status_code=303)
+
+
+def _local_path(path: str | None) -> str:
+    """Only a path on this site may be a ``next`` (no open redirect to another host)."""
+    return path if path and path.startswith("/") and not path.startswith("//") and "\\" not in path else "/"
+
+
+def _login_page(next_path: str, message: str = "", status: int = 200) -> HTMLResponse:
+    text = f'<p role="alert"><strong>{escape(message)}</strong></p>' if message else ""
+    return HTMLResponse(LOGIN_PAGE.format(message=text, next=escape(_local_path(next_path))), status_code=status)
+
+
+@login_router.get("/login")
+def login_form(next: str = "/") -> HTMLResponse:  # noqa: A002 - the query parameter's name
+    """The sign-in form for browsers without Identity-Aware Proxy."""
+    return _login_page(next)
+
+
+@login_router.post("/login")
+async def login(request: Request) -> Response:
+    """Check the key; keep it in an HttpOnly, SameSite=Strict cookie and go back to the page asked for."""
+    check_same_origin(request)
+    form = await request.form()
+    key, next_path = str(form.get("key") or "").strip(), str(form.get("next") or "/")
+    settings = get_settings()
+    try:
+        identity = _keyring(settings.api_keys, settings.api_keys_file).identify(key)
+    except Unauthenticated as exc:
+        return _login_page(next_path, f"{exc}: try again", status=401)
+    response = RedirectResponse(_local_path(next_path), status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        key,
+        max_age=SESSION_SECONDS,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https",
+    )
+    log.info("%s signed in (%s)", identity.name, identity.role.name)
+    return response
+
+
+@login_router.post("/logout")
+def logout(request: Request) -> RedirectResponse:
+    """Forget the browser's key."""
+    check_same_origin(request)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE)
+    return response
 
 
 def write_key_file(path: Path, keys: list[ApiKey]) -> None:

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from roadseg import __version__, auth, limits
 from roadseg.config import Settings, get_settings
-from roadseg.errors import Overloaded, QueueUnavailable, RoadsegError
+from roadseg.errors import Overloaded, QueueUnavailable, RoadsegError, Unauthenticated
 from roadseg.storage import Storage, get_storage
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ StorageDep = Annotated[Storage, Depends(storage_dep)]
 
 #: Error answers documented on every router (shown in ``/docs``).
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 413, 422, 503)
+    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 413, 422, 429, 503, 507)
 }
 
 HealthCheck = Callable[[Request], Health]
@@ -118,6 +118,8 @@ def create_service_app(
         if exc.status_code >= 500:
             log.warning("%s %s: %s", request.method, request.url.path, exc)
         headers = exc.headers
+        if isinstance(exc, Unauthenticated) and auth.wants_login_page(request):
+            return auth.redirect_to_login(request)
         if html_error is not None and request.url.path.startswith("/ui/"):
             return HTMLResponse(html_error(str(exc)), status_code=exc.status_code, headers=headers)
         return JSONResponse({"detail": str(exc)}, status_code=exc.status_code, headers=headers)
@@ -143,7 +145,7 @@ def create_service_app(
         answer = check(request)
         return JSONResponse(answer.model_dump(mode="json"), status_code=200 if answer.status == "ok" else 503)
 
-    for router in (auth.router, *routers):
+    for router in (auth.router, auth.login_router, *routers):
         app.include_router(router, responses=ERROR_RESPONSES)
     return app
 
