@@ -3,9 +3,10 @@
 * Redis is SIGKILLed while a scene is being tiled and restarted on the same port from its
   append-only file (as compose runs it, ``--appendonly yes``): the worker reconnects, the task comes
   back and the scene finishes with every tile exactly once.
-* The storage backend (fake-gcs-server, the GCS code path) is killed for 30 s while a queued
-  prediction runs on its worker, then restarted on the same port and data folder: the worker's
-  writes wait out the outage and the prediction finishes with every output whole.
+* The storage backend (fake-gcs-server, the GCS code path) is killed for 30 s while a scene is
+  tiled into it, and while a queued prediction runs, then restarted on the same port and data
+  folder: the workers' reads and writes wait out the outage and the jobs finish, every tile and
+  output whole and stored once.
 * Local storage on a small disk that fills up while a prediction's outputs are stored: a 507 that
   says so, and nothing left behind (job, upload, partial files).
 
@@ -122,6 +123,41 @@ def test_redis_killed_and_restarted_mid_ingest(shared_dir, tmp_path, start_worke
     finally:
         ingest.stop()
         redis.kill()
+
+
+def test_storage_down_for_30_seconds_mid_ingest(shared_dir, redis_url, tmp_path, start_worker, monkeypatch):
+    """The scene is uploaded into the GCS path; the storage dies while its worker writes tiles there."""
+    (tmp_path / "gcs").mkdir()
+    gcs, gcs_url = fake_gcs_server(tmp_path / "gcs")
+    env = {
+        "ROADSEG_STORAGE_URL": f"gs://drill-{uuid.uuid4().hex[:8]}/roadseg",
+        "STORAGE_EMULATOR_HOST": gcs_url,
+        "ROADSEG_REDIS_URL": redis_url,
+        "ROADSEG_BROKER_VISIBILITY_TIMEOUT": "120",
+    }
+    ingest = Service("ingest", env, tmp_path / "ingest.log")
+    try:
+        ingest.wait()
+        start_worker("ingest", env)
+        with open(shared_dir / VEGAS, "rb") as fh:
+            r = httpx.post(f"{ingest.url}/api/v1/scenes", files={"file": ("vegas.tif", fh)}, data={"tile_size": "64"},
+                           timeout=120)  # fmt: skip
+        assert r.status_code == 202, r.text
+        url = f"{ingest.url}/api/v1/scenes/{r.json()['id']}"
+        wait_status(url, lambda rec: rec["status"] == "running" and rec["progress"]["done"] > 0, 120)
+        record = outage(gcs, 30, url, "storage down 30 s mid-ingest")
+        assert record["status"] == "done", record
+        total = 21 * 21
+        assert record["progress"] == {"done": total, "total": total}
+        assert record["tile_count"] + record["skipped_empty"] == total
+        from roadseg.storage import storage_from_url
+
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_url)
+        stored = storage_from_url(env["ROADSEG_STORAGE_URL"]).list(f"scenes/{record['id']}/tiles")
+        assert len(stored) == len(set(stored)) == record["tile_count"]  # every tile once, none partial
+    finally:
+        ingest.stop()
+        gcs.kill()
 
 
 def test_storage_down_for_30_seconds_mid_prediction(redis_url, tmp_path, start_worker):
