@@ -187,8 +187,11 @@ def test_drag_and_drop_and_keyboard_route(dark_gateway, page, artifacts_dir):
     page.screenshot(path=str(artifacts_dir / "web_page_keyboard_route.png"), full_page=True)
 
 
-def test_sign_in_with_an_api_key_then_use_the_page(tmp_path, redis_url, artifacts_dir):
-    """Secure mode without IAP, in Chromium: / sends the browser to /login; after it the page works as usual."""
+def test_sign_in_with_an_api_key_then_use_the_page(page, tmp_path, redis_url, artifacts_dir):
+    """Secure mode without IAP, in Chromium: / sends the browser to /login; after it the page works as usual.
+
+    A fresh browser context of the module's Chromium (its own cookies) against a second gateway.
+    """
     from roadseg.auth import hash_key
 
     key = "rsk_chromium-test-key"
@@ -200,29 +203,27 @@ def test_sign_in_with_an_api_key_then_use_the_page(tmp_path, redis_url, artifact
         "ROADSEG_API_KEYS": f"mapper viewer {hash_key(key)}",
     }
     server = Gateway(env, tmp_path / "gateway.log", free_port())
-    sync_api = pytest.importorskip("playwright.sync_api")
     try:
         server.wait()
-        with sync_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1366, "height": 900})
-            blocked = []
-            page.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
-            page.goto(server.url)
-            assert page.url.endswith("/login?next=/")
-            page.fill("#key", "rsk_wrong")
-            page.click("button[type=submit]")
-            assert "unknown API key" in page.inner_text("[role=alert]")
-            page.fill("#key", key)
-            page.click("button[type=submit]")
-            page.wait_for_selector("#model-card dl")
-            assert page.url == f"{server.url}/"
-            page.click("#example")
-            overlay_loaded = "() => { const o = document.getElementById('overlay'); return o && o.complete; }"
-            page.wait_for_function(overlay_loaded, timeout=60_000)
-            assert page.eval_on_selector("#overlay", "o => o.naturalWidth") == 768
-            page.screenshot(path=str(artifacts_dir / "web_page_signed_in.png"))
-            browser.close()
+        context = page.context.browser.new_context(viewport={"width": 1366, "height": 900})
+        tab = context.new_page()
+        blocked = []
+        tab.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
+        tab.goto(server.url)
+        assert tab.url.endswith("/login?next=/")
+        tab.fill("#key", "rsk_wrong")
+        tab.click("button[type=submit]")
+        assert "unknown API key" in tab.inner_text("[role=alert]")
+        tab.fill("#key", key)
+        tab.click("button[type=submit]")
+        tab.wait_for_selector("#model-card dl")
+        assert tab.url == f"{server.url}/"
+        tab.click("#example")
+        overlay_loaded = "() => { const o = document.getElementById('overlay'); return o && o.complete; }"
+        tab.wait_for_function(overlay_loaded, timeout=60_000)
+        assert tab.eval_on_selector("#overlay", "o => o.naturalWidth") == 768
+        tab.screenshot(path=str(artifacts_dir / "web_page_signed_in.png"))
+        context.close()
         assert blocked == []
     finally:
         server.stop()

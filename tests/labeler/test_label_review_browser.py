@@ -88,7 +88,8 @@ def test_review_through_identity_aware_proxy_records_who_decided(review_server, 
         with sync_api.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
             anonymous = browser.new_page()
-            assert anonymous.goto(f"{url}/runs/{run_id}").status == 401
+            anonymous.goto(f"{url}/runs/{run_id}")
+            assert anonymous.url == f"{url}/login?next=/runs/{run_id}"  # no identity: the sign-in page
             viewer = browser.new_page(extra_http_headers={IAP_HEADER: issuer.assertion("bo@example.com")})
             assert viewer.goto(f"{url}/runs/{run_id}").status == 403
             page = browser.new_page(extra_http_headers={IAP_HEADER: issuer.assertion("ana@example.com")})
