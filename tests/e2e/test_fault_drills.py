@@ -85,6 +85,18 @@ def wait_status(url: str, until, timeout: float, poll: float = 0.05) -> dict:
     raise AssertionError(f"{url}: not reached within {timeout} s: {record}")
 
 
+def gcs_drill(tmp_path: Path, redis_url: str) -> tuple[Restartable, dict[str, str]]:
+    """A restartable fake-gcs-server and the settings of services storing in a fresh bucket on it."""
+    (tmp_path / "gcs").mkdir()
+    gcs, url = fake_gcs_server(tmp_path / "gcs")
+    env = {
+        "ROADSEG_STORAGE_URL": f"gs://drill-{uuid.uuid4().hex[:8]}/roadseg",
+        "STORAGE_EMULATOR_HOST": url,
+        "ROADSEG_REDIS_URL": redis_url,
+    }
+    return gcs, env
+
+
 def outage(server: Restartable, seconds: float, job_url: str, what: str) -> dict:
     """Kill ``server``, bring it back after ``seconds``, wait for the job to end; its final record (and a figure)."""
     server.kill()
@@ -127,14 +139,8 @@ def test_redis_killed_and_restarted_mid_ingest(shared_dir, tmp_path, start_worke
 
 def test_storage_down_for_30_seconds_mid_ingest(shared_dir, redis_url, tmp_path, start_worker, monkeypatch):
     """The scene is uploaded into the GCS path; the storage dies while its worker writes tiles there."""
-    (tmp_path / "gcs").mkdir()
-    gcs, gcs_url = fake_gcs_server(tmp_path / "gcs")
-    env = {
-        "ROADSEG_STORAGE_URL": f"gs://drill-{uuid.uuid4().hex[:8]}/roadseg",
-        "STORAGE_EMULATOR_HOST": gcs_url,
-        "ROADSEG_REDIS_URL": redis_url,
-        "ROADSEG_BROKER_VISIBILITY_TIMEOUT": "120",
-    }
+    gcs, env = gcs_drill(tmp_path, redis_url)
+    env["ROADSEG_BROKER_VISIBILITY_TIMEOUT"] = "120"
     ingest = Service("ingest", env, tmp_path / "ingest.log")
     try:
         ingest.wait()
@@ -152,7 +158,7 @@ def test_storage_down_for_30_seconds_mid_ingest(shared_dir, redis_url, tmp_path,
         assert record["tile_count"] + record["skipped_empty"] == total
         from roadseg.storage import storage_from_url
 
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_url)
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", env["STORAGE_EMULATOR_HOST"])
         stored = storage_from_url(env["ROADSEG_STORAGE_URL"]).list(f"scenes/{record['id']}/tiles")
         assert len(stored) == len(set(stored)) == record["tile_count"]  # every tile once, none partial
     finally:
@@ -161,12 +167,8 @@ def test_storage_down_for_30_seconds_mid_ingest(shared_dir, redis_url, tmp_path,
 
 
 def test_storage_down_for_30_seconds_mid_prediction(redis_url, tmp_path, start_worker):
-    (tmp_path / "gcs").mkdir()
-    gcs, gcs_url = fake_gcs_server(tmp_path / "gcs")
-    env = {
-        "ROADSEG_STORAGE_URL": f"gs://drill-{uuid.uuid4().hex[:8]}/roadseg",
-        "STORAGE_EMULATOR_HOST": gcs_url,
-        "ROADSEG_REDIS_URL": redis_url,
+    gcs, env = gcs_drill(tmp_path, redis_url)
+    env |= {
         "ROADSEG_MODEL_DIR": str(dark_model()),
         "ROADSEG_SYNC_PREDICT_MAX_PIXELS": "1",  # every upload goes to the worker
         "ROADSEG_PREDICT_WINDOW": "128",
