@@ -70,13 +70,19 @@ class Role(IntEnum):
     admin = 4
 
 
+#: How an identity was established (``session``: an API key kept in the browser's cookie after /login).
+Via = Literal["api-key", "session", "iap", "open-local"]
+#: A role by name, as the API shows it.
+RoleName = Literal["viewer", "labeler", "operator", "admin"]
+
+
 @dataclass(frozen=True)
 class Identity:
     """Who made a request: an API key's name, an IAP e-mail, or ``local`` in open local mode."""
 
     name: str
     role: Role
-    via: Literal["api-key", "session", "iap", "open-local"]
+    via: Via
 
 
 # ---------------------------------------------------------------------------- API keys
@@ -243,6 +249,11 @@ def _keyring(inline: str, path: str | None) -> KeyRing:
     return KeyRing(inline, path)
 
 
+def keyring(settings: Settings) -> KeyRing:
+    """The process's keys for these settings (one KeyRing per key source, so the file is watched once)."""
+    return _keyring(settings.api_keys, settings.api_keys_file)
+
+
 @lru_cache(maxsize=4)
 def _iap(audience: str, keys_file: str | None) -> IapVerifier:
     return IapVerifier(audience, keys_file)
@@ -274,9 +285,9 @@ def identify(request: Request, settings: Settings) -> Identity:
         scheme, _, key = authorization.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise Unauthenticated("use 'Authorization: Bearer <API key>'")
-        return _keyring(settings.api_keys, settings.api_keys_file).identify(key.strip())
+        return keyring(settings).identify(key.strip())
     if session := request.cookies.get(SESSION_COOKIE):
-        return _keyring(settings.api_keys, settings.api_keys_file).identify(session, via="session")
+        return keyring(settings).identify(session, via="session")
     assertion = request.headers.get(IAP_HEADER)
     if assertion and settings.iap_audience:
         email = _iap(settings.iap_audience, settings.iap_keys_file).verify(assertion)
@@ -351,7 +362,7 @@ CallerDep = Annotated[Identity, Depends(caller)]
 def check_settings(settings: Settings) -> None:
     """Read the configured keys now, so a malformed entry stops the service at start-up (InvalidSettings)."""
     if settings.auth_mode == "required":
-        _keyring(settings.api_keys, settings.api_keys_file).keys()
+        keyring(settings).keys()
 
 
 def uvicorn_host(argv: list[str]) -> str:
@@ -393,15 +404,15 @@ class WhoAmI(BaseModel):
     """The caller as this service sees it."""
 
     name: str = Field(description="API key name, IAP e-mail, or ``local`` in open local mode.")
-    role: Literal["viewer", "labeler", "operator", "admin"]
-    via: Literal["api-key", "session", "iap", "open-local"]
+    role: RoleName
+    via: Via
 
 
 class KeyInfo(BaseModel):
     """A configured API key (never the key or its hash)."""
 
     name: str
-    role: Literal["viewer", "labeler", "operator", "admin"]
+    role: RoleName
     revoked: bool
 
 
@@ -418,7 +429,7 @@ def who_am_i(identity: CallerDep) -> dict[str, str]:
 def list_keys() -> list[dict[str, Any]]:
     """The configured API keys: name, role, revoked (admin)."""
     settings = get_settings()
-    keys = _keyring(settings.api_keys, settings.api_keys_file).keys()
+    keys = keyring(settings).keys()
     return [{"name": k.name, "role": k.role.name, "revoked": k.revoked} for k in keys]
 
 
@@ -487,7 +498,7 @@ async def login(request: Request) -> Response:
     key, next_path = str(form.get("key") or "").strip(), str(form.get("next") or "/")
     settings = get_settings()
     try:
-        identity = _keyring(settings.api_keys, settings.api_keys_file).identify(key)
+        identity = keyring(settings).identify(key)
     except Unauthenticated as exc:
         return _login_page(next_path, f"{exc}: try again", status=401)
     response = RedirectResponse(_local_path(next_path), status_code=303)
