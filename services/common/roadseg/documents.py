@@ -133,6 +133,10 @@ class LabelRunRecord(JobRecord):
     counts: dict[str, int] | None = Field(default=None, description="Tiles, flagged, and tiles per QC reason.")
 
 
+#: ``roads`` of a prediction record: to be built, built (``roads.geojson`` in its files), too large, or failed.
+ROADS_PENDING, ROADS_READY, ROADS_SKIPPED, ROADS_FAILED = "pending", "ready", "skipped", "failed"
+
+
 class PredictionRecord(JobRecord):
     """An uploaded image's prediction: progress while it runs, outputs and timings when done."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+from roadseg.documents import ROADS_PENDING, ROADS_READY
 from roadseg.jobs import DONE, FAILED
 
 #: Human names of the downloadable outputs, in the order they are offered.
@@ -91,12 +92,12 @@ def roads_status(record: dict[str, Any], oob_timings: bool = False) -> str:
     ``oob_timings`` the answer also replaces the timings line out of band (htmx ``hx-swap-oob``).
     """
     job_id = escape(record["id"])
-    if record.get("roads") == "pending":
+    if record.get("roads") == ROADS_PENDING:
         return (
             f'<p class="muted" id="roads-status" hx-get="/ui/predictions/{job_id}/roads" hx-trigger="every 1s" '
             'hx-swap="outerHTML">Road network: being built; a route asked for now waits for it.</p>'
         )
-    if record.get("roads") != "ready":
+    if record.get("roads") != ROADS_READY:
         return ""
     line = '<p class="muted" id="roads-status">Road network: ready.</p>'
     return line + (timings(record).replace('id="timings"', 'id="timings" hx-swap-oob="true"') if oob_timings else "")

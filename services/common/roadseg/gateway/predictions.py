@@ -33,7 +33,7 @@ from rasterio.windows import Window
 
 from roadseg import raster
 from roadseg.config import Settings
-from roadseg.documents import PredictionRecord
+from roadseg.documents import ROADS_FAILED, ROADS_PENDING, ROADS_READY, ROADS_SKIPPED, PredictionRecord
 from roadseg.errors import InvalidInput, RoadsegError
 from roadseg.gateway.predictor import Predictor
 from roadseg.gateway.windows import PredictBatch, model_resolution, resampled, resolution_factor, sliding_predict
@@ -331,8 +331,6 @@ def run_job_in_background(job_id: str, storage: Storage, predictor: Predictor, s
 
 # ----------------------------------------------------------------------------- road network
 
-#: ``roads`` of a prediction record: to be built, built (``roads.geojson`` in its files), too large, or failed.
-ROADS_PENDING, ROADS_READY, ROADS_SKIPPED, ROADS_FAILED = "pending", "ready", "skipped", "failed"
 #: One builder per job at a time in this process (striped, so the set of locks stays bounded).
 _ROAD_LOCKS = [threading.Lock() for _ in range(16)]
 
@@ -344,24 +342,26 @@ def has_road_network(record: dict[str, Any]) -> bool:
     return record["status"] == DONE and record.get("roads") in (ROADS_PENDING, ROADS_FAILED)
 
 
-def road_network(job_id: str, storage: Storage, settings: Settings) -> str:
-    """Storage key of a done prediction's ``roads.geojson``, vectorized from its stored mask on first use.
+def road_network(job_id: str, storage: Storage, settings: Settings) -> tuple[str, dict[str, Any]]:
+    """(storage key of a done prediction's ``roads.geojson``, its record), vectorized from the mask on first use.
 
     Whoever comes first builds it (the worker right after the job, or a route or download asking
     for it) while the others of this process wait for it; processes racing on one job write the same
     object atomically. A failed build is recorded and tried again on the next use.
     """
     jobs = prediction_store(storage)
+    key = jobs.key(job_id, "roads.geojson")
     record = jobs.get(job_id)
+    if "roads.geojson" in record.get("files", []):
+        return key, record
     if record["status"] != DONE:
         raise InvalidInput(f"prediction {job_id} is {record['status']}, not done")
     if not has_road_network(record):
         raise InvalidInput(f"prediction {job_id} has no road network ({record.get('roads_note')})")
-    key = jobs.key(job_id, "roads.geojson")
     with _ROAD_LOCKS[hash(job_id) % len(_ROAD_LOCKS)]:
-        record = jobs.get(job_id)
+        record = jobs.get(job_id)  # another thread may have built it meanwhile
         if "roads.geojson" in record["files"]:
-            return key
+            return key, record
         started = time.perf_counter()
         mask = "mask.tif" if "mask.tif" in record["files"] else "mask.png"
         try:
@@ -375,14 +375,14 @@ def road_network(job_id: str, storage: Storage, settings: Settings) -> str:
             reason = str(exc) if isinstance(exc, RoadsegError) else f"internal error: {type(exc).__name__}"
             jobs.update(job_id, roads=ROADS_FAILED, roads_note=f"the road network failed: {reason}")
             raise
-        jobs.update(
+        record = jobs.update(
             job_id,
             roads=ROADS_READY,
             roads_note=None,
             files=sorted({*record["files"], "roads.geojson"}),
             timings={**(record.get("timings") or {}), "roads": round(time.perf_counter() - started, 3)},
         )
-    return key
+    return key, record
 
 
 def build_road_network_quietly(job_id: str, storage: Storage, settings: Settings) -> None:

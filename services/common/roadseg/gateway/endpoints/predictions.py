@@ -16,13 +16,12 @@ from pydantic import BaseModel, Field
 
 from roadseg.auth import Role, require
 from roadseg.config import Settings
-from roadseg.documents import PredictionRecord
+from roadseg.documents import ROADS_PENDING, PredictionRecord
 from roadseg.errors import NotFound
 from roadseg.gateway.deps import PredictionsDep, PredictorDep
 from roadseg.gateway.example import example_png
 from roadseg.gateway.predictions import (
     MEDIA_TYPES,
-    ROADS_PENDING,
     build_road_network_quietly,
     has_road_network,
     road_network,
@@ -155,7 +154,7 @@ def get_file(
     record = jobs.get(job_id)
     if name not in MEDIA_TYPES or name not in public(record)["links"]:
         raise NotFound(f"prediction {job_id} has no file {name!r}")
-    key = road_network(job_id, storage, settings) if name == "roads.geojson" else jobs.key(job_id, name)
+    key = road_network(job_id, storage, settings)[0] if name == "roads.geojson" else jobs.key(job_id, name)
     size = storage.size(key)
     return StreamingResponse(
         _chunks(storage.open(key)),
@@ -165,15 +164,13 @@ def get_file(
 
 
 @router.post("/{job_id}/route", response_model=Route)
-def route(
-    job_id: str, body: RouteRequest, jobs: PredictionsDep, storage: StorageDep, settings: SettingsDep
-) -> dict[str, Any]:
+def route(job_id: str, body: RouteRequest, storage: StorageDep, settings: SettingsDep) -> dict[str, Any]:
     """Shortest path along the predicted roads between two points; length in metres when georeferenced.
 
     The first route of a prediction may wait for its road network to be built.
     """
-    key = road_network(job_id, storage, settings)
-    return route_between(storage, key, jobs.get(job_id)["info"], body.start, body.end, body.crs)
+    key, record = road_network(job_id, storage, settings)
+    return route_between(storage, key, record["info"], body.start, body.end, body.crs)
 
 
 def _chunks(fh: BinaryIO, size: int = 1024 * 1024) -> Iterator[bytes]:
