@@ -55,8 +55,9 @@ class Settings(BaseSettings):
     # --- who may do what (roadseg.auth)
     auth_mode: Literal["required", "open-local"] = Field(
         default="required",
-        description="required: every route but /healthz, /docs and static files needs an API key or IAP identity; "
-        "open-local (make up): no authentication, and only requests from this machine (loopback) are answered.",
+        description="required: every route but /healthz and static files needs an API key (header or /login) "
+        "or an IAP identity; open-local (make up): no authentication, and only requests from this machine "
+        "(loopback) are answered.",
     )
     api_keys_file: str | None = Field(
         default=None,

@@ -125,7 +125,7 @@ def create_service_app(
         return JSONResponse({"detail": str(exc)}, status_code=exc.status_code, headers=headers)
 
     @app.middleware("http")
-    async def security_headers(request: Request, call_next: Callable[[Request], Any]) -> Response:
+    async def size_limit_and_security_headers(request: Request, call_next: Callable[[Request], Any]) -> Response:
         if (refused := _too_large(request, settings)) is not None:
             return refused
         response = await call_next(request)
@@ -208,13 +208,14 @@ def enqueue(send: Callable[[], Any], what: str, undo: Callable[[str], Any], queu
     limit = settings.max_queued_tasks
     try:
         depth = limits.queue_depth(settings.redis_url, queue) if limit else 0
-        if not limit or depth < limit:
+        full = bool(limit) and depth >= limit
+        if not full:
             send()
     except Exception as exc:  # noqa: BLE001 - kombu/redis raise many kinds of connection errors
         message = f"could not queue the {what}: the task queue is unavailable ({exc})"
         undo(message)
         raise QueueUnavailable(f"{message}; submit it again later") from exc
-    if limit and depth >= limit:
+    if full:
         message = f"could not queue the {what}: {depth} tasks are waiting on the {queue} queue (limit {limit})"
         undo(message)
         raise Overloaded(f"{message}; submit it again in a minute")
