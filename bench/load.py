@@ -21,7 +21,6 @@ import csv
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,31 +28,11 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import psutil
+from service_processes import free_port, start_gateway, wait_http
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, proc: subprocess.Popen, seconds: float = 180) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{url}: the process exited ({proc.returncode})")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"{url} did not answer within {seconds} s")
 
 
 def tree_rss_mib(pid: int) -> float:
@@ -115,11 +94,7 @@ def main() -> int:
                 [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
                 stdout=logs["redis"], stderr=subprocess.STDOUT,
             )  # fmt: skip
-            procs["gateway"] = subprocess.Popen(
-                [str(BIN / "uvicorn"), "--app-dir", str(REPO / "services" / "gateway"), "main:app",
-                 "--host", "127.0.0.1", "--port", str(port)],
-                env=env, stdout=logs["gateway"], stderr=subprocess.STDOUT,
-            )  # fmt: skip
+            procs["gateway"] = start_gateway(env, port, logs["gateway"])
             procs["worker"] = subprocess.Popen(
                 [str(BIN / "celery"), "-A", "roadseg.celery_app", "worker", "-Q", "predict", "-c", "1",
                  "-n", f"load-{port}@%h", "--loglevel", "WARNING"],

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ import numpy as np
 import psutil
 import rasterio
 from rasterio.windows import Window
+from service_processes import free_port, start_gateway, wait_http
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -162,9 +162,7 @@ def api_seconds(image: Path, warmup: Path, tmp: Path, model: Path, env: dict[str
 
     The timings include ``roads``, the road graph built after the answer (polled for up to 10 minutes).
     """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     with rasterio.open(image) as ds:
         pixels = ds.width * ds.height
     server_env = {
@@ -174,29 +172,10 @@ def api_seconds(image: Path, warmup: Path, tmp: Path, model: Path, env: dict[str
         "ROADSEG_AUTH_MODE": "open-local",  # as `make up`; the bench client is on loopback
         "ROADSEG_SYNC_PREDICT_MAX_PIXELS": str(max(pixels, 1024 * 1024)),
     }
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--app-dir",
-            str(REPO / "services" / "gateway"),
-            "main:app",
-            "--port",
-            str(port),
-        ],
-        env=server_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = start_gateway(server_env, port)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        wait_http(f"{url}/healthz", server)
         timings = []
         for path in (warmup, image):
             started = time.perf_counter()

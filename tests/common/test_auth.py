@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.routing import APIRoute
 from roadseg.auth import IAP_HEADER, IAP_ISSUER, hash_key
 from roadseg.config import get_settings
-from utils.clients import local_client
+from utils.clients import local_client, service_apps
 from utils.iap import AUDIENCE, TestIssuer
 
 KEYS = {role: f"rsk_test-{role}-key" for role in ("viewer", "labeler", "operator", "admin")}
@@ -54,17 +54,10 @@ def required(settings_env, monkeypatch, tmp_path):
 
 
 def apps():
-    from roadseg.gateway.api import create_app as gateway
     from roadseg.gateway.predictor import EmbeddedPredictor
-    from roadseg.ingest.api import create_app as ingest
-    from roadseg.labeler.api import create_app as labeler
     from utils.gateway import dark_model
 
-    return {
-        "ingest": ingest(),
-        "labeler": labeler(),
-        "gateway": gateway(predictor=EmbeddedPredictor(dark_model() / "1")),
-    }
+    return service_apps(predictor=EmbeddedPredictor(dark_model() / "1"))
 
 
 def api_routes(app) -> list[APIRoute]:

@@ -9,18 +9,13 @@ import sys
 
 import pytest
 from roadseg.storage import LocalStorage
-from utils.clients import local_client
+from utils.clients import local_client, service_apps
 from utils.paths import REPO
 from utils.processes import free_port
 
 
 def _apps(tmp_path):
-    from roadseg.gateway.api import create_app as gateway_app
-    from roadseg.ingest.api import create_app as ingest_app
-    from roadseg.labeler.api import create_app as labeler_app
-
-    storage = LocalStorage(tmp_path / "storage")
-    return {"ingest": ingest_app(storage), "labeler": labeler_app(storage), "gateway": gateway_app(storage=storage)}
+    return service_apps(LocalStorage(tmp_path / "storage"))
 
 
 def test_every_json_endpoint_documents_its_schema(settings_env, tmp_path):

@@ -13,3 +13,17 @@ LOOPBACK = ("127.0.0.1", 50000)
 def local_client(app: Any, **kwargs: Any) -> TestClient:
     """A TestClient whose requests come from 127.0.0.1 (Starlette's default client host is ``testclient``)."""
     return TestClient(app, client=LOOPBACK, **kwargs)
+
+
+def service_apps(storage: Any = None, predictor: Any = None) -> dict[str, Any]:
+    """The apps of the three HTTP services, as their ``main.py`` build them (optionally on ``storage``,
+    the gateway with ``predictor`` instead of the configured one)."""
+    from roadseg.gateway.api import create_app as gateway
+    from roadseg.ingest.api import create_app as ingest
+    from roadseg.labeler.api import create_app as labeler
+
+    return {
+        "ingest": ingest(storage),
+        "labeler": labeler(storage),
+        "gateway": gateway(predictor=predictor, storage=storage),
+    }

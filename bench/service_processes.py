@@ -1,0 +1,46 @@
+"""Helpers of the benchmarks that run our services as processes (bench/predict.py, bench/load.py).
+
+Not a benchmark itself: running it does nothing.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_gateway(env: dict[str, str], port: int, log: IO[bytes] | int = subprocess.DEVNULL) -> subprocess.Popen:
+    """The gateway as `make up` runs it (uvicorn on 127.0.0.1), with ``env``; output to ``log``."""
+    argv = [sys.executable, "-m", "uvicorn", "--app-dir", str(REPO / "services" / "gateway"), "main:app",
+            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_http(url: str, proc: subprocess.Popen, seconds: float = 180) -> None:
+    """Until ``url`` answers 200; stops the bench with the reason when the process exits or time runs out."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{url}: the process exited ({proc.returncode})")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"{url} did not answer within {seconds} s")
