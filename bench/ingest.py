@@ -61,6 +61,8 @@ def make_scene(path: Path, size: int) -> Path:
 
 def plain_copy(scene: Path, out: Path, tile_size: int) -> int:
     """The floor: read each window with rasterio and write it as a compressed GeoTIFF tile."""
+    from roadseg.ingest.tiling import TILE_COMPRESSION
+
     count = 0
     with rasterio.open(scene) as src:
         for row in range(0, src.height, tile_size):
@@ -75,8 +77,7 @@ def plain_copy(scene: Path, out: Path, tile_size: int) -> int:
                     "dtype": "uint8",
                     "crs": src.crs,
                     "transform": src.window_transform(window),
-                    "compress": "deflate",
-                    "zlevel": 1,
+                    **TILE_COMPRESSION,  # the tiles' own codec, so the floor pays the same encoding
                 }
                 with rasterio.open(out / f"r{row}_c{col}.tif", "w", **profile) as dst:
                     dst.write(data)

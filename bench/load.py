@@ -16,7 +16,6 @@ Bounded in users and time; nothing leaves 127.0.0.1.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import json
 import os
@@ -28,25 +27,10 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
-from service_processes import free_port, start_gateway, wait_http
+from service_processes import free_port, start_gateway, tree_rss_mib, wait_http
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def tree_rss_mib(pid: int) -> float:
-    """Resident memory of a process and its children (uvicorn and Celery fork), MiB."""
-    try:
-        proc = psutil.Process(pid)
-        procs = [proc, *proc.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0
-    for p in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            total += p.memory_info().rss
-    return total / 2**20
 
 
 def sample_rss(pids: dict[str, int], stop: threading.Event, out: list[tuple[float, dict[str, float]]]) -> None:

@@ -1,10 +1,11 @@
-"""Helpers of the benchmarks that run our services as processes (bench/predict.py, bench/load.py).
+"""Helpers of the benchmarks that run our services as processes (bench/predict.py, load.py, scale.py).
 
 Not a benchmark itself: running it does nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import IO
 
 import httpx
+import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,3 +46,17 @@ def wait_http(url: str, proc: subprocess.Popen, seconds: float = 180) -> None:
             pass
         time.sleep(0.5)
     raise SystemExit(f"{url} did not answer within {seconds} s")
+
+
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory of a process and its children (uvicorn and Celery fork), MiB."""
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += p.memory_info().rss
+    return total / 2**20

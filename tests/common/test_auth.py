@@ -26,7 +26,8 @@ ROLES = ("viewer", "labeler", "operator", "admin")
 EXPECTED = [
     (r"^/api/v1/auth/me$", "viewer"),
     (r"^/api/v1/auth/keys$", "admin"),
-    (r"^/api/v1/(predictions|model)", "viewer"),
+    (r"^/api/v1/predictions/scenes$", "operator"),  # a whole scene on the workers
+    (r"^/api/v1/(predictions(?!/scenes$)|model)", "viewer"),
     (r"^/$|^/ui/", "viewer"),  # gateway page; the labeler's "/" is listed under its app below
     (r"^/api/v1/(scenes|label-runs|datasets)", "operator"),
     (r"^/runs|^/api/runs", "labeler"),

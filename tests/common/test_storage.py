@@ -95,6 +95,24 @@ def test_local_write_is_atomic(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["obj.bin"]
 
 
+def test_a_batch_shows_files_only_whole_and_on_disk_in_groups(storage: Storage):
+    """Files of a batch (a scene's tiles) appear in groups once durable; a failed block leaves no part behind."""
+    with storage.batch(size=2) as write:
+        write("b/one", b"1")
+        if isinstance(storage, LocalStorage):  # made durable with the second file
+            assert storage.list("b") == [] and list((storage.root / "b").glob(".one.*.part"))
+        write("b/two", b"22")
+        assert storage.list("b") == ["b/one", "b/two"]
+        write("b/three", b"333")
+    assert storage.read_bytes("b/three") == b"333"  # the rest at the end of the block
+
+    with pytest.raises(RuntimeError), storage.batch(size=2) as write:
+        write("c/one", b"1")
+        raise RuntimeError("the worker's task failed")
+    if isinstance(storage, LocalStorage):
+        assert storage.list("c") == [] and not list((storage.root / "c").iterdir())
+
+
 def test_raster_windows_are_read_from_both_backends(storage: Storage, tmp_path):
     data = np.arange(3 * 300 * 200, dtype=np.uint16).reshape(3, 300, 200) % 6000
     path = tmp_path / "scene.tif"

@@ -132,11 +132,12 @@ def test_killed_worker_leaves_no_partial_tile_and_the_scene_completes(ingest_env
     accepted = submit_file(client, shared_dir / VEGAS, tile_size="64")
     scene_id = accepted["id"]
     expected = len(tile_grid(1300, 1300, 64, 0))
-    record = wait_for(client, scene_id, lambda r: r["progress"]["done"] > 0 or finished(r))
+    storage = get_storage()
+    # Tiles become visible in groups, once on disk (storage.batch): kill once the first group is there.
+    record = wait_for(client, scene_id, lambda r: storage.list(f"scenes/{scene_id}/tiles") or finished(r))
     worker.kill()
     killed = time.monotonic()
     assert record["status"] == "running", "the scene finished before the worker could be killed"
-    storage = get_storage()
     keys_after_kill = assert_tiles_readable(storage, scene_id)
     assert 0 < len(keys_after_kill) < expected
     assert not storage.exists(f"scenes/{scene_id}/manifest.json")

@@ -139,7 +139,14 @@ class Settings(BaseSettings):
     )
     graph_max_pixels: int = Field(
         default=6000 * 6000,
-        description="Largest prediction (pixels) vectorized into a road graph; it needs the whole mask in memory.",
+        description="Largest prediction (pixels) whose road graph is built in one process, right after it or on "
+        "first use; larger ones are built by the predict workers in shards (one row of graph windows each).",
+    )
+    graph_window: int = Field(
+        default=2048,
+        ge=64,
+        description="Masks larger than this (pixels, either side) are vectorized window by window (with 64 px of "
+        "context); the pieces meet at seam nodes. A sharded road network traces one row of windows per shard.",
     )
     max_queued_tasks: int = Field(
         default=1000,
@@ -163,6 +170,18 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Buckets the ingest API may read gs:// scene URIs from (JSON list), besides the bucket of "
         "ROADSEG_STORAGE_URL; others are refused.",
+    )
+    shard_tiles: int = Field(
+        default=64,
+        ge=1,
+        description="Tiles per shard of an ingest or label job: one Celery task each, so the workers of a queue "
+        "share one scene. The cut depends on the scene and this value only, never on the number of workers.",
+    )
+    shard_window_rows: int = Field(
+        default=8,
+        ge=1,
+        description="Rows of prediction windows per shard of a queued prediction. Neighbouring shards both run "
+        "the window row on their seam (the halo), so smaller shards spread wider but cost more model calls.",
     )
     ignore_value: int = Field(
         default=IGNORE, description="Label mask value for pixels to ignore (tile nodata); masks use 0/255 otherwise."

@@ -103,6 +103,13 @@ class ImageInfo(BaseModel):
     driver: str | None = None
 
 
+class ShardPlan(BaseModel):
+    """How a queued job was cut (:mod:`roadseg.shards`): fixed when it is planned, whatever the workers."""
+
+    count: int = Field(description="Shards (Celery tasks) of the job.")
+    per_shard: int = Field(description="Work units per shard: tiles, or rows of prediction windows.")
+
+
 class SceneRecord(JobRecord, ImageInfo):
     """A scene submitted to ingest: where it comes from, how it is cut, how far the tiling got."""
 
@@ -117,6 +124,11 @@ class SceneRecord(JobRecord, ImageInfo):
     tile_count: int | None = None
     skipped_empty: int | None = None
     manifest_key: str | None = None
+    mosaic_files: int | None = Field(
+        default=None, description="Files of a multi-file scene, whose source is the VRT mosaic of them."
+    )
+    stretch: dict[str, Any] | None = Field(default=None, description="The scene's stretch, fixed for all shards.")
+    shards: ShardPlan | None = None
 
 
 class LabelRunRecord(JobRecord):
@@ -131,10 +143,18 @@ class LabelRunRecord(JobRecord):
     started: float | None = None
     manifest_key: str | None = None
     counts: dict[str, int] | None = Field(default=None, description="Tiles, flagged, and tiles per QC reason.")
+    vectors: dict[str, Any] | None = Field(
+        default=None, description="What was read from the vector files over the whole scene (planned once)."
+    )
+    reach_m: float | None = Field(
+        default=None, description="How far the widest road's buffer reaches beyond its centerline (m)."
+    )
+    shards: ShardPlan | None = None
 
 
-#: ``roads`` of a prediction record: to be built, built (``roads.geojson`` in its files), too large, or failed.
-ROADS_PENDING, ROADS_READY, ROADS_SKIPPED, ROADS_FAILED = "pending", "ready", "skipped", "failed"
+#: ``roads`` of a prediction record: to be built, built (``roads.geojson`` in its files), or failed. Records
+#: from before large masks were built in shards may also say ``skipped`` (too large then).
+ROADS_PENDING, ROADS_READY, ROADS_FAILED = "pending", "ready", "failed"
 
 
 class PredictionRecord(JobRecord):
@@ -164,6 +184,12 @@ class PredictionRecord(JobRecord):
         description="Road network: built right after the job is done, or on the first route or download at the latest.",
     )
     roads_note: str | None = Field(default=None, description="Why there is no road network, when there is none.")
+    shards: ShardPlan | None = None
+    scene_id: str | None = Field(
+        default=None,
+        description="Set when the input is an ingested scene read in place (a large image or a mosaic), not an "
+        "upload: such a prediction has GeoTIFF outputs only (no PNGs for the page).",
+    )
 
 
 # ---------------------------------------------------------------- manifests

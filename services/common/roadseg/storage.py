@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 from urllib.parse import unquote, urlparse
@@ -106,6 +106,15 @@ class Storage(ABC):
         with open(path, "rb") as fh:
             self.write_stream(key, fh)
 
+    @contextlib.contextmanager
+    def batch(self, size: int = 16) -> Iterator[Callable[[str, bytes], None]]:
+        """A writer for many objects in a row (a scene's tiles): ``write(key, data)``, each atomic.
+
+        Here each is stored as :meth:`write_bytes` does; local disk overrides it to make a group of
+        files durable together (one wait for the disk per group instead of one per file).
+        """
+        yield self.write_bytes
+
     def read_bytes(self, key: str) -> bytes:
         """The whole object in memory; meant for small objects (records, manifests), not rasters."""
         with self.open(key) as fh:
@@ -159,29 +168,77 @@ class LocalStorage(Storage):
         """The local file of ``key``, checked by :func:`safe_key` so it cannot point outside the root."""
         return self.root / safe_key(key)
 
-    def write_stream(self, key: str, stream: BinaryIO, max_bytes: int | None = None) -> int:
-        """Write a hidden ``.part`` file beside the target, fsync it, then rename it into place."""
+    def _part(self, key: str) -> tuple[Path, Path]:
+        """(hidden ``.part`` file beside the target, the target) for a write of ``key``; folders created."""
         dest = self.path(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex}.part"
-        total = 0
+        return dest.parent / f".{dest.name}.{uuid.uuid4().hex}.part", dest
+
+    @contextlib.contextmanager
+    def _full_disk_is_storage_full(self, key: str) -> Iterator[None]:
         try:
-            with open(tmp, "wb") as out:
-                while chunk := stream.read(_CHUNK):
-                    total += len(chunk)
-                    if max_bytes is not None and total > max_bytes:
-                        raise TooLarge(f"upload exceeds the limit of {max_bytes} bytes")
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, dest)
+            yield
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise StorageFull(f"no space left in {self.root} to write {key} ({exc.strerror})") from exc
             raise
+
+    def write_stream(self, key: str, stream: BinaryIO, max_bytes: int | None = None) -> int:
+        """Write a hidden ``.part`` file beside the target, fsync it, then rename it into place."""
+        tmp, dest = self._part(key)
+        total = 0
+        try:
+            with self._full_disk_is_storage_full(key):
+                with open(tmp, "wb") as out:
+                    while chunk := stream.read(_CHUNK):
+                        total += len(chunk)
+                        if max_bytes is not None and total > max_bytes:
+                            raise TooLarge(f"upload exceeds the limit of {max_bytes} bytes")
+                        out.write(chunk)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(tmp, dest)
         finally:
             tmp.unlink(missing_ok=True)  # a failed write leaves no part behind (and gives its space back)
         return total
+
+    @contextlib.contextmanager
+    def batch(self, size: int = 16) -> Iterator[Callable[[str, bytes], None]]:
+        """Files written whole to ``.part`` files, made durable and renamed into place ``size`` at a time.
+
+        Why: one fsync per 512 px tile was about a third of the time of tiling a scene. Each file
+        still appears only once it is complete and on disk (an empty file under a final name after
+        a power loss would be skipped by every re-run), so a crash costs at most ``size`` files to
+        redo. Parts not yet renamed when the block fails are removed.
+        """
+        pending: list[tuple[Path, Path, str]] = []
+
+        def flush() -> None:
+            for tmp, _, key in pending:
+                with self._full_disk_is_storage_full(key):
+                    fd = os.open(tmp, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+            for tmp, dest, _ in pending:
+                os.replace(tmp, dest)
+            pending.clear()
+
+        def write(key: str, data: bytes) -> None:
+            tmp, dest = self._part(key)
+            pending.append((tmp, dest, key))
+            with self._full_disk_is_storage_full(key):
+                tmp.write_bytes(data)
+            if len(pending) >= size:
+                flush()
+
+        try:
+            yield write
+            flush()
+        finally:
+            for tmp, _, _ in pending:
+                tmp.unlink(missing_ok=True)
 
     def open(self, key: str) -> BinaryIO:
         """Open the file for reading; raises :class:`NotFound` when it is missing."""

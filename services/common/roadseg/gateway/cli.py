@@ -22,6 +22,7 @@ examples:
   roadseg predict a.png b.jpg c.jp2 --out masks/ --threshold 0.4 --geojson
   roadseg predict big.tif --out out/ --model models/roads/1
   roadseg predict tiles/*.tif --out out/ --tta none     # many images, the fast way
+  roadseg predict nyc.vrt --out out/                     # tiles of one image as one (roadseg ingest mosaic)
 
 The model is ROADSEG_MODEL_DIR (latest version) unless --model is given; with ROADSEG_TFSERVING_URL set
 (and no --model) windows are sent to TF Serving. Window size/overlap/batch: ROADSEG_PREDICT_WINDOW,
@@ -81,16 +82,20 @@ def predict_command(args: argparse.Namespace) -> int:
 
     ``--jobs`` images are in flight at once, sharing one model that runs one call at a time: while
     one image is in the model, the next is read and stretched and the last one's outputs are written.
-    Results are printed in the order of the inputs.
+    Results are printed in the order of the inputs. A VRT mosaic (``roadseg ingest mosaic``) is
+    predicted as one image, as on the user's own command line it may be.
     """
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
+    import rasterio
     from tqdm import tqdm
 
+    from roadseg import raster
     from roadseg.config import get_settings
     from roadseg.errors import RoadsegError
     from roadseg.gateway.predictor import make_predictor
+    from roadseg.mosaic import gcs_gdal_options
 
     settings = get_settings()
     predictor = make_predictor(settings, args.model)
@@ -105,7 +110,9 @@ def predict_command(args: argparse.Namespace) -> int:
     one = len(args.inputs) == 1 or args.jobs == 1
 
     def predict_one(source: str) -> str:
-        return _predict_file(source, predictor, settings, out, threshold, args, lock, show_windows=one)
+        # In the worker thread: the trust in VRT mosaics and GDAL's options hold per thread.
+        with rasterio.Env(**gcs_gdal_options()), raster.trusted_mosaics():
+            return _predict_file(source, predictor, settings, out, threshold, args, lock, show_windows=one)
 
     failed = 0
     with (

@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -33,10 +33,18 @@ from rasterio.windows import Window
 
 from roadseg import raster
 from roadseg.config import Settings
-from roadseg.documents import ROADS_FAILED, ROADS_PENDING, ROADS_READY, ROADS_SKIPPED, PredictionRecord
+from roadseg.documents import ROADS_FAILED, ROADS_PENDING, ROADS_READY, PredictionRecord
 from roadseg.errors import InvalidInput, RoadsegError
 from roadseg.gateway.predictor import Predictor
-from roadseg.gateway.windows import PredictBatch, model_resolution, resampled, resolution_factor, sliding_predict
+from roadseg.gateway.windows import (
+    PredictBatch,
+    model_resolution,
+    resampled,
+    resolution_factor,
+    shard_rows,
+    sliding_predict,
+    window_starts,
+)
 from roadseg.http_api import enqueue
 from roadseg.jobs import DONE, FAILED, RUNNING, JobStore, new_id
 from roadseg.storage import Storage, safe_filename
@@ -87,12 +95,13 @@ class RasterPrediction:
     tta: str = "none"
 
 
-def _profile(ds: DatasetReader, count: int, dtype: str) -> dict[str, Any]:
-    """A GeoTIFF profile with the input's size and (when it has one) georeferencing."""
+def output_profile(ds: DatasetReader, count: int, dtype: str, rows: tuple[int, int] | None = None) -> dict[str, Any]:
+    """A GeoTIFF profile with the input's size (or its ``rows`` [from, to)) and georeferencing when it has one."""
+    row_from, row_to = rows or (0, ds.height)
     profile: dict[str, Any] = {
         "driver": "GTiff",
         "width": ds.width,
-        "height": ds.height,
+        "height": row_to - row_from,
         "count": count,
         "dtype": dtype,
         "compress": "deflate",
@@ -100,8 +109,43 @@ def _profile(ds: DatasetReader, count: int, dtype: str) -> dict[str, Any]:
         "BIGTIFF": "IF_SAFER",
     }
     if raster.is_georeferenced(ds):
-        profile.update(crs=ds.crs, transform=ds.transform)
+        profile.update(crs=ds.crs, transform=ds.window_transform(Window(0, row_from, ds.width, row_to - row_from)))
     return profile
+
+
+@dataclass
+class ModelWindows:
+    """How an image meets the model: window and overlap in image pixels, and the resampling between them."""
+
+    window: int
+    overlap: int
+    factor: float = 1.0
+    resampling: dict[str, float] | None = None
+
+    @classmethod
+    def of(cls, ds: DatasetReader, predictor: Predictor, settings: Settings) -> ModelWindows:
+        """Windows grow by the resampling factor, so the model still sees ~``predict_window`` pixels per side."""
+        window, overlap = settings.predict_window, settings.predict_overlap
+        image_m = raster.ground_pixel_size_m(ds)
+        model_m = model_resolution(image_m, predictor.card)
+        factor = resolution_factor(image_m, model_m) if settings.match_resolution else 1.0
+        if image_m is None or model_m is None or factor == 1.0:
+            return cls(window, overlap)
+        resampling = {"image_pixel_size_m": round(image_m, 4), "model_pixel_size_m": model_m, "factor": factor}
+        return cls(round(window * factor), round(overlap * factor), factor, resampling)
+
+    def row_count(self, height: int) -> int:
+        """Rows of windows over an image ``height`` pixels high (the unit prediction shards are cut in)."""
+        return len(window_starts(height, self.window, self.overlap))
+
+    def shard(self, ds: DatasetReader, rows: tuple[int, int]) -> tuple[list[int], int, int]:
+        """:func:`windows.shard_rows` of window rows ``rows`` [first, stop) of ``ds``."""
+        return shard_rows(ds.height, self.window, self.overlap, *rows)
+
+    def windows_of(self, ds: DatasetReader, rows: tuple[int, int]) -> int:
+        """Model calls of one shard (its halo row included), for progress."""
+        starts, _, _ = self.shard(ds, rows)
+        return len(starts) * len(window_starts(ds.width, self.window, self.overlap))
 
 
 def predict_raster(
@@ -114,6 +158,7 @@ def predict_raster(
     progress: Callable[[int, int], None] | None = None,
     tta: str | None = None,
     model_lock: threading.Lock | None = None,
+    window_rows: tuple[int, int] | None = None,
 ) -> RasterPrediction:
     """Predict ``ds`` window by window into GeoTIFFs in ``out_dir``.
 
@@ -125,6 +170,10 @@ def predict_raster(
     Always writes ``probability.tif`` (float32) and ``mask.tif`` (uint8 0/255), georeferenced
     like the input when it is. With ``rgb_layers`` also ``probability8.tif`` (0..255), ``image.tif``
     (the input as 8-bit RGB, what the browser shows) and ``overlay.tif`` (RGBA, roads opaque).
+
+    ``window_rows`` ([first, stop) of the image's rows of windows) predicts one shard: the files then
+    hold only the shard's band of image rows (:func:`windows.shard_rows`), equal to those rows of a
+    whole-image prediction.
     """
     started = time.perf_counter()
     stretch = raster.compute_stretch(ds, settings.stretch_percentiles)
@@ -135,18 +184,14 @@ def predict_raster(
         with model_lock or contextlib.nullcontext():
             return predictor.predict(images, tta)
 
-    predict: PredictBatch = model
-    window, overlap = settings.predict_window, settings.predict_overlap
-    resampling: dict[str, float] | None = None
-    image_m = raster.ground_pixel_size_m(ds)
-    model_m = model_resolution(image_m, predictor.card)
-    factor = resolution_factor(image_m, model_m) if settings.match_resolution else 1.0
-    if image_m is not None and model_m is not None and factor != 1.0:
-        # Windows grow by the factor, so the model still sees ~predict_window pixels per side.
-        predict = resampled(model, factor)
-        window, overlap = round(window * factor), round(overlap * factor)
-        resampling = {"image_pixel_size_m": round(image_m, 4), "model_pixel_size_m": model_m, "factor": factor}
-        log.info("resampling %.3f m pixels to the model's %.3f m (factor %.2f)", image_m, model_m, factor)
+    geometry = ModelWindows.of(ds, predictor, settings)
+    predict: PredictBatch = model if geometry.factor == 1.0 else resampled(model, geometry.factor)
+    if geometry.resampling:
+        log.info(
+            "resampling %.3f m pixels to the model's %.3f m (factor %.2f)",
+            *(geometry.resampling[k] for k in ("image_pixel_size_m", "model_pixel_size_m", "factor")),
+        )
+    starts, row_from, row_to = geometry.shard(ds, window_rows) if window_rows else (None, 0, height)
 
     def read_rows(row_off: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
         return raster.read_rgb_window(ds, Window(0, row_off, width, rows), stretch)
@@ -166,17 +211,35 @@ def predict_raster(
 
     with rasterio.Env(**GDAL_ENV), warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        outs = {name: rasterio.open(files[name], "w", **_profile(ds, *spec)) for name, spec in layers.items()}
+        outs = {
+            name: rasterio.open(files[name], "w", **output_profile(ds, *spec, (row_from, row_to)))
+            for name, spec in layers.items()
+        }
         try:
-            bands = sliding_predict(read_rows, predict, height, width, window, overlap, settings.predict_batch, count)
-            for row_off, prob in bands:
-                window = Window(0, row_off, width, prob.shape[0])
+            bands = sliding_predict(
+                read_rows,
+                predict,
+                height,
+                width,
+                geometry.window,
+                geometry.overlap,
+                settings.predict_batch,
+                count,
+                starts,
+            )
+            for band_off, band in bands:
+                # A shard's bands start above its rows and end below them (halo rows): keep its own.
+                first, last = max(band_off, row_from), min(band_off + band.shape[0], row_to)
+                if first >= last:
+                    continue
+                prob = band[first - band_off : last - band_off]
+                window = Window(0, first - row_from, width, last - first)
                 road = prob >= threshold
                 road_pixels += int(road.sum())
                 outs["probability"].write(prob[None], window=window)
                 outs["mask"].write((road * np.uint8(255))[None], window=window)
                 if rgb_layers:
-                    rgb, _ = read_rows(row_off, prob.shape[0])
+                    rgb, _ = read_rows(first, last - first)
                     outs["probability8"].write(np.round(prob * 255).astype(np.uint8)[None], window=window)
                     outs["image"].write(np.moveaxis(rgb, -1, 0), window=window)
                     overlay = np.zeros((4, *road.shape), np.uint8)
@@ -193,7 +256,7 @@ def predict_raster(
         road_pixels=road_pixels,
         windows=windows,
         seconds=time.perf_counter() - started,
-        resampling=resampling,
+        resampling=geometry.resampling,
         tta=tta or predictor.card.get("tta") or "none",
     )
 
@@ -227,19 +290,26 @@ def tif_to_cog(src: Path, dst: Path, overview_resampling: str) -> Path:
     return dst
 
 
-def road_graph_geojson(mask: DatasetReader, max_pixels: int) -> dict[str, Any] | None:
+def road_graph_geojson(mask: DatasetReader, max_pixels: int, window: int = 2048) -> dict[str, Any] | None:
     """Road network GeoJSON of an open mask (docs/contracts.md §7); ``None`` when it is above ``max_pixels``.
 
-    Vectorizing needs the whole mask in memory (skeletonization is global), hence the limit.
+    The mask is read window by window (``window`` pixels, ``ROADSEG_GRAPH_WINDOW``); the limit bounds the
+    time one process spends (larger masks: :func:`roadseg.gateway.sharded.plan_roads`) and the graph's size.
     """
-    from roadseg.roadnet.graph import graph_to_geojson, mask_to_graph
+    from roadseg.roadnet.graph import RasterMask, graph_to_geojson, mask_to_graph
+    from roadseg.roadnet.params import GraphParams
 
     if mask.width * mask.height > max_pixels:
         return None
-    georef = raster.is_georeferenced(mask)
-    transform = mask.transform if georef else None
-    crs = raster.crs_string(mask.crs) if georef else None
-    return graph_to_geojson(mask_to_graph(mask.read(1) > 0, transform=transform, crs=crs))
+    transform, crs = mask_georeference(mask)
+    return graph_to_geojson(mask_to_graph(RasterMask(mask), transform, crs, GraphParams(window=window)))
+
+
+def mask_georeference(mask: DatasetReader) -> tuple[Any, str | None]:
+    """(transform, CRS) of a mask for its road graph; (None, None) for pixel coordinates."""
+    if not raster.is_georeferenced(mask):
+        return None, None
+    return mask.transform, raster.crs_string(mask.crs)
 
 
 # ---------------------------------------------------------------------------- API jobs
@@ -358,31 +428,53 @@ def road_network(job_id: str, storage: Storage, settings: Settings) -> tuple[str
         raise InvalidInput(f"prediction {job_id} is {record['status']}, not done")
     if not has_road_network(record):
         raise InvalidInput(f"prediction {job_id} has no road network ({record.get('roads_note')})")
+    info = record["info"]
+    if info["width"] * info["height"] > settings.graph_max_pixels:
+        raise InvalidInput(
+            f"the road network of prediction {job_id} (above {settings.graph_max_pixels} pixels) is built by the "
+            f"predict workers in shards: {record.get('roads_note') or 'not ready yet'}"
+        )
     with _ROAD_LOCKS[hash(job_id) % len(_ROAD_LOCKS)]:
         record = jobs.get(job_id)  # another thread may have built it meanwhile
         if "roads.geojson" in record["files"]:
             return key, record
         started = time.perf_counter()
-        mask = "mask.tif" if "mask.tif" in record["files"] else "mask.png"
-        try:
-            with raster.open_stored(storage, jobs.key(job_id, mask)) as ds:
-                roads = road_graph_geojson(ds, settings.graph_max_pixels)
-            if roads is None:
-                raise InvalidInput(f"image above {settings.graph_max_pixels} pixels: no road graph")
-            storage.write_text(key, json.dumps(roads))
-        except Exception as exc:
-            log.exception("road network of prediction %s failed", job_id)
-            reason = str(exc) if isinstance(exc, RoadsegError) else f"internal error: {type(exc).__name__}"
-            jobs.update(job_id, roads=ROADS_FAILED, roads_note=f"the road network failed: {reason}")
-            raise
-        record = jobs.update(
-            job_id,
-            roads=ROADS_READY,
-            roads_note=None,
-            files=sorted({*record["files"], "roads.geojson"}),
-            timings={**(record.get("timings") or {}), "roads": round(time.perf_counter() - started, 3)},
-        )
-    return key, record
+        with failing_roads(jobs, job_id), raster.open_stored(storage, mask_key(jobs, record)) as ds:
+            roads = road_graph_geojson(ds, settings.graph_max_pixels, settings.graph_window)
+        return key, store_road_network(storage, job_id, roads, time.perf_counter() - started)
+
+
+def mask_key(jobs: JobStore, record: dict[str, Any]) -> str:
+    """Storage key of a done prediction's mask (a COG when georeferenced, else the PNG)."""
+    return jobs.key(record["id"], "mask.tif" if "mask.tif" in record["files"] else "mask.png")
+
+
+@contextlib.contextmanager
+def failing_roads(jobs: JobStore, job_id: str) -> Iterator[None]:
+    """A failed road network is logged and recorded (``roads: failed`` with the reason), then re-raised."""
+    try:
+        yield
+    except Exception as exc:
+        log.exception("road network of prediction %s failed", job_id)
+        reason = str(exc) if isinstance(exc, RoadsegError) else f"internal error: {type(exc).__name__}"
+        jobs.update(job_id, roads=ROADS_FAILED, roads_note=f"the road network failed: {reason}")
+        raise
+
+
+def store_road_network(storage: Storage, job_id: str, roads: dict[str, Any] | None, seconds: float) -> dict[str, Any]:
+    """Write ``roads.geojson`` and record it as ready (with its build time); returns the record."""
+    jobs = prediction_store(storage)
+    if roads is None:
+        raise InvalidInput("the image is too large for a road graph in one process")
+    storage.write_text(jobs.key(job_id, "roads.geojson"), json.dumps(roads))
+    record = jobs.get(job_id)
+    return jobs.update(
+        job_id,
+        roads=ROADS_READY,
+        roads_note=None,
+        files=sorted({*record["files"], "roads.geojson"}),
+        timings={**(record.get("timings") or {}), "roads": round(seconds, 3)},
+    )
 
 
 def build_road_network_quietly(job_id: str, storage: Storage, settings: Settings) -> None:
@@ -394,20 +486,8 @@ def build_road_network_quietly(job_id: str, storage: Storage, settings: Settings
         pass
 
 
-def run_job(job_id: str, storage: Storage, predictor: Predictor, settings: Settings) -> dict[str, Any]:
-    """Run one stored prediction job to the end; returns the final record.
-
-    The job is done once its rasters are stored; its road network is built afterwards
-    (:func:`build_road_network_quietly` right after, or :func:`road_network` on first use), so
-    vectorizing, which can take as long as the model on real imagery, never delays the answer.
-
-    Idempotent: outputs have fixed keys and are overwritten atomically, so a re-delivered task
-    simply redoes the work. A :class:`RoadsegError` (bad input) marks the job failed and is
-    re-raised for the caller (the API turns it into a 4xx); other exceptions mark it failed too.
-    """
-    jobs = prediction_store(storage)
-    predictor.refresh()
-    jobs.update(job_id, status=RUNNING, progress=0.0, stage="predicting")
+def progress_writer(jobs: JobStore, job_id: str) -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` callback (in windows) writing the job's record at most every 0.5 s."""
     last_write = 0.0
 
     def progress(done: int, total: int) -> None:
@@ -417,61 +497,14 @@ def run_job(job_id: str, storage: Storage, predictor: Predictor, settings: Setti
             last_write = now
             jobs.update(job_id, progress=round(done / total, 3), windows_done=done, windows_total=total)
 
+    return progress
+
+
+@contextlib.contextmanager
+def failing_job(jobs: JobStore, job_id: str) -> Iterator[None]:
+    """Any error inside marks the job failed (bad input with its message), then propagates."""
     try:
-        with tempfile.TemporaryDirectory(prefix="roadseg-predict-") as tmp:
-            out = Path(tmp)
-            record = jobs.get(job_id)
-            key = jobs.key(job_id, "input", record["input_name"])
-            with raster.open_stored(storage, key, settings.max_scene_pixels) as ds:
-                result = predict_raster(
-                    ds,
-                    predictor,
-                    out,
-                    settings,
-                    predictor.threshold(settings.threshold),
-                    True,
-                    progress,
-                    tta=record.get("tta"),
-                )
-            jobs.update(job_id, stage="writing outputs")
-            started = time.perf_counter()
-            outputs = {
-                "mask.png": tif_to_png(result.files["mask"], out / "mask.png"),
-                "overlay.png": tif_to_png(result.files["overlay"], out / "overlay.png"),
-                "image.png": tif_to_png(result.files["image"], out / "image.png"),
-                "probability.png": tif_to_png(result.files["probability8"], out / "probability.png"),
-                "probability.tif": tif_to_cog(result.files["probability"], out / "probability.cog.tif", "average"),
-            }
-            if result.info["georeferenced"]:
-                outputs["mask.tif"] = tif_to_cog(result.files["mask"], out / "mask.cog.tif", "nearest")
-            png_seconds, started = time.perf_counter() - started, time.perf_counter()
-            for name, path in outputs.items():
-                storage.write_file(jobs.key(job_id, name), path)
-            store_seconds = time.perf_counter() - started
-        small_enough = result.info["width"] * result.info["height"] <= settings.graph_max_pixels
-        return jobs.update(
-            job_id,
-            status=DONE,
-            progress=1.0,
-            stage="done",
-            files=sorted(outputs),
-            info=result.info,
-            threshold=result.threshold,
-            road_fraction=result.road_pixels / (result.info["width"] * result.info["height"]),
-            windows_total=result.windows,
-            seconds=round(result.seconds, 3),
-            timings={
-                **(record.get("timings") or {}),
-                "predict": round(result.seconds, 3),
-                "pngs": round(png_seconds, 3),
-                "store": round(store_seconds, 3),
-            },
-            model=predictor.describe(),
-            tta=result.tta,
-            resampling=result.resampling,
-            roads=ROADS_PENDING if small_enough else ROADS_SKIPPED,
-            roads_note=None if small_enough else f"image above {settings.graph_max_pixels} pixels: no road graph",
-        )
+        yield
     except RoadsegError as exc:
         jobs.update(job_id, status=FAILED, stage="failed", error=str(exc))
         raise
@@ -479,3 +512,126 @@ def run_job(job_id: str, storage: Storage, predictor: Predictor, settings: Setti
         log.exception("prediction %s failed", job_id)
         jobs.update(job_id, status=FAILED, stage="failed", error=f"internal error: {type(exc).__name__}")
         raise
+
+
+@contextlib.contextmanager
+def open_input(storage: Storage, record: dict[str, Any], settings: Settings) -> Iterator[DatasetReader]:
+    """The job's input image: its stored upload (checked like one), or the ingested scene it names."""
+    if record.get("scene_id"):
+        from roadseg.ingest.scenes import open_scene_source, scene_store, source_of
+
+        scene = scene_store(storage).get(record["scene_id"])
+        source, key, _ = source_of(storage, scene)
+        with open_scene_source(source, key, bool(scene.get("mosaic_files"))) as ds:
+            yield ds
+        return
+    key = prediction_store(storage).key(record["id"], "input", record["input_name"])
+    with raster.open_stored(storage, key, settings.max_scene_pixels) as ds:
+        yield ds
+
+
+def page_layers(record: dict[str, Any]) -> bool:
+    """Whether a job makes the page's layers (image, overlay, PNGs): uploads yes, whole scenes no."""
+    return not record.get("scene_id")
+
+
+def create_scene_job(storage: Storage, scene_id: str, tta: str | None = None) -> dict[str, Any]:
+    """A queued prediction of an ingested scene (read in place: a city-sized image or a mosaic of tiles).
+
+    Its outputs are Cloud-Optimized GeoTIFFs (probability and mask) and the road network; a browser
+    could not show PNGs of such an image, so none are made.
+    """
+    from roadseg.ingest.scenes import scene_store
+
+    scene = scene_store(storage).get(scene_id)
+    info = {k: scene.get(k) for k in ("georeferenced", "crs", "transform", "width", "height", "bands", "dtype")}
+    info |= {k: scene.get(k) for k in ("bounds", "pixel_size", "driver")}
+    return prediction_store(storage).create(
+        new_id(),
+        input_name=scene.get("filename") or scene_id,
+        input_bytes=scene.get("bytes") or 0,
+        info=info,
+        progress=0.0,
+        stage="queued",
+        tta=tta,
+        scene_id=scene_id,
+        timings={},
+    )
+
+
+def run_job(job_id: str, storage: Storage, predictor: Predictor, settings: Settings) -> dict[str, Any]:
+    """Run one stored prediction job to the end in this process; returns the final record.
+
+    The job is done once its rasters are stored; its road network is built afterwards
+    (:func:`build_road_network_quietly` right after, or :func:`road_network` on first use), so
+    vectorizing, which can take as long as the model on real imagery, never delays the answer.
+    Queued images too large for one task are cut into shards instead (:mod:`roadseg.gateway.sharded`).
+
+    Idempotent: outputs have fixed keys and are overwritten atomically, so a re-delivered task
+    simply redoes the work. A :class:`RoadsegError` (bad input) marks the job failed and is
+    re-raised for the caller (the API turns it into a 4xx); other exceptions mark it failed too.
+    """
+    jobs = prediction_store(storage)
+    predictor.refresh()
+    jobs.update(job_id, status=RUNNING, progress=0.0, stage="predicting")
+    with failing_job(jobs, job_id), tempfile.TemporaryDirectory(prefix="roadseg-predict-") as tmp:
+        record = jobs.get(job_id)
+        with open_input(storage, record, settings) as ds:
+            result = predict_raster(
+                ds,
+                predictor,
+                Path(tmp),
+                settings,
+                predictor.threshold(settings.threshold),
+                page_layers(record),
+                progress_writer(jobs, job_id),
+                tta=record.get("tta"),
+            )
+        return store_outputs(job_id, storage, predictor, settings, Path(tmp), result)
+
+
+def store_outputs(
+    job_id: str, storage: Storage, predictor: Predictor, settings: Settings, out: Path, result: RasterPrediction
+) -> dict[str, Any]:
+    """Turn a finished prediction's GeoTIFFs (in ``out``) into the job's files and mark the job done."""
+    jobs = prediction_store(storage)
+    record = jobs.update(job_id, stage="writing outputs")
+    started = time.perf_counter()
+    outputs = {"probability.tif": tif_to_cog(result.files["probability"], out / "probability.cog.tif", "average")}
+    pngs = "overlay" in result.files  # the page's layers (uploads)
+    if pngs:
+        outputs |= {
+            "mask.png": tif_to_png(result.files["mask"], out / "mask.png"),
+            "overlay.png": tif_to_png(result.files["overlay"], out / "overlay.png"),
+            "image.png": tif_to_png(result.files["image"], out / "image.png"),
+            "probability.png": tif_to_png(result.files["probability8"], out / "probability.png"),
+        }
+    if result.info["georeferenced"] or not pngs:
+        outputs["mask.tif"] = tif_to_cog(result.files["mask"], out / "mask.cog.tif", "nearest")
+    png_seconds, started = time.perf_counter() - started, time.perf_counter()
+    for name, path in outputs.items():
+        storage.write_file(jobs.key(job_id, name), path)
+    store_seconds = time.perf_counter() - started
+    return jobs.update(
+        job_id,
+        status=DONE,
+        progress=1.0,
+        stage="done",
+        files=sorted(outputs),
+        info=result.info,
+        threshold=result.threshold,
+        road_fraction=result.road_pixels / (result.info["width"] * result.info["height"]),
+        windows_total=result.windows,
+        seconds=round(result.seconds, 3),
+        timings={
+            **(record.get("timings") or {}),
+            "predict": round(result.seconds, 3),
+            "pngs": round(png_seconds, 3),
+            "store": round(store_seconds, 3),
+        },
+        model=predictor.describe(),
+        tta=result.tta,
+        resampling=result.resampling,
+        roads=ROADS_PENDING,
+        roads_note=None,
+    )

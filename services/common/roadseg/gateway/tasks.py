@@ -1,17 +1,25 @@
-"""Celery task of the gateway: predict one stored upload that was too large to do in the request."""
+"""Celery tasks of the gateway (queue ``predict``): predict stored uploads too large to do in the request.
+
+An image with more rows of windows than ``ROADSEG_SHARD_WINDOW_ROWS`` is cut into shards that the
+``predict`` workers share (:mod:`roadseg.gateway.sharded`); a smaller one is one task. The road network
+of a mask above ``ROADSEG_GRAPH_MAX_PIXELS`` is traced in shards too, one row of graph windows each.
+"""
 
 from __future__ import annotations
+
+from celery import group
 
 from roadseg.celery_app import app
 from roadseg.config import get_settings
 from roadseg.errors import RoadsegError
+from roadseg.gateway import sharded
 from roadseg.gateway.predictions import build_road_network_quietly, run_job
 from roadseg.storage import get_storage
 
 
 @app.task(name="roadseg.gateway.predict")
 def predict(job_id: str) -> dict:
-    """Run prediction job ``job_id`` (queue ``predict``); progress and outputs go to its status record.
+    """Run prediction job ``job_id``, or queue its shards; progress and outputs go to its status record.
 
     Bad input is recorded in the job (status ``failed``) and not retried; the task returns the
     final record either way, so a re-delivery after a worker crash just redoes the job. Once the job
@@ -19,10 +27,58 @@ def predict(job_id: str) -> dict:
     """
     from roadseg.gateway.predictor import get_predictor
 
-    storage, settings = get_storage(), get_settings()
+    storage, settings, predictor = get_storage(), get_settings(), get_predictor()
     try:
-        record = run_job(job_id, storage, get_predictor(), settings)
+        pending = sharded.plan_job(job_id, storage, predictor, settings)
+        if pending is None:
+            record = run_job(job_id, storage, predictor, settings)
+        elif not pending:  # a re-delivered plan after every shard finished
+            record = sharded.finish_job(job_id, storage, predictor, settings)
+        else:
+            group(predict_shard.s(job_id, index) for index in pending).apply_async()
+            return {"id": job_id, "shards": len(pending)}
     except RoadsegError as exc:
         return {"id": job_id, "status": "failed", "error": str(exc)}
-    build_road_network_quietly(job_id, storage, settings)
+    _road_network(job_id, storage, settings)
     return {"id": job_id, "status": record["status"]}
+
+
+@app.task(name="roadseg.gateway.predict_shard")
+def predict_shard(job_id: str, index: int) -> dict:
+    """Predict one band of a sharded job; the shard that completes the set writes the job's outputs."""
+    from roadseg.gateway.predictor import get_predictor
+
+    storage, settings, predictor = get_storage(), get_settings(), get_predictor()
+    try:
+        if not sharded.run_shard(job_id, index, storage, predictor, settings):
+            return {"id": job_id, "shard": index}
+        record = sharded.finish_job(job_id, storage, predictor, settings)
+    except RoadsegError as exc:
+        return {"id": job_id, "status": "failed", "error": str(exc)}
+    _road_network(job_id, storage, settings)
+    return {"id": job_id, "status": record["status"]}
+
+
+def _road_network(job_id: str, storage, settings) -> None:
+    """Right after a job is done: build its road network here, or queue its shards when the mask is large."""
+    try:
+        pending = sharded.plan_roads(job_id, storage, settings)
+    except RoadsegError:
+        return  # recorded; the next use of the network says why
+    if pending is None:
+        build_road_network_quietly(job_id, storage, settings)
+    elif pending:
+        group(road_shard.s(job_id, index) for index in pending).apply_async()
+
+
+@app.task(name="roadseg.gateway.road_shard")
+def road_shard(job_id: str, index: int) -> dict:
+    """Trace one row of graph windows of a large mask; the shard that completes the set stores the network."""
+    storage, settings = get_storage(), get_settings()
+    try:
+        if not sharded.run_roads_shard(job_id, index, storage, settings):
+            return {"id": job_id, "roads_shard": index}
+        record = sharded.finish_roads(job_id, storage, settings)
+    except RoadsegError as exc:
+        return {"id": job_id, "roads": "failed", "error": str(exc)}
+    return {"id": job_id, "roads": record["roads"]}

@@ -52,6 +52,20 @@ def hann_weights(height: int, width: int) -> np.ndarray:
     return np.outer(one_d(height), one_d(width)).astype(np.float32)
 
 
+def shard_rows(height: int, window: int, overlap: int, first: int, stop: int) -> tuple[list[int], int, int]:
+    """(window row starts to run, first output row, end output row) of the shard owning window rows ``[first, stop)``.
+
+    Shards meet where a shard's last own window ends: the rows above that seam are final once the
+    shard's windows ran plus the next shard's first row of windows (its halo, run by both), so each
+    shard writes ``[row_from, row_to)`` and the bands tile the image without a gap or an overlap.
+    """
+    rows = window_starts(height, window, overlap)
+    win_h = min(window, height)
+    row_from = rows[first - 1] + win_h if first > 0 else 0
+    row_to = rows[stop - 1] + win_h if stop < len(rows) else height
+    return [r for r in rows if r < row_to and r + win_h > row_from], row_from, row_to
+
+
 def count_windows(height: int, width: int, window: int, overlap: int) -> int:
     """How many windows :func:`sliding_predict` will run (for progress reporting)."""
     return len(window_starts(height, window, overlap)) * len(window_starts(width, window, overlap))
@@ -66,21 +80,27 @@ def sliding_predict(
     overlap: int,
     batch: int,
     progress: Callable[[int, int], None] | None = None,
+    row_starts: list[int] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(row_off, probabilities float32 [rows, width])`` bands covering the image top to bottom.
 
     Pixels outside the valid mask (nodata, alpha 0) get probability 0. ``progress(done, total)``
     is called after every model call with the number of windows predicted so far.
+
+    ``row_starts`` (consecutive entries of :func:`window_starts`) runs only those rows of windows, for
+    one shard of an image: its bands then start at the first of them, and a row is final only where
+    every window covering it was among them. Such rows get the very same arithmetic, in the same
+    order, as in a run over all rows, so a sharded image equals one predicted whole.
     """
     win_h, win_w = min(window, height), min(window, width)
-    rows = window_starts(height, window, overlap)
+    rows = window_starts(height, window, overlap) if row_starts is None else row_starts
     cols = window_starts(width, window, overlap)
     weights = hann_weights(win_h, win_w)
     total, done = len(rows) * len(cols), 0
     # Accumulators for image rows [top, top + win_h): weighted sum and weight sum.
     acc = np.zeros((win_h, width), np.float32)
     wsum = np.zeros((win_h, width), np.float32)
-    top = 0
+    top = rows[0]
     for row_off in rows:
         if row_off > top:
             yield top, _finish(acc, wsum, row_off - top)
@@ -99,7 +119,7 @@ def sliding_predict(
                 progress(done, total)
         # Nodata pixels end at probability 0: every window touching them zeroes their weighted sum.
         acc[~valid] = 0.0
-    yield top, _finish(acc, wsum, height - top)
+    yield top, _finish(acc, wsum, min(height - top, win_h))
 
 
 def _finish(acc: np.ndarray, wsum: np.ndarray, n: int) -> np.ndarray:

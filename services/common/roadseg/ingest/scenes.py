@@ -1,6 +1,7 @@
 """Scene jobs: register a source (validated from its header), then tile it, tracking status.
 
-Shared by the API (register), the Celery task (run) and the CLI (both, without Redis).
+Shared by the API (register), the Celery tasks (plan, then one task per shard: see
+:mod:`roadseg.shards`) and the CLI (all of it in one process, without Redis).
 
 A scene id is derived from the source's content (or URI and size) and the tiling parameters,
 so submitting the same scene twice names the same scene: its tiles are found and skipped,
@@ -9,23 +10,39 @@ never duplicated.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import time
+import json
+import logging
+from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import Any
 
+import rasterio
+from rasterio.io import DatasetReader
+
+from roadseg.config import get_settings
 from roadseg.documents import SceneRecord
 from roadseg.errors import RoadsegError
-from roadseg.ingest.tiling import Progress, TileParams, manifest_key, tile_grid, tile_scene
+from roadseg.ingest.tiling import (
+    GDAL_CACHE_MB,
+    Progress,
+    TileParams,
+    manifest_key,
+    scene_manifest,
+    tile_cells,
+    tile_grid,
+)
 from roadseg.jobs import DONE, FAILED, RUNNING, JobStore
-from roadseg.raster import open_stored, scene_info
+from roadseg.mosaic import gcs_gdal_options
+from roadseg.raster import Stretch, compute_stretch, open_stored, scene_info, trusted_mosaics
+from roadseg.shards import ShardBook, Span, spans, throttled
 from roadseg.storage import Storage, split_url
+
+log = logging.getLogger(__name__)
 
 #: Status records live at ``scenes/{id}/status.json``, next to the tiles and the manifest.
 KIND = "scenes"
-
-#: Seconds between progress writes to the status record (each is one object write).
-PROGRESS_INTERVAL_S = 0.5
 
 #: Extensions kept on stored uploads (GDAL identifies formats by content; this is for people).
 _KNOWN_SUFFIXES = {".tif", ".tiff", ".jp2", ".j2k", ".png", ".jpg", ".jpeg"}
@@ -61,6 +78,22 @@ def source_of(storage: Storage, record: dict[str, Any]) -> tuple[Storage, str, s
     return storage, record["source_key"], record["source_key"]
 
 
+@contextlib.contextmanager
+def open_scene_source(source: Storage, key: str, mosaic: bool = False) -> Iterator[DatasetReader]:
+    """A scene's source, checked, with GDAL's block cache capped; ``mosaic``: the VRT this service wrote.
+
+    A VRT names other files for GDAL to open, so it is refused from uploads and URIs; a mosaic the
+    ingest API built itself (every tile passed its allow-lists) is opened with VRTs trusted, and with
+    GDAL pointed at the storage emulator when one is configured (its tiles may be gs:// objects).
+    """
+    options = gcs_gdal_options() if mosaic else {}
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, **options))
+        if mosaic:
+            stack.enter_context(trusted_mosaics())
+        yield stack.enter_context(open_stored(source, key))
+
+
 def register_scene(
     storage: Storage, scene_id: str, source: Storage, key: str, params: TileParams, **fields: Any
 ) -> dict[str, Any]:
@@ -69,7 +102,7 @@ def register_scene(
     Raises :class:`~roadseg.errors.InvalidInput` / :class:`~roadseg.errors.TooLarge` before
     anything is recorded; the caller deletes a rejected upload.
     """
-    with open_stored(source, key) as ds:
+    with open_scene_source(source, key, fields.get("mosaic_files") is not None) as ds:
         info = scene_info(ds)
     total = len(tile_grid(info["width"], info["height"], params.tile_size, params.overlap))
     return scene_store(storage).create(
@@ -100,36 +133,104 @@ def needs_run(record: dict[str, Any]) -> bool:
     return record["status"] == FAILED
 
 
-def run_scene(storage: Storage, scene_id: str, echo: Progress | None = None) -> dict[str, Any]:
-    """Tile a registered scene, writing progress (throttled) and the outcome into its record.
+def run_scene(
+    storage: Storage, scene_id: str, echo: Progress | None = None, shard_tiles: int | None = None
+) -> dict[str, Any]:
+    """Tile a registered scene in this process, shard after shard, exactly as queued workers would.
 
-    Bad input is recorded as ``failed`` and re-raised; other errors are left to the caller
-    (the Celery task retries transient ones and records the final failure).
+    Returns the manifest. Bad input is recorded as ``failed`` and re-raised; other errors are left
+    to the caller. ``shard_tiles`` (default ``ROADSEG_SHARD_TILES``) only matters for a new plan.
+    """
+    for index in plan_scene(storage, scene_id, shard_tiles):
+        run_shard(storage, scene_id, index, echo)
+    return finish_scene(storage, scene_id)
+
+
+def _shards(storage: Storage, record: dict[str, Any]) -> tuple[list[Span], ShardBook]:
+    """The shards of a planned scene (tile ranges in grid order) and their result documents."""
+    cut = spans(record["progress"]["total"], record["shards"]["per_shard"])
+    return cut, ShardBook(storage, f"{KIND}/{record['id']}", len(cut))
+
+
+def plan_scene(storage: Storage, scene_id: str, shard_tiles: int | None = None) -> list[int]:
+    """Mark the scene running, fix its stretch and its cut into shards; returns the shards still to run.
+
+    The stretch is computed once here (a decimated read of the whole scene), so every shard maps
+    the source's values to the same 8-bit colours. A re-delivered planner finds the plan and keeps it.
     """
     jobs = scene_store(storage)
     record = jobs.update(scene_id, status=RUNNING, error=None)
-    source, key, reference = source_of(storage, record)
-    last_write = 0.0
+    if record.get("stretch") is None or record.get("shards") is None:
+        source, key, _ = source_of(storage, record)
+        params = params_of(record)
+        try:
+            with open_scene_source(source, key, bool(record.get("mosaic_files"))) as ds:
+                stretch = compute_stretch(ds, params.percentiles)
+        except RoadsegError as exc:
+            jobs.update(scene_id, status=FAILED, error=str(exc))
+            raise
+        per_shard = shard_tiles or get_settings().shard_tiles
+        count = len(spans(record["progress"]["total"], per_shard))
+        record = jobs.update(scene_id, stretch=stretch.to_dict(), shards={"count": count, "per_shard": per_shard})
+    cut, book = _shards(storage, record)
+    finished = book.finished()
+    log.info("scene %s: %d shards of %d tiles, %d finished", scene_id, len(cut), cut[0].size, len(finished))
+    return [span.index for span in cut if span.index not in finished]
 
-    def on_progress(done: int, total: int) -> None:
-        nonlocal last_write
-        now = time.monotonic()
-        if now - last_write >= PROGRESS_INTERVAL_S or done == total:
-            jobs.update(scene_id, progress={"done": done, "total": total})
-            last_write = now
+
+def run_shard(storage: Storage, scene_id: str, index: int, echo: Progress | None = None) -> bool:
+    """Cut the tiles of shard ``index`` (skipping stored ones); returns whether all shards have finished.
+
+    A finished shard is not redone. Bad input fails the scene (recorded, re-raised) and the other
+    shards then stop at their start instead of doing work nobody will use.
+    """
+    jobs = scene_store(storage)
+    record = jobs.get(scene_id)
+    cut, book = _shards(storage, record)
+    finished = book.finished()
+    if index in finished or record["status"] == FAILED:
+        return len(finished) == len(cut)
+    span = cut[index]
+    source, key, _ = source_of(storage, record)
+    params = params_of(record)
+    sizes = [s.size for s in cut]
+
+    def publish(done: int, total: int) -> None:
+        jobs.update(scene_id, progress={"done": done, "total": total})
         if echo:
             echo(done, total)
 
     try:
-        manifest = tile_scene(storage, scene_id, source, key, params_of(record), on_progress, source_ref=reference)
+        with open_scene_source(source, key, bool(record.get("mosaic_files"))) as ds:
+            cells = tile_grid(ds.width, ds.height, params.tile_size, params.overlap)[span.start : span.stop]
+            stretch = Stretch.from_dict(record["stretch"])
+            progress = throttled(book, index, sizes, publish)
+            tiles, skipped = tile_cells(storage, scene_id, ds, cells, stretch, params, progress)
     except RoadsegError as exc:
         jobs.update(scene_id, status=FAILED, error=str(exc))
         raise
+    return book.finish(index, {"tiles": tiles, "skipped_empty": skipped})
+
+
+def finish_scene(storage: Storage, scene_id: str) -> dict[str, Any]:
+    """Join the shards' tiles (grid order) into the manifest, written last, and mark the scene done."""
+    jobs = scene_store(storage)
+    record = jobs.get(scene_id)
+    _, book = _shards(storage, record)
+    results = book.results()
+    tiles = [tile for result in results for tile in result["tiles"]]
+    skipped = sum(result["skipped_empty"] for result in results)
+    _, _, reference = source_of(storage, record)
+    stretch = Stretch.from_dict(record["stretch"])
+    manifest = scene_manifest(scene_id, reference, record, params_of(record), stretch, tiles, skipped)
+    storage.write_text(manifest_key(scene_id), json.dumps(manifest, indent=1))
+    total = record["progress"]["total"]
     jobs.update(
         scene_id,
         status=DONE,
-        tile_count=len(manifest["tiles"]),
-        skipped_empty=manifest["skipped_empty"],
+        progress={"done": total, "total": total},
+        tile_count=len(tiles),
+        skipped_empty=skipped,
         manifest_key=manifest_key(scene_id),
     )
     return manifest

@@ -1,7 +1,8 @@
-"""Celery task of the ingest service: tile one registered scene (queue ``ingest``).
+"""Celery tasks of the ingest service: tile one registered scene (queue ``ingest``), shard by shard.
 
 Safe to run twice or after a kill: tiles are keyed by grid position and written atomically,
-and a re-run skips the ones already stored. Transient errors (network, storage I/O) are
+a re-run skips the ones already stored, and a finished shard is not redone
+(:mod:`roadseg.shards`). Transient errors (network, storage I/O) are
 retried with exponential backoff; bad input is recorded in the scene's status and not retried.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from celery import Task
+from celery import Task, group
 
 from roadseg.celery_app import app
 from roadseg.errors import RoadsegError
@@ -40,25 +41,50 @@ def _record(scene_id: str, **fields) -> None:
         log.exception("could not update the status of scene %s", scene_id)
 
 
-@app.task(
-    base=SceneTask,
-    name="roadseg.ingest.tile_scene",
-    bind=True,
-    acks_late=True,
-    autoretry_for=(ConnectionError, OSError, TimeoutError),
-    dont_autoretry_for=(RoadsegError,),
-    retry_backoff=2,
-    retry_backoff_max=120,
-    retry_jitter=True,
-    max_retries=5,
-)
-def tile_scene(self, scene_id: str) -> dict:
-    """Tile scene ``scene_id``; returns a small summary (the manifest itself is in storage)."""
-    from roadseg.ingest.scenes import run_scene
+RETRIES = {
+    "acks_late": True,
+    "autoretry_for": (ConnectionError, OSError, TimeoutError),
+    "dont_autoretry_for": (RoadsegError,),
+    "retry_backoff": 2,
+    "retry_backoff_max": 120,
+    "retry_jitter": True,
+    "max_retries": 5,
+}
 
+
+@app.task(base=SceneTask, name="roadseg.ingest.tile_scene", bind=True, **RETRIES)
+def tile_scene(self, scene_id: str) -> dict:
+    """Plan scene ``scene_id`` and queue one :func:`tile_shard` per unfinished shard (a Celery group).
+
+    The workers of the ``ingest`` queue then share the scene; the last shard to finish writes the manifest.
+    """
+    from roadseg.config import get_settings
+    from roadseg.ingest.scenes import finish_scene, plan_scene
+
+    storage = get_storage()
     try:
-        manifest = run_scene(get_storage(), scene_id)
-    except RoadsegError as exc:  # already recorded as failed by run_scene; retrying cannot help
+        pending = plan_scene(storage, scene_id, get_settings().shard_tiles)
+    except RoadsegError as exc:  # already recorded as failed by plan_scene; retrying cannot help
+        log.warning("scene %s rejected: %s", scene_id, exc)
+        return {"scene_id": scene_id, "status": FAILED, "error": str(exc)}
+    if not pending:  # a re-delivered plan after every shard finished
+        finish_scene(storage, scene_id)
+        return {"scene_id": scene_id, "shards": 0}
+    group(tile_shard.s(scene_id, index) for index in pending).apply_async()
+    return {"scene_id": scene_id, "shards": len(pending)}
+
+
+@app.task(base=SceneTask, name="roadseg.ingest.tile_shard", bind=True, **RETRIES)
+def tile_shard(self, scene_id: str, index: int) -> dict:
+    """Cut the tiles of one shard of a planned scene; the shard that completes the set writes the manifest."""
+    from roadseg.ingest.scenes import finish_scene, run_shard
+
+    storage = get_storage()
+    try:
+        if not run_shard(storage, scene_id, index):
+            return {"scene_id": scene_id, "shard": index}
+        manifest = finish_scene(storage, scene_id)
+    except RoadsegError as exc:  # recorded as failed by run_shard; retrying cannot help
         log.warning("scene %s rejected: %s", scene_id, exc)
         return {"scene_id": scene_id, "status": FAILED, "error": str(exc)}
     return {"scene_id": scene_id, "tiles": len(manifest["tiles"]), "skipped_empty": manifest["skipped_empty"]}

@@ -46,9 +46,25 @@ class QualityParams:
 def to_gray(image: np.ndarray) -> np.ndarray:
     """float32 [H,W] brightness of a [H,W], [H,W,C] or [C,H,W]-as-[H,W,C] image of any dtype."""
     image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] >= 3 and image.dtype == np.uint8:  # tiles: a table of the 766 means
+        return _THIRDS[image[..., 0].astype(np.uint16) + image[..., 1] + image[..., 2]]
     if image.ndim == 3:
         image = image[..., :3].mean(axis=2)
     return image.astype(np.float32)
+
+
+#: ``(r + g + b) / 3`` as float32 for every sum of three uint8 values: what the float64 mean, rounded, gives.
+_THIRDS = (np.arange(3 * 255 + 1) / 3).astype(np.float32)
+
+
+def erode(mask: np.ndarray, border_value: bool) -> np.ndarray:
+    """Binary erosion by the 3 x 3 cross, pixels outside the array counting as ``border_value``.
+
+    The same pixels as ``ndimage.binary_erosion(mask, border_value=...)`` (whose default structure is
+    that cross) in a fifth of the time: five shifted ANDs instead of a generic structuring element.
+    """
+    padded = np.pad(mask.astype(bool, copy=False), 1, constant_values=border_value)
+    return padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
 
 
 def alignment(mask_road: np.ndarray, gray: np.ndarray, valid: np.ndarray, max_shift: int) -> dict | None:
@@ -58,16 +74,17 @@ def alignment(mask_road: np.ndarray, gray: np.ndarray, valid: np.ndarray, max_sh
     """
     grad = np.hypot(ndimage.sobel(gray, axis=0), ndimage.sobel(gray, axis=1))
     grad[~valid] = 0.0
-    edges = mask_road & ~ndimage.binary_erosion(mask_road, border_value=1)
-    edges &= ndimage.binary_erosion(valid, border_value=0)  # tile border and nodata borders are not road edges
+    edges = mask_road & ~erode(mask_road, border_value=True)
+    edges &= erode(valid, border_value=False)  # tile border and nodata borders are not road edges
     ys, xs = np.nonzero(edges)
     if ys.size == 0:
         return None
     padded = np.pad(grad, max_shift, mode="constant")
-    offsets = np.arange(2 * max_shift + 1)  # shift + max_shift, for dy and dx
-    rows = (ys[None, :] + offsets[:, None])[:, None, :]  # [dy, 1, N]
-    cols = (xs[None, :] + offsets[:, None])[None, :, :]  # [1, dx, N]
-    scores = padded[rows, cols].mean(axis=2)  # [dy, dx]: mean gradient under the shifted edges
+    size, width = 2 * max_shift + 1, padded.shape[1]
+    # Flat offsets [dy, dx, 1] of the shifts (shift + max_shift for dy and dx) plus those [N] of the edge
+    # pixels: one gather of [dy, dx, N] values, cheaper than indexing rows and columns separately.
+    shifts = (np.arange(size)[:, None] * width + np.arange(size)).reshape(size, size, 1)
+    scores = padded.ravel()[shifts + (ys * width + xs)].mean(axis=2)  # [dy, dx]: mean gradient under the shifted edges
     best_dy, best_dx = np.unravel_index(int(np.argmax(scores)), scores.shape)
     zero = float(scores[max_shift, max_shift])
     best = float(scores[best_dy, best_dx])

@@ -7,11 +7,13 @@ depend on latitude. Area features (road polygons) are burned as they are.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import geopandas as gpd
 import numpy as np
+import shapely
 from affine import Affine
 from pyproj import CRS, Transformer
 from rasterio.features import rasterize
@@ -23,6 +25,11 @@ from roadseg.mask_values import IGNORE
 
 ROAD = 255
 BACKGROUND = 0
+
+_LONLAT = CRS.from_epsg(4326)
+_LINES = (shapely.GeometryType.LINESTRING, shapely.GeometryType.MULTILINESTRING)
+#: Segments per quarter circle of a road's round ends: GeoSeries.buffer's default, which the masks were made with.
+QUAD_SEGS = 16
 
 
 @dataclass(frozen=True)
@@ -54,10 +61,37 @@ def metric_crs(grid: TileGrid) -> CRS:
     same CRS (the solaris reference mask, made in EPSG:32611, is reproduced exactly with it).
     """
     minx, miny, maxx, maxy = grid.bounds
-    to_lonlat = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
-    lon, lat = to_lonlat.transform((minx + maxx) / 2, (miny + maxy) / 2)
+    lon, lat = _transformer(grid.crs, _LONLAT).transform((minx + maxx) / 2, (miny + maxy) / 2)
     zone = min(60, max(1, int((lon + 180.0) // 6.0) + 1))
-    return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
+    return _utm_crs((32600 if lat >= 0 else 32700) + zone)
+
+
+# Every tile of a scene shares its CRS and most share a UTM zone, so transformers and CRSs are built
+# once (pyproj >= 3.1 makes both thread-safe, so the caches may be shared). Keyed by the text each CRS
+# was made from: hashing a pyproj CRS exports its WKT, which cost more than the cache saved.
+def _transformer(source, target) -> Transformer:
+    return _transformer_between(_crs_text(source), _crs_text(target))
+
+
+def _crs_text(crs) -> str:
+    return crs.srs if isinstance(crs, CRS) else CRS.from_user_input(crs).srs  # e.g. a rasterio CRS
+
+
+@functools.lru_cache(maxsize=32)
+def _transformer_between(source: str, target: str) -> Transformer:
+    return Transformer.from_crs(CRS.from_user_input(source), CRS.from_user_input(target), always_xy=True)
+
+
+@functools.lru_cache(maxsize=16)
+def _utm_crs(epsg: int) -> CRS:
+    return CRS.from_epsg(epsg)
+
+
+def _reproject(geoms: np.ndarray, source: CRS, target: CRS) -> np.ndarray:
+    """``GeoSeries.to_crs`` for an array of geometries: the same coordinates, through the cached transformer."""
+    if source.is_exact_same(target):
+        return geoms
+    return shapely.transform(geoms, _transformer(source, target).transform, include_z=None, interleaved=False)
 
 
 def expand_bounds(bounds: tuple[float, float, float, float], metres: float, crs) -> tuple[float, float, float, float]:
@@ -86,21 +120,21 @@ def centerline_shapes(frame: gpd.GeoDataFrame, spec: WidthSpec, grid: TileGrid) 
     """Road polygons in the tile CRS: lines buffered by half their width in metres, areas as they are."""
     if frame.empty:
         return []
-    is_line = frame.geom_type.isin(["LineString", "MultiLineString"]).to_numpy()
-    shapes = list(frame.geometry[~is_line])
-    lines = frame[is_line]
-    if len(lines):
-        half = spec.widths(lines) / 2.0
+    # Shapely arrays rather than GeoSeries: the same GEOS and PROJ calls without pandas' per-call overhead,
+    # which was most of a tile's time.
+    geoms = np.asarray(frame.geometry.array)
+    is_line = np.isin(shapely.get_type_id(geoms), _LINES)
+    shapes = list(geoms[~is_line])
+    if is_line.any():
+        half = spec.widths(frame if is_line.all() else frame[is_line]) / 2.0
         utm = metric_crs(grid)
-        metric = lines.geometry.to_crs(utm)
+        metric = _reproject(geoms[is_line], frame.crs, utm)
         # Clip to the tile plus the widest half-width (+1 m): the pixels of this tile are unchanged,
         # and a 50 km motorway is not buffered whole for every tile it crosses.
-        from rasterio.warp import transform_bounds
-
-        minx, miny, maxx, maxy = transform_bounds(grid.crs, utm, *grid.bounds, densify_pts=21)
+        minx, miny, maxx, maxy = _transformer(grid.crs, utm).transform_bounds(*grid.bounds, densify_pts=21)
         margin = float(half.max()) + 1.0
-        metric = metric.clip_by_rect(minx - margin, miny - margin, maxx + margin, maxy + margin)
-        buffered = metric.buffer(half).to_crs(grid.crs)
+        metric = shapely.clip_by_rect(metric, minx - margin, miny - margin, maxx + margin, maxy + margin)
+        buffered = _reproject(shapely.buffer(metric, half, quad_segs=QUAD_SEGS), utm, grid.crs)
         shapes.extend(g for g in buffered if g is not None and not g.is_empty)
     return shapes
 
@@ -117,6 +151,6 @@ def burn(shapes: Iterable, grid: TileGrid, valid: np.ndarray | None = None, igno
         mask = rasterize(shapes, out_shape=shape, transform=grid.transform, fill=BACKGROUND, dtype="uint8")
     else:
         mask = np.zeros(shape, dtype=np.uint8)
-    if valid is not None:
+    if valid is not None and not valid.all():
         mask[~valid.astype(bool)] = ignore_value
     return mask

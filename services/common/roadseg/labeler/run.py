@@ -8,7 +8,9 @@ Storage layout of run ``{run}`` (all keys deterministic, all writes atomic):
 * ``labels/{run}/masks/{tile}.tif``: the mask, written first;
 * ``labels/{run}/tiles/{tile}.json``: the tile's quality record, written after its mask, so a
   record means "this tile is done";
-* ``labels/{run}/manifest.json``: all tile records, written last;
+* ``labels/{run}/shards/{n}.json``: the tile records of shard ``n`` once it is done (:mod:`roadseg.shards`:
+  the run is cut into shards of ``ROADSEG_SHARD_TILES`` tiles, one Celery task each);
+* ``labels/{run}/manifest.json``: all tile records, written last by the shard that completes the set;
 * ``labels/{run}/review/{tile}.json``: reviewer decisions (see :mod:`roadseg.labeler.decisions`).
 
 A worker killed mid-run leaves finished tiles with records; the next run of the same id skips
@@ -34,6 +36,7 @@ import rasterio
 from rasterio.io import MemoryFile
 from rasterio.windows import Window
 
+from roadseg.config import get_settings
 from roadseg.documents import LabelRunManifest, LabelRunRecord, SceneManifest
 from roadseg.errors import InvalidInput, NotFound
 from roadseg.jobs import DONE, FAILED, RUNNING, JobStore
@@ -44,6 +47,7 @@ from roadseg.labeler.vectors import VectorSource, query_tile
 from roadseg.labeler.widths import WidthSpec
 from roadseg.mask_values import IGNORE
 from roadseg.raster import compute_stretch, read_rgb_window
+from roadseg.shards import ShardBook, Span, spans, throttled
 from roadseg.storage import LocalStorage, Storage, safe_filename, storage_from_url
 
 log = logging.getLogger(__name__)
@@ -225,14 +229,19 @@ def write_mask_bytes(mask: np.ndarray, grid: TileGrid) -> bytes:
 class TileLabeler:
     """Turns the features of a scene into one tile's mask; reused for every tile of the run."""
 
-    def __init__(self, options: LabelOptions, roads, edges=None):
-        """Hold the scene's features; for centerlines, also how far the widest road's buffer reaches."""
+    def __init__(self, options: LabelOptions, roads, edges=None, reach_m: float | None = None):
+        """Hold the features; for centerlines, also how far the widest road's buffer reaches.
+
+        ``reach_m`` is the whole scene's (from the run's plan), so that a shard holding only part
+        of the roads queries each tile exactly as far out as one holding all of them.
+        """
         self.options = options
         self.roads = roads
         self.edges = edges
         # How far (m) a road's buffer reaches beyond its centerline: roads just outside a tile still count.
         centerline = options.mode == "centerline" and not roads.empty
-        self.reach_m = float(options.widths.widths(roads).max()) / 2 + 1.0 if centerline else 0.0
+        own_reach = float(options.widths.widths(roads).max()) / 2 + 1.0 if centerline else 0.0
+        self.reach_m = own_reach if reach_m is None else reach_m
 
     def mask(self, grid: TileGrid, valid: np.ndarray | None, query_bounds=None) -> tuple[np.ndarray, int]:
         """(mask, number of road features used) for a tile; ``query_bounds`` in the features' CRS."""
@@ -261,8 +270,13 @@ class TileLabeler:
         return mask, record, grid
 
 
-def open_sources(options: LabelOptions, roads_path, edges_path, bounds, crs) -> tuple[TileLabeler, dict]:
-    """Read the features of a scene area; returns the labeler and a report for the manifest."""
+def open_sources(
+    options: LabelOptions, roads_path, edges_path, bounds, crs, reach_m: float | None = None
+) -> tuple[TileLabeler, dict]:
+    """Read the features of a scene area; returns the labeler and a report for the manifest.
+
+    ``reach_m``: the whole scene's road reach when ``bounds`` are only part of it (a shard).
+    """
     roads_src = VectorSource.open(roads_path, options.layer, options.assume_crs, options.where)
     roads, roads_report = roads_src.read(bounds, crs)
     warnings: list[str] = []
@@ -281,9 +295,10 @@ def open_sources(options: LabelOptions, roads_path, edges_path, bounds, crs) -> 
     missing = options.widths.check_columns(roads.columns) if not roads.empty else None
     if missing:
         warnings.append(missing)
-    for warning in report["warnings"]:
-        log.warning("%s", warning)
-    return TileLabeler(options, roads, edges), report
+    if reach_m is None:  # the whole scene: its warnings are the run's (a shard's part may well be empty)
+        for warning in report["warnings"]:
+            log.warning("%s", warning)
+    return TileLabeler(options, roads, edges, reach_m), report
 
 
 # ---------------------------------------------------------------- whole runs
@@ -335,20 +350,161 @@ def prepare_run(
     return jobs.create(run_id, **fields)
 
 
-def label_run(storage: Storage, run_id: str, progress: Progress | None = None) -> dict:
-    """Label every tile of a prepared run (skipping finished ones) and write its manifest.
+def label_run(storage: Storage, run_id: str, progress: Progress | None = None, shard_tiles: int | None = None) -> dict:
+    """Label every tile of a prepared run in this process, shard after shard as queued workers would.
 
-    Marks the record failed (with the message) on any error and re-raises.
+    Skips finished tiles and shards; writes and returns the manifest. Marks the record failed (with
+    the message) on any error and re-raises. ``shard_tiles`` (default ``ROADSEG_SHARD_TILES``) only
+    matters for a new plan.
     """
-    jobs = run_store(storage)
-    record = jobs.get(run_id)
-    jobs.update(run_id, status=RUNNING, error=None, started=time.time())
+    for index in plan_label_run(storage, run_id, shard_tiles):
+        label_shard(storage, run_id, index, progress)
+    return finish_label_run(storage, run_id)
+
+
+@contextlib.contextmanager
+def _failing(jobs: JobStore, run_id: str) -> Iterator[None]:
+    """Any error inside marks the run failed with its message, then propagates."""
     try:
-        manifest = _label_run(storage, jobs, record, progress)
+        yield
     except Exception as exc:
         jobs.update(run_id, status=FAILED, error=str(exc))
         raise
-    counts = manifest["counts"]
+
+
+def _shards(storage: Storage, record: dict) -> tuple[list[Span], ShardBook]:
+    """The shards of a planned run (ranges of the scene's tiles, in manifest order) and their documents."""
+    cut = spans(record["progress"]["total"], record["shards"]["per_shard"])
+    return cut, ShardBook(storage, f"{KIND}/{record['id']}", len(cut))
+
+
+def _scene_of(storage: Storage, record: dict) -> tuple[Storage, dict]:
+    scene_storage = storage_from_url(record["scene_storage"]) if record.get("scene_storage") else storage
+    return resolve_scene(record["scene_id"], scene_storage)
+
+
+@contextlib.contextmanager
+def _vector_paths(storage: Storage, record: dict) -> Iterator[tuple[Path, Path | None]]:
+    """Local paths of the run's road (and edge) vector files, downloaded from GCS when needed."""
+    with contextlib.ExitStack() as stack:
+        roads = stack.enter_context(local_vectors(storage, record["vectors_key"]))
+        edges = (
+            stack.enter_context(local_vectors(storage, record["edge_vectors_key"]))
+            if record.get("edge_vectors_key")
+            else None
+        )
+        yield roads, edges
+
+
+def plan_label_run(storage: Storage, run_id: str, shard_tiles: int | None = None) -> list[int]:
+    """Mark the run running; once per run, read the vectors over the whole scene and cut it into shards.
+
+    The whole-scene read gives the manifest's vector report and the widest road's reach, which
+    every shard then uses. Returns the shards still to run.
+    """
+    jobs = run_store(storage)
+    record = jobs.update(run_id, status=RUNNING, error=None, started=time.time())
+    if record.get("shards") is None:
+        with _failing(jobs, run_id):
+            _, scene = _scene_of(storage, record)
+            options = LabelOptions.from_dict(record["options"])
+            with _vector_paths(storage, record) as (roads_path, edges_path):
+                labeler, report = open_sources(options, roads_path, edges_path, scene_bounds(scene), scene["crs"])
+        per_shard = shard_tiles or get_settings().shard_tiles
+        total = len(scene["tiles"])
+        record = jobs.update(
+            run_id,
+            vectors=report,
+            reach_m=labeler.reach_m,
+            progress={"done": 0, "total": total},
+            shards={"count": len(spans(total, per_shard)), "per_shard": per_shard},
+        )
+    cut, book = _shards(storage, record)
+    finished = book.finished()
+    log.info(
+        "run %s: %d tiles in %d shards (%d finished), %d road features in the scene",
+        run_id,
+        record["progress"]["total"],
+        len(cut),
+        len(finished),
+        record["vectors"]["roads"]["kept"],
+    )
+    return [span.index for span in cut if span.index not in finished]
+
+
+def label_shard(storage: Storage, run_id: str, index: int, progress: Progress | None = None) -> bool:
+    """Label the tiles of shard ``index`` (skipping finished tiles); returns whether all shards have finished.
+
+    The shard reads only the features around its own tiles (its bounds grown by the scene's road reach).
+    """
+    jobs = run_store(storage)
+    record = jobs.get(run_id)
+    cut, book = _shards(storage, record)
+    finished = book.finished()
+    if index in finished or record["status"] == FAILED:
+        return len(finished) == len(cut)
+    span = cut[index]
+
+    def publish(done: int, total: int) -> None:
+        jobs.update(run_id, progress={"done": done, "total": total})
+        if progress:
+            progress(done, total)
+
+    with _failing(jobs, run_id):
+        scene_storage, scene = _scene_of(storage, record)
+        tiles = scene["tiles"][span.start : span.stop]
+        options = LabelOptions.from_dict(record["options"])
+        crs = scene["crs"]
+        bounds = expand_bounds(scene_bounds({"tiles": tiles}), 2 * record["reach_m"] + 1.0, crs)
+        with _vector_paths(storage, record) as (roads_path, edges_path):
+            labeler, _ = open_sources(options, roads_path, edges_path, bounds, crs, record["reach_m"])
+        done_keys = set(storage.list(f"{KIND}/{run_id}/tiles"))
+        on_tile = throttled(book, index, [s.size for s in cut], publish)
+        entries = []
+        with rasterio.Env():  # one GDAL environment for the loop, not one per read, rasterize and encode
+            for i, tile in enumerate(tiles, 1):
+                rec_key = tile_record_key(run_id, tile["id"])
+                if rec_key in done_keys:
+                    entry = json.loads(storage.read_text(rec_key))
+                else:
+                    entry = _label_tile(storage, scene_storage, labeler, run_id, tile)
+                    storage.write_text(rec_key, json.dumps(entry))
+                entries.append(entry)
+                on_tile(i, len(tiles))
+        return book.finish(index, {"tiles": entries})
+
+
+def finish_label_run(storage: Storage, run_id: str) -> dict:
+    """Join the shards' tile records (scene order) into the manifest, written last, and mark the run done."""
+    jobs = run_store(storage)
+    record = jobs.get(run_id)
+    with _failing(jobs, run_id):
+        _, scene = _scene_of(storage, record)
+        _, book = _shards(storage, record)
+        entries = [entry for result in book.results() for entry in result["tiles"]]
+        options = LabelOptions.from_dict(record["options"])
+        flagged = [e for e in entries if e["flags"]]
+        counts = {"tiles": len(entries), "flagged": len(flagged)}
+        for reason in quality.REASONS:
+            counts[reason] = sum(reason in e["flags"] for e in entries)
+        manifest = {
+            "run_id": run_id,
+            "scene_id": scene["scene_id"],
+            "scene_storage": record.get("scene_storage"),
+            "crs": scene["crs"],
+            "tile_size": scene["tile_size"],
+            "overlap": scene.get("overlap", 0),
+            "mode": options.mode,
+            "options": options.to_dict(),
+            "ignore_value": options.ignore_value,
+            "vectors": record["vectors"],
+            "counts": counts,
+            "reasons": quality.REASONS,
+            "tiles": entries,
+            "created": time.time(),
+        }
+        manifest = LabelRunManifest.model_validate(manifest).dump()
+        storage.write_text(manifest_key(run_id), json.dumps(manifest, indent=1))
     jobs.update(
         run_id,
         status=DONE,
@@ -356,67 +512,6 @@ def label_run(storage: Storage, run_id: str, progress: Progress | None = None) -
         counts=counts,
         progress={"done": counts["tiles"], "total": counts["tiles"]},
     )
-    return manifest
-
-
-def _label_run(storage: Storage, jobs: JobStore, record: dict, progress: Progress | None) -> dict:
-    run_id = record["id"]
-    options = LabelOptions.from_dict(record["options"])
-    scene_storage = storage_from_url(record["scene_storage"]) if record.get("scene_storage") else storage
-    _, scene = resolve_scene(record["scene_id"], scene_storage)
-    tiles = scene["tiles"]
-    done_keys = set(storage.list(f"{KIND}/{run_id}/tiles"))
-    with contextlib.ExitStack() as stack:
-        roads_path = stack.enter_context(local_vectors(storage, record["vectors_key"]))
-        edges_path = (
-            stack.enter_context(local_vectors(storage, record["edge_vectors_key"]))
-            if record.get("edge_vectors_key")
-            else None
-        )
-        labeler, report = open_sources(options, roads_path, edges_path, scene_bounds(scene), scene["crs"])
-    log.info(
-        "run %s: %d tiles, %d already done, %d road features in the scene",
-        run_id,
-        len(tiles),
-        len(done_keys),
-        report["roads"]["kept"],
-    )
-    entries, last_update = [], 0.0
-    for i, tile in enumerate(tiles, 1):
-        rec_key = tile_record_key(run_id, tile["id"])
-        if rec_key in done_keys:
-            entry = json.loads(storage.read_text(rec_key))
-        else:
-            entry = _label_tile(storage, scene_storage, labeler, run_id, tile)
-            storage.write_text(rec_key, json.dumps(entry))
-        entries.append(entry)
-        if progress:
-            progress(i, len(tiles))
-        if time.monotonic() - last_update > 2.0 or i == len(tiles):
-            jobs.update(run_id, progress={"done": i, "total": len(tiles)})
-            last_update = time.monotonic()
-    flagged = [e for e in entries if e["flags"]]
-    counts = {"tiles": len(entries), "flagged": len(flagged)}
-    for reason in quality.REASONS:
-        counts[reason] = sum(reason in e["flags"] for e in entries)
-    manifest = {
-        "run_id": run_id,
-        "scene_id": scene["scene_id"],
-        "scene_storage": record.get("scene_storage"),
-        "crs": scene["crs"],
-        "tile_size": scene["tile_size"],
-        "overlap": scene.get("overlap", 0),
-        "mode": options.mode,
-        "options": options.to_dict(),
-        "ignore_value": options.ignore_value,
-        "vectors": report,
-        "counts": counts,
-        "reasons": quality.REASONS,
-        "tiles": entries,
-        "created": time.time(),
-    }
-    manifest = LabelRunManifest.model_validate(manifest).dump()
-    storage.write_text(manifest_key(run_id), json.dumps(manifest, indent=1))
     return manifest
 
 

@@ -35,22 +35,6 @@ Feature with its length. Exit status 2 with a message when no road connects the 
 too far from any road."""
 
 
-class RasterMask:
-    """A single-band raster read lazily window by window (so huge masks never sit in memory at once)."""
-
-    def __init__(self, ds):
-        """Wrap an open single-band dataset; ``shape`` is (rows, cols), as for an array."""
-        self.ds = ds
-        self.shape = (ds.height, ds.width)
-
-    def __getitem__(self, key):
-        """Read ``mask[rows, cols]`` (two slices with explicit start and stop) from band 1."""
-        from rasterio.windows import Window
-
-        rows, cols = key
-        return self.ds.read(1, window=Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start))
-
-
 def _params_from_args(args) -> GraphParams:
     given = {f.name: getattr(args, f.name) for f in fields(GraphParams) if getattr(args, f.name, None) is not None}
     return GraphParams(**given)
@@ -62,7 +46,7 @@ def _graph(args: argparse.Namespace) -> int:
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning
 
-    from roadseg.roadnet.graph import graph_to_geojson, mask_to_graph, total_length, weight_key, write_gpkg
+    from roadseg.roadnet.graph import RasterMask, graph_to_geojson, mask_to_graph, total_length, weight_key, write_gpkg
 
     params = _params_from_args(args)
     t0 = time.perf_counter()

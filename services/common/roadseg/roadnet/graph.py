@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from itertools import count
 from typing import cast
 
@@ -29,7 +30,7 @@ from roadseg.errors import InvalidInput
 from roadseg.roadnet import clean
 from roadseg.roadnet.geo import crs_string, crs_to_pixels, line_length_m, pixel_size_m, pixels_to_crs, to_crs
 from roadseg.roadnet.params import GraphParams
-from roadseg.roadnet.skeleton import skeletonize_mask, trace_skeleton
+from roadseg.roadnet.skeleton import PixelGraph, skeletonize_mask, trace_skeleton
 
 log = logging.getLogger(__name__)
 
@@ -49,33 +50,86 @@ def _windows(h: int, w: int, size: int) -> list[tuple[int, int, int, int]]:
     return [(r, min(r + size, h), c, min(c + size, w)) for r in rows for c in cols]
 
 
-def trace_mask(mask, params: GraphParams, hole_area_px: int, progress: Callable[[int, int], None] | None = None):
-    """Skeletonize and trace ``mask`` (anything sliceable as ``mask[r0:r1, c0:c1]``) window by window.
+def window_count(shape: tuple[int, ...], params: GraphParams) -> int:
+    """How many windows :func:`trace_windows` cuts a mask of ``shape`` into (the unit graph shards are cut in)."""
+    return len(_windows(shape[0], shape[1], max(params.window, 1)))
 
-    Returns the raw pixel-stage MultiGraph (before cleaning), nodes keyed by integers.
+
+def trace_windows(
+    mask,
+    params: GraphParams,
+    hole_area_px: int,
+    indexes: Iterable[int] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[PixelGraph]:
+    """Skeletonize and trace windows ``indexes`` (default: all) of ``mask`` (sliceable as ``mask[r0:r1, c0:c1]``).
+
+    Each piece keys its nodes globally (seam nodes by the pixel pair they sit between), so pieces traced
+    in different processes merge into the whole-mask graph (:func:`merge_pieces`).
     """
     h, w = mask.shape[:2]
     size = max(params.window, 1)
     ov = params.overlap if (h > size or w > size) else 0
-    g = nx.MultiGraph()
-    ids: dict = {}
     windows = _windows(h, w, size)
-    for i, (r0, r1, c0, c1) in enumerate(windows):
+    chosen = list(range(len(windows)) if indexes is None else indexes)
+    pieces = []
+    for done, i in enumerate(chosen, 1):
+        r0, r1, c0, c1 = windows[i]
         wr0, wr1, wc0, wc1 = max(0, r0 - ov), min(h, r1 + ov), max(0, c0 - ov), min(w, c1 + ov)
         block = _threshold(mask[wr0:wr1, wc0:wc1], params.threshold)
         if block.any():
             skel = skeletonize_mask(block, hole_area_px)
-            piece = trace_skeleton(skel, core=(r0 - wr0, r1 - wr0, c0 - wc0, c1 - wc0), origin=(wr0, wc0), window_id=i)
-            for key, (x, y) in piece.nodes.items():
-                if key not in ids:
-                    ids[key] = len(ids)
-                    g.add_node(ids[key], x=float(x), y=float(y))
-            for u, v, pts in piece.edges:
-                clean.add_edge(g, ids[u], ids[v], pts)
+            core = (r0 - wr0, r1 - wr0, c0 - wc0, c1 - wc0)
+            pieces.append(trace_skeleton(skel, core=core, origin=(wr0, wc0), window_id=i))
         if progress:
-            progress(i + 1, len(windows))
+            progress(done, len(chosen))
+    return pieces
+
+
+def merge_pieces(pieces: Iterable[PixelGraph]) -> nx.MultiGraph:
+    """The raw pixel-stage MultiGraph (before cleaning) of traced pieces, in order; nodes keyed by integers."""
+    g = nx.MultiGraph()
+    ids: dict = {}
+    for piece in pieces:
+        for key, (x, y) in piece.nodes.items():
+            if key not in ids:
+                ids[key] = len(ids)
+                g.add_node(ids[key], x=float(x), y=float(y))
+        for u, v, pts in piece.edges:
+            clean.add_edge(g, ids[u], ids[v], pts)
     clean.remove_isolated(g)
     return g
+
+
+def piece_to_json(piece: PixelGraph) -> dict:
+    """A traced piece as plain JSON (keys become nested lists; floats round-trip exactly)."""
+    return {"nodes": [[key, list(xy)] for key, xy in piece.nodes.items()], "edges": piece.edges}
+
+
+def piece_from_json(data: dict) -> PixelGraph:
+    """The piece :func:`piece_to_json` wrote, with its node keys as tuples again."""
+
+    def key(value):
+        return tuple(key(v) for v in value) if isinstance(value, list) else value
+
+    nodes = {key(k): tuple(xy) for k, xy in data["nodes"]}
+    return PixelGraph(nodes=nodes, edges=[(key(u), key(v), pts) for u, v, pts in data["edges"]])
+
+
+class RasterMask:
+    """A single-band raster read lazily window by window (so huge masks never sit in memory at once)."""
+
+    def __init__(self, ds):
+        """Wrap an open single-band dataset; ``shape`` is (rows, cols), as for an array."""
+        self.ds = ds
+        self.shape = (ds.height, ds.width)
+
+    def __getitem__(self, key):
+        """Read ``mask[rows, cols]`` (two slices with explicit start and stop) from band 1."""
+        from rasterio.windows import Window
+
+        rows, cols = key
+        return self.ds.read(1, window=Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start))
 
 
 def clean_pixel_graph(g: nx.MultiGraph, params: GraphParams, px_m: float) -> None:
@@ -133,19 +187,44 @@ def mask_to_graph(
     ``transform`` is a rasterio Affine (or its first 6 numbers) and ``crs`` anything pyproj understands;
     without them coordinates are pixels (x = column, y = row, pixel centres at +0.5).
     """
-    h, w = mask.shape[:2]
-    if h == 0 or w == 0:
-        raise InvalidInput("empty mask")
-    transform = tuple(float(t) for t in tuple(transform)[:6]) if transform is not None else None
-    crs = crs_string(crs) if crs is not None else None
-    if crs is not None and transform is None:
-        raise InvalidInput("a CRS needs a transform")
-    px_m = pixel_size_m(transform, crs, (h, w)) if crs is not None else params.pixel_size_m
-    scale = px_m or 1.0
-    g = trace_mask(mask, params, hole_area_px=int(params.hole_area_m2 / scale**2), progress=progress)
-    log.info("traced %d nodes, %d edges; cleaning (%.3f m/px)", g.number_of_nodes(), g.number_of_edges(), scale)
-    clean_pixel_graph(g, params, scale)
-    return finalize(g, transform, crs, px_m)
+    scale = GraphScale.of(mask.shape, transform, crs, params)
+    pieces = trace_windows(mask, params, scale.hole_area_px(params), progress=progress)
+    return graph_from_pieces(pieces, scale, params)
+
+
+@dataclass(frozen=True)
+class GraphScale:
+    """Where a mask lies and how big its pixels are: what every piece and the final graph must agree on."""
+
+    transform: tuple[float, ...] | None
+    crs: str | None
+    px_m: float | None
+
+    @classmethod
+    def of(cls, shape: tuple[int, ...], transform, crs, params: GraphParams) -> GraphScale:
+        """Checked georeferencing of a mask of ``shape``; pixel size from it (or ``params.pixel_size_m``)."""
+        h, w = shape[:2]
+        if h == 0 or w == 0:
+            raise InvalidInput("empty mask")
+        transform = tuple(float(t) for t in tuple(transform)[:6]) if transform is not None else None
+        crs = crs_string(crs) if crs is not None else None
+        if crs is not None and transform is None:
+            raise InvalidInput("a CRS needs a transform")
+        px_m = pixel_size_m(transform, crs, (h, w)) if crs is not None else params.pixel_size_m
+        return cls(transform, crs, px_m)
+
+    def hole_area_px(self, params: GraphParams) -> int:
+        """Holes smaller than this many pixels are filled before skeletonizing."""
+        return int(params.hole_area_m2 / (self.px_m or 1.0) ** 2)
+
+
+def graph_from_pieces(pieces: Iterable[PixelGraph], scale: GraphScale, params: GraphParams) -> nx.MultiGraph:
+    """Merge traced pieces (in window order), clean the graph and give it coordinates and lengths."""
+    g = merge_pieces(pieces)
+    px = scale.px_m or 1.0
+    log.info("traced %d nodes, %d edges; cleaning (%.3f m/px)", g.number_of_nodes(), g.number_of_edges(), px)
+    clean_pixel_graph(g, params, px)
+    return finalize(g, scale.transform, scale.crs, scale.px_m)
 
 
 def weight_key(g: nx.MultiGraph) -> str:

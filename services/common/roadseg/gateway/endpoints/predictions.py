@@ -2,6 +2,7 @@
 
 Uploads up to ``sync_predict_max_pixels`` are predicted during the request (201); larger ones
 are queued on the ``predict`` Celery queue (202) and report progress in their status record.
+``/scenes`` predicts an ingested scene where it is (a city, a mosaic of tiles) on the workers.
 """
 
 from __future__ import annotations
@@ -23,14 +24,16 @@ from roadseg.gateway.example import example_png
 from roadseg.gateway.predictions import (
     MEDIA_TYPES,
     build_road_network_quietly,
+    create_scene_job,
     has_road_network,
+    prediction_store,
     road_network,
     run_job_in_background,
     submit_prediction,
 )
 from roadseg.gateway.predictor import Predictor
 from roadseg.gateway.routing import route_between
-from roadseg.http_api import SettingsDep, StorageDep
+from roadseg.http_api import SettingsDep, StorageDep, enqueue
 from roadseg.jobs import DONE
 from roadseg.storage import Storage
 
@@ -124,6 +127,29 @@ def create_prediction(
     record, response.status_code = submit(
         storage, predictor, settings, file.file, file.filename or "upload", tasks, tta
     )
+    return public(record)
+
+
+class ScenePrediction(BaseModel):
+    """An ingested scene to predict where it is (no upload)."""
+
+    scene_id: str = Field(description="Id of a scene of the ingest service (same storage), e.g. a mosaic of tiles.")
+    tta: TTA | None = Field(default=None, description="Test-time augmentation: none or flip; default: the card's.")
+
+
+@router.post("/scenes", status_code=202, response_model=Prediction, dependencies=[require(Role.operator)])
+def create_scene_prediction(body: ScenePrediction, storage: StorageDep, predictor: PredictorDep) -> dict[str, Any]:
+    """Predict a whole ingested scene (a city-sized image, or a mosaic of tiles) on the ``predict`` workers.
+
+    202: the job is queued; large scenes are cut into shards that every worker shares. Outputs:
+    ``probability.tif`` and ``mask.tif`` (Cloud-Optimized GeoTIFFs with overviews) and ``roads.geojson``.
+    """
+    from roadseg.gateway.tasks import predict
+
+    predictor.signature(body.tta)  # an unavailable test-time augmentation is refused before anything is stored
+    record = create_scene_job(storage, body.scene_id, body.tta)
+    folder = prediction_store(storage).key(record["id"])
+    enqueue(lambda: predict.delay(record["id"]), "prediction", lambda _: storage.delete_prefix(folder), "predict")
     return public(record)
 
 

@@ -1,8 +1,9 @@
 """``/api/v1/scenes``: submit scenes and follow their tiling.
 
-``POST`` takes a multipart upload (field ``file``) or a ``uri`` (``gs://`` or ``file://``, as a form
-field or JSON), validates the image header *synchronously* (bad input gets an immediate 4xx and
-nothing stays in storage), records the scene and queues the tiling task. ``GET /{id}`` reports
+``POST`` takes a multipart upload (field ``file``), a ``uri`` (``gs://`` or ``file://``, as a form
+field or JSON), or a multi-file scene: ``uris`` (its tiles) or a folder ``uri`` ending in ``/``, joined
+into one VRT mosaic (:mod:`roadseg.mosaic`). It validates the image headers *synchronously* (bad input
+gets an immediate 4xx and nothing stays in storage), records the scene and queues the tiling task. ``GET /{id}`` reports
 status, progress, tile count, CRS, bounds, pixel size and any error.
 """
 
@@ -33,6 +34,7 @@ from roadseg.ingest.scenes import (
 )
 from roadseg.ingest.tiling import TileParams
 from roadseg.jobs import FAILED, QUEUED
+from roadseg.mosaic import build_mosaic, expand_sources
 from roadseg.storage import Storage, safe_filename, split_url
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,8 @@ _HASH_CHUNK = 1024 * 1024
 class SceneSource(BaseModel):
     """JSON form of a submission by URI (the multipart form has the same fields plus ``file``)."""
 
-    uri: str
+    uri: str | None = Field(default=None, description="The scene, or a folder of its tiles when it ends in '/'.")
+    uris: list[str] | None = Field(default=None, description="Or the tiles of one multi-file scene (a mosaic).")
     tile_size: int | None = None
     overlap: int | None = None
     stretch_low: float | None = None
@@ -72,7 +75,12 @@ async def submit_scene(
     settings: SettingsDep,
     storage: StorageDep,
     file: UploadFile | None = File(None, description="The scene image (GeoTIFF, COG, JP2, PNG, JPEG)."),
-    uri: str | None = Form(None, description="Instead of a file: gs://bucket/key or file:///path of the scene."),
+    uri: str | None = Form(
+        None,
+        description="Instead of a file: gs://bucket/key or file:///path of the scene; a folder ending in '/' "
+        "is a multi-file scene (its .tif/.jp2 tiles as one mosaic).",
+    ),
+    uris: list[str] | None = Form(None, description="Or the tiles (gs:// or file://) of one multi-file scene."),
     tile_size: int | None = Form(None, description="Tile edge in pixels (default: ROADSEG_TILE_SIZE)."),
     overlap: int | None = Form(None, description="Overlap between tiles in pixels (ROADSEG_TILE_OVERLAP)."),
     stretch_low: float | None = Form(None, description="Low percentile of the stretch for non-8-bit data."),
@@ -84,7 +92,7 @@ async def submit_scene(
             body = SceneSource.model_validate_json(await request.body())
         except ValidationError as exc:
             raise InvalidInput(f"invalid JSON body: {exc.errors(include_url=False)}") from exc
-        uri, tile_size, overlap = body.uri, body.tile_size, body.overlap
+        uri, uris, tile_size, overlap = body.uri, body.uris, body.tile_size, body.overlap
         stretch_low, stretch_high = body.stretch_low, body.stretch_high
     percentiles = None
     if stretch_low is not None or stretch_high is not None:
@@ -94,10 +102,14 @@ async def submit_scene(
             default_high if stretch_high is None else stretch_high,
         )
     params = TileParams.from_settings(settings, tile_size, overlap, percentiles)
-    if (file is None) == (not uri):
-        raise InvalidInput("send exactly one of: a multipart 'file' upload or a 'uri' (gs:// or file://)")
+    if sum((file is not None, bool(uri), bool(uris))) != 1:
+        raise InvalidInput(
+            "send exactly one of: a multipart 'file' upload, a 'uri' (gs:// or file://) or 'uris' (a scene's tiles)"
+        )
     if file is not None:
         accepted = await run_in_threadpool(_accept_upload, storage, settings, file.file, file.filename or "", params)
+    elif uris or str(uri).endswith("/"):
+        accepted = await run_in_threadpool(_accept_mosaic, storage, settings, uris or [str(uri)], params)
     else:
         accepted = await run_in_threadpool(_accept_uri, storage, settings, str(uri), params)
     record, queue = accepted
@@ -164,8 +176,8 @@ def _accept_upload(
     return record, True
 
 
-def _accept_uri(storage: Storage, settings: Settings, uri: str, params: TileParams) -> tuple[dict[str, Any], bool]:
-    """Validate a scene referenced by URI (read in place, never copied); returns (record, whether to queue)."""
+def _check_uri(uri: str, settings: Settings) -> None:
+    """A scene (or tile) URI must be gs:// in an allowed bucket or file:// under an allowed root."""
     parsed = urlparse(uri)
     if parsed.scheme == "file":
         _check_file_root(Path(unquote(parsed.path)), settings.ingest_file_roots)
@@ -173,6 +185,11 @@ def _accept_uri(storage: Storage, settings: Settings, uri: str, params: TilePara
         raise InvalidInput(f"unsupported scene URI {uri!r}: use gs://bucket/key or file:///path")
     else:
         _check_bucket(parsed.netloc, settings)
+
+
+def _accept_uri(storage: Storage, settings: Settings, uri: str, params: TileParams) -> tuple[dict[str, Any], bool]:
+    """Validate a scene referenced by URI (read in place, never copied); returns (record, whether to queue)."""
+    _check_uri(uri, settings)
     source, key = split_url(uri)
     try:
         size = source.size(key)
@@ -183,6 +200,38 @@ def _accept_uri(storage: Storage, settings: Settings, uri: str, params: TilePara
         return existing
     record = register_scene(storage, scene_id, source, key, params, source_url=uri, filename=key, bytes=size)
     log.info("scene %s: %s accepted", scene_id, uri)
+    return record, True
+
+
+def _accept_mosaic(
+    storage: Storage, settings: Settings, uris: list[str], params: TileParams
+) -> tuple[dict[str, Any], bool]:
+    """Join the tiles of a multi-file scene into a VRT kept with the scene; returns (record, whether to queue).
+
+    Every tile (folders listed first) must pass the same allow-lists as a single scene URI; the VRT is
+    written by this service under ``scenes/<id>/source.vrt``, which no upload can name, so the workers
+    may open it (:func:`roadseg.ingest.scenes.open_scene_source`). The id hashes the VRT: the same tiles
+    give the same scene.
+    """
+    for uri in uris:
+        _check_uri(uri, settings)
+    tiles = expand_sources(uris)
+    for tile in tiles:
+        _check_uri(tile, settings)
+    built = build_mosaic(tiles)
+    scene_id = scene_id_for("mosaic:" + hashlib.sha256(built.xml.encode()).hexdigest(), params)
+    if (existing := _existing(storage, scene_id)) is not None:
+        return existing
+    key = f"scenes/{scene_id}/source.vrt"
+    storage.write_text(key, built.xml)
+    try:
+        record = register_scene(
+            storage, scene_id, storage, key, params, source_key=key, filename=key, mosaic_files=len(built.files)
+        )
+    except BaseException:
+        storage.delete(key)
+        raise
+    log.info("scene %s: mosaic of %d files (%d x %d px)", scene_id, len(built.files), built.width, built.height)
     return record, True
 
 

@@ -1,0 +1,225 @@
+"""Scaling: one synthetic scene through ingest -> label -> predict with 1 and with 2 Celery workers.
+
+Each worker is one process limited to one thread (``-c 1``, ``OMP_NUM_THREADS=1``, ``ROADSEG_TF_THREADS=1``,
+``GDAL_NUM_THREADS=1``) consuming the three queues, so the comparison is "one more worker", as on GKE.
+The scene is large enough for at least 16 shards per job (``ROADSEG_SHARD_TILES``,
+``ROADSEG_SHARD_WINDOW_ROWS``). Each stage is timed from the submission to its record saying ``done``;
+the prediction asks for ``tta=none`` (the page's *fast*). Real Redis, real workers, local storage.
+
+It prints a table per stage, the per-worker throughput behind the README's sizing table, and last
+``scaling 2 workers vs 1: N.NNx`` (the whole chain's time with 1 worker over its time with 2).
+
+    nice .venv/bin/python bench/scale.py [--width 2048] [--height 16384] [--pixel-m 1.0] [--model models/roads]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from service_processes import free_port, tree_rss_mib
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ORIGIN = (500000.0, 4000000.0)
+ROAD_EVERY = 150
+
+
+def make_scene(folder: Path, width: int, height: int, pixel_m: float) -> tuple[Path, Path]:
+    """A textured RGB GeoTIFF with dark 12-px roads every 150 px, and their centerlines as a GeoPackage."""
+    import geopandas as gpd
+    import rasterio
+    from rasterio.transform import from_origin
+    from rasterio.windows import Window
+    from shapely.geometry import LineString
+
+    image = folder / "scene.tif"
+    profile = {"driver": "GTiff", "width": width, "height": height, "count": 3, "dtype": "uint8", "crs": "EPSG:32611",
+               "transform": from_origin(*ORIGIN, pixel_m, pixel_m), "tiled": True, "compress": "deflate"}  # fmt: skip
+    rng = np.random.default_rng(0)
+    with rasterio.open(image, "w", **profile) as ds:
+        for row in range(0, height, 512):
+            rows = min(512, height - row)
+            block = rng.integers(150, 220, size=(3, rows, width), dtype=np.uint8)
+            for offset in range(60, width, ROAD_EVERY):
+                block[:, :, offset : offset + 12] = 40
+            for offset in range(60, height, ROAD_EVERY):
+                if row <= offset < row + rows:
+                    block[:, offset - row : offset - row + 12, :] = 40
+            ds.write(block, window=Window(0, row, width, rows))
+    left, top = ORIGIN
+    right, bottom = left + pixel_m * width, top - pixel_m * height
+    xs = [left + pixel_m * (o + 6) for o in range(60, width, ROAD_EVERY)]
+    ys = [top - pixel_m * (o + 6) for o in range(60, height, ROAD_EVERY)]
+    lines = [LineString([(x, top), (x, bottom)]) for x in xs] + [LineString([(left, y), (right, y)]) for y in ys]
+    roads = folder / "roads.gpkg"
+    gpd.GeoDataFrame({"highway": ["residential"] * len(lines)}, geometry=lines, crs="EPSG:32611").to_file(roads)
+    return image, roads
+
+
+def start_workers(count: int, env: dict[str, str], logs: Path) -> list[subprocess.Popen]:
+    """``count`` Celery workers on the ingest, label and predict queues; returns once each says it is ready."""
+    procs = []
+    for i in range(count):
+        log = logs / f"worker-{count}-{i}.log"
+        procs.append(subprocess.Popen(
+            [str(BIN / "celery"), "-A", "roadseg.celery_app", "worker", "-Q", "ingest,label,predict", "-c", "1",
+             "-n", f"scale-{count}-{i}@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+             "--without-heartbeat"],
+            env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115 - closed with the process
+        ))  # fmt: skip
+    deadline = time.monotonic() + 120
+    for i, proc in enumerate(procs):
+        log = logs / f"worker-{count}-{i}.log"
+        while " ready." not in log.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"worker {i} did not start:\n{log.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.2)
+    return procs
+
+
+def wait_done(read, what: str, timeout: float) -> float:
+    """Seconds until ``read()['status']`` is done (polled every 0.1 s); stops the bench if it fails."""
+    start = time.perf_counter()
+    while (record := read())["status"] != "done":
+        if record["status"] == "failed" or time.perf_counter() - start > timeout:
+            raise SystemExit(f"{what}: {record['status']} {record.get('error')}")
+        time.sleep(0.1)
+    return time.perf_counter() - start
+
+
+def run_chain(workers: int, image: Path, roads: Path, env: dict[str, str], logs: Path) -> dict[str, float]:
+    """The three stages with ``workers`` workers; seconds per stage and shards per job."""
+    from roadseg.celery_app import app
+    from roadseg.config import get_settings
+    from roadseg.gateway.predictions import create_job, prediction_store
+    from roadseg.ingest.scenes import register_scene, scene_id_for_uri, scene_store
+    from roadseg.ingest.tiling import TileParams
+    from roadseg.labeler.run import LabelOptions, prepare_run, run_store
+    from roadseg.storage import split_url, storage_from_url
+
+    storage = storage_from_url(env["ROADSEG_STORAGE_URL"])
+    procs = start_workers(workers, env, logs)
+    peaks = [0.0] * workers
+    stop = threading.Event()
+
+    def sample() -> None:  # peak resident memory of each worker (main process + its pool child)
+        while not stop.wait(0.5):
+            for i, proc in enumerate(procs):
+                peaks[i] = max(peaks[i], tree_rss_mib(proc.pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        params = TileParams(int(env["ROADSEG_TILE_SIZE"]))
+        source, key = split_url(image.as_uri())
+        scene_id = scene_id_for_uri(image.as_uri(), image.stat().st_size, params)
+        register_scene(storage, scene_id, source, key, params, source_url=image.as_uri())
+        app.send_task("roadseg.ingest.tile_scene", [scene_id])
+        times = {"ingest": wait_done(lambda: scene_store(storage).get(scene_id), "ingest", 1800)}
+        run_id = prepare_run(storage, scene_id, roads, LabelOptions())["id"]
+        app.send_task("roadseg.labeler.label_scene", [run_id])
+        times["label"] = wait_done(lambda: run_store(storage).get(run_id), "label", 1800)
+        with open(image, "rb") as fh:
+            job_id = create_job(storage, fh, "scene.tif", get_settings(), tta="none")["id"]
+        app.send_task("roadseg.gateway.predict", [job_id])
+        times["predict"] = wait_done(lambda: prediction_store(storage).get(job_id), "predict", 3600)
+        times["shards"] = {
+            "ingest": scene_store(storage).get(scene_id)["shards"]["count"],
+            "label": run_store(storage).get(run_id)["shards"]["count"],
+            "predict": prediction_store(storage).get(job_id)["shards"]["count"],
+        }
+        stop.set()
+        sampler.join(5)
+        times["peak_rss_mib"] = [round(p) for p in peaks]
+        return times
+    finally:
+        stop.set()
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--width", type=int, default=2048)
+    parser.add_argument("--height", type=int, default=16384)
+    parser.add_argument("--tile-size", type=int, default=512)
+    parser.add_argument(
+        "--pixel-m", type=float, default=1.0, help="ground pixel size; the shipped model resamples to 1 m (default 1.0)"
+    )
+    parser.add_argument("--shard-tiles", type=int, default=8, help="tiles per ingest/label shard (default 8)")
+    parser.add_argument("--shard-rows", type=int, default=2, help="rows of windows per prediction shard (default 2)")
+    parser.add_argument("--model", default=str(REPO / "models" / "roads"), help="versions folder (default: shipped)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args()
+    redis_server = shutil.which("redis-server")
+    if redis_server is None:
+        raise SystemExit("redis-server is not installed (make up installs it)")
+
+    with tempfile.TemporaryDirectory(prefix="roadseg-scale-") as tmp_name:
+        tmp = Path(tmp_name)
+        redis_port = free_port()
+        env = {
+            **os.environ,
+            "ROADSEG_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+            "ROADSEG_MODEL_DIR": args.model,
+            "ROADSEG_TILE_SIZE": str(args.tile_size),
+            "ROADSEG_SHARD_TILES": str(args.shard_tiles),
+            "ROADSEG_SHARD_WINDOW_ROWS": str(args.shard_rows),
+            "ROADSEG_TF_THREADS": "1",
+            "OMP_NUM_THREADS": "1",
+            "GDAL_NUM_THREADS": "1",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+        }
+        os.environ["ROADSEG_REDIS_URL"] = env["ROADSEG_REDIS_URL"]  # this process only sends tasks
+        redis = subprocess.Popen(
+            [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            image, roads = make_scene(tmp, args.width, args.height, args.pixel_m)
+            megapixels = args.width * args.height / 1e6
+            print(f"scene {args.width} x {args.height} ({megapixels:.1f} Mpx), tiles {args.tile_size}, "
+                  f"{args.shard_tiles} tiles / {args.shard_rows} window rows per shard; model {args.model}; "
+                  f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
+            results = {}
+            for workers in (1, 2):
+                env["ROADSEG_STORAGE_URL"] = (tmp / f"storage-{workers}").as_uri()
+                results[workers] = run_chain(workers, image, roads, env, tmp)
+                print(f"{workers} worker(s): {json.dumps(results[workers])}", flush=True)
+        finally:
+            redis.terminate()
+            redis.wait(10)
+
+    one, two = results[1], results[2]
+    print(f"\nshards per job: {one['shards']}; peak RSS per worker (MiB): {one['peak_rss_mib']} with 1, "
+          f"{two['peak_rss_mib']} with 2")  # fmt: skip
+    print(f"{'stage':<8} {'1 worker s':>11} {'2 workers s':>12} {'speed-up':>9} {'Mpx/min per worker':>19}")
+    for stage in ("ingest", "label", "predict"):
+        rate = megapixels / one[stage] * 60
+        print(f"{stage:<8} {one[stage]:>11.1f} {two[stage]:>12.1f} {one[stage] / two[stage]:>8.2f}x {rate:>19.1f}")
+    total_one = sum(one[s] for s in ("ingest", "label", "predict"))
+    total_two = sum(two[s] for s in ("ingest", "label", "predict"))
+    per_worker = megapixels / total_one * 60  # Mpx per minute, whole chain, one single-thread worker
+    km2 = per_worker * args.pixel_m**2
+    print(f"one worker, whole chain: {per_worker:.1f} Mpx/min = {km2:.3f} km2/min at {args.pixel_m} m pixels")
+    if args.json:
+        figures = {"one": one, "two": two, "megapixels": megapixels, "pixel_m": args.pixel_m,
+                   "mpx_per_min_per_worker": per_worker, "km2_per_min_per_worker": km2}  # fmt: skip
+        args.json.write_text(json.dumps(figures, indent=2))
+    print(f"scaling 2 workers vs 1: {total_one / total_two:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

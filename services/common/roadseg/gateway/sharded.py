@@ -1,0 +1,280 @@
+"""Queued predictions of large images, cut into bands of rows that the ``predict`` workers share.
+
+A job is cut into shards of ``ROADSEG_SHARD_WINDOW_ROWS`` rows of prediction windows
+(:mod:`roadseg.shards` explains the bookkeeping). Each shard also runs the first row of windows of
+the shard below it, its halo, so the rows it writes have seen every window that covers them, in
+the same order as a prediction of the whole image: the seams are not approximately but exactly
+the single-worker result (:func:`roadseg.gateway.windows.sliding_predict`).
+
+Storage of job ``{id}`` besides :mod:`roadseg.gateway.predictions`' files:
+
+* ``predictions/{id}/bands/{n}/{layer}.tif``: shard ``n``'s band of each output layer (removed once joined);
+* ``predictions/{id}/shards/{n}.json``: its result (rows, road pixels, windows, seconds);
+* ``predictions/{id}/roads/shards/{n}.json``: the traced pieces of row ``n`` of the mask's graph windows,
+  when the road network of a mask above ``ROADSEG_GRAPH_MAX_PIXELS`` is built by the workers too
+  (:func:`plan_roads`): pieces meet at globally keyed seam nodes, and the shard completing the set
+  merges them in window order and cleans the graph once, so it equals the one-process graph.
+
+The shard that completes the set joins the bands, band after band and a few rows at a time (memory
+stays at one slab of rows, whatever the image), and writes the job's outputs like a one-task job.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from roadseg import raster
+from roadseg.config import Settings
+from roadseg.documents import ROADS_FAILED, ROADS_PENDING
+from roadseg.gateway.predictions import (
+    GDAL_ENV,
+    ModelWindows,
+    RasterPrediction,
+    failing_job,
+    failing_roads,
+    mask_georeference,
+    mask_key,
+    open_input,
+    output_profile,
+    page_layers,
+    predict_raster,
+    prediction_store,
+    store_outputs,
+    store_road_network,
+)
+from roadseg.gateway.predictor import Predictor
+from roadseg.gateway.windows import count_windows
+from roadseg.jobs import FAILED, RUNNING
+from roadseg.roadnet.graph import (
+    GraphScale,
+    RasterMask,
+    graph_from_pieces,
+    graph_to_geojson,
+    piece_from_json,
+    piece_to_json,
+    trace_windows,
+    window_count,
+)
+from roadseg.roadnet.params import GraphParams
+from roadseg.shards import ShardBook, Span, spans, throttled
+from roadseg.storage import Storage
+
+log = logging.getLogger(__name__)
+
+#: Output layers of a prediction (predict_raster with rgb_layers) -> (bands, dtype).
+LAYERS = {
+    "probability": (1, "float32"),
+    "mask": (1, "uint8"),
+    "probability8": (1, "uint8"),
+    "image": (3, "uint8"),
+    "overlay": (4, "uint8"),
+}
+#: Rows copied at a time when joining bands (bounded memory for any image width).
+JOIN_ROWS = 256
+
+
+def _book(storage: Storage, record: dict[str, Any]) -> ShardBook:
+    return ShardBook(storage, prediction_store(storage).key(record["id"]), record["shards"]["count"])
+
+
+def _cut(ds, geometry: ModelWindows, per_shard: int) -> list[Span]:
+    return spans(geometry.row_count(ds.height), per_shard)
+
+
+def band_key(storage: Storage, job_id: str, index: int, layer: str) -> str:
+    """Storage key of shard ``index``'s band of one output layer."""
+    return prediction_store(storage).key(job_id, "bands", f"{index:05d}", f"{layer}.tif")
+
+
+def plan_job(job_id: str, storage: Storage, predictor: Predictor, settings: Settings) -> list[int] | None:
+    """Cut a queued job into shards; returns the shards still to run, or ``None`` when one task is enough.
+
+    An image with at most ``shard_window_rows`` rows of windows is not cut (:func:`run_job` runs it).
+    A re-delivered plan keeps the cut it made.
+    """
+    jobs = prediction_store(storage)
+    record = jobs.get(job_id)
+    if record.get("shards") is None:
+        predictor.refresh()
+        with failing_job(jobs, job_id), open_input(storage, record, settings) as ds:
+            rows = ModelWindows.of(ds, predictor, settings).row_count(ds.height)
+        if rows <= settings.shard_window_rows:
+            return None
+        per_shard = settings.shard_window_rows
+        record = jobs.update(
+            job_id,
+            status=RUNNING,
+            stage="predicting",
+            progress=0.0,
+            shards={"count": len(spans(rows, per_shard)), "per_shard": per_shard},
+        )
+    finished = _book(storage, record).finished()
+    log.info("prediction %s: %d shards, %d finished", job_id, record["shards"]["count"], len(finished))
+    return [i for i in range(record["shards"]["count"]) if i not in finished]
+
+
+def run_shard(job_id: str, index: int, storage: Storage, predictor: Predictor, settings: Settings) -> bool:
+    """Predict shard ``index``'s band and store it; returns whether every shard has now finished.
+
+    A finished shard is not redone; after a failure of the job the others stop at their start.
+    """
+    jobs = prediction_store(storage)
+    record = jobs.get(job_id)
+    book = _book(storage, record)
+    finished = book.finished()
+    if index in finished or record["status"] == FAILED:
+        return len(finished) == book.count
+
+    def publish(done: int, total: int) -> None:
+        jobs.update(job_id, progress=round(done / total, 3), windows_done=done, windows_total=total)
+
+    predictor.refresh()
+    with failing_job(jobs, job_id), tempfile.TemporaryDirectory(prefix="roadseg-shard-") as tmp:
+        with open_input(storage, record, settings) as ds:
+            geometry = ModelWindows.of(ds, predictor, settings)
+            cut = _cut(ds, geometry, record["shards"]["per_shard"])
+            span = cut[index]
+            sizes = [geometry.windows_of(ds, (s.start, s.stop)) for s in cut]
+            result = predict_raster(
+                ds,
+                predictor,
+                Path(tmp),
+                settings,
+                predictor.threshold(settings.threshold),
+                page_layers(record),
+                throttled(book, index, sizes, publish),
+                tta=record.get("tta"),
+                window_rows=(span.start, span.stop),
+            )
+            _, row_from, row_to = geometry.shard(ds, (span.start, span.stop))
+        for layer, path in result.files.items():
+            storage.write_file(band_key(storage, job_id, index, layer), path)
+    return book.finish(
+        index,
+        {
+            "rows": [row_from, row_to],
+            "road_pixels": result.road_pixels,
+            "windows": result.windows,
+            "seconds": round(result.seconds, 3),
+            "threshold": result.threshold,
+            "tta": result.tta,
+            "resampling": result.resampling,
+        },
+    )
+
+
+def finish_job(job_id: str, storage: Storage, predictor: Predictor, settings: Settings) -> dict[str, Any]:
+    """Join the shards' bands into the job's outputs and mark it done; returns the final record."""
+    jobs = prediction_store(storage)
+    record = jobs.get(job_id)
+    results = _book(storage, record).results()
+    with failing_job(jobs, job_id), tempfile.TemporaryDirectory(prefix="roadseg-join-") as tmp:
+        out = Path(tmp)
+        with open_input(storage, record, settings) as ds:
+            info = raster.scene_info(ds)
+            geometry = ModelWindows.of(ds, predictor, settings)
+            windows = count_windows(ds.height, ds.width, geometry.window, geometry.overlap)
+            layers = LAYERS if page_layers(record) else ("probability", "mask")
+            files = {layer: _join(storage, job_id, ds, layer, results, out) for layer in layers}
+        first = results[0]
+        result = RasterPrediction(
+            files=files,
+            info=info,
+            threshold=first["threshold"],
+            road_pixels=sum(r["road_pixels"] for r in results),
+            windows=windows,
+            seconds=sum(r["seconds"] for r in results),
+            resampling=first["resampling"],
+            tta=first["tta"],
+        )
+        final = store_outputs(job_id, storage, predictor, settings, out, result)
+    storage.delete_prefix(prediction_store(storage).key(job_id, "bands"))
+    return final
+
+
+def _join(storage: Storage, job_id: str, ds, layer: str, results: list[dict[str, Any]], out: Path) -> Path:
+    """One layer of the whole image, copied band by band from the shards' files, ``JOIN_ROWS`` rows at a time."""
+    count, dtype = LAYERS[layer]
+    path = out / f"{layer}.tif"
+    with rasterio.Env(**GDAL_ENV), rasterio.open(path, "w", **output_profile(ds, count, dtype)) as dst:
+        for index, result in enumerate(results):
+            row_from, row_to = result["rows"]
+            key = band_key(storage, job_id, index, layer)
+            with storage.local_path(key) as band_path, rasterio.open(band_path) as src:
+                for first in range(0, row_to - row_from, JOIN_ROWS):
+                    rows = min(JOIN_ROWS, row_to - row_from - first)
+                    data: np.ndarray = src.read(window=Window(0, first, ds.width, rows))
+                    dst.write(data, window=Window(0, row_from + first, ds.width, rows))
+    return path
+
+
+# ----------------------------------------------------------------------------- road network of a large mask
+
+
+def _roads_book(storage: Storage, job_id: str, count: int) -> ShardBook:
+    return ShardBook(storage, prediction_store(storage).key(job_id, "roads"), count)
+
+
+def _graph_geometry(ds, settings: Settings) -> tuple[GraphParams, GraphScale, int]:
+    """Vectorization settings, georeferencing and windows per row of windows (one shard) of an open mask."""
+    params = GraphParams(window=settings.graph_window)
+    transform, crs = mask_georeference(ds)
+    columns = -(-ds.width // params.window)
+    return params, GraphScale.of((ds.height, ds.width), transform, crs, params), columns
+
+
+def plan_roads(job_id: str, storage: Storage, settings: Settings) -> list[int] | None:
+    """Cut a done prediction's road network into shards (one row of graph windows each); the shards to run.
+
+    ``None`` when its mask is small enough for one process (``ROADSEG_GRAPH_MAX_PIXELS``).
+    """
+    jobs = prediction_store(storage)
+    record = jobs.get(job_id)
+    if record.get("roads") not in (ROADS_PENDING, ROADS_FAILED):
+        return []  # built already, or nothing to build
+    with raster.open_stored(storage, mask_key(jobs, record)) as ds:
+        if ds.width * ds.height <= settings.graph_max_pixels:
+            return None
+        params, _, columns = _graph_geometry(ds, settings)
+        count = -(-window_count((ds.height, ds.width), params) // columns)
+    finished = _roads_book(storage, job_id, count).finished()
+    jobs.update(job_id, roads=ROADS_PENDING, roads_note=f"building the road network in {count} shards")
+    return [i for i in range(count) if i not in finished]
+
+
+def run_roads_shard(job_id: str, index: int, storage: Storage, settings: Settings) -> bool:
+    """Trace row ``index`` of the mask's graph windows; returns whether every row has now been traced."""
+    jobs = prediction_store(storage)
+    record = jobs.get(job_id)
+    with failing_roads(jobs, job_id), raster.open_stored(storage, mask_key(jobs, record)) as ds:
+        params, scale, columns = _graph_geometry(ds, settings)
+        book = _roads_book(storage, job_id, -(-window_count((ds.height, ds.width), params) // columns))
+        finished = book.finished()
+        if index in finished:
+            return len(finished) == book.count
+        indexes = range(index * columns, (index + 1) * columns)
+        pieces = trace_windows(RasterMask(ds), params, scale.hole_area_px(params), indexes)
+    return book.finish(index, {"pieces": [piece_to_json(piece) for piece in pieces]})
+
+
+def finish_roads(job_id: str, storage: Storage, settings: Settings) -> dict[str, Any]:
+    """Merge the traced rows (window order) into the road network, clean it once, store it; returns the record."""
+    jobs = prediction_store(storage)
+    record = jobs.get(job_id)
+    started = time.perf_counter()
+    with failing_roads(jobs, job_id):
+        with raster.open_stored(storage, mask_key(jobs, record)) as ds:
+            params, scale, columns = _graph_geometry(ds, settings)
+            count = -(-window_count((ds.height, ds.width), params) // columns)
+        results = _roads_book(storage, job_id, count).results()
+        pieces = [piece_from_json(piece) for result in results for piece in result["pieces"]]
+        roads = graph_to_geojson(graph_from_pieces(pieces, scale, params))
+        return store_road_network(storage, job_id, roads, time.perf_counter() - started)

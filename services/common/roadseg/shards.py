@@ -1,0 +1,158 @@
+"""Long jobs cut into shards: many Celery tasks share one scene, one job still gives one result.
+
+A job (tiling a scene, a label run, a large prediction) is cut by its planner into a fixed list of
+shards. The cut depends only on the job and the ``ROADSEG_SHARD_*`` settings, never on how many
+workers run it, so the output is the same with 1 or N workers: one worker runs the same shards in turn.
+
+Each shard ends by writing its result document ``<job>/shards/<n>.json`` (atomically, like every
+object). That document is what makes the work safe to repeat:
+
+* re-running a finished shard finds its document and does nothing;
+* a shard killed mid-way has none; the broker re-delivers it (late acks) and the shard redoes only
+  the part of its work whose outputs are missing;
+* the shard that completes the set assembles the job (manifest, stitched outputs, status ``done``).
+  It writes its own document *before* listing the others, so whichever shard finishes last sees
+  them all; two shards finishing together may both assemble, writing the same bytes.
+
+The last point does what a Celery chord's callback does, but counts in storage instead of in the
+result backend: a Redis restart or a killed callback cannot strand a finished job.
+
+While a shard runs it keeps ``<n>.progress.json`` (units done of its total); :meth:`ShardBook.progress`
+adds the finished shards' totals to the running shards' counts, so a job's progress moves with every
+shard and never counts a unit twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from roadseg.errors import NotFound
+from roadseg.storage import Storage
+
+#: Seconds between a shard's progress writes (each one is one small object write, and one listing).
+PROGRESS_INTERVAL_S = 1.0
+
+
+@dataclass(frozen=True)
+class Span:
+    """Shard ``index`` owns the work units ``[start, stop)`` of its job (tiles, window rows)."""
+
+    index: int
+    start: int
+    stop: int
+
+    @property
+    def size(self) -> int:
+        """How many units the shard owns."""
+        return self.stop - self.start
+
+
+def spans(units: int, per_shard: int) -> list[Span]:
+    """``units`` cut into consecutive shards of ``per_shard`` (the last one may be smaller); at least one."""
+    per_shard = max(1, per_shard)
+    starts = range(0, max(units, 1), per_shard)
+    return [Span(i, start, min(start + per_shard, units)) for i, start in enumerate(starts)]
+
+
+class ShardBook:
+    """The shard documents of one job, under ``<prefix>/shards/`` in the job's storage."""
+
+    def __init__(self, storage: Storage, prefix: str, count: int):
+        """Track ``count`` shards of the job whose folder is ``prefix`` (``scenes/<id>``, ``labels/<id>``...)."""
+        self.storage = storage
+        self.prefix = f"{prefix.rstrip('/')}/shards"
+        self.count = count
+
+    def result_key(self, index: int) -> str:
+        """Key of shard ``index``'s result document; its presence means the shard is done."""
+        return f"{self.prefix}/{index:05d}.json"
+
+    def progress_key(self, index: int) -> str:
+        """Key of a running shard's progress document."""
+        return f"{self.prefix}/{index:05d}.progress.json"
+
+    def finished(self) -> set[int]:
+        """Indexes of the shards whose result document exists (one listing)."""
+        done = set()
+        for key in self.storage.list(self.prefix):
+            name = key.rsplit("/", 1)[-1]
+            if name.endswith(".json") and not name.endswith(".progress.json"):
+                done.add(int(name.removesuffix(".json")))
+        return done
+
+    def result(self, index: int) -> dict[str, Any] | None:
+        """Shard ``index``'s result, or ``None`` while it has not finished."""
+        try:
+            return json.loads(self.storage.read_text(self.result_key(index)))
+        except NotFound:
+            return None
+
+    def finish(self, index: int, result: dict[str, Any]) -> bool:
+        """Store shard ``index``'s result; returns whether every shard of the job has now finished.
+
+        The document also names the process that did the work (``host:pid``), to tell which worker
+        ran what when reading a job's shards.
+        """
+        worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.storage.write_text(self.result_key(index), json.dumps({**result, "worker": worker}))
+        self.storage.delete(self.progress_key(index))
+        return len(self.finished()) >= self.count
+
+    def results(self) -> list[dict[str, Any]]:
+        """Every shard's result in shard order; raises :class:`NotFound` naming the first missing shard."""
+        out = []
+        for index in range(self.count):
+            result = self.result(index)
+            if result is None:
+                raise NotFound(f"shard {index} of {self.prefix} has not finished")
+            out.append(result)
+        return out
+
+    def report(self, index: int, done: int, total: int) -> None:
+        """Record that running shard ``index`` has done ``done`` of its ``total`` units."""
+        self.storage.write_text(self.progress_key(index), json.dumps({"done": done, "total": total}))
+
+    def progress(self, sizes: list[int]) -> int:
+        """Units done over the whole job: finished shards count in full (``sizes[i]``), running ones as reported."""
+        finished = self.finished()
+        done = sum(sizes[i] for i in finished)
+        for key in self.storage.list(self.prefix):
+            name = key.rsplit("/", 1)[-1]
+            if name.endswith(".progress.json") and int(name.split(".")[0]) not in finished:
+                try:
+                    done += int(json.loads(self.storage.read_text(key))["done"])
+                except (NotFound, ValueError, KeyError):
+                    continue  # the shard finished (and removed it) meanwhile, or it is being rewritten
+        return min(done, sum(sizes))
+
+    def clear(self) -> None:
+        """Forget every shard (a job re-planned from scratch)."""
+        self.storage.delete_prefix(self.prefix)
+
+
+def throttled(
+    book: ShardBook, index: int, sizes: list[int], publish: Callable[[int, int], None]
+) -> Callable[[int, int], None]:
+    """A per-unit progress callback for shard ``index``, storing its count now and then.
+
+    Every :data:`PROGRESS_INTERVAL_S` (and at the shard's end) it writes the shard's progress document
+    and calls ``publish(units done in the job, units in the job)``.
+    """
+    last = 0.0
+
+    def on_progress(done: int, total: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last < PROGRESS_INTERVAL_S and done < total:
+            return
+        last = now
+        book.report(index, done, total)
+        publish(book.progress(sizes), sum(sizes))
+
+    return on_progress
