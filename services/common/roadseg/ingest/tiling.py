@@ -215,7 +215,7 @@ def tile_cells(
         len(existing),
     )
     tiles, skipped = [], 0
-    with storage.batch() as write:  # tiles reach the disk in groups; each appears whole (storage.batch)
+    with storage.batch(64) as write:  # tiles reach the disk in groups; each appears whole (storage.batch)
         for done, entry in enumerate(_tile_cells(ds, write, scene_id, cells, existing, stretch, params, crs), 1):
             if entry is None:
                 skipped += 1
