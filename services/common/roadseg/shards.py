@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from roadseg.errors import NotFound
+from roadseg.jobs import JobStore
 from roadseg.storage import Storage
 
 #: Seconds between a shard's progress writes (each one is one small object write, and one listing).
@@ -85,6 +86,17 @@ class ShardBook:
             if name.endswith(".json") and not name.endswith(".progress.json"):
                 done.add(int(name.removesuffix(".json")))
         return done
+
+    def settled(self, index: int, job_failed: bool) -> bool | None:
+        """``None`` when shard ``index`` has work to do; otherwise whether every shard has finished.
+
+        A finished shard is not redone (a re-delivered task), and no shard runs for a failed job: bad
+        input found by one shard stops the others at their start.
+        """
+        finished = self.finished()
+        if index in finished or job_failed:
+            return len(finished) >= self.count
+        return None
 
     def result(self, index: int) -> dict[str, Any] | None:
         """Shard ``index``'s result, or ``None`` while it has not finished."""
@@ -156,3 +168,23 @@ def throttled(
         publish(book.progress(sizes), sum(sizes))
 
     return on_progress
+
+
+def tile_shards(storage: Storage, kind: str, record: dict[str, Any]) -> tuple[list[Span], ShardBook]:
+    """The shards of a planned job counted in tiles (a scene, a label run) and their documents.
+
+    ``progress.total`` tiles cut by the plan's ``shards.per_shard``, under ``<kind>/<id>/shards/``.
+    """
+    cut = spans(record["progress"]["total"], record["shards"]["per_shard"])
+    return cut, ShardBook(storage, f"{kind}/{record['id']}", len(cut))
+
+
+def tile_progress(jobs: JobStore, job_id: str, echo: Callable[[int, int], None] | None) -> Callable[[int, int], None]:
+    """The ``publish`` of :func:`throttled` for tile jobs: ``progress`` {done, total} in the record, and ``echo``."""
+
+    def publish(done: int, total: int) -> None:
+        jobs.update(job_id, progress={"done": done, "total": total})
+        if echo:
+            echo(done, total)
+
+    return publish

@@ -577,17 +577,28 @@ def run_job(job_id: str, storage: Storage, predictor: Predictor, settings: Setti
     with failing_job(jobs, job_id), tempfile.TemporaryDirectory(prefix="roadseg-predict-") as tmp:
         record = jobs.get(job_id)
         with open_input(storage, record, settings) as ds:
-            result = predict_raster(
-                ds,
-                predictor,
-                Path(tmp),
-                settings,
-                predictor.threshold(settings.threshold),
-                page_layers(record),
-                progress_writer(jobs, job_id),
-                tta=record.get("tta"),
-            )
+            result = predict_job(ds, record, predictor, settings, Path(tmp), progress_writer(jobs, job_id))
         return store_outputs(job_id, storage, predictor, settings, Path(tmp), result)
+
+
+def predict_job(
+    ds: DatasetReader,
+    record: dict[str, Any],
+    predictor: Predictor,
+    settings: Settings,
+    out: Path,
+    progress: Callable[[int, int], None],
+    window_rows: tuple[int, int] | None = None,
+) -> RasterPrediction:
+    """:func:`predict_raster` with a job's own choices (``window_rows``: one shard's).
+
+    The served version's threshold, the job's tta, and the page's layers for uploads only.
+    """
+    threshold = predictor.threshold(settings.threshold)
+    layers = page_layers(record)
+    return predict_raster(
+        ds, predictor, out, settings, threshold, layers, progress, tta=record.get("tta"), window_rows=window_rows
+    )
 
 
 def store_outputs(

@@ -45,7 +45,7 @@ from roadseg.gateway.predictions import (
     open_input,
     output_profile,
     page_layers,
-    predict_raster,
+    predict_job,
     prediction_store,
     store_outputs,
     store_road_network,
@@ -129,9 +129,8 @@ def run_shard(job_id: str, index: int, storage: Storage, predictor: Predictor, s
     jobs = prediction_store(storage)
     record = jobs.get(job_id)
     book = _book(storage, record)
-    finished = book.finished()
-    if index in finished or record["status"] == FAILED:
-        return len(finished) == book.count
+    if (settled := book.settled(index, record["status"] == FAILED)) is not None:
+        return settled
 
     def publish(done: int, total: int) -> None:
         jobs.update(job_id, progress=round(done / total, 3), windows_done=done, windows_total=total)
@@ -143,17 +142,8 @@ def run_shard(job_id: str, index: int, storage: Storage, predictor: Predictor, s
             cut = _cut(ds, geometry, record["shards"]["per_shard"])
             span = cut[index]
             sizes = [geometry.windows_of(ds, (s.start, s.stop)) for s in cut]
-            result = predict_raster(
-                ds,
-                predictor,
-                Path(tmp),
-                settings,
-                predictor.threshold(settings.threshold),
-                page_layers(record),
-                throttled(book, index, sizes, publish),
-                tta=record.get("tta"),
-                window_rows=(span.start, span.stop),
-            )
+            progress = throttled(book, index, sizes, publish)
+            result = predict_job(ds, record, predictor, settings, Path(tmp), progress, (span.start, span.stop))
             _, row_from, row_to = geometry.shard(ds, (span.start, span.stop))
         for layer, path in result.files.items():
             storage.write_file(band_key(storage, job_id, index, layer), path)
@@ -257,9 +247,8 @@ def run_roads_shard(job_id: str, index: int, storage: Storage, settings: Setting
     with failing_roads(jobs, job_id), raster.open_stored(storage, mask_key(jobs, record)) as ds:
         params, scale, columns = _graph_geometry(ds, settings)
         book = _roads_book(storage, job_id, -(-window_count((ds.height, ds.width), params) // columns))
-        finished = book.finished()
-        if index in finished:
-            return len(finished) == book.count
+        if (settled := book.settled(index, job_failed=False)) is not None:
+            return settled
         indexes = range(index * columns, (index + 1) * columns)
         pieces = trace_windows(RasterMask(ds), params, scale.hole_area_px(params), indexes)
     return book.finish(index, {"pieces": [piece_to_json(piece) for piece in pieces]})

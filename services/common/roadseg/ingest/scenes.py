@@ -36,7 +36,7 @@ from roadseg.ingest.tiling import (
 from roadseg.jobs import DONE, FAILED, RUNNING, JobStore
 from roadseg.mosaic import gcs_gdal_options
 from roadseg.raster import Stretch, compute_stretch, open_stored, scene_info, trusted_mosaics
-from roadseg.shards import ShardBook, Span, spans, throttled
+from roadseg.shards import spans, throttled, tile_progress, tile_shards
 from roadseg.storage import Storage, split_url
 
 log = logging.getLogger(__name__)
@@ -146,12 +146,6 @@ def run_scene(
     return finish_scene(storage, scene_id)
 
 
-def _shards(storage: Storage, record: dict[str, Any]) -> tuple[list[Span], ShardBook]:
-    """The shards of a planned scene (tile ranges in grid order) and their result documents."""
-    cut = spans(record["progress"]["total"], record["shards"]["per_shard"])
-    return cut, ShardBook(storage, f"{KIND}/{record['id']}", len(cut))
-
-
 def plan_scene(storage: Storage, scene_id: str, shard_tiles: int | None = None) -> list[int]:
     """Mark the scene running, fix its stretch and its cut into shards; returns the shards still to run.
 
@@ -172,7 +166,7 @@ def plan_scene(storage: Storage, scene_id: str, shard_tiles: int | None = None) 
         per_shard = shard_tiles or get_settings().shard_tiles
         count = len(spans(record["progress"]["total"], per_shard))
         record = jobs.update(scene_id, stretch=stretch.to_dict(), shards={"count": count, "per_shard": per_shard})
-    cut, book = _shards(storage, record)
+    cut, book = tile_shards(storage, KIND, record)
     finished = book.finished()
     log.info("scene %s: %d shards of %d tiles, %d finished", scene_id, len(cut), cut[0].size, len(finished))
     return [span.index for span in cut if span.index not in finished]
@@ -186,25 +180,19 @@ def run_shard(storage: Storage, scene_id: str, index: int, echo: Progress | None
     """
     jobs = scene_store(storage)
     record = jobs.get(scene_id)
-    cut, book = _shards(storage, record)
-    finished = book.finished()
-    if index in finished or record["status"] == FAILED:
-        return len(finished) == len(cut)
+    cut, book = tile_shards(storage, KIND, record)
+    if (settled := book.settled(index, record["status"] == FAILED)) is not None:
+        return settled
     span = cut[index]
     source, key, _ = source_of(storage, record)
     params = params_of(record)
     sizes = [s.size for s in cut]
 
-    def publish(done: int, total: int) -> None:
-        jobs.update(scene_id, progress={"done": done, "total": total})
-        if echo:
-            echo(done, total)
-
     try:
         with open_scene_source(source, key, bool(record.get("mosaic_files"))) as ds:
             cells = tile_grid(ds.width, ds.height, params.tile_size, params.overlap)[span.start : span.stop]
             stretch = Stretch.from_dict(record["stretch"])
-            progress = throttled(book, index, sizes, publish)
+            progress = throttled(book, index, sizes, tile_progress(jobs, scene_id, echo))
             tiles, skipped = tile_cells(storage, scene_id, ds, cells, stretch, params, progress)
     except RoadsegError as exc:
         jobs.update(scene_id, status=FAILED, error=str(exc))
@@ -216,7 +204,7 @@ def finish_scene(storage: Storage, scene_id: str) -> dict[str, Any]:
     """Join the shards' tiles (grid order) into the manifest, written last, and mark the scene done."""
     jobs = scene_store(storage)
     record = jobs.get(scene_id)
-    _, book = _shards(storage, record)
+    _, book = tile_shards(storage, KIND, record)
     results = book.results()
     tiles = [tile for result in results for tile in result["tiles"]]
     skipped = sum(result["skipped_empty"] for result in results)

@@ -47,7 +47,7 @@ from roadseg.labeler.vectors import VectorSource, query_tile
 from roadseg.labeler.widths import WidthSpec
 from roadseg.mask_values import IGNORE
 from roadseg.raster import compute_stretch, read_rgb_window
-from roadseg.shards import ShardBook, Span, spans, throttled
+from roadseg.shards import spans, throttled, tile_progress, tile_shards
 from roadseg.storage import LocalStorage, Storage, safe_filename, storage_from_url
 
 log = logging.getLogger(__name__)
@@ -372,12 +372,6 @@ def _failing(jobs: JobStore, run_id: str) -> Iterator[None]:
         raise
 
 
-def _shards(storage: Storage, record: dict) -> tuple[list[Span], ShardBook]:
-    """The shards of a planned run (ranges of the scene's tiles, in manifest order) and their documents."""
-    cut = spans(record["progress"]["total"], record["shards"]["per_shard"])
-    return cut, ShardBook(storage, f"{KIND}/{record['id']}", len(cut))
-
-
 def _scene_of(storage: Storage, record: dict) -> tuple[Storage, dict]:
     scene_storage = storage_from_url(record["scene_storage"]) if record.get("scene_storage") else storage
     return resolve_scene(record["scene_id"], scene_storage)
@@ -419,7 +413,7 @@ def plan_label_run(storage: Storage, run_id: str, shard_tiles: int | None = None
             progress={"done": 0, "total": total},
             shards={"count": len(spans(total, per_shard)), "per_shard": per_shard},
         )
-    cut, book = _shards(storage, record)
+    cut, book = tile_shards(storage, KIND, record)
     finished = book.finished()
     log.info(
         "run %s: %d tiles in %d shards (%d finished), %d road features in the scene",
@@ -439,16 +433,10 @@ def label_shard(storage: Storage, run_id: str, index: int, progress: Progress | 
     """
     jobs = run_store(storage)
     record = jobs.get(run_id)
-    cut, book = _shards(storage, record)
-    finished = book.finished()
-    if index in finished or record["status"] == FAILED:
-        return len(finished) == len(cut)
+    cut, book = tile_shards(storage, KIND, record)
+    if (settled := book.settled(index, record["status"] == FAILED)) is not None:
+        return settled
     span = cut[index]
-
-    def publish(done: int, total: int) -> None:
-        jobs.update(run_id, progress={"done": done, "total": total})
-        if progress:
-            progress(done, total)
 
     with _failing(jobs, run_id):
         scene_storage, scene = _scene_of(storage, record)
@@ -459,7 +447,7 @@ def label_shard(storage: Storage, run_id: str, index: int, progress: Progress | 
         with _vector_paths(storage, record) as (roads_path, edges_path):
             labeler, _ = open_sources(options, roads_path, edges_path, bounds, crs, record["reach_m"])
         done_keys = set(storage.list(f"{KIND}/{run_id}/tiles"))
-        on_tile = throttled(book, index, [s.size for s in cut], publish)
+        on_tile = throttled(book, index, [s.size for s in cut], tile_progress(jobs, run_id, progress))
         entries = []
         with rasterio.Env():  # one GDAL environment for the loop, not one per read, rasterize and encode
             for i, tile in enumerate(tiles, 1):
@@ -480,7 +468,7 @@ def finish_label_run(storage: Storage, run_id: str) -> dict:
     record = jobs.get(run_id)
     with _failing(jobs, run_id):
         _, scene = _scene_of(storage, record)
-        _, book = _shards(storage, record)
+        _, book = tile_shards(storage, KIND, record)
         entries = [entry for result in book.results() for entry in result["tiles"]]
         options = LabelOptions.from_dict(record["options"])
         flagged = [e for e in entries if e["flags"]]
