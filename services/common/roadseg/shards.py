@@ -78,14 +78,25 @@ class ShardBook:
         """Key of a running shard's progress document."""
         return f"{self.prefix}/{index:05d}.progress.json"
 
-    def finished(self) -> set[int]:
-        """Indexes of the shards whose result document exists (one listing)."""
-        done = set()
+    def _listing(self) -> tuple[set[int], list[str]]:
+        """(indexes of the shards whose result document exists, keys of progress documents): one listing."""
+        done, running = set(), []
         for key in self.storage.list(self.prefix):
             name = key.rsplit("/", 1)[-1]
-            if name.endswith(".json") and not name.endswith(".progress.json"):
+            if name.endswith(".progress.json"):
+                running.append(key)
+            elif name.endswith(".json"):
                 done.add(int(name.removesuffix(".json")))
-        return done
+        return done, running
+
+    def finished(self) -> set[int]:
+        """Indexes of the shards whose result document exists (one listing)."""
+        return self._listing()[0]
+
+    def pending(self) -> list[int]:
+        """Indexes of the shards still to run, in order (what a planner queues)."""
+        finished = self.finished()
+        return [i for i in range(self.count) if i not in finished]
 
     def settled(self, index: int, job_failed: bool) -> bool | None:
         """``None`` when shard ``index`` has work to do; otherwise whether every shard has finished.
@@ -132,20 +143,15 @@ class ShardBook:
 
     def progress(self, sizes: list[int]) -> int:
         """Units done over the whole job: finished shards count in full (``sizes[i]``), running ones as reported."""
-        finished = self.finished()
+        finished, running = self._listing()
         done = sum(sizes[i] for i in finished)
-        for key in self.storage.list(self.prefix):
-            name = key.rsplit("/", 1)[-1]
-            if name.endswith(".progress.json") and int(name.split(".")[0]) not in finished:
+        for key in running:
+            if int(key.rsplit("/", 1)[-1].split(".")[0]) not in finished:
                 try:
                     done += int(json.loads(self.storage.read_text(key))["done"])
                 except (NotFound, ValueError, KeyError):
                     continue  # the shard finished (and removed it) meanwhile, or it is being rewritten
         return min(done, sum(sizes))
-
-    def clear(self) -> None:
-        """Forget every shard (a job re-planned from scratch)."""
-        self.storage.delete_prefix(self.prefix)
 
 
 def throttled(

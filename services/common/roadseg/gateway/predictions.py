@@ -486,8 +486,18 @@ def build_road_network_quietly(job_id: str, storage: Storage, settings: Settings
         pass
 
 
+def window_progress(jobs: JobStore, job_id: str) -> Callable[[int, int], None]:
+    """``record(done, total)``: windows predicted so far into the job's record (fraction and counts)."""
+
+    def record(done: int, total: int) -> None:
+        jobs.update(job_id, progress=round(done / total, 3), windows_done=done, windows_total=total)
+
+    return record
+
+
 def progress_writer(jobs: JobStore, job_id: str) -> Callable[[int, int], None]:
     """A ``progress(done, total)`` callback (in windows) writing the job's record at most every 0.5 s."""
+    record = window_progress(jobs, job_id)
     last_write = 0.0
 
     def progress(done: int, total: int) -> None:
@@ -495,7 +505,7 @@ def progress_writer(jobs: JobStore, job_id: str) -> Callable[[int, int], None]:
         now = time.monotonic()
         if now - last_write >= PROGRESS_INTERVAL_S or done == total:  # bounded status writes
             last_write = now
-            jobs.update(job_id, progress=round(done / total, 3), windows_done=done, windows_total=total)
+            record(done, total)
 
     return progress
 

@@ -49,6 +49,7 @@ from roadseg.gateway.predictions import (
     prediction_store,
     store_outputs,
     store_road_network,
+    window_progress,
 )
 from roadseg.gateway.predictor import Predictor
 from roadseg.gateway.windows import count_windows
@@ -116,9 +117,9 @@ def plan_job(job_id: str, storage: Storage, predictor: Predictor, settings: Sett
             progress=0.0,
             shards={"count": len(spans(rows, per_shard)), "per_shard": per_shard},
         )
-    finished = _book(storage, record).finished()
-    log.info("prediction %s: %d shards, %d finished", job_id, record["shards"]["count"], len(finished))
-    return [i for i in range(record["shards"]["count"]) if i not in finished]
+    pending = _book(storage, record).pending()
+    log.info("prediction %s: %d shards, %d to run", job_id, record["shards"]["count"], len(pending))
+    return pending
 
 
 def run_shard(job_id: str, index: int, storage: Storage, predictor: Predictor, settings: Settings) -> bool:
@@ -132,9 +133,6 @@ def run_shard(job_id: str, index: int, storage: Storage, predictor: Predictor, s
     if (settled := book.settled(index, record["status"] == FAILED)) is not None:
         return settled
 
-    def publish(done: int, total: int) -> None:
-        jobs.update(job_id, progress=round(done / total, 3), windows_done=done, windows_total=total)
-
     predictor.refresh()
     with failing_job(jobs, job_id), tempfile.TemporaryDirectory(prefix="roadseg-shard-") as tmp:
         with open_input(storage, record, settings) as ds:
@@ -142,7 +140,7 @@ def run_shard(job_id: str, index: int, storage: Storage, predictor: Predictor, s
             cut = _cut(ds, geometry, record["shards"]["per_shard"])
             span = cut[index]
             sizes = [geometry.windows_of(ds, (s.start, s.stop)) for s in cut]
-            progress = throttled(book, index, sizes, publish)
+            progress = throttled(book, index, sizes, window_progress(jobs, job_id))
             result = predict_job(ds, record, predictor, settings, Path(tmp), progress, (span.start, span.stop))
             _, row_from, row_to = geometry.shard(ds, (span.start, span.stop))
         for layer, path in result.files.items():
@@ -213,12 +211,13 @@ def _roads_book(storage: Storage, job_id: str, count: int) -> ShardBook:
     return ShardBook(storage, prediction_store(storage).key(job_id, "roads"), count)
 
 
-def _graph_geometry(ds, settings: Settings) -> tuple[GraphParams, GraphScale, int]:
-    """Vectorization settings, georeferencing and windows per row of windows (one shard) of an open mask."""
+def _graph_geometry(ds, settings: Settings) -> tuple[GraphParams, GraphScale, int, int]:
+    """Vectorization settings, georeferencing, windows per row of windows (one shard) and shards of an open mask."""
     params = GraphParams(window=settings.graph_window)
     transform, crs = mask_georeference(ds)
     columns = -(-ds.width // params.window)
-    return params, GraphScale.of((ds.height, ds.width), transform, crs, params), columns
+    count = -(-window_count((ds.height, ds.width), params) // columns)
+    return params, GraphScale.of((ds.height, ds.width), transform, crs, params), columns, count
 
 
 def plan_roads(job_id: str, storage: Storage, settings: Settings) -> list[int] | None:
@@ -233,11 +232,9 @@ def plan_roads(job_id: str, storage: Storage, settings: Settings) -> list[int] |
     with raster.open_stored(storage, mask_key(jobs, record)) as ds:
         if ds.width * ds.height <= settings.graph_max_pixels:
             return None
-        params, _, columns = _graph_geometry(ds, settings)
-        count = -(-window_count((ds.height, ds.width), params) // columns)
-    finished = _roads_book(storage, job_id, count).finished()
+        _, _, _, count = _graph_geometry(ds, settings)
     jobs.update(job_id, roads=ROADS_PENDING, roads_note=f"building the road network in {count} shards")
-    return [i for i in range(count) if i not in finished]
+    return _roads_book(storage, job_id, count).pending()
 
 
 def run_roads_shard(job_id: str, index: int, storage: Storage, settings: Settings) -> bool:
@@ -245,8 +242,8 @@ def run_roads_shard(job_id: str, index: int, storage: Storage, settings: Setting
     jobs = prediction_store(storage)
     record = jobs.get(job_id)
     with failing_roads(jobs, job_id), raster.open_stored(storage, mask_key(jobs, record)) as ds:
-        params, scale, columns = _graph_geometry(ds, settings)
-        book = _roads_book(storage, job_id, -(-window_count((ds.height, ds.width), params) // columns))
+        params, scale, columns, count = _graph_geometry(ds, settings)
+        book = _roads_book(storage, job_id, count)
         if (settled := book.settled(index, job_failed=False)) is not None:
             return settled
         indexes = range(index * columns, (index + 1) * columns)
@@ -261,8 +258,7 @@ def finish_roads(job_id: str, storage: Storage, settings: Settings) -> dict[str,
     started = time.perf_counter()
     with failing_roads(jobs, job_id):
         with raster.open_stored(storage, mask_key(jobs, record)) as ds:
-            params, scale, columns = _graph_geometry(ds, settings)
-            count = -(-window_count((ds.height, ds.width), params) // columns)
+            params, scale, _, count = _graph_geometry(ds, settings)
         results = _roads_book(storage, job_id, count).results()
         pieces = [piece_from_json(piece) for result in results for piece in result["pieces"]]
         roads = graph_to_geojson(graph_from_pieces(pieces, scale, params))

@@ -167,9 +167,9 @@ def plan_scene(storage: Storage, scene_id: str, shard_tiles: int | None = None) 
         count = len(spans(record["progress"]["total"], per_shard))
         record = jobs.update(scene_id, stretch=stretch.to_dict(), shards={"count": count, "per_shard": per_shard})
     cut, book = tile_shards(storage, KIND, record)
-    finished = book.finished()
-    log.info("scene %s: %d shards of %d tiles, %d finished", scene_id, len(cut), cut[0].size, len(finished))
-    return [span.index for span in cut if span.index not in finished]
+    pending = book.pending()
+    log.info("scene %s: %d shards of %d tiles, %d to run", scene_id, len(cut), cut[0].size, len(pending))
+    return pending
 
 
 def run_shard(storage: Storage, scene_id: str, index: int, echo: Progress | None = None) -> bool:

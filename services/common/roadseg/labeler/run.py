@@ -414,16 +414,16 @@ def plan_label_run(storage: Storage, run_id: str, shard_tiles: int | None = None
             shards={"count": len(spans(total, per_shard)), "per_shard": per_shard},
         )
     cut, book = tile_shards(storage, KIND, record)
-    finished = book.finished()
+    pending = book.pending()
     log.info(
-        "run %s: %d tiles in %d shards (%d finished), %d road features in the scene",
+        "run %s: %d tiles in %d shards (%d to run), %d road features in the scene",
         run_id,
         record["progress"]["total"],
         len(cut),
-        len(finished),
+        len(pending),
         record["vectors"]["roads"]["kept"],
     )
-    return [span.index for span in cut if span.index not in finished]
+    return pending
 
 
 def label_shard(storage: Storage, run_id: str, index: int, progress: Progress | None = None) -> bool:
