@@ -8,7 +8,10 @@ evaluate`` use it without importing the trainer's export code (and without Tenso
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
 
 from roadseg.documents import ModelCard
 from roadseg.errors import InvalidInput, MissingFile
@@ -18,6 +21,8 @@ CARD = "model_card.json"
 DEFAULT_SIGNATURE = "serving_default"
 #: Test-time augmentations every export also offers as signatures ``tta_<name>`` (per-request choice).
 TTA_OPTIONS = ("none", "flip")
+#: Export values and model shapes by ``layer/weight`` -> the export's index per axis of each narrowed variable.
+Narrowing = Callable[[dict[str, np.ndarray], dict[str, tuple[int, ...]]], dict[str, tuple[np.ndarray, ...]]]
 
 
 def signature_for(tta: str | None, card: dict) -> str:
@@ -67,43 +72,38 @@ def resolve_savedmodel(path: str | Path) -> Path:
     return path / str(version)
 
 
-def load_exported_weights(keras_model, savedmodel: str | Path, narrowable: tuple[str, ...] = ()) -> list[str]:
+def load_exported_weights(keras_model, savedmodel: str | Path, narrow: Narrowing | None = None) -> list[str]:
     """Copy an exported version's weights into a freshly built model; returns the names left fresh.
 
     The export tracks ``model_variables`` (named by layer, e.g. ``decoder_sep1_conv/kernel``), so a
     SavedModel is all that is needed to fine-tune a served model: no separate Keras checkpoint ships
     with it. Variables are matched by name, so a model that adds layers (a stride-2 decoder) starts
-    from every layer the export has and initialises only the new ones. Layers named with a prefix in
-    ``narrowable`` may be narrower than the export's: they keep its leading channels on every axis
-    (consistent along a chain of layers, and group-aligned for GroupNorm), which is how a cheaper
-    decoder starts from the served one. Any other variable of another shape, or a model sharing no
-    variable with the export, is an error.
+    from every layer the export has and initialises only the new ones. A narrower model (fewer ASPP
+    or decoder filters) starts from the export only when ``narrow`` is given: it maps the export's
+    values and the model's shapes to the export's index on every axis of each narrowed variable
+    (:func:`roadseg.trainer.narrow.head_indices`). Any other variable of another shape, or a model
+    sharing no variable with the export, is an error.
     """
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(resolve_savedmodel(savedmodel)))
-    source = _by_name(getattr(loaded, "model_variables", []), "name")
+    source = {n: v.numpy() for n, v in _by_name(getattr(loaded, "model_variables", []), "name").items()}
     target = _by_name(keras_model.variables, "path")
     if len(target) != len([v for v in keras_model.variables if not _is_rng_state(v.path)]):
         raise ValueError(f"{keras_model.name} has variables of the same layer/weight name; cannot match by name")
-    clashes = [n for n in target if n in source and tuple(source[n].shape) != tuple(target[n].shape)]
-    narrowed = [n for n in clashes if n.startswith(narrowable) and _fits_in(target[n].shape, source[n].shape)]
-    if len(narrowed) < len(clashes) or not set(source) & set(target):
-        others = sorted(set(clashes) - set(narrowed))
+    plan = narrow(source, {n: tuple(v.shape) for n, v in target.items()}) if narrow else {}
+    picked = {n: source[n][np.ix_(*index)] for n, index in plan.items()}
+    clashes = [n for n in target if n in source and tuple(picked.get(n, source[n]).shape) != tuple(target[n].shape)]
+    if clashes or not set(source) & set(target):
         raise InvalidInput(
             f"{savedmodel} does not match this architecture ({len(source)} vs {len(target)} variables, "
-            f"{len(others)} of other shapes{': ' + ', '.join(others[:4]) if others else ''}): use the backbone "
+            f"{len(clashes)} of other shapes{': ' + ', '.join(clashes[:4]) if clashes else ''}): use the backbone "
             "and filter sizes of its model card"
         )
     for name, variable in target.items():
         if name in source:
-            leading = tuple(slice(0, size) for size in variable.shape)
-            variable.assign(source[name][leading] if name in narrowed else source[name])
+            variable.assign(picked.get(name, source[name]))
     return [name for name in target if name not in source]
-
-
-def _fits_in(shape, source_shape) -> bool:
-    return len(shape) == len(source_shape) and all(a <= b for a, b in zip(shape, source_shape, strict=True))
 
 
 def _is_rng_state(name: str) -> bool:

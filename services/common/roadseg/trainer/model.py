@@ -168,12 +168,6 @@ def _stride2_stage(x, fine, filters: int):
     return layers.Conv2D(1, 1, name="logits_stride2")(x)
 
 
-# Layers that may be narrower than the export a model starts from (``decoder_filters`` below the
-# export's): the stride-4 decoder after its input concat, and its logits. The ASPP feeds a concat, so a
-# narrower ASPP would shift the low-level channels and is not among them.
-NARROWABLE_LAYERS = ("decoder_sep1_conv/", "decoder_sep1_gn/", "decoder_sep2_", "logits_stride4/")
-
-
 def build_deeplabv3plus(
     backbone: str = "mobilenetv2",
     weights: str | None = "imagenet",

@@ -264,7 +264,8 @@ def _train(config: TrainConfig, strategy, cache: Path, resume: bool, verbose: in
 
     from roadseg.trainer import data
     from roadseg.trainer.losses import RoadIoU, RoadLoss
-    from roadseg.trainer.model import NARROWABLE_LAYERS, build_deeplabv3plus
+    from roadseg.trainer.model import build_deeplabv3plus
+    from roadseg.trainer.narrow import head_indices
     from roadseg.trainer.schedule import WarmupCosine
 
     start = time.monotonic()
@@ -294,7 +295,7 @@ def _train(config: TrainConfig, strategy, cache: Path, resume: bool, verbose: in
                 decoder_stride=config.decoder_stride,
             )
             if config.init_from:
-                fresh = load_exported_weights(model, config.init_from, NARROWABLE_LAYERS)
+                fresh = load_exported_weights(model, config.init_from, head_indices)
                 log.info("starting from the weights of %s", config.init_from)
                 if fresh:
                     log.info("%d variables are new to this architecture and start fresh: %s", len(fresh), fresh)
