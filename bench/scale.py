@@ -109,7 +109,11 @@ def bare_model_ceiling(model: str, env: dict[str, str], calls: int = 10) -> floa
 
 
 def start_workers(count: int, env: dict[str, str], logs: Path) -> list[subprocess.Popen]:
-    """``count`` Celery workers on the ingest, label and predict queues; returns once each says it is ready."""
+    """``count`` Celery workers on the ingest, label and predict queues; returns once each has its model warm.
+
+    A predict worker loads the model and calls it once before its first task (as a pod does before
+    KEDA's queue reaches it), so no stage's time includes TensorFlow's start-up.
+    """
     procs = []
     for i in range(count):
         log = logs / f"worker-{count}-{i}.log"
@@ -122,7 +126,7 @@ def start_workers(count: int, env: dict[str, str], logs: Path) -> list[subproces
     deadline = time.monotonic() + 120
     for i, proc in enumerate(procs):
         log = logs / f"worker-{count}-{i}.log"
-        while " ready." not in log.read_text(errors="replace"):
+        while " warm in " not in log.read_text(errors="replace"):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"worker {i} did not start:\n{log.read_text(errors='replace')[-3000:]}")
             time.sleep(0.2)

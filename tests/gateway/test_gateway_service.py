@@ -62,7 +62,7 @@ def test_large_image_runs_on_the_worker_with_progress(service, start_worker):
     assert r.status_code == 200 and 'hx-trigger="every 1s"' in r.text  # the page polls a queued job
     job_url = service.url + r.text.split('hx-get="')[1].split('"')[0].replace("/ui/", "/api/v1/")
     assert httpx.get(job_url).json()["status"] == "queued"
-    start_worker("predict", service.env)
+    worker = start_worker("predict", service.env)
     seen, deadline = [], time.monotonic() + 120
     while time.monotonic() < deadline:
         record = httpx.get(job_url).json()
@@ -78,6 +78,10 @@ def test_large_image_runs_on_the_worker_with_progress(service, start_worker):
     page = httpx.get(service.url + "/ui/predictions/" + record["id"]).text
     # The viewer no longer polls itself; at most the road network's line does, until the worker built it.
     assert "overlay.png" in page and f'hx-get="/ui/predictions/{record["id"]}" hx-trigger' not in page
+    # The predict worker loaded the model and ran each signature before it took the job.
+    log = worker.log_path.read_text(errors="replace")
+    assert "model roads v1 warm in" in log and "(512 px window, tta none)" in log
+    assert log.index("warm in") < log.index(" succeeded in ")  # before its first task finished
 
 
 def test_a_new_model_version_is_served_without_restart(service):

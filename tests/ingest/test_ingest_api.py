@@ -73,7 +73,7 @@ def assert_tiles_readable(storage: Storage, scene_id: str) -> list[str]:
 
 
 def test_upload_and_uri_are_tiled_by_a_worker(ingest_env, start_worker, shared_dir):
-    start_worker("ingest", ingest_env)
+    worker = start_worker("ingest", ingest_env)
     client = local_client(create_app())
     assert client.get("/healthz").json() == {"status": "ok"}
     assert "/api/v1/scenes" in client.get("/openapi.json").json()["paths"]
@@ -91,6 +91,7 @@ def test_upload_and_uri_are_tiled_by_a_worker(ingest_env, start_worker, shared_d
     manifest = json.loads(storage.read_text(record["manifest_key"]))
     assert len(manifest["tiles"]) == 9 and manifest["source_key"] == record["source_key"]
 
+    assert "warm in" not in worker.log_path.read_text(errors="replace")  # only predict workers load the model
     again = submit_file(client, shared_dir / VEGAS, name="renamed.tif")
     assert again["id"] == accepted["id"] and again["status"] == "done"
     assert len(assert_tiles_readable(storage, accepted["id"])) == 9

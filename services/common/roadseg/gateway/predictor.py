@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -345,6 +346,26 @@ def set_tf_threads(threads: int) -> None:
 
 _shared: Predictor | None = None
 _shared_lock = threading.Lock()
+
+
+def warm_up(predictor: Predictor, window: int) -> None:
+    """Run one blank window through every signature of an embedded model, so the first job does not pay it.
+
+    Loading TensorFlow and the SavedModel and the first call of each signature take seconds; a predict
+    worker does it when it starts (:mod:`roadseg.gateway.tasks`), like a pod before it takes traffic.
+    TF Serving backends are already warm; a model not exported yet is loaded by the first job.
+    """
+    if not isinstance(predictor, EmbeddedPredictor) or predictor.version is None:
+        return
+    started = time.perf_counter()
+    blank = np.zeros((1, window, window, 3), np.uint8)
+    options = predictor.card.get("tta_options") or [predictor.card.get("tta") or "none"]
+    for tta in options:
+        predictor.predict(blank, tta)
+    log.info(
+        "model %s v%s warm in %.1f s (%d px window, tta %s)",
+        predictor.name, predictor.version, time.perf_counter() - started, window, ", ".join(options),
+    )  # fmt: skip
 
 
 def get_predictor() -> Predictor:

@@ -7,7 +7,10 @@ of a mask above ``ROADSEG_GRAPH_MAX_PIXELS`` is traced in shards too, one row of
 
 from __future__ import annotations
 
+import logging
+
 from celery import group
+from celery.signals import worker_init, worker_process_init
 
 from roadseg.celery_app import app
 from roadseg.config import get_settings
@@ -15,6 +18,35 @@ from roadseg.errors import RoadsegError
 from roadseg.gateway import sharded
 from roadseg.gateway.predictions import build_road_network_quietly, run_job
 from roadseg.storage import get_storage
+
+log = logging.getLogger(__name__)
+
+#: Set in a worker's main process when it consumes the ``predict`` queue; its pool processes inherit it.
+_consumes_predict = False
+
+
+@worker_init.connect
+def _note_queues(sender, **_kwargs) -> None:
+    """Remember whether this worker takes predictions (``-Q``), before it forks its pool processes."""
+    global _consumes_predict
+    _consumes_predict = "predict" in sender.app.amqp.queues.consume_from
+
+
+@worker_process_init.connect
+def _warm_model(**_kwargs) -> None:
+    """A predict worker's pool process loads the model and calls it once before it takes its first task.
+
+    Without this, the first prediction on each new worker (every scale-up on GKE) waits for
+    TensorFlow and the SavedModel to load. A failure is logged; the first job then loads the model.
+    """
+    if not _consumes_predict:
+        return
+    from roadseg.gateway.predictor import get_predictor, warm_up
+
+    try:
+        warm_up(get_predictor(), get_settings().predict_window)
+    except Exception:  # the worker must start anyway; the job reports what is wrong
+        log.exception("could not warm the model up; the first prediction will load it")
 
 
 @app.task(name="roadseg.gateway.predict")
