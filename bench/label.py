@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import rasterio
 from rasterio.features import rasterize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,9 +101,10 @@ def main() -> int:
         mismatch = sum(int((ours(t)[t[1]] != baseline(t)[t[1]]).sum()) for t in tiles)
         road = sum(int((baseline(t)[t[1]] == 255).sum()) for t in tiles)
         assert mismatch <= road * 1e-4, f"masks differ from the baseline in {mismatch} pixels"
-        base_rate = _rate(baseline, tiles, args.repeat)
-        our_rate = _rate(ours, tiles, args.repeat)
-        full_rate = _rate(full, tiles, args.repeat)
+        with rasterio.Env():  # as a label shard runs its tiles: one GDAL environment for the loop
+            base_rate = _rate(baseline, tiles, args.repeat)
+            our_rate = _rate(ours, tiles, args.repeat)
+            full_rate = _rate(full, tiles, args.repeat)
     print(
         f"tiles: {len(tiles)} of {args.tile_size}x{args.tile_size} px, {len(roads)} road features, "
         f"best of {args.repeat} passes"

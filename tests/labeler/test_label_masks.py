@@ -197,3 +197,21 @@ def test_road_just_outside_the_tile_still_paints_its_edge():
     mask, used = TileLabeler(LabelOptions(widths=WidthSpec(width=10.0)), roads).mask(grid, None)
     assert used == 1
     assert (mask[:2] == 255).all() and (mask[2:] == 0).all()
+
+
+def test_burn_matches_rasterio_on_holes_and_multipolygons():
+    """Polygons reach rasterio as coordinate lists (not ``__geo_interface__``): the same pixels, holes included."""
+    from affine import Affine
+    from rasterio.crs import CRS
+    from rasterio.features import rasterize
+    from roadseg.labeler.rasterize import TileGrid, burn
+    from shapely.geometry import MultiPolygon, Point
+
+    grid = TileGrid(Affine(0.5, 0, 100.0, 0, -0.5, 200.0), CRS.from_epsg(32611), 96, 80)
+    ring = Point(120, 180).buffer(15).difference(Point(121, 179).buffer(6))  # a polygon with a hole
+    parts = MultiPolygon([box(101, 161, 110, 199), box(135, 165, 146, 170)])
+    line = LineString([(100, 200), (148, 160)]).buffer(1.2)
+    shapes = [ring, parts, line]
+    expected = rasterize([(g, 255) for g in shapes], out_shape=(80, 96), transform=grid.transform, dtype="uint8")
+    mask = burn(shapes, grid)
+    assert (mask == expected).all() and 500 < (mask == 255).sum() < 80 * 96 and mask[40, 40] == 0  # hole stays 0

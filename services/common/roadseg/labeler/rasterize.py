@@ -18,6 +18,7 @@ from affine import Affine
 from pyproj import CRS, Transformer
 from rasterio.features import rasterize
 from rasterio.transform import array_bounds
+from shapely.geometry import MultiPolygon, Polygon
 
 from roadseg.errors import InvalidInput
 from roadseg.labeler.widths import WidthSpec
@@ -139,13 +140,30 @@ def centerline_shapes(frame: gpd.GeoDataFrame, spec: WidthSpec, grid: TileGrid) 
     return shapes
 
 
+def _geojson(geom):
+    """A polygon as a GeoJSON-like mapping built from its coordinate arrays; other geometries as they are.
+
+    What rasterio would get from ``__geo_interface__``, which builds a Python tuple per vertex: for
+    buffered roads (round ends, dozens of vertices) that was a quarter of a mask's time.
+    """
+    if isinstance(geom, Polygon):
+        return {"type": "Polygon", "coordinates": _rings(geom)}
+    if isinstance(geom, MultiPolygon):
+        return {"type": "MultiPolygon", "coordinates": [_rings(part) for part in geom.geoms]}
+    return geom
+
+
+def _rings(polygon: Polygon) -> list:
+    return [shapely.get_coordinates(ring).tolist() for ring in (polygon.exterior, *polygon.interiors)]
+
+
 def burn(shapes: Iterable, grid: TileGrid, valid: np.ndarray | None = None, ignore_value: int = IGNORE) -> np.ndarray:
     """Burn road shapes into a uint8 mask on the tile's pixel grid.
 
     255 inside any shape (pixel centre rule, ``all_touched=False``), 0 outside, ``ignore_value`` where the tile
     has no data (``valid`` False).
     """
-    shapes = [(g, ROAD) for g in shapes]
+    shapes = [(_geojson(g), ROAD) for g in shapes]
     shape = (grid.height, grid.width)
     if shapes:
         mask = rasterize(shapes, out_shape=shape, transform=grid.transform, fill=BACKGROUND, dtype="uint8")
