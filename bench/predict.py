@@ -94,14 +94,18 @@ def resolve_model(arg: str | None, tmp: Path) -> Path:
 
 
 def direct_seconds(version_dir: Path, image_path: Path, window: int, overlap: int, batch: int) -> float:
-    """Time of the bare signature calls on the gateway's windows (warm-up call excluded)."""
+    """Time of the bare signature calls on the gateway's windows (warm-up call excluded).
+
+    ``window`` is the largest window; the gateway fits it to the image (:func:`windows.fit_window`).
+    """
     import tensorflow as tf
-    from roadseg.gateway.windows import window_starts
+    from roadseg.gateway.windows import fit_window, window_starts
 
     fn = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
     with rasterio.open(image_path) as ds:
         image = np.moveaxis(ds.read([1, 2, 3]), 0, -1)
     h, w = image.shape[:2]
+    window = fit_window(h, w, window, overlap)  # what the gateway does with ROADSEG_PREDICT_WINDOW
     win_h, win_w = min(window, h), min(window, w)
     windows = [(r, c) for r in window_starts(h, window, overlap) for c in window_starts(w, window, overlap)]
     batches = [

@@ -68,6 +68,20 @@ def make_scene(folder: Path, width: int, height: int, pixel_m: float) -> tuple[P
     return image, roads
 
 
+def corner(image: Path, size: int) -> Path:
+    """The image's top-left ``size`` x ``size`` pixels as a GeoTIFF beside it."""
+    import rasterio
+    from rasterio.windows import Window
+
+    out = image.with_name(f"corner-{size}.tif")
+    with rasterio.open(image) as src:
+        window = Window(0, 0, size, size)
+        profile = {**src.profile, "width": size, "height": size, "transform": src.window_transform(window)}
+        with rasterio.open(out, "w", **profile) as dst:
+            dst.write(src.read(window=window))
+    return out
+
+
 #: One process of the bare SavedModel (``tta_none``, one thread) timing 512 px windows: the work a predict
 #: worker is made of, without roadseg around it.
 BARE_MODEL = """
@@ -109,11 +123,7 @@ def bare_model_ceiling(model: str, env: dict[str, str], calls: int = 10) -> floa
 
 
 def start_workers(count: int, env: dict[str, str], logs: Path) -> list[subprocess.Popen]:
-    """``count`` Celery workers on the ingest, label and predict queues; returns once each has its model warm.
-
-    A predict worker loads the model and calls it once before its first task (as a pod does before
-    KEDA's queue reaches it), so no stage's time includes TensorFlow's start-up.
-    """
+    """``count`` Celery workers on the ingest, label and predict queues; returns once each says it is ready."""
     procs = []
     for i in range(count):
         log = logs / f"worker-{count}-{i}.log"
@@ -126,7 +136,7 @@ def start_workers(count: int, env: dict[str, str], logs: Path) -> list[subproces
     deadline = time.monotonic() + 120
     for i, proc in enumerate(procs):
         log = logs / f"worker-{count}-{i}.log"
-        while " warm in " not in log.read_text(errors="replace"):
+        while " ready." not in log.read_text(errors="replace"):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"worker {i} did not start:\n{log.read_text(errors='replace')[-3000:]}")
             time.sleep(0.2)
@@ -146,7 +156,8 @@ def wait_done(read, what: str, timeout: float) -> float:
 def run_chain(workers: int, image: Path, roads: Path, env: dict[str, str], logs: Path) -> dict[str, float]:
     """The three stages with ``workers`` workers; seconds per stage and shards per job."""
     from roadseg.celery_app import app
-    from roadseg.gateway.predictions import create_scene_job, prediction_store
+    from roadseg.config import get_settings
+    from roadseg.gateway.predictions import create_job, create_scene_job, prediction_store
     from roadseg.ingest.scenes import register_scene, scene_id_for_uri, scene_store
     from roadseg.ingest.tiling import TileParams
     from roadseg.labeler.run import LabelOptions, prepare_run, run_store
@@ -174,6 +185,16 @@ def run_chain(workers: int, image: Path, roads: Path, env: dict[str, str], logs:
         run_id = prepare_run(storage, scene_id, roads, LabelOptions())["id"]
         app.send_task("roadseg.labeler.label_scene", [run_id])
         times["label"] = wait_done(lambda: run_store(storage).get(run_id), "label", 1800)
+        # Each worker predicts a small image first: TensorFlow and the model load as a predict-only worker
+        # does when it starts (those load before they take a task); a worker that labels must not load it early.
+        warm_ups = []
+        for _ in range(workers):
+            with open(corner(image, 512), "rb") as fh:
+                warm_ups.append(create_job(storage, fh, "warm-up.tif", get_settings())["id"])
+        for job in warm_ups:
+            app.send_task("roadseg.gateway.predict", [job])
+        for job in warm_ups:
+            wait_done(lambda job=job: prediction_store(storage).get(job), "warm-up", 600)
         job_id = create_scene_job(storage, scene_id, tta="none")["id"]  # the scene where it is, as for a city
         app.send_task("roadseg.gateway.predict", [job_id])
         times["predict"] = wait_done(lambda: prediction_store(storage).get(job_id), "predict", 3600)

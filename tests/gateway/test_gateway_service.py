@@ -25,6 +25,7 @@ def service(tmp_path_factory, redis_url):
         "ROADSEG_REDIS_URL": redis_url,
         "ROADSEG_MODEL_DIR": str(models),
         "ROADSEG_SYNC_PREDICT_MAX_PIXELS": str(400 * 400),
+        "ROADSEG_PREDICT_WINDOW": "512",  # several windows on the images below, so progress moves per window
     }
     gateway = Gateway(env, root / "gateway.log", free_port())
     try:

@@ -38,6 +38,7 @@ from roadseg.errors import InvalidInput, RoadsegError
 from roadseg.gateway.predictor import Predictor
 from roadseg.gateway.windows import (
     PredictBatch,
+    fit_window,
     model_resolution,
     resampled,
     resolution_factor,
@@ -124,15 +125,19 @@ class ModelWindows:
 
     @classmethod
     def of(cls, ds: DatasetReader, predictor: Predictor, settings: Settings) -> ModelWindows:
-        """Windows grow by the resampling factor, so the model still sees ~``predict_window`` pixels per side."""
+        """At most ``predict_window`` px per side, fitted to the image (:func:`windows.fit_window`).
+
+        Windows grow by the resampling factor, so the model still sees at most ~``predict_window`` pixels per side.
+        """
         window, overlap = settings.predict_window, settings.predict_overlap
         image_m = raster.ground_pixel_size_m(ds)
         model_m = model_resolution(image_m, predictor.card)
         factor = resolution_factor(image_m, model_m) if settings.match_resolution else 1.0
         if image_m is None or model_m is None or factor == 1.0:
-            return cls(window, overlap)
+            return cls(fit_window(ds.height, ds.width, window, overlap), overlap)
         resampling = {"image_pixel_size_m": round(image_m, 4), "model_pixel_size_m": model_m, "factor": factor}
-        return cls(round(window * factor), round(overlap * factor), factor, resampling)
+        window, overlap = round(window * factor), round(overlap * factor)
+        return cls(fit_window(ds.height, ds.width, window, overlap), overlap, factor, resampling)
 
     def row_count(self, height: int) -> int:
         """Rows of windows over an image ``height`` pixels high (the unit prediction shards are cut in)."""

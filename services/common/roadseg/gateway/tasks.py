@@ -21,15 +21,20 @@ from roadseg.storage import get_storage
 
 log = logging.getLogger(__name__)
 
-#: Set in a worker's main process when it consumes the ``predict`` queue; its pool processes inherit it.
-_consumes_predict = False
+#: Set in a worker's main process when ``predict`` is its only queue; its pool processes inherit it.
+_predict_only = False
 
 
 @worker_init.connect
 def _note_queues(sender, **_kwargs) -> None:
-    """Remember whether this worker takes predictions (``-Q``), before it forks its pool processes."""
-    global _consumes_predict
-    _consumes_predict = "predict" in sender.app.amqp.queues.consume_from
+    """Remember whether this is a predict worker (``-Q predict``), before it forks its pool processes.
+
+    Only such workers (every deployment's: compose, k8s, ``make up``) load TensorFlow at start. A
+    worker that also labels must not: once TensorFlow is in a process, GDAL's GeoPackage reads there
+    may bind to TensorFlow's bundled SQLite, which lacks the R*Tree module ("no such module: rtree").
+    """
+    global _predict_only
+    _predict_only = set(sender.app.amqp.queues.consume_from) == {"predict"}
 
 
 @worker_process_init.connect
@@ -39,7 +44,7 @@ def _warm_model(**_kwargs) -> None:
     Without this, the first prediction on each new worker (every scale-up on GKE) waits for
     TensorFlow and the SavedModel to load. A failure is logged; the first job then loads the model.
     """
-    if not _consumes_predict:
+    if not _predict_only:
         return
     from roadseg.gateway.predictor import get_predictor, warm_up
 

@@ -39,6 +39,26 @@ def window_starts(length: int, window: int, overlap: int) -> list[int]:
     return starts
 
 
+def fit_window(height: int, width: int, window: int, overlap: int) -> int:
+    """The smallest square window (a multiple of 16, at most ``window``) that needs no more windows.
+
+    Windows of ``window`` px with the last one pushed back to the image's end overlap much more than
+    ``overlap`` where the image is not a whole number of strides (a 1500 px side takes four 512 px
+    windows, 2048 px of model input). The same count of windows just large enough to cover the side
+    with ``overlap`` wastes nothing: 480 px there, or two 816 px windows instead of two of 1024.
+    """
+    if height <= window and width <= window:
+        return window  # one window, as short as the image
+
+    def least(length: int) -> int:
+        if length <= window:
+            return length
+        count = math.ceil((length - overlap) / (window - overlap))
+        return math.ceil((length + (count - 1) * overlap) / count)
+
+    return min(window, -(-max(least(height), least(width)) // 16) * 16)
+
+
 def hann_weights(height: int, width: int) -> np.ndarray:
     """2D Hann taper, strictly positive so a pixel covered by one window edge still gets a weight.
 
