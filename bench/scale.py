@@ -10,7 +10,7 @@ the prediction is the city path, ``POST /api/v1/predictions/scenes``: the ingest
 It prints a table per stage, the per-worker throughput behind the README's sizing table, and last
 ``scaling 2 workers vs 1: N.NNx`` (the whole chain's time with 1 worker over its time with 2).
 
-    nice .venv/bin/python bench/scale.py [--width 2048] [--height 16384] [--pixel-m 1.0] [--model models/roads]
+    nice .venv/bin/python bench/scale.py [--width 2048] [--height 32768] [--pixel-m 1.0] [--model models/roads]
 """
 
 from __future__ import annotations
@@ -218,7 +218,7 @@ def run_chain(workers: int, image: Path, roads: Path, env: dict[str, str], logs:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--width", type=int, default=2048)
-    parser.add_argument("--height", type=int, default=16384)
+    parser.add_argument("--height", type=int, default=32768)
     parser.add_argument("--tile-size", type=int, default=512)
     parser.add_argument(
         "--pixel-m", type=float, default=1.0, help="ground pixel size; the shipped model resamples to 1 m (default 1.0)"

@@ -105,7 +105,8 @@ def output_profile(ds: DatasetReader, count: int, dtype: str, rows: tuple[int, i
         "height": row_to - row_from,
         "count": count,
         "dtype": dtype,
-        "compress": "deflate",
+        "compress": "zstd",  # intermediate files (turned into COGs and PNGs): the fastest codec that compresses
+        "zstd_level": 1,
         "tiled": False,
         "BIGTIFF": "IF_SAFER",
     }

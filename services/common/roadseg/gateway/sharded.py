@@ -15,27 +15,24 @@ Storage of job ``{id}`` besides :mod:`roadseg.gateway.predictions`' files:
   (:func:`plan_roads`): pieces meet at globally keyed seam nodes, and the shard completing the set
   merges them in window order and cleans the graph once, so it equals the one-process graph.
 
-The shard that completes the set joins the bands, band after band and a few rows at a time (memory
-stays at one slab of rows, whatever the image), and writes the job's outputs like a one-task job.
+The shard that completes the set writes the job's outputs like a one-task job, from a VRT of the bands
+(GDAL streams them block by block into the COG: memory stays at its block cache, whatever the image).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-import rasterio
-from rasterio.windows import Window
+from xml.sax.saxutils import escape
 
 from roadseg import raster
 from roadseg.config import Settings
 from roadseg.documents import ROADS_FAILED, ROADS_PENDING
 from roadseg.gateway.predictions import (
-    GDAL_ENV,
     ModelWindows,
     RasterPrediction,
     failing_job,
@@ -43,7 +40,6 @@ from roadseg.gateway.predictions import (
     mask_georeference,
     mask_key,
     open_input,
-    output_profile,
     page_layers,
     predict_job,
     prediction_store,
@@ -78,8 +74,6 @@ LAYERS = {
     "image": (3, "uint8"),
     "overlay": (4, "uint8"),
 }
-#: Rows copied at a time when joining bands (bounded memory for any image width).
-JOIN_ROWS = 256
 
 
 def _book(storage: Storage, record: dict[str, Any]) -> ShardBook:
@@ -160,18 +154,32 @@ def run_shard(job_id: str, index: int, storage: Storage, predictor: Predictor, s
 
 
 def finish_job(job_id: str, storage: Storage, predictor: Predictor, settings: Settings) -> dict[str, Any]:
-    """Join the shards' bands into the job's outputs and mark it done; returns the final record."""
+    """Join the shards' bands into the job's outputs and mark it done; returns the final record.
+
+    Each layer is a VRT over the band files, which GDAL turns straight into the job's COG (or PNG): the
+    whole image is never written and read back in between (0.6x the time of a joined GeoTIFF first).
+    """
     jobs = prediction_store(storage)
     record = jobs.get(job_id)
     results = _book(storage, record).results()
-    with failing_job(jobs, job_id), tempfile.TemporaryDirectory(prefix="roadseg-join-") as tmp:
+    with (
+        failing_job(jobs, job_id),
+        tempfile.TemporaryDirectory(prefix="roadseg-join-") as tmp,
+        contextlib.ExitStack() as bands,
+    ):
         out = Path(tmp)
         with open_input(storage, record, settings) as ds:
             info = raster.scene_info(ds)
             geometry = ModelWindows.of(ds, predictor, settings)
             windows = count_windows(ds.height, ds.width, geometry.window, geometry.overlap)
             layers = LAYERS if page_layers(record) else ("probability", "mask")
-            files = {layer: _join(storage, job_id, ds, layer, results, out) for layer in layers}
+            files = {}
+            for layer in layers:
+                parts = [
+                    (bands.enter_context(storage.local_path(band_key(storage, job_id, index, layer))), result["rows"])
+                    for index, result in enumerate(results)
+                ]
+                files[layer] = _band_vrt(ds, layer, parts, out)
         first = results[0]
         result = RasterPrediction(
             files=files,
@@ -188,19 +196,27 @@ def finish_job(job_id: str, storage: Storage, predictor: Predictor, settings: Se
     return final
 
 
-def _join(storage: Storage, job_id: str, ds, layer: str, results: list[dict[str, Any]], out: Path) -> Path:
-    """One layer of the whole image, copied band by band from the shards' files, ``JOIN_ROWS`` rows at a time."""
+def _band_vrt(ds, layer: str, parts: list[tuple[Path, list[int]]], out: Path) -> Path:
+    """A VRT of one output layer: each shard's band file placed at its rows, georeferenced like ``ds``."""
     count, dtype = LAYERS[layer]
-    path = out / f"{layer}.tif"
-    with rasterio.Env(**GDAL_ENV), rasterio.open(path, "w", **output_profile(ds, count, dtype)) as dst:
-        for index, result in enumerate(results):
-            row_from, row_to = result["rows"]
-            key = band_key(storage, job_id, index, layer)
-            with storage.local_path(key) as band_path, rasterio.open(band_path) as src:
-                for first in range(0, row_to - row_from, JOIN_ROWS):
-                    rows = min(JOIN_ROWS, row_to - row_from - first)
-                    data: np.ndarray = src.read(window=Window(0, first, ds.width, rows))
-                    dst.write(data, window=Window(0, row_from + first, ds.width, rows))
+    gdal_type = {"float32": "Float32", "uint8": "Byte"}[dtype]
+    lines = [f'<VRTDataset rasterXSize="{ds.width}" rasterYSize="{ds.height}">']
+    if raster.is_georeferenced(ds):
+        lines.append(f"<SRS>{escape(ds.crs.to_wkt())}</SRS>")
+        lines.append(f"<GeoTransform>{', '.join(repr(v) for v in ds.transform.to_gdal())}</GeoTransform>")
+    for band in range(1, count + 1):
+        lines.append(f'<VRTRasterBand dataType="{gdal_type}" band="{band}">')
+        for path, (row_from, row_to) in parts:
+            size = f'xSize="{ds.width}" ySize="{row_to - row_from}"'
+            lines.append(
+                f'<SimpleSource><SourceFilename relativeToVRT="0">{escape(str(path))}</SourceFilename>'
+                f'<SourceBand>{band}</SourceBand><SrcRect xOff="0" yOff="0" {size}/>'
+                f'<DstRect xOff="0" yOff="{row_from}" {size}/></SimpleSource>'
+            )
+        lines.append("</VRTRasterBand>")
+    lines.append("</VRTDataset>")
+    path = out / f"{layer}.vrt"
+    path.write_text("\n".join(lines))
     return path
 
 
