@@ -15,11 +15,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import tempfile
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -617,6 +619,10 @@ def predict_job(
     )
 
 
+#: The page's PNG files of an upload and the layer each is made from.
+PNG_LAYERS = {"mask.png": "mask", "overlay.png": "overlay", "image.png": "image", "probability.png": "probability8"}
+
+
 def store_outputs(
     job_id: str, storage: Storage, predictor: Predictor, settings: Settings, out: Path, result: RasterPrediction
 ) -> dict[str, Any]:
@@ -624,17 +630,18 @@ def store_outputs(
     jobs = prediction_store(storage)
     record = jobs.update(job_id, stage="writing outputs")
     started = time.perf_counter()
-    outputs = {"probability.tif": tif_to_cog(result.files["probability"], out / "probability.cog.tif", "average")}
-    pngs = "overlay" in result.files  # the page's layers (uploads)
+    files = result.files
+    encodings = {"probability.tif": (tif_to_cog, files["probability"], out / "probability.cog.tif", "average")}
+    pngs = "overlay" in files  # the page's layers (uploads)
     if pngs:
-        outputs |= {
-            "mask.png": tif_to_png(result.files["mask"], out / "mask.png"),
-            "overlay.png": tif_to_png(result.files["overlay"], out / "overlay.png"),
-            "image.png": tif_to_png(result.files["image"], out / "image.png"),
-            "probability.png": tif_to_png(result.files["probability8"], out / "probability.png"),
-        }
+        for name, layer in PNG_LAYERS.items():
+            encodings[name] = (tif_to_png, files[layer], out / name)
     if result.info["georeferenced"] or not pngs:
-        outputs["mask.tif"] = tif_to_cog(result.files["mask"], out / "mask.cog.tif", "nearest")
+        encodings["mask.tif"] = (tif_to_cog, files["mask"], out / "mask.cog.tif", "nearest")
+    # GDAL encodes without the GIL: the files are written side by side, on every core the model just used.
+    with ThreadPoolExecutor(max_workers=min(len(encodings), os.cpu_count() or 1)) as pool:
+        running = {name: pool.submit(fn, *args) for name, (fn, *args) in encodings.items()}
+        outputs = {name: future.result() for name, future in running.items()}
     png_seconds, started = time.perf_counter() - started, time.perf_counter()
     for name, path in outputs.items():
         storage.write_file(jobs.key(job_id, name), path)
