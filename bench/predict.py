@@ -105,9 +105,9 @@ def direct_seconds(version_dir: Path, image_path: Path, window: int, overlap: in
     with rasterio.open(image_path) as ds:
         image = np.moveaxis(ds.read([1, 2, 3]), 0, -1)
     h, w = image.shape[:2]
-    window = fit_window(h, w, window, overlap)  # what the gateway does with ROADSEG_PREDICT_WINDOW
-    win_h, win_w = min(window, h), min(window, w)
-    windows = [(r, c) for r in window_starts(h, window, overlap) for c in window_starts(w, window, overlap)]
+    window_h, window_w = fit_window(h, w, window, overlap)  # what the gateway does with ROADSEG_PREDICT_WINDOW
+    win_h, win_w = min(window_h, h), min(window_w, w)
+    windows = [(r, c) for r in window_starts(h, window_h, overlap) for c in window_starts(w, window_w, overlap)]
     batches = [
         np.stack([image[r : r + win_h, c : c + win_w] for r, c in windows[i : i + batch]])
         for i in range(0, len(windows), batch)

@@ -6,6 +6,8 @@ The scene is large enough for at least 16 shards per job (``ROADSEG_SHARD_TILES`
 ``ROADSEG_SHARD_WINDOW_ROWS``). Each stage is timed from the submission to its record saying ``done``;
 the prediction is the city path, ``POST /api/v1/predictions/scenes``: the ingested scene read where it is,
 ``tta=none`` (the page's *fast*), Cloud-Optimized GeoTIFF outputs. Real Redis, real workers, local storage.
+Before it, each worker predicts a 512 px corner of the scene: TensorFlow and the model load outside the
+timing, as in a predict-only worker, which loads them when it starts.
 
 It prints a table per stage, the per-worker throughput behind the README's sizing table, and last
 ``scaling 2 workers vs 1: N.NNx`` (the whole chain's time with 1 worker over its time with 2).

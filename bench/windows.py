@@ -34,9 +34,9 @@ def model_pixels_ratio(sizes: list[tuple[int, int]], largest: int, overlap: int)
 
     seen = total = 0
     for height, width in sizes:
-        window = fit_window(height, width, largest, overlap)
-        rows, cols = window_starts(height, window, overlap), window_starts(width, window, overlap)
-        seen += len(rows) * min(window, height) * len(cols) * min(window, width)
+        window_h, window_w = fit_window(height, width, largest, overlap)
+        rows, cols = window_starts(height, window_h, overlap), window_starts(width, window_w, overlap)
+        seen += len(rows) * min(window_h, height) * len(cols) * min(window_w, width)
         total += height * width
     return seen / total
 

@@ -89,3 +89,25 @@ def test_blending_hides_window_seams():
     # Plain averaging of the same windows would leave 0.5 along every seam; the taper keeps the bad
     # edge at a few percent weight (worst where the end-aligned last window overlaps its neighbour).
     assert inner.min() > 0.85 and np.mean(inner > 0.95) > 0.98
+
+
+@pytest.mark.parametrize("overlap", [0, 64, 128])
+@pytest.mark.parametrize("window", [256, 512, 1024])
+def test_fitted_windows_are_no_more_and_no_larger_and_keep_the_overlap(window, overlap):
+    """Per side: never more windows than the fixed size, never larger, the overlap kept, and less model input."""
+    from roadseg.gateway.windows import fit_window
+
+    for height, width in [(1500, 1500), (32768, 2048), (700, 900), (100, 3000), (window + 1, window), (64, 64)]:
+        fitted = fit_window(height, width, window, overlap)
+        assert count_windows(height, width, fitted, overlap) <= count_windows(height, width, window, overlap)
+        seen, fixed = 1, 1
+        for length, size in zip((height, width), fitted, strict=True):
+            assert size <= window and (length <= window or size % 16 == 0)
+            starts = window_starts(length, size, overlap)
+            gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+            assert all(min(size, length) - gap >= overlap for gap in gaps)  # neighbours overlap enough
+            assert starts[-1] + min(size, length) == length  # the side is covered to its end
+            seen *= len(starts) * min(size, length)
+            fixed *= len(window_starts(length, window, overlap)) * min(window, length)
+        assert seen <= fixed
+    assert fit_window(1500, 1500, 1024, 128) == (816, 816) and fit_window(1500, 1500, 512, 128) == (480, 480)

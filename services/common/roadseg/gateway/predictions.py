@@ -119,9 +119,9 @@ def output_profile(ds: DatasetReader, count: int, dtype: str, rows: tuple[int, i
 
 @dataclass
 class ModelWindows:
-    """How an image meets the model: window and overlap in image pixels, and the resampling between them."""
+    """How an image meets the model: window (height, width) and overlap in image pixels, and the resampling."""
 
-    window: int
+    window: tuple[int, int]
     overlap: int
     factor: float = 1.0
     resampling: dict[str, float] | None = None
@@ -130,7 +130,7 @@ class ModelWindows:
     def of(cls, ds: DatasetReader, predictor: Predictor, settings: Settings) -> ModelWindows:
         """At most ``predict_window`` px per side, fitted to the image (:func:`windows.fit_window`).
 
-        Windows grow by the resampling factor, so the model still sees at most ~``predict_window`` pixels per side.
+        Windows grow by the resampling factor, so the model still sees at most ~``predict_window`` px per side.
         """
         window, overlap = settings.predict_window, settings.predict_overlap
         image_m = raster.ground_pixel_size_m(ds)
@@ -144,16 +144,16 @@ class ModelWindows:
 
     def row_count(self, height: int) -> int:
         """Rows of windows over an image ``height`` pixels high (the unit prediction shards are cut in)."""
-        return len(window_starts(height, self.window, self.overlap))
+        return len(window_starts(height, self.window[0], self.overlap))
 
     def shard(self, ds: DatasetReader, rows: tuple[int, int]) -> tuple[list[int], int, int]:
         """:func:`windows.shard_rows` of window rows ``rows`` [first, stop) of ``ds``."""
-        return shard_rows(ds.height, self.window, self.overlap, *rows)
+        return shard_rows(ds.height, self.window[0], self.overlap, *rows)
 
     def windows_of(self, ds: DatasetReader, rows: tuple[int, int]) -> int:
         """Model calls of one shard (its halo row included), for progress."""
         starts, _, _ = self.shard(ds, rows)
-        return len(starts) * len(window_starts(ds.width, self.window, self.overlap))
+        return len(starts) * len(window_starts(ds.width, self.window[1], self.overlap))
 
 
 def predict_raster(

@@ -39,24 +39,28 @@ def window_starts(length: int, window: int, overlap: int) -> list[int]:
     return starts
 
 
-def fit_window(height: int, width: int, window: int, overlap: int) -> int:
-    """The smallest square window (a multiple of 16, at most ``window``) that needs no more windows.
+def fit_window(height: int, width: int, window: int, overlap: int) -> tuple[int, int]:
+    """Window (height, width) for an image: per side the fewest windows of at most ``window`` px, no larger than needed.
 
     Windows of ``window`` px with the last one pushed back to the image's end overlap much more than
-    ``overlap`` where the image is not a whole number of strides (a 1500 px side takes four 512 px
-    windows, 2048 px of model input). The same count of windows just large enough to cover the side
-    with ``overlap`` wastes nothing: 480 px there, or two 816 px windows instead of two of 1024.
+    ``overlap`` where a side is not a whole number of strides (a 1500 px side takes four 512 px windows,
+    2048 px of model input). The same count of windows just large enough to cover the side with
+    ``overlap`` (a multiple of 16) wastes nothing: 480 px there, or two 816 px windows instead of two of
+    1024. A side up to ``window`` px is one window, as long as the side.
     """
-    if height <= window and width <= window:
-        return window  # one window, as short as the image
 
-    def least(length: int) -> int:
+    def side(length: int) -> int:
         if length <= window:
-            return length
+            return window  # one window, as short as the side
         count = math.ceil((length - overlap) / (window - overlap))
-        return math.ceil((length + (count - 1) * overlap) / count)
+        return min(window, -(-math.ceil((length + (count - 1) * overlap) / count) // 16) * 16)
 
-    return min(window, -(-max(least(height), least(width)) // 16) * 16)
+    return side(height), side(width)
+
+
+def pair(window: int | tuple[int, int]) -> tuple[int, int]:
+    """(height, width) of a square (``int``) or fitted (``(h, w)``) window."""
+    return (window, window) if isinstance(window, int) else window
 
 
 def hann_weights(height: int, width: int) -> np.ndarray:
@@ -86,9 +90,10 @@ def shard_rows(height: int, window: int, overlap: int, first: int, stop: int) ->
     return [r for r in rows if r < row_to and r + win_h > row_from], row_from, row_to
 
 
-def count_windows(height: int, width: int, window: int, overlap: int) -> int:
+def count_windows(height: int, width: int, window: int | tuple[int, int], overlap: int) -> int:
     """How many windows :func:`sliding_predict` will run (for progress reporting)."""
-    return len(window_starts(height, window, overlap)) * len(window_starts(width, window, overlap))
+    window_h, window_w = pair(window)
+    return len(window_starts(height, window_h, overlap)) * len(window_starts(width, window_w, overlap))
 
 
 def sliding_predict(
@@ -96,7 +101,7 @@ def sliding_predict(
     predict: PredictBatch,
     height: int,
     width: int,
-    window: int,
+    window: int | tuple[int, int],
     overlap: int,
     batch: int,
     progress: Callable[[int, int], None] | None = None,
@@ -112,9 +117,10 @@ def sliding_predict(
     every window covering it was among them. Such rows get the very same arithmetic, in the same
     order, as in a run over all rows, so a sharded image equals one predicted whole.
     """
-    win_h, win_w = min(window, height), min(window, width)
-    rows = window_starts(height, window, overlap) if row_starts is None else row_starts
-    cols = window_starts(width, window, overlap)
+    window_h, window_w = pair(window)
+    win_h, win_w = min(window_h, height), min(window_w, width)
+    rows = window_starts(height, window_h, overlap) if row_starts is None else row_starts
+    cols = window_starts(width, window_w, overlap)
     weights = hann_weights(win_h, win_w)
     total, done = len(rows) * len(cols), 0
     # Accumulators for image rows [top, top + win_h): weighted sum and weight sum.
