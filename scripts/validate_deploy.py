@@ -130,44 +130,19 @@ BACKEND_CONFIG_SCHEMA = {
 }
 
 
-#: KEDA's ScaledObject (keda.sh/v1alpha1) with redis-list triggers, the fields the GKE overlay uses
-#: (names from KEDA's ScaledObject and Redis Lists scaler reference).
-SCALED_OBJECT_SCHEMA = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
+#: The Redis Lists trigger as the GKE overlay uses it (KEDA's Redis Lists scaler reference): KEDA's CRD
+#: types trigger metadata only as a map of strings, so the keys and formats are checked here.
+REDIS_TRIGGERS_SCHEMA = {
     "properties": {
-        "apiVersion": {"const": "keda.sh/v1alpha1"},
-        "kind": {"const": "ScaledObject"},
-        "metadata": {"type": "object", "required": ["name"]},
         "spec": {
-            "type": "object",
-            "required": ["scaleTargetRef", "triggers"],
-            "additionalProperties": False,
             "properties": {
-                "scaleTargetRef": {
-                    "type": "object",
-                    "required": ["name"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "name": {"type": "string"},
-                        "kind": {"type": "string"},
-                        "apiVersion": {"type": "string"},
-                    },
-                },
-                "minReplicaCount": {"type": "integer", "minimum": 0},
-                "maxReplicaCount": {"type": "integer", "minimum": 1},
-                "pollingInterval": {"type": "integer", "minimum": 1},
-                "cooldownPeriod": {"type": "integer", "minimum": 0},
                 "triggers": {
-                    "type": "array",
                     "minItems": 1,
                     "items": {
-                        "type": "object",
                         "required": ["type", "metadata"],
                         "properties": {
                             "type": {"const": "redis"},
                             "metadata": {
-                                "type": "object",
                                 "required": ["address", "listName", "listLength"],
                                 "additionalProperties": False,
                                 "properties": {
@@ -179,13 +154,43 @@ SCALED_OBJECT_SCHEMA = {
                             },
                         },
                     },
-                },
-            },
-        },
-    },
+                }
+            }
+        }
+    }
 }
+
+
+def scaled_object_schema() -> dict:
+    """KEDA's own ScaledObject schema, strict, with the Redis trigger rules on top.
+
+    The types come from KEDA's CRD through the ``cloudcoil.models.keda`` package (PyPI, Apache-2.0: models
+    generated from the CRDs of the KEDA release of the same version, which the README's helm install pins).
+    They accept unknown fields, as pydantic does; every object that lists its fields is closed here, so a
+    misspelt field fails as ``kubectl apply`` with server-side field validation would.
+    """
+    import cloudcoil.models.keda.v1alpha1 as keda
+
+    upstream = keda.ScaledObject.model_json_schema(by_alias=True, mode="validation")
+    _close_objects(upstream)
+    definitions = upstream.pop("$defs")  # its "#/$defs/..." references must resolve from the root
+    return {"$defs": definitions, "allOf": [upstream, REDIS_TRIGGERS_SCHEMA]}
+
+
+def _close_objects(schema) -> None:
+    """``additionalProperties: false`` on every JSON-schema object that lists ``properties`` and has no such rule."""
+    if isinstance(schema, dict):
+        if "properties" in schema and "additionalProperties" not in schema:
+            schema["additionalProperties"] = False
+        for value in schema.values():
+            _close_objects(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            _close_objects(value)
+
+
 #: Custom resources kubernetes-validate has no schema for.
-CUSTOM_SCHEMAS = {"BackendConfig": BACKEND_CONFIG_SCHEMA, "ScaledObject": SCALED_OBJECT_SCHEMA}
+CUSTOM_SCHEMAS = {"BackendConfig": lambda: BACKEND_CONFIG_SCHEMA, "ScaledObject": scaled_object_schema}
 
 
 def k8s_schema_errors(objects: tuple[dict, ...]) -> list[str]:
@@ -196,7 +201,7 @@ def k8s_schema_errors(objects: tuple[dict, ...]) -> list[str]:
     for obj in objects:
         try:
             if obj["kind"] in CUSTOM_SCHEMAS:
-                jsonschema.validate(obj, CUSTOM_SCHEMAS[obj["kind"]])
+                jsonschema.validate(obj, CUSTOM_SCHEMAS[obj["kind"]]())
             else:
                 kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
         except (kubernetes_validate.ValidationError, jsonschema.ValidationError) as exc:

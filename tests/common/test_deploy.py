@@ -50,6 +50,25 @@ def test_strict_schema_validation_rejects_unknown_and_mistyped_fields():
     assert len(vd.k8s_schema_errors((mistyped,))) == 1
 
 
+def test_scaled_objects_follow_kedas_own_schema_strictly():
+    """KEDA's ScaledObject types (from its CRD, package cloudcoil.models.keda), closed, plus the Redis trigger rules."""
+    scaled = next(obj for obj in vd.render("gke") if obj["kind"] == "ScaledObject")
+    assert vd.k8s_schema_errors((scaled,)) == []
+    broken = {
+        "maxReplicaCountt": lambda o: o["spec"].update(maxReplicaCountt=3),  # misspelt: KEDA would ignore it
+        "maxReplicaCount": lambda o: o["spec"].update(maxReplicaCount="many"),
+        "scaleTargetRef": lambda o: o["spec"].pop("scaleTargetRef"),
+        "nmae": lambda o: o["spec"]["scaleTargetRef"].update(nmae="x"),
+        "listname": lambda o: o["spec"]["triggers"][0]["metadata"].update(listname="predict"),
+        "'redis' was expected": lambda o: o["spec"]["triggers"][0].update(type="redis-streams"),
+    }
+    for expected, mutate in broken.items():
+        wrong = copy.deepcopy(scaled)
+        mutate(wrong)
+        errors = vd.k8s_schema_errors((wrong,))
+        assert len(errors) == 1 and expected in errors[0], (expected, errors)
+
+
 def test_base_runs_redis_and_gke_uses_memorystore_workload_identity_gpu_and_registry():
     base, gke = vd.render("base"), vd.render("gke")
     assert any(obj["kind"] == "StatefulSet" and obj["metadata"]["name"] == "redis" for obj in base)

@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -631,16 +632,18 @@ def store_outputs(
     record = jobs.update(job_id, stage="writing outputs")
     started = time.perf_counter()
     files = result.files
-    encodings = {"probability.tif": (tif_to_cog, files["probability"], out / "probability.cog.tif", "average")}
+    encodings: dict[str, Callable[[], Path]] = {
+        "probability.tif": partial(tif_to_cog, files["probability"], out / "probability.cog.tif", "average")
+    }
     pngs = "overlay" in files  # the page's layers (uploads)
     if pngs:
         for name, layer in PNG_LAYERS.items():
-            encodings[name] = (tif_to_png, files[layer], out / name)
+            encodings[name] = partial(tif_to_png, files[layer], out / name)
     if result.info["georeferenced"] or not pngs:
-        encodings["mask.tif"] = (tif_to_cog, files["mask"], out / "mask.cog.tif", "nearest")
+        encodings["mask.tif"] = partial(tif_to_cog, files["mask"], out / "mask.cog.tif", "nearest")
     # GDAL encodes without the GIL: the files are written side by side, on every core the model just used.
     with ThreadPoolExecutor(max_workers=min(len(encodings), os.cpu_count() or 1)) as pool:
-        running = {name: pool.submit(fn, *args) for name, (fn, *args) in encodings.items()}
+        running = {name: pool.submit(encode) for name, encode in encodings.items()}
         outputs = {name: future.result() for name, future in running.items()}
     png_seconds, started = time.perf_counter() - started, time.perf_counter()
     for name, path in outputs.items():
