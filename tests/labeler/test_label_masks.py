@@ -215,3 +215,30 @@ def test_burn_matches_rasterio_on_holes_and_multipolygons():
     expected = rasterize([(g, 255) for g in shapes], out_shape=(80, 96), transform=grid.transform, dtype="uint8")
     mask = burn(shapes, grid)
     assert (mask == expected).all() and 500 < (mask == 255).sum() < 80 * 96 and mask[40, 40] == 0  # hole stays 0
+
+
+@pytest.mark.parametrize("epsg", [32611, 4326, 2154])
+def test_mask_geotiff_reads_back_like_gdals(epsg):
+    """The direct mask encoder: same pixels, CRS, transform and codec as GDAL's; GDAL where it cannot say it."""
+    from affine import Affine
+    from pyproj import CRS
+    from rasterio.io import MemoryFile
+    from roadseg.geotiff import mask_geotiff
+    from roadseg.labeler.rasterize import TileGrid
+    from roadseg.labeler.run import write_mask_bytes
+
+    rng = np.random.default_rng(epsg)
+    mask = np.where(rng.random((200, 256)) > 0.8, 255, 0).astype(np.uint8)
+    mask[:5] = 3  # ignore value
+    origin = (-115.3, 36.2) if epsg == 4326 else (650000.5, 6860000.25)
+    size = 2.7e-6 if epsg == 4326 else 0.5
+    grid = TileGrid(Affine(size, 0, origin[0], 0, -size, origin[1]), CRS.from_epsg(epsg), 256, 200)
+    direct = write_mask_bytes(mask, grid)
+    assert direct == mask_geotiff(mask, grid.transform, grid.crs.to_wkt())
+    with MemoryFile(direct) as mf, mf.open() as ds:
+        assert ds.crs.to_epsg() == epsg and ds.transform == grid.transform and ds.compression.value == "DEFLATE"
+        assert ds.count == 1 and ds.dtypes == ("uint8",) and (ds.read(1) == mask).all()
+    rotated = TileGrid(Affine(size, size / 10, origin[0], size / 10, -size, origin[1]), grid.crs, 256, 200)
+    assert mask_geotiff(mask, rotated.transform, grid.crs.to_wkt()) is None
+    with MemoryFile(write_mask_bytes(mask, rotated)) as mf, mf.open() as ds:  # GDAL wrote it
+        assert ds.transform == rotated.transform and (ds.read(1) == mask).all()

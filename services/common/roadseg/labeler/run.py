@@ -39,6 +39,7 @@ from rasterio.windows import Window
 from roadseg.config import get_settings
 from roadseg.documents import LabelRunManifest, LabelRunRecord, SceneManifest
 from roadseg.errors import InvalidInput, NotFound
+from roadseg.geotiff import mask_geotiff
 from roadseg.jobs import DONE, FAILED, RUNNING, JobStore
 from roadseg.labeler import MODES, quality
 from roadseg.labeler.edges import edge_road_polygons
@@ -209,14 +210,21 @@ def local_vectors(storage: Storage, key: str) -> Iterator[Path]:
 
 # ---------------------------------------------------------------- one tile
 def write_mask_bytes(mask: np.ndarray, grid: TileGrid) -> bytes:
-    """The mask as a compressed single-band GeoTIFF with the tile's CRS and transform."""
+    """The mask as a compressed single-band GeoTIFF with the tile's CRS and transform.
+
+    Written directly (:mod:`roadseg.geotiff`) when the grid is north-up in a CRS with an EPSG code, else by GDAL.
+    """
+    crs_wkt = grid.crs.to_wkt()
+    direct = mask_geotiff(mask, grid.transform, crs_wkt)
+    if direct is not None:
+        return direct
     profile = {
         "driver": "GTiff",
         "width": grid.width,
         "height": grid.height,
         "count": 1,
         "dtype": "uint8",
-        "crs": grid.crs.to_wkt(),
+        "crs": crs_wkt,
         "transform": grid.transform,
         "compress": "deflate",
     }
