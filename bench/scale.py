@@ -189,9 +189,9 @@ def run_chain(workers: int, image: Path, roads: Path, env: dict[str, str], logs:
         times["label"] = wait_done(lambda: run_store(storage).get(run_id), "label", 1800)
         # Each worker predicts a small image first: TensorFlow and the model load as a predict-only worker
         # does when it starts (those load before they take a task); a worker that labels must not load it early.
-        warm_ups = []
+        warm_ups, small = [], corner(image, 512)
         for _ in range(workers):
-            with open(corner(image, 512), "rb") as fh:
+            with open(small, "rb") as fh:
                 warm_ups.append(create_job(storage, fh, "warm-up.tif", get_settings())["id"])
         for job in warm_ups:
             app.send_task("roadseg.gateway.predict", [job])

@@ -14,6 +14,7 @@ one by one; run this file to see them all at once:  .venv/bin/python scripts/val
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -161,13 +162,15 @@ REDIS_TRIGGERS_SCHEMA = {
 }
 
 
+@functools.cache
 def scaled_object_schema() -> dict:
     """KEDA's own ScaledObject schema, strict, with the Redis trigger rules on top.
 
     The types come from KEDA's CRD through the ``cloudcoil.models.keda`` package (PyPI, Apache-2.0: models
     generated from the CRDs of the KEDA release of the same version, which the README's helm install pins).
     They accept unknown fields, as pydantic does; every object that lists its fields is closed here, so a
-    misspelt field fails as ``kubectl apply`` with server-side field validation would.
+    misspelt field fails as ``kubectl apply`` with server-side field validation would. Built once per process
+    (from pydantic's model schema), not once per ScaledObject.
     """
     import cloudcoil.models.keda.v1alpha1 as keda
 
