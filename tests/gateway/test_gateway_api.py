@@ -98,6 +98,26 @@ def test_png_prediction_and_pixel_route(client):
     assert page.status_code == 200 and body["links"]["overlay.png"] in page.text
 
 
+def test_page_layers_match_the_upload_across_rows_of_windows(client, monkeypatch):
+    """image.png is the upload pixel for pixel and the overlay is the mask, band after band of windows."""
+    from roadseg.config import get_settings
+
+    monkeypatch.setenv("ROADSEG_PREDICT_WINDOW", "128")  # 5 rows of 3 windows on 420 x 300 px
+    monkeypatch.setenv("ROADSEG_PREDICT_OVERLAP", "32")
+    get_settings.cache_clear()
+    rgb = road_image(420, 300, seed=3)
+    body = client.post("/api/v1/predictions", files={"file": ("rows.png", png_bytes(rgb), "image/png")}).json()
+    assert body.get("windows_total") == 5 * 3, body
+
+    def layer(name: str) -> np.ndarray:
+        return np.asarray(Image.open(io.BytesIO(client.get(body["links"][name]).content)))
+
+    mask, overlay = layer("mask.png"), layer("overlay.png")
+    assert np.array_equal(layer("image.png"), rgb)
+    assert 0.05 < (mask == 255).mean() < 0.5  # the roads, found in every band
+    assert np.array_equal(overlay[..., 3] == 255, mask == 255) and (overlay[mask == 255, :3] == (255, 0, 200)).all()
+
+
 def test_example_image_needs_no_upload(client):
     r = client.post("/api/v1/predictions/example")
     assert r.status_code == 201, r.text

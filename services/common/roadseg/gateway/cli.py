@@ -11,6 +11,9 @@ from pathlib import Path
 
 from roadseg.model_versions import TTA_OPTIONS
 
+#: Side of the blank window that starts the model before the first image (its size does not matter).
+WARM_UP_WINDOW = 64
+
 PREDICT_EPILOG = """\
 outputs, for every INPUT (named after its file stem):
   DIR/<stem>.png      road mask, 0 = background, 255 = road, same width and height as the input
@@ -94,7 +97,7 @@ def predict_command(args: argparse.Namespace) -> int:
     from roadseg import raster
     from roadseg.config import get_settings
     from roadseg.errors import RoadsegError
-    from roadseg.gateway.predictor import make_predictor
+    from roadseg.gateway.predictor import make_predictor, warm_up
     from roadseg.mosaic import gcs_gdal_options
 
     settings = get_settings()
@@ -106,6 +109,7 @@ def predict_command(args: argparse.Namespace) -> int:
     model = f"{predictor.name} v{predictor.version} ({predictor.backend})"
     tta = args.tta or predictor.card.get("tta") or "none"
     print(f"model {model}, threshold {threshold:.3f}, test-time augmentation {tta}", file=sys.stderr)
+    warm_up(predictor, WARM_UP_WINDOW, [tta])  # TensorFlow's one-off start, not the first image's time
     lock = threading.Lock()
     one = len(args.inputs) == 1 or args.jobs == 1
 
@@ -138,7 +142,7 @@ def _predict_file(source, predictor, settings, out: Path, threshold: float, args
     from tqdm import tqdm
 
     from roadseg import raster
-    from roadseg.gateway.predictions import predict_raster, road_graph_geojson, tif_to_cog, tif_to_png
+    from roadseg.gateway.predictions import predict_raster, road_graph_geojson, tif_to_cog
 
     stem = Path(source).stem
     notes = []
@@ -153,17 +157,27 @@ def _predict_file(source, predictor, settings, out: Path, threshold: float, args
                 bar.update(done - bar.n)
 
             result = predict_raster(
-                ds, predictor, Path(tmp), settings, threshold, progress=progress, tta=args.tta, model_lock=lock
+                ds,
+                predictor,
+                Path(tmp),
+                settings,
+                threshold,
+                progress=progress,
+                tta=args.tta,
+                model_lock=lock,
+                pngs=("mask.png",),
             )
         mask_tif = result.files["mask"]
-        written = [tif_to_png(mask_tif, out / f"{stem}.png")]
+        os.replace(result.files["mask.png"], out / f"{stem}.png")  # each output appears whole
+        written = [out / f"{stem}.png"]
         if args.geojson:
             with raster.open_checked(mask_tif) as mask:
                 roads = road_graph_geojson(mask, settings.graph_max_pixels)
             if roads is None:
                 notes.append("too large for a road graph (ROADSEG_GRAPH_MAX_PIXELS)")
             else:
-                (out / f"{stem}.geojson").write_text(json.dumps(roads))
+                (Path(tmp) / "roads.geojson").write_text(json.dumps(roads))
+                os.replace(Path(tmp) / "roads.geojson", out / f"{stem}.geojson")
                 written.append(out / f"{stem}.geojson")
         if result.info["georeferenced"]:
             cog = tif_to_cog(mask_tif, Path(tmp) / "mask.cog.tif", "nearest")

@@ -348,18 +348,20 @@ _shared: Predictor | None = None
 _shared_lock = threading.Lock()
 
 
-def warm_up(predictor: Predictor, window: int) -> None:
-    """Run one blank window through every signature of an embedded model, so the first job does not pay it.
+def warm_up(predictor: Predictor, window: int, ttas: list[str] | None = None) -> None:
+    """Run one blank window through the signatures of an embedded model, so the first job does not pay it.
 
-    Loading TensorFlow and the SavedModel and the first call of each signature take seconds; a predict
-    worker does it when it starts (:mod:`roadseg.gateway.tasks`), like a pod before it takes traffic.
-    TF Serving backends are already warm; a model not exported yet is loaded by the first job.
+    Loading TensorFlow and the SavedModel and the first call of each signature take seconds (1.3 s on a
+    64 px window, most of it TensorFlow optimizing the function once); a predict worker does it for every
+    signature when it starts (:mod:`roadseg.gateway.tasks`), like a pod before it takes traffic, and
+    ``roadseg predict`` for the one it will use (``ttas``). TF Serving backends are already warm; a model
+    not exported yet is loaded by the first job.
     """
     if not isinstance(predictor, EmbeddedPredictor) or predictor.version is None:
         return
     started = time.perf_counter()
     blank = np.zeros((1, window, window, 3), np.uint8)
-    options = predictor.card.get("tta_options") or [predictor.card.get("tta") or "none"]
+    options = ttas or predictor.card.get("tta_options") or [predictor.card.get("tta") or "none"]
     for tta in options:
         predictor.predict(blank, tta)
     log.info(

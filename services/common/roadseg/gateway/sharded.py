@@ -33,6 +33,8 @@ from roadseg import raster
 from roadseg.config import Settings
 from roadseg.documents import ROADS_FAILED, ROADS_PENDING
 from roadseg.gateway.predictions import (
+    BASE_LAYERS,
+    LAYERS,
     ModelWindows,
     RasterPrediction,
     failing_job,
@@ -65,15 +67,6 @@ from roadseg.shards import ShardBook, Span, spans, throttled
 from roadseg.storage import Storage
 
 log = logging.getLogger(__name__)
-
-#: Output layers of a prediction (predict_raster with rgb_layers) -> (bands, dtype).
-LAYERS = {
-    "probability": (1, "float32"),
-    "mask": (1, "uint8"),
-    "probability8": (1, "uint8"),
-    "image": (3, "uint8"),
-    "overlay": (4, "uint8"),
-}
 
 
 def _book(storage: Storage, record: dict[str, Any]) -> ShardBook:
@@ -172,7 +165,7 @@ def finish_job(job_id: str, storage: Storage, predictor: Predictor, settings: Se
             info = raster.scene_info(ds)
             geometry = ModelWindows.of(ds, predictor, settings)
             windows = count_windows(ds.height, ds.width, geometry.window, geometry.overlap)
-            layers = LAYERS if page_layers(record) else ("probability", "mask")
+            layers = LAYERS if page_layers(record) else BASE_LAYERS
             files = {}
             for layer in layers:
                 parts = [
