@@ -9,7 +9,10 @@ them. Rows:
 * ``batch B, tta T``: signature ``serving_default`` (the card's TTA) or ``tta_none`` at batch 1/2/4/8;
 * ``xla``: the same graph rebuilt from the version's weights with ``jit_compile=True`` (what an
   export with XLA would serve);
-* ``threads intra/inter``: a fresh process with TensorFlow's thread pools set (0 = TF's default), batch 1.
+* ``threads intra/inter``: a fresh process with TensorFlow's thread pools set (0 = TF's default), batch 1;
+* ``oneDNN off``: a fresh process with ``TF_ENABLE_ONEDNN_OPTS=0`` (TensorFlow's own CPU kernels), batch 1;
+* ``first call, new shape``: the first call on a window 16 px larger than any before (the gateway fits
+  windows to each image, so a new image size pays this once per process), batch 1.
 
 The ratios are against ``batch 1`` of the same signature, measured in the same run: the machine's
 load changes absolute figures, so compare rows of one run. The line ``load`` reports the 1-minute
@@ -73,6 +76,25 @@ def xla_call(version_dir: Path, card: dict, tta: str):
     return lambda images: serve(images)["probabilities"]
 
 
+def first_call_ms(fn, window: int) -> float:
+    """Milliseconds of the first call on a window shape not seen before (oneDNN sets up per shape)."""
+    import tensorflow as tf
+
+    started = time.perf_counter()
+    np.asarray(fn(tf.zeros((1, window, window, 3), tf.uint8)))
+    return 1000 * (time.perf_counter() - started)
+
+
+def child_ms(args: argparse.Namespace, signature: str, intra: str, inter: str, env: dict[str, str]) -> float:
+    """ms per window of one signature at batch 1 in a fresh process with thread pools and ``env`` set."""
+    command = [sys.executable, __file__, "--model", args.model, "--window", str(args.window)]
+    command += ["--repeats", str(args.repeats), "--child", f"{signature},{intra},{inter}"]
+    child = subprocess.run(
+        command, capture_output=True, text=True, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env}
+    )
+    return float(child.stdout.strip().splitlines()[-1])
+
+
 def threads_child(version_dir: Path, signature: str, window: int, repeats: int, intra: int, inter: int) -> float:
     """Run in a fresh process: thread pools can only be set before TensorFlow starts."""
     import tensorflow as tf
@@ -121,16 +143,16 @@ def main() -> int:
             print(f"| {signature} ({tta}) | xla, batch 1 | {ms:.0f} | {base / ms:.2f} |", flush=True)
         except Exception as exc:  # noqa: BLE001 - report what XLA refuses instead of stopping the bench
             print(f"| {signature} ({tta}) | xla, batch 1 | failed: {type(exc).__name__} | |", flush=True)
+        ms = first_call_ms(call, args.window + 16)
+        print(f"| {signature} ({tta}) | first call, new shape | {ms:.0f} | {base / ms:.2f} |", flush=True)
         for pair in args.threads.split(","):
             intra, inter = pair.split("/")
-            command = [sys.executable, __file__, "--model", args.model, "--window", str(args.window)]
-            command += ["--repeats", str(args.repeats), "--child", f"{signature},{intra},{inter}"]
-            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-            child = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
-            ms = float(child.stdout.strip().splitlines()[-1])
+            ms = child_ms(args, signature, intra, inter, {})
             print(
                 f"| {signature} ({tta}) | threads {intra}/{inter}, batch 1 | {ms:.0f} | {base / ms:.2f} |", flush=True
             )
+        ms = child_ms(args, signature, "0", "0", {"TF_ENABLE_ONEDNN_OPTS": "0"})
+        print(f"| {signature} ({tta}) | oneDNN off, batch 1 | {ms:.0f} | {base / ms:.2f} |", flush=True)
     print(f"load after: {os.getloadavg()[0]:.2f}")
     return 0
 

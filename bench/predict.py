@@ -3,19 +3,23 @@
     nice -n 10 .venv/bin/python bench/predict.py [--model models/roads] [--size 2000] [--rss-sizes 2000,8000]
     nice -n 10 .venv/bin/python bench/predict.py --image ../shared/data/massachusetts-tiles/val/images/10228660_15.jpg
 
+Every time is the best of ``--repeat`` runs (one pass of 4 model calls varies by +-10 % on a quiet
+2-core machine, more than what is compared), each path measured the same way:
+
 * **direct**: the SavedModel's ``serving_default`` called on exactly the windows the gateway cuts
   (``ROADSEG_PREDICT_WINDOW``/``_OVERLAP``/``_BATCH``), image already in memory: the model's own cost.
-* **cli**: ``roadseg predict IMAGE --out DIR`` wall time, minus the wall time of the same command on a
-  64 x 64 image (process start, TensorFlow import, model load), so it is the per-image cost.
+* **cli**: ``roadseg predict`` in one process (``--jobs 1``) over one copy of the image and over
+  ``--repeat`` + 1 copies: per image, the difference of the two wall times over the extra images (what
+  each image adds to a long run: process start, TensorFlow import, model load and the first call on
+  the image's window size stay out), and the CLI's own per-image timer (reading, model, writing the mask).
 * **api**: ``POST /api/v1/predictions`` to a running gateway (uvicorn, synchronous path), after a
   warm-up request: upload, validation, prediction, PNG/GeoTIFF outputs. The road graph is built after
-  the answer; the bench polls the record until it is there and reports that time separately.
-
+  the answer; the bench polls the record until it is there and reports that time separately. Each
+  request follows a direct pass (a round), and the median of the rounds' ratios is printed as well.
 * **whole**: one bare call of the signature on the whole image (the least a prediction can cost);
   ``roadseg predict`` per image is reported against it.
-* **folder**: ``roadseg predict`` over ``--folder-images`` images (copies of ``--image``, else synthetic
-  ones of ``--size``) in one process, with ``--jobs 1`` and ``--jobs 2`` (reading and writing overlapping
-  the model calls): the per-image cost of a long run, start-up and the model's first call excluded.
+* **folder**: the CLI's run over the copies again with ``--jobs 2`` (reading and writing overlapping the
+  model calls).
 
 ``--image`` uses a real image for the throughput comparison instead of a synthetic ``--size`` one (a
 synthetic grid vectorizes in no time; real imagery is where the road graph costs).
@@ -32,10 +36,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -94,8 +100,8 @@ def resolve_model(arg: str | None, tmp: Path) -> Path:
     return tmp / "models"
 
 
-def direct_seconds(version_dir: Path, image_path: Path, window: int, overlap: int, batch: int) -> float:
-    """Time of the bare signature calls on the gateway's windows (warm-up call excluded).
+def direct_pass(version_dir: Path, image_path: Path, window: int, overlap: int, batch: int) -> Callable[[], float]:
+    """A function timing one pass of the bare signature over the gateway's windows (warmed up already).
 
     ``window`` is the largest window; the gateway fits it to the image (:func:`windows.fit_window`).
     """
@@ -114,29 +120,38 @@ def direct_seconds(version_dir: Path, image_path: Path, window: int, overlap: in
         for i in range(0, len(windows), batch)
     ]
     fn(images=tf.constant(batches[0]))
-    started = time.perf_counter()
-    for b in batches:
-        fn(images=tf.constant(b))["probabilities"].numpy()
-    return time.perf_counter() - started
+
+    def one() -> float:
+        started = time.perf_counter()
+        for b in batches:
+            fn(images=tf.constant(b))["probabilities"].numpy()
+        return time.perf_counter() - started
+
+    return one
 
 
-def whole_seconds(version_dir: Path, image_path: Path) -> float:
-    """One bare call of the signature on the whole image (after a warm-up call of the same shape)."""
+def whole_seconds(version_dir: Path, image_path: Path, repeat: int) -> float:
+    """Best time of one bare call of the signature on the whole image (after a warm-up call of the same shape)."""
     import tensorflow as tf
 
     fn = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
     with rasterio.open(image_path) as ds:
         image = tf.constant(np.moveaxis(ds.read([1, 2, 3]), 0, -1)[None])
     fn(images=image)
-    started = time.perf_counter()
-    fn(images=image)["probabilities"].numpy()
-    return time.perf_counter() - started
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn(images=image)["probabilities"].numpy()
+        times.append(time.perf_counter() - started)
+    return min(times)
 
 
-def folder_seconds(images: list[Path], out: Path, model: Path, env: dict[str, str], jobs: int) -> float:
-    """Wall seconds of one ``roadseg predict`` over all ``images`` (process start included)."""
+def cli_run(images: list[Path], out: Path, model: Path, env: dict[str, str], jobs: int) -> tuple[float, list[float]]:
+    """(wall seconds, each image's own prediction seconds) of one ``roadseg predict`` over ``images``."""
     command = [sys.executable, "-m", "roadseg.cli", "predict", *map(str, images), "--out", str(out)]
-    return run_measured([*command, "--model", str(model), "--jobs", str(jobs)], env)[0]
+    wall, _, printed = run_measured([*command, "--model", str(model), "--jobs", str(jobs)], env)
+    own = [float(line.rsplit(" s -> ", 1)[0].rsplit(", ", 1)[1]) for line in printed.splitlines() if " s -> " in line]
+    return wall, own
 
 
 def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
@@ -156,16 +171,14 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str
     return wall, peak / 2**20, proc.stdout.read().decode()
 
 
-def cli(image: Path, out: Path, model: Path, env: dict[str, str]) -> tuple[float, float, str]:
-    return run_measured(
-        [sys.executable, "-m", "roadseg.cli", "predict", str(image), "--out", str(out), "--model", str(model)], env
-    )
+def api_rounds(
+    image: Path, warmup: Path, tmp: Path, model: Path, env: dict[str, str], direct: Callable[[], float], repeat: int
+) -> tuple[list[tuple[float, float]], dict]:
+    """``repeat`` rounds of (a direct pass, then a synchronous prediction request) after a warm-up request.
 
-
-def api_seconds(image: Path, warmup: Path, tmp: Path, model: Path, env: dict[str, str]) -> tuple[float, dict]:
-    """(seconds of one synchronous prediction request, the server's timings of its stages) after a warm-up.
-
-    The timings include ``roads``, the road graph built after the answer (polled for up to 10 minutes).
+    Returns the rounds' (direct seconds, request seconds) and the server's stage timings of the fastest
+    request, including ``roads``, the road graph built after the answer (polled for up to 10 minutes).
+    Pairing each request with a direct pass just before it keeps the host's slow drifts out of the ratio.
     """
     port = free_port()
     with rasterio.open(image) as ds:
@@ -179,22 +192,30 @@ def api_seconds(image: Path, warmup: Path, tmp: Path, model: Path, env: dict[str
     }
     server = start_gateway(server_env, port)
     url = f"http://127.0.0.1:{port}"
+
+    def request(path: Path) -> tuple[float, dict]:
+        started = time.perf_counter()
+        with open(path, "rb") as fh:
+            r = httpx.post(f"{url}/api/v1/predictions", files={"file": (path.name, fh)}, timeout=3600)
+        r.raise_for_status()
+        return time.perf_counter() - started, r.json()
+
     try:
         wait_http(f"{url}/healthz", server)
-        timings = []
-        for path in (warmup, image):
-            started = time.perf_counter()
-            with open(path, "rb") as fh:
-                r = httpx.post(f"{url}/api/v1/predictions", files={"file": (path.name, fh)}, timeout=3600)
-            r.raise_for_status()
-            timings.append((time.perf_counter() - started, r.json()))
-        seconds, record = timings[-1]
+        request(warmup)
+        rounds, records = [], []
+        for _ in range(repeat):
+            bare = direct()
+            seconds, record = request(image)
+            rounds.append((bare, seconds))
+            records.append(record)
+        record = records[min(range(repeat), key=lambda i: rounds[i][1])]
         for _ in range(3000):
             record = httpx.get(f"{url}{record['links']['self']}", timeout=30).json()
             if record.get("roads") != "pending":
                 break
             time.sleep(0.2)
-        return seconds, record["timings"]
+        return rounds, record["timings"]
     finally:
         server.terminate()
         server.wait(30)
@@ -205,7 +226,7 @@ def main() -> int:
     parser.add_argument("--model", help="folder of versions or a SavedModel (default: models/roads or random)")
     parser.add_argument("--size", type=int, default=2000, help="image edge for the throughput comparison")
     parser.add_argument("--rss-sizes", default="2000,8000", help="image edges for the peak-RSS comparison")
-    parser.add_argument("--folder-images", type=int, default=4, help="images in the folder run (0: skip it)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each path; the best counts (default 3)")
     parser.add_argument("--image", type=Path, help="a real image for the throughput comparison (default: synthetic)")
     args = parser.parse_args()
 
@@ -220,7 +241,8 @@ def main() -> int:
         version_dir = resolve_savedmodel(model)
         print(
             f"model {version_dir}; window {settings.predict_window}, overlap {settings.predict_overlap}, "
-            f"batch {settings.predict_batch}; {os.cpu_count()} CPUs",
+            f"batch {settings.predict_batch}; {os.cpu_count()} CPUs; best of {args.repeat}; "
+            f"load {os.getloadavg()[0]:.2f}",
             flush=True,
         )
         image = args.image or synthetic_geotiff(tmp / f"img{args.size}.tif", args.size)
@@ -229,57 +251,62 @@ def main() -> int:
         with rasterio.open(image) as ds:
             width, height = ds.width, ds.height
         mpx = width * height / 1e6
+        copies = [tmp / f"copy{i}{image.suffix}" for i in range(args.repeat + 1)]
+        for path in copies:
+            path.write_bytes(image.read_bytes())
 
-        direct = direct_seconds(
-            version_dir, image, settings.predict_window, settings.predict_overlap, settings.predict_batch
-        )
-        # Startup: the fastest of three runs on a 64 x 64 image (the first also warms the disk cache).
-        startup = min(cli(tiny, tmp / "out", model, env)[0] for _ in range(3))
-        cli_wall, _, printed = cli(image, tmp / "out", model, env)
-        cli_predict = float(printed.rsplit(" s -> ", 1)[0].rsplit(", ", 1)[1])  # the CLI's own timer
-        api_total, api_stages = api_seconds(image, warm, tmp, model, env)
+        window, overlap = settings.predict_window, settings.predict_overlap
+        one_pass = direct_pass(version_dir, image, window, overlap, settings.predict_batch)
+        direct = min(one_pass() for _ in range(args.repeat))
+        cli_run([tiny], tmp / "out", model, env, 1)  # warms the disk cache (Python, TensorFlow, the model)
+        one_wall, _ = cli_run(copies[:1], tmp / "cli1", model, env, 1)
+        cli_wall, cli_own = cli_run(copies, tmp / "cli", model, env, 1)
+        cli_per_image = (cli_wall - one_wall) / (len(copies) - 1)
+        api_pairs, api_stages = api_rounds(image, warm, tmp, model, env, one_pass, args.repeat)
+        api_total = min(seconds for _, seconds in api_pairs)
+        direct = min(direct, *(bare for bare, _ in api_pairs))
 
         rows = [
             ("direct SavedModel (same windows)", direct),
-            (f"CLI (wall {cli_wall:.1f} s - startup {startup:.1f} s)", cli_wall - startup),
-            ("  of which prediction (CLI's own timer)", cli_predict),
+            (f"CLI per image ((wall {cli_wall:.1f} s - {one_wall:.1f} s) / {len(copies) - 1})", cli_per_image),
+            ("  of which prediction (CLI's own timer)", min(cli_own)),
             ("API POST /api/v1/predictions (sync)", api_total),
             ("  of which prediction (API record 'timings')", api_stages["predict"]),
         ]
         print(f"\nthroughput on {image.name}, {width} x {height} ({mpx:.1f} Mpx):")
         for name, seconds in rows:
-            print(f"  {name:<48} {seconds:7.1f} s  {mpx / seconds:6.2f} Mpx/s  ratio {direct / seconds:5.2f}")
-        print("  API stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in api_stages.items() if k != "roads"))
+            print(f"  {name:<56} {seconds:7.2f} s  {mpx / seconds:6.2f} Mpx/s  ratio {direct / seconds:5.2f}")
+        print("  API stages (s): " + ", ".join(f"{k} {v:.2f}" for k, v in api_stages.items() if k != "roads"))
+        print("  CLI's own timer per image (s): " + ", ".join(f"{t:.2f}" for t in cli_own))
+        paired = sorted(bare / seconds for bare, seconds in api_pairs)
+        print(
+            "  API rounds (direct pass, then a request): "
+            + ", ".join(f"{bare:.2f}/{seconds:.2f} s" for bare, seconds in api_pairs)
+            + f"; median ratio {statistics.median(paired):.2f}"
+        )
         if "roads" in api_stages:
             print(f"  road graph, built after the answer: {api_stages['roads']:.1f} s")
-        whole = whole_seconds(version_dir, image)
-        print(f"  {'whole image, one bare call':<48} {whole:7.1f} s  {mpx / whole:6.2f} Mpx/s")
-        print(f"  roadseg predict per image vs one bare call on the whole image: {whole / cli_predict:.2f}")
+        whole = whole_seconds(version_dir, image, args.repeat)
+        print(f"  {'whole image, one bare call':<56} {whole:7.2f} s  {mpx / whole:6.2f} Mpx/s")
+        print(f"  roadseg predict per image vs one bare call on the whole image: {whole / min(cli_own):.2f}")
 
-        if args.folder_images:
-            if args.image:  # copies of the real image: the model sees what one bare whole-image call saw
-                folder = [tmp / f"folder{i}{image.suffix}" for i in range(args.folder_images)]
-                for path in folder:
-                    path.write_bytes(image.read_bytes())
-            else:
-                folder = [synthetic_geotiff(tmp / f"folder{i}.tif", args.size) for i in range(args.folder_images)]
-            print(f"\n`roadseg predict` over {len(folder)} images of {width} x {height} in one process:")
-            one = None
-            for jobs in (1, 2):
-                seconds = folder_seconds(folder, tmp / f"folder-out{jobs}", model, env, jobs) - startup
-                one = one or seconds
-                per_image = seconds / len(folder)
-                print(
-                    f"  --jobs {jobs}: {per_image:6.1f} s per image (startup excluded), speed-up {one / seconds:.2f}, "
-                    f"vs one bare whole-image call {whole / per_image:.2f}",
-                    flush=True,
-                )
+        two_wall, _ = cli_run(copies, tmp / "cli2", model, env, 2)
+        two_per_image = (two_wall - one_wall) / (len(copies) - 1)
+        print(
+            f"\n`roadseg predict` over {len(copies)} copies, --jobs 2: {two_per_image:.2f} s per image vs "
+            f"{cli_per_image:.2f} s with --jobs 1: speed-up {cli_per_image / two_per_image:.2f}",
+            flush=True,
+        )
 
         print("\npeak RSS of `roadseg predict`:")
         base = None
         for size in (int(s) for s in args.rss_sizes.split(",")):
             path = synthetic_geotiff(tmp / f"rss{size}.tif", size)
-            wall, peak, _ = cli(path, tmp / "rss-out", model, env)
+            wall, peak, _ = run_measured(
+                [sys.executable, "-m", "roadseg.cli", "predict", str(path), "--out", str(tmp / "rss-out")]
+                + ["--model", str(model)],
+                env,
+            )
             base = base or peak
             print(
                 f"  {size} x {size} ({size * size / 1e6:5.1f} Mpx): peak RSS {peak:7.0f} MiB "

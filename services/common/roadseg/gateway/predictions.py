@@ -2,8 +2,9 @@
 
 :func:`predict_raster` reads the input band of rows by band of rows (docs/contracts.md §6 reading, so
 every format, stretch and nodata rule is the ingest's), runs :func:`windows.sliding_predict`
-and writes each finished band of rows straight into GeoTIFFs on local disk. PNGs are then made
-with GDAL's CreateCopy, which also works line by line. Nothing holds a whole image in memory
+and writes each finished band of rows straight into GeoTIFFs and PNGs (:mod:`roadseg.png`) on local
+disk, in a writer thread while the model runs on the next band. Cloud-Optimized GeoTIFFs are then
+made with GDAL's COG driver, which also works block by block. Nothing holds a whole image in memory
 except the optional road graph, which needs the full mask and is therefore size-limited.
 
 :func:`run_job` is one prediction job of the API: input in storage under ``predictions/{id}/``,
