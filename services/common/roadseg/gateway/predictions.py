@@ -190,6 +190,8 @@ def layer_rows(layer: str, prob: np.ndarray, road: np.ndarray, rgb: np.ndarray |
     if layer == "probability8":
         return np.round(prob * 255).astype(np.uint8)[..., None]
     if layer == "image":
+        if rgb is None:
+            raise ValueError("the image layer needs the band's image rows")
         return rgb
     overlay = np.zeros((*road.shape, 4), np.uint8)
     overlay[road] = (*OVERLAY_RGB, 255)
