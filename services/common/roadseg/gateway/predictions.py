@@ -259,7 +259,8 @@ def predict_raster(
         return rgb[first - band_off : last - band_off]
 
     files = {name: out_dir / f"{name}.tif" for name in layers} | {name: out_dir / name for name in pngs}
-    with_rgb = "image" in layers or any(PNG_LAYERS[name][0] == "image" for name in pngs)
+    needed = {*layers, *(PNG_LAYERS[name][0] for name in pngs)}
+    with_rgb = "image" in needed
     road_pixels = 0
     windows = 0
 
@@ -273,11 +274,12 @@ def predict_raster(
         """Write rows [first, last) of every layer; returns their road pixels. Runs in the writer thread."""
         window = Window(0, first - row_from, width, last - first)
         road = prob >= threshold
+        rows = {layer: layer_rows(layer, prob, road, rgb) for layer in needed}  # the mask once for GeoTIFF and PNG
         with rasterio.Env(**GDAL_ENV):
             for name, out in tifs.items():
-                out.write(np.moveaxis(layer_rows(name, prob, road, rgb), -1, 0), window=window)
+                out.write(np.moveaxis(rows[name], -1, 0), window=window)
         for name, png in png_files.items():
-            png.write(layer_rows(PNG_LAYERS[name][0], prob, road, rgb))
+            png.write(rows[PNG_LAYERS[name][0]])
         return int(road.sum())
 
     with rasterio.Env(**GDAL_ENV), warnings.catch_warnings(), contextlib.ExitStack() as opened:
@@ -288,10 +290,11 @@ def predict_raster(
             )
             for name in layers
         }
-        png_files = {
-            name: opened.enter_context(PngWriter(files[name], width, row_to - row_from, LAYERS[layer][0], level))
-            for name, (layer, level) in ((name, PNG_LAYERS[name]) for name in pngs)
-        }
+        png_files = {}
+        for name in pngs:
+            layer, level = PNG_LAYERS[name]
+            png = PngWriter(files[name], width, row_to - row_from, LAYERS[layer][0], level)
+            png_files[name] = opened.enter_context(png)
         # One band is written (GDAL and zlib compress without the GIL) while the model runs on the next one;
         # at most one band waits, so memory stays a band.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="band-writer") as writer:
@@ -684,7 +687,16 @@ def predict_job(
     layers = tuple(LAYERS) if page and window_rows else BASE_LAYERS
     pngs = tuple(PNG_LAYERS) if page and not window_rows else ()
     return predict_raster(
-        ds, predictor, out, settings, threshold, layers, progress, record.get("tta"), None, window_rows, pngs
+        ds,
+        predictor,
+        out,
+        settings,
+        threshold,
+        layers,
+        progress,
+        tta=record.get("tta"),
+        window_rows=window_rows,
+        pngs=pngs,
     )
 
 
@@ -702,10 +714,11 @@ def store_outputs(
     }
     # The page's layers (uploads): PNGs written during the prediction, or made now from joined shard bands.
     pngs = {name: files[name] for name in PNG_LAYERS if name in files}
-    if "overlay" in files:
+    joined_bands = "overlay" in files
+    if joined_bands:
         for name, (layer, zlevel) in PNG_LAYERS.items():
             encodings[name] = partial(tif_to_png, files[layer], out / name, zlevel)
-    if result.info["georeferenced"] or not (pngs or "overlay" in files):
+    if result.info["georeferenced"] or not (pngs or joined_bands):
         encodings["mask.tif"] = partial(tif_to_cog, files["mask"], out / "mask.cog.tif", "nearest")
     # GDAL encodes without the GIL: the files are written side by side, on every core the model just used.
     with ThreadPoolExecutor(max_workers=min(len(encodings), os.cpu_count() or 1)) as pool:
