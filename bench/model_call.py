@@ -7,7 +7,7 @@ random uint8 windows, through the SavedModel's signatures as the embedded backen
 them. Rows:
 
 * ``batch B, tta T``: signature ``serving_default`` (the card's TTA) or ``tta_none`` at batch 1/2/4/8;
-* ``xla``: the same graph rebuilt from the version's weights with ``jit_compile=True`` (what an
+* ``xla``: the version's weights in this code's serving graph with ``jit_compile=True`` (what an
   export with XLA would serve);
 * ``threads intra/inter``: a fresh process with TensorFlow's thread pools set (0 = TF's default), batch 1;
 * ``oneDNN off``: a fresh process with ``TF_ENABLE_ONEDNN_OPTS=0`` (TensorFlow's own CPU kernels), batch 1;
@@ -57,22 +57,12 @@ def signature_call(version_dir: Path, name: str):
     return lambda images: signature(images=images)["probabilities"]
 
 
-def xla_call(version_dir: Path, card: dict, tta: str):
-    """The same graph as the signature, rebuilt from the version's weights and compiled with XLA."""
-    from roadseg.model_versions import load_exported_weights
-    from roadseg.trainer.export import serving_function
-    from roadseg.trainer.model import build_deeplabv3plus
+def xla_call(version_dir: Path, tta: str):
+    """The version's served graph (its weights in this code's serving copy), compiled with XLA."""
+    from roadseg.trainer.export import keras_model_of, serving_function
+    from roadseg.trainer.serving_model import serving_model
 
-    config = card.get("config") or {}
-    model = build_deeplabv3plus(
-        card.get("backbone") or "mobilenetv2",
-        weights=None,
-        aspp_filters=config.get("aspp_filters", 256),
-        decoder_filters=config.get("decoder_filters", 256),
-        decoder_stride=config.get("decoder_stride", 4),
-    )
-    load_exported_weights(model, version_dir)
-    serve = serving_function(model, tta, jit_compile=True)
+    serve = serving_function(serving_model(keras_model_of(version_dir)), tta, jit_compile=True)
     return lambda images: serve(images)["probabilities"]
 
 
@@ -138,7 +128,7 @@ def main() -> int:
             base = base or ms
             print(f"| {signature} ({tta}) | batch {batch} | {ms:.0f} | {base / ms:.2f} |", flush=True)
         try:
-            xla = xla_call(version_dir, card, tta)
+            xla = xla_call(version_dir, tta)
             ms = per_window_ms(xla, args.window, 1, args.repeats)
             print(f"| {signature} ({tta}) | xla, batch 1 | {ms:.0f} | {base / ms:.2f} |", flush=True)
         except Exception as exc:  # noqa: BLE001 - report what XLA refuses instead of stopping the bench

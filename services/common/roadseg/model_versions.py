@@ -82,12 +82,17 @@ def load_exported_weights(keras_model, savedmodel: str | Path, narrow: Narrowing
     or decoder filters) starts from the export only when ``narrow`` is given: it maps the export's
     values and the model's shapes to the export's index on every axis of each narrowed variable
     (:func:`roadseg.trainer.narrow.head_indices`). Any other variable of another shape, or a model
-    sharing no variable with the export, is an error.
+    sharing no variable with the export, is an error. Exports since the serving copy hold their
+    BatchNorms folded into the convolutions; they are unfolded into an exact identity BatchNorm
+    (:func:`roadseg.trainer.serving_model.unfold_batch_norms`), so the model computes the served function.
     """
     import tensorflow as tf
 
+    from roadseg.trainer.serving_model import unfold_batch_norms
+
     loaded = tf.saved_model.load(str(resolve_savedmodel(savedmodel)))
     source = {n: v.numpy() for n, v in _by_name(getattr(loaded, "model_variables", []), "name").items()}
+    source = unfold_batch_norms(source, keras_model)  # exports store their served copy, BatchNorms folded
     target = _by_name(keras_model.variables, "path")
     if len(target) != len([v for v in keras_model.variables if not _is_rng_state(v.path)]):
         raise ValueError(f"{keras_model.name} has variables of the same layer/weight name; cannot match by name")

@@ -23,7 +23,7 @@ outputs, for every INPUT (named after its file stem):
 examples:
   roadseg predict scene.tif --out out/
   roadseg predict a.png b.jpg c.jp2 --out masks/ --threshold 0.4 --geojson
-  roadseg predict big.tif --out out/ --model models/roads/1
+  roadseg predict big.tif --out out/ --model models/roads/2
   roadseg predict tiles/*.tif --out out/ --tta none     # many images, the fast way
   roadseg predict nyc.vrt --out out/                     # tiles of one image as one (roadseg ingest mosaic)
 

@@ -8,6 +8,7 @@ import json
 import shlex
 import sys
 
+from roadseg.errors import InvalidInput
 from roadseg.model_versions import TTA_OPTIONS
 from roadseg.trainer import BACKBONES, DECODER_STRIDES, LOSSES, PRECISIONS
 from roadseg.trainer.export import TTA_VIEWS
@@ -24,7 +25,7 @@ folders; PATH:WEIGHT sets the sampling weight in the mix. Command-line options o
 
 EVALUATE_EPILOG = """examples:
   roadseg evaluate --model models/roads --data ../shared/data/cil-2022 --split val
-  roadseg evaluate --model models/roads/1 --data ../shared/data/massachusetts-crops --split test,val --out var/eval
+  roadseg evaluate --model models/roads/2 --data ../shared/data/massachusetts-crops --split test,val --out var/eval
 
 --model is a SavedModel folder or a folder of numbered versions (the latest is used): what is served is
 what is measured. Whole images are predicted the way `roadseg predict` does (sliding windows of
@@ -37,6 +38,7 @@ EXPORT_EPILOG = """examples:
   roadseg export --checkpoint var/runs/a/checkpoints/best.keras --model-dir models/roads
   roadseg export --checkpoint var/runs/a/checkpoints/best.keras --model-dir models/roads --version 2 \\
       --evaluate ../shared/data/massachusetts-crops:test,val --evaluate ../shared/data/cil-2022:val
+  roadseg export --from-version models/roads/1 --model-dir models/roads --evaluate ../shared/data/cil-2022:val
 """
 
 
@@ -86,18 +88,24 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from roadseg.trainer.export import export_checkpoint
+    from roadseg.trainer.export import export_checkpoint, export_version
 
-    path = export_checkpoint(
-        args.checkpoint,
-        args.model_dir,
-        version=args.version,
-        evaluate=args.evaluate or [],
-        command=shlex.join(["roadseg", *sys.argv[1:]]),
-        train_command=args.train_command,
-        pixel_size_m=args.pixel_size_m,
-        tta=args.tta,
-    )
+    command = shlex.join(["roadseg", *sys.argv[1:]])
+    if args.from_version:
+        if args.train_command or args.pixel_size_m is not None:
+            raise InvalidInput("--train-command and --pixel-size-m come from the version's card with --from-version")
+        path = export_version(args.from_version, args.model_dir, args.version, args.evaluate or [], command, args.tta)
+    else:
+        path = export_checkpoint(
+            args.checkpoint,
+            args.model_dir,
+            version=args.version,
+            evaluate=args.evaluate or [],
+            command=command,
+            train_command=args.train_command,
+            pixel_size_m=args.pixel_size_m,
+            tta=args.tta or "none",
+        )
     print(path)
     return 0
 
@@ -138,7 +146,7 @@ def register(sub) -> None:
     p.add_argument(
         "--init-from",
         metavar="VERSION_DIR",
-        help="fine-tune: start from an exported model version, e.g. models/roads/1",
+        help="fine-tune: start from an exported model version, e.g. models/roads/2",
     )
     p.add_argument(
         "--precision",
@@ -167,12 +175,19 @@ def register(sub) -> None:
 
     p = sub.add_parser(
         "export",
-        help="export a training checkpoint as a versioned SavedModel with its model card",
+        help="export a training checkpoint (or an older export) as a versioned SavedModel with its model card",
         description="Write <model-dir>/<version>/ (TF Serving layout) with model_card.json; optionally evaluate it.",
         epilog=EXPORT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--checkpoint", required=True, help=".keras checkpoint (local path or storage URL)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help=".keras checkpoint (local path or storage URL)")
+    source.add_argument(
+        "--from-version",
+        metavar="SAVEDMODEL",
+        help="an exported version to export again with this code's serving graph (same weights, faster on CPU; "
+        "its card's training record is kept, figures are measured again with --evaluate)",
+    )
     p.add_argument("--model-dir", required=True, help="folder of versions, e.g. models/roads")
     p.add_argument("--version", type=int, help="default: latest + 1")
     p.add_argument("--evaluate", action="append", metavar="PATH:SPLITS", help="data to measure into the card")
@@ -186,8 +201,7 @@ def register(sub) -> None:
     p.add_argument(
         "--tta",
         choices=list(TTA_VIEWS),
-        default="none",
         help="test-time augmentation in the served graph: average the left-right mirror (flip, 2 passes) or "
-        "all 8 rotations and mirrors (d4, 8 passes); default none",
+        "all 8 rotations and mirrors (d4, 8 passes); default none (with --from-version: the version's own)",
     )
     p.set_defaults(func=_export)

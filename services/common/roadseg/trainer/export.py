@@ -24,6 +24,7 @@ import yaml
 
 from roadseg.config import REPO_ROOT, STRIDE, get_settings
 from roadseg.documents import ModelCard
+from roadseg.errors import InvalidInput
 from roadseg.model_versions import (
     CARD,
     DEFAULT_SIGNATURE,
@@ -35,6 +36,7 @@ from roadseg.model_versions import (
 )
 from roadseg.storage import split_suffix
 from roadseg.trainer.checkpoints import COMMAND, CONFIG, load_checkpoint
+from roadseg.trainer.serving_model import serving_model
 
 log = logging.getLogger(__name__)
 
@@ -83,39 +85,6 @@ def serving_function(keras_model, tta: str = "none", jit_compile: bool = False):
     return serve
 
 
-def _float32_config(config):
-    """A Keras model config with every layer's dtype policy replaced by float32 (recursively)."""
-    if isinstance(config, dict):
-        return {k: "float32" if k == "dtype" else _float32_config(v) for k, v in config.items()}
-    if isinstance(config, list):
-        return [_float32_config(v) for v in config]
-    return config
-
-
-def float32_model(keras_model):
-    """``keras_model`` itself when it computes in float32, else a float32 copy with the same weights.
-
-    A checkpoint trained under mixed precision keeps its float16 compute policy per layer; exported
-    as is, TF Serving on CPU would run float16 kernels (slow, and less accurate). Variables are float32
-    under every policy, so the copy takes the weights unchanged.
-    """
-    import keras
-
-    if all(layer.dtype_policy.compute_dtype == "float32" for layer in _all_layers(keras_model)):
-        return keras_model
-    copy = keras.Model.from_config(_float32_config(keras_model.get_config()))
-    copy.set_weights(keras_model.get_weights())
-    log.info("exporting a float32 copy of a mixed-precision model")
-    return copy
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from _all_layers(layer)
-
-
 def code_version() -> str:
     """``git rev-parse HEAD`` of the checkout (plus ``-dirty`` when files differ), or ``unknown``."""
     try:
@@ -133,7 +102,9 @@ def export_savedmodel(keras_model, out_dir: str | Path, card: dict, tta: str = "
     ``card`` is completed with ``created`` and ``code_version`` when missing, and gets ``tta``: the
     test-time augmentation of the default signature (a key of :data:`TTA_VIEWS`). Every export also
     has one signature ``tta_<name>`` per :data:`~roadseg.model_versions.TTA_OPTIONS`, so a request
-    can trade accuracy for speed (listed in the card's ``tta_options``).
+    can trade accuracy for speed (listed in the card's ``tta_options``). What is saved is the
+    model's serving copy (:func:`~roadseg.trainer.serving_model.serving_model`: float32, BatchNorms
+    folded), the same function in fewer passes over memory.
     """
     import tensorflow as tf
 
@@ -154,7 +125,7 @@ def export_savedmodel(keras_model, out_dir: str | Path, card: dict, tta: str = "
         staging = Path(tmp) / "model"
         # A plain tf.Module rather than keras.export.ExportArchive: the latter writes every variable twice
         # (its `variables` and `_all_variables` lists), doubling the model on disk (~35 MB instead of ~18 MB).
-        keras_model = float32_model(keras_model)
+        keras_model = serving_model(keras_model)
         module = tf.Module()
         module.model_variables = [v.value for v in keras_model.variables]
         module.serve = serving_function(keras_model, tta)
@@ -237,6 +208,59 @@ def export_checkpoint(
         "command": train_command or "",
         "export_command": command,
     }
+    return _publish(model, model_dir, version, card, evaluate, tta)
+
+
+def export_version(
+    source: str | Path,
+    model_dir: str | Path,
+    version: int | None = None,
+    evaluate: Sequence[str] = (),
+    command: str = "",
+    tta: str | None = None,
+) -> Path:
+    """Export an exported version again, with this code's serving graph: same weights, a new version.
+
+    Exports made before :mod:`roadseg.trainer.serving_model` serve Keras' slower graph; re-exporting one
+    makes it cheaper to run without training anything. The card keeps how the model was made (data,
+    config, training command, checkpoint, resolution, threshold, ``tta`` unless given) and names the
+    source in ``export_command``; its figures are measured again on ``evaluate`` (none are copied: they
+    were measured on another graph).
+    """
+    source_dir = resolve_savedmodel(source)
+    old = read_card(source_dir)
+    model = keras_model_of(source_dir)
+    version = version or (latest_version(model_dir) or 0) + 1
+    keep = ("backbone", "threshold", "pixel_size_m", "pixel_size_range_m", "data", "config", "checkpoint", "command")
+    card = {
+        **{key: old[key] for key in keep if old.get(key) is not None},
+        "name": get_settings().model_name,
+        "version": version,
+        "export_command": command or f"re-export of {source_dir}",
+    }
+    return _publish(model, model_dir, version, card, evaluate, tta or old.get("tta") or "none")
+
+
+def keras_model_of(version_dir: str | Path):
+    """The Keras model of an exported version: built from its card's backbone and config, weights loaded.
+
+    ``build_deeplabv3plus``'s defaults stand in for config keys an older card lacks.
+    """
+    from roadseg.model_versions import load_exported_weights
+    from roadseg.trainer.model import build_deeplabv3plus
+
+    card = read_card(version_dir)
+    config = card.get("config") or {}
+    architecture = {key: config[key] for key in ("aspp_filters", "decoder_filters", "decoder_stride") if key in config}
+    model = build_deeplabv3plus(card.get("backbone") or "mobilenetv2", weights=None, **architecture)
+    fresh = load_exported_weights(model, version_dir)
+    if fresh:
+        raise InvalidInput(f"{version_dir} lacks weights of its own architecture: {', '.join(fresh[:4])}")
+    return model
+
+
+def _publish(model, model_dir: str | Path, version: int, card: dict, evaluate: Sequence[str], tta: str) -> Path:
+    """Export to ``<model_dir>/<version>`` (a local folder, or built locally then uploaded to a URL)."""
     if not is_url(model_dir):
         return _export_and_measure(model, Path(model_dir) / str(version), card, evaluate, tta)
     with tempfile.TemporaryDirectory(prefix="roadseg-export-") as tmp:

