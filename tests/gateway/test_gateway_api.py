@@ -61,8 +61,12 @@ def test_geotiff_round_trip_keeps_crs_and_transform(client, tmp_path):
         assert out_crs == crs and out_transform == transform and data.shape[1:] == (300, 420)
         with rasterio.MemoryFile(content) as mem, mem.open() as ds:
             assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+    probability, _, _ = read_raster(client.get(body["links"]["probability.tif"]).content)
     mask, _, _ = read_raster(client.get(body["links"]["mask.png"]).content)
     assert mask.shape == (1, 300, 420) and set(np.unique(mask)) <= {0, 255}
+    # Probabilities are stored in steps of 2**-16, and the mask is exactly those at or above the threshold.
+    assert np.array_equal(probability * 2**16, np.round(probability * 2**16)) and len(np.unique(probability)) > 2
+    assert np.array_equal(mask[0] == 255, probability[0] >= body["threshold"])
     assert (mask[0, 66, 100:300] == 255).all()  # a dark road row
     assert (mask[0, 120:200, 120:200] == 0).all()  # light ground between roads
     overlay = np.asarray(Image.open(io.BytesIO(client.get(body["links"]["overlay.png"]).content)))

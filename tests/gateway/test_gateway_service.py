@@ -79,8 +79,11 @@ def test_large_image_runs_on_the_worker_with_progress(service, start_worker):
     page = httpx.get(service.url + "/ui/predictions/" + record["id"]).text
     # The viewer no longer polls itself; at most the road network's line does, until the worker built it.
     assert "overlay.png" in page and f'hx-get="/ui/predictions/{record["id"]}" hx-trigger' not in page
-    # The predict worker loaded the model and ran each signature before it took the job.
-    log = worker.log_path.read_text(errors="replace")
+    # The predict worker loaded the model and ran each signature before it took the job. The task itself
+    # ends after the record says done (it builds the road network next), so wait for its log line.
+    deadline = time.monotonic() + 60
+    while " succeeded in " not in (log := worker.log_path.read_text(errors="replace")) and time.monotonic() < deadline:
+        time.sleep(0.3)
     assert "model roads v1 warm in" in log and "(512 px window, tta none)" in log
     assert log.index("warm in") < log.index(" succeeded in ")  # before its first task finished
 

@@ -8,6 +8,12 @@ against 0.37 s for GDAL's copies of their GeoTIFFs, on 2 cores shared with a tra
 
 Every row uses PNG's *Up* filter (the difference to the row above): on that tile it compressed the
 photograph, the probabilities and the overlay better than no filter or *Sub*, at the same speed.
+
+The zlib stream comes from ISA-L (``isal``), whose deflate at its level 1 compressed that tile's photograph
+in 12 ms of CPU where zlib took 103 ms at level 1 (4.17 MB vs 4.25 MB), and its probabilities in 1.6 ms
+vs 23 ms at zlib's level 6 (208 kB vs 176 kB). Once the shipped model became twice as fast, zlib
+was a tenth of the page's time on two cores. Any PNG reader decodes the result: it is a standard
+zlib stream.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 
 import numpy as np
+from isal import isal_zlib
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: Channels -> PNG colour type (greyscale, RGB, RGBA).
@@ -36,14 +43,14 @@ class PngWriter:
     checks that exactly ``height`` rows came, so a cut-short image is an error, not a truncated file.
     """
 
-    def __init__(self, path: Path, width: int, height: int, channels: int, level: int = 6):
-        """Open ``path`` and write the header; ``level`` is zlib's (1 fastest, 9 smallest)."""
+    def __init__(self, path: Path, width: int, height: int, channels: int, level: int = 1):
+        """Open ``path`` and write the header; ``level`` is ISA-L's (0 fastest, 3 smallest; 1 measured best)."""
         if channels not in COLOUR_TYPES:
             raise ValueError(f"a PNG has 1, 3 or 4 channels here, not {channels}")
         self.path, self.width, self.height, self.channels = Path(path), width, height, channels
         self.rows = 0
         self._above = np.zeros(width * channels, np.uint8)
-        self._zlib = zlib.compressobj(level)
+        self._zlib = isal_zlib.compressobj(level)
         self._file = open(self.path, "wb")  # noqa: SIM115 - closed by close()
         header = struct.pack(">IIBBBBB", width, height, 8, COLOUR_TYPES[channels], 0, 0, 0)
         self._file.write(SIGNATURE + _chunk(b"IHDR", header))

@@ -168,16 +168,19 @@ LAYERS = {
     "image": (3, "uint8"),
     "overlay": (4, "uint8"),
 }
+#: Probabilities are stored in steps of 2**-16 (at most 7.6e-6 off): float32 model outputs have noise in
+#: their low mantissa bits, which DEFLATE cannot compress (the probability COG of a 1500 px Massachusetts
+#: tile was 10.5 MB for 9.0 MB of pixels). Rounded, and with TIFF's floating-point predictor, it is
+#: 2.8 MB, and the mask is thresholded from the same rounded values, so the two always agree.
+PROBABILITY_STEPS = 2**16
 #: What every prediction writes as GeoTIFFs.
 BASE_LAYERS = ("probability", "mask")
-#: The page's PNG files of an upload: (the layer each is made of, zlib level). Masks, overlays and
-#: probabilities shrink 2-4x more at level 6 for little time; photographs barely compress (1 % more at
-#: level 6 on a Massachusetts tile, for 1.5x the time), so the image is written at level 1.
+#: The page's PNG files of an upload and the layer each is made of (:class:`~roadseg.png.PngWriter`).
 PNG_LAYERS = {
-    "mask.png": ("mask", 6),
-    "overlay.png": ("overlay", 6),
-    "image.png": ("image", 1),
-    "probability.png": ("probability8", 6),
+    "mask.png": "mask",
+    "overlay.png": "overlay",
+    "image.png": "image",
+    "probability.png": "probability8",
 }
 
 
@@ -243,23 +246,26 @@ def predict_raster(
         )
     starts, row_from, row_to = geometry.shard(ds, window_rows) if window_rows else (None, 0, height)
 
-    last_read: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    decoded: dict[int, np.ndarray] = {}
 
     def read_rows(row_off: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
-        last_read.clear()  # one row of windows at a time: memory stays one band
-        last_read[row_off] = raster.read_rgb_window(ds, Window(0, row_off, width, rows), stretch)
-        return last_read[row_off]
+        rgb, valid = raster.read_rgb_window(ds, Window(0, row_off, width, rows), stretch)
+        if with_rgb:
+            for old in [key for key in decoded if key < max(decoded, default=row_off)]:
+                del decoded[old]  # keep this row and the one before: memory stays two bands
+            decoded[row_off] = rgb
+        return rgb, valid
 
     def band_rgb(band_off: int, first: int, last: int) -> np.ndarray:
         """Image rows [first, last) of the band at ``band_off``, already decoded for its row of windows.
 
-        :func:`sliding_predict` yields a band before it reads the next row, so that row is the last read.
+        :func:`sliding_predict` yields a band while the row after it is being read (at most one ahead),
+        so the band's own row is the last or the one before it.
         """
-        rgb, _ = last_read[band_off]
-        return rgb[first - band_off : last - band_off]
+        return decoded[band_off][first - band_off : last - band_off]
 
     files = {name: out_dir / f"{name}.tif" for name in layers} | {name: out_dir / name for name in pngs}
-    needed = {*layers, *(PNG_LAYERS[name][0] for name in pngs)}
+    needed = {*layers, *(PNG_LAYERS[name] for name in pngs)}
     with_rgb = "image" in needed
     road_pixels = 0
     windows = 0
@@ -273,13 +279,14 @@ def predict_raster(
     def write_band(first: int, last: int, prob: np.ndarray, rgb: np.ndarray | None) -> int:
         """Write rows [first, last) of every layer; returns their road pixels. Runs in the writer thread."""
         window = Window(0, first - row_from, width, last - first)
+        prob = np.round(prob * PROBABILITY_STEPS) / np.float32(PROBABILITY_STEPS)
         road = prob >= threshold
         rows = {layer: layer_rows(layer, prob, road, rgb) for layer in needed}  # the mask once for GeoTIFF and PNG
         with rasterio.Env(**GDAL_ENV):
             for name, out in tifs.items():
                 out.write(np.moveaxis(rows[name], -1, 0), window=window)
         for name, png in png_files.items():
-            png.write(rows[PNG_LAYERS[name][0]])
+            png.write(rows[PNG_LAYERS[name]])
         return int(road.sum())
 
     with rasterio.Env(**GDAL_ENV), warnings.catch_warnings(), contextlib.ExitStack() as opened:
@@ -292,8 +299,7 @@ def predict_raster(
         }
         png_files = {}
         for name in pngs:
-            layer, level = PNG_LAYERS[name]
-            png = PngWriter(files[name], width, row_to - row_from, LAYERS[layer][0], level)
+            png = PngWriter(files[name], width, row_to - row_from, LAYERS[PNG_LAYERS[name]][0])
             png_files[name] = opened.enter_context(png)
         # One band is written (GDAL and zlib compress without the GIL) while the model runs on the next one;
         # at most one band waits, so memory stays a band.
@@ -334,21 +340,24 @@ def predict_raster(
     )
 
 
-def tif_to_png(src: Path, dst: Path, zlevel: int = 6) -> Path:
-    """Copy a uint8 GeoTIFF to PNG with GDAL (line by line; no ``.aux.xml`` sidecar) at zlib level ``zlevel``."""
-    with rasterio.Env(**GDAL_ENV), warnings.catch_warnings():
+def tif_to_png(src: Path, dst: Path, rows: int = 512) -> Path:
+    """Copy a uint8 GeoTIFF to PNG, ``rows`` at a time (memory stays a band; no ``.aux.xml`` sidecar)."""
+    with rasterio.Env(**GDAL_ENV), warnings.catch_warnings(), rasterio.open(src) as ds:
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        rasterio.shutil.copy(src, dst, driver="PNG", ZLEVEL=zlevel)
+        with PngWriter(dst, ds.width, ds.height, ds.count) as png:
+            for row in range(0, ds.height, rows):
+                band = ds.read(window=Window(0, row, ds.width, min(rows, ds.height - row)))
+                png.write(np.moveaxis(band, 0, -1))
     return dst
 
 
-def tif_to_cog(src: Path, dst: Path, overview_resampling: str, level: int = 6) -> Path:
+def tif_to_cog(src: Path, dst: Path, overview_resampling: str, level: int = 6, predictor: int = 1) -> Path:
     """Copy a GeoTIFF to a Cloud-Optimized GeoTIFF with overviews (QGIS and GDAL read any zoom of it fast).
 
     GDAL's COG driver writes block by block and builds the overviews from the file, so memory stays
     at its block cache; its blocks are compressed on every core (0.74x the time on 2 cores), with
-    DEFLATE (which every GIS reads) at zlib ``level``. ``overview_resampling``: ``nearest`` for masks
-    (stay 0/255), ``average`` for probabilities.
+    DEFLATE (which every GIS reads) at zlib ``level``, after TIFF's ``predictor`` (1 none, 3 floating
+    point). ``overview_resampling``: ``nearest`` for masks (stay 0/255), ``average`` for probabilities.
     """
     with rasterio.Env(**GDAL_ENV), warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -358,6 +367,7 @@ def tif_to_cog(src: Path, dst: Path, overview_resampling: str, level: int = 6) -
             driver="COG",
             COMPRESS="DEFLATE",
             LEVEL=level,
+            PREDICTOR=predictor,
             NUM_THREADS="ALL_CPUS",
             BLOCKSIZE=512,
             OVERVIEW_RESAMPLING=overview_resampling.upper(),
@@ -709,18 +719,19 @@ def store_outputs(
     started = time.perf_counter()
     files = result.files
     encodings: dict[str, Callable[[], Path]] = {
-        # Float32 probabilities compress no better at level 6 than at 1 (at 6, 0.2 % larger on a Massachusetts tile).
-        "probability.tif": partial(tif_to_cog, files["probability"], out / "probability.cog.tif", "average", 1)
+        # Rounded probabilities (PROBABILITY_STEPS) with the floating-point predictor: 2.8 MB at level 1, 2.7 MB
+        # at level 6 for 1.5x the time, on a 1500 px Massachusetts tile.
+        "probability.tif": partial(tif_to_cog, files["probability"], out / "probability.cog.tif", "average", 1, 3)
     }
     # The page's layers (uploads): PNGs written during the prediction, or made now from joined shard bands.
     pngs = {name: files[name] for name in PNG_LAYERS if name in files}
     joined_bands = "overlay" in files
     if joined_bands:
-        for name, (layer, zlevel) in PNG_LAYERS.items():
-            encodings[name] = partial(tif_to_png, files[layer], out / name, zlevel)
+        for name, layer in PNG_LAYERS.items():
+            encodings[name] = partial(tif_to_png, files[layer], out / name)
     if result.info["georeferenced"] or not (pngs or joined_bands):
         encodings["mask.tif"] = partial(tif_to_cog, files["mask"], out / "mask.cog.tif", "nearest")
-    # GDAL encodes without the GIL: the files are written side by side, on every core the model just used.
+    # GDAL and ISA-L encode without the GIL: the files are written side by side, on every core the model just used.
     with ThreadPoolExecutor(max_workers=min(len(encodings), os.cpu_count() or 1)) as pool:
         running = {name: pool.submit(encode) for name, encode in encodings.items()}
         outputs = pngs | {name: future.result() for name, future in running.items()}
