@@ -144,6 +144,11 @@ def test_two_workers_share_every_job_and_match_one_process(tmp_path, redis_url, 
     finished = [sharded.run_shard(job_one, i, one, predictor, settings) for i in reversed(pending)]
     assert finished == [False, False, True]  # whichever shard completes the set, not the last index
     sharded.finish_job(job_one, one, predictor, settings)
+    # A late duplicate of the last shard (re-delivered after the job finished, its bands already joined and
+    # removed) is a no-op: the job stays done.
+    assert sharded.run_shard(job_one, 0, one, predictor, settings) is True
+    assert sharded.finish_job(job_one, one, predictor, settings)["status"] == "done"
+    assert prediction_store(one).get(job_one)["status"] == "done"
     assert len(one_scene["tiles"]) == 16 and scene_store(one).get(scene_id)["shards"]["count"] == 6
 
     # The shards' seams are the whole-image prediction's, bit for bit.
@@ -207,7 +212,7 @@ def test_two_workers_share_every_job_and_match_one_process(tmp_path, redis_url, 
         scene_job = response.json()["id"]
         deadline = time.monotonic() + 240
         while (record := prediction_store(two).get(scene_job))["roads"] != "ready":
-            assert record["status"] != "failed" and time.monotonic() < deadline, record
+            assert record["status"] != "failed" and time.monotonic() < deadline, (record.get("error"), record)
             time.sleep(0.2)
         assert record["files"] == ["mask.tif", "probability.tif", "roads.geojson"] and record["scene_id"] == scene_id
         probability = _pixels(two, jobs_two.key(scene_job, "probability.tif"))

@@ -598,15 +598,21 @@ def progress_writer(jobs: JobStore, job_id: str) -> Callable[[int, int], None]:
 
 @contextlib.contextmanager
 def failing_job(jobs: JobStore, job_id: str) -> Iterator[None]:
-    """Any error inside marks the job failed (bad input with its message), then propagates."""
+    """Any error inside marks the job failed (bad input with its message), then propagates.
+
+    A job that is already done stays done: the error then comes from a late duplicate of its last
+    task (a re-delivered shard that found the bands already joined and removed), not from its outputs.
+    """
     try:
         yield
     except RoadsegError as exc:
-        jobs.update(job_id, status=FAILED, stage="failed", error=str(exc))
+        if jobs.get(job_id)["status"] != DONE:
+            jobs.update(job_id, status=FAILED, stage="failed", error=str(exc))
         raise
     except Exception as exc:
         log.exception("prediction %s failed", job_id)
-        jobs.update(job_id, status=FAILED, stage="failed", error=f"internal error: {type(exc).__name__}")
+        if jobs.get(job_id)["status"] != DONE:
+            jobs.update(job_id, status=FAILED, stage="failed", error=f"internal error: {type(exc).__name__}")
         raise
 
 

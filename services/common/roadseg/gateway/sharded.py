@@ -51,7 +51,7 @@ from roadseg.gateway.predictions import (
 )
 from roadseg.gateway.predictor import Predictor
 from roadseg.gateway.windows import count_windows
-from roadseg.jobs import FAILED, RUNNING
+from roadseg.jobs import DONE, FAILED, RUNNING
 from roadseg.roadnet.graph import (
     GraphScale,
     RasterMask,
@@ -154,6 +154,8 @@ def finish_job(job_id: str, storage: Storage, predictor: Predictor, settings: Se
     """
     jobs = prediction_store(storage)
     record = jobs.get(job_id)
+    if record["status"] == DONE:
+        return record  # a re-delivered last shard: the bands were joined (and removed) already
     results = _book(storage, record).results()
     with (
         failing_job(jobs, job_id),
