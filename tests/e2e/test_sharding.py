@@ -218,7 +218,9 @@ def test_two_workers_share_every_job_and_match_one_process(tmp_path, redis_url, 
         probability = _pixels(two, jobs_two.key(scene_job, "probability.tif"))
         assert np.array_equal(probability, _pixels(one, jobs_one.key(job_one, "probability.tif")))
         with two.open_raster(jobs_two.key(scene_job, "mask.tif")) as cog:
-            assert cog.overviews(1) and cog.profile["tiled"]  # Cloud-Optimized: tiled, with overviews
+            # Cloud-Optimized: tiled, IFDs first; overviews only above 2048 px (this scene is 1024 px).
+            assert cog.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and cog.profile["tiled"]
+            assert cog.overviews(1) == []
         assert client.post("/api/v1/predictions/scenes", json={"scene_id": "nope"}).status_code == 404
 
     # Both workers took shards (each shard names the process that ran it).

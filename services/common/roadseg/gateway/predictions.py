@@ -351,8 +351,14 @@ def tif_to_png(src: Path, dst: Path, rows: int = 512) -> Path:
     return dst
 
 
+#: Images larger than this on a side get overviews in their COGs. Up to it a viewer draws any zoom from
+#: at most 16 full-resolution blocks of 512 px, and GDAL's overviews were 60 % of the time of a 1500 px
+#: tile's probability COG (98 vs 35 ms) and a third of its size.
+COG_OVERVIEWS_ABOVE = 2048
+
+
 def tif_to_cog(src: Path, dst: Path, overview_resampling: str, level: int = 6, predictor: int = 1) -> Path:
-    """Copy a GeoTIFF to a Cloud-Optimized GeoTIFF with overviews (QGIS and GDAL read any zoom of it fast).
+    """Copy a GeoTIFF to a Cloud-Optimized GeoTIFF, with overviews above :data:`COG_OVERVIEWS_ABOVE` px.
 
     GDAL's COG driver writes block by block and builds the overviews from the file, so memory stays
     at its block cache; its blocks are compressed on every core (0.74x the time on 2 cores), with
@@ -361,10 +367,13 @@ def tif_to_cog(src: Path, dst: Path, overview_resampling: str, level: int = 6, p
     """
     with rasterio.Env(**GDAL_ENV), warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(src) as ds:
+            overviews = "AUTO" if max(ds.width, ds.height) > COG_OVERVIEWS_ABOVE else "NONE"
         rasterio.shutil.copy(
             src,
             dst,
             driver="COG",
+            OVERVIEWS=overviews,
             COMPRESS="DEFLATE",
             LEVEL=level,
             PREDICTOR=predictor,
