@@ -8,14 +8,15 @@ none of which changes what it computes beyond float rounding:
 
 * every BatchNormalization that is the only reader of a convolution is folded into it (kernel
   scaled per output channel, the shift moved into the bias) and replaced by an Identity layer,
-  so oneDNN runs convolution, bias and ReLU as one kernel;
+  which leaves a convolution, a bias and a ReLU that TensorFlow's graph optimizer fuses (measured:
+  86 vs 100 ms per 512 px window on top of the GroupNorm change);
 * Keras' GroupNormalization (checkpoints saved before :class:`~roadseg.trainer.model.GroupNorm`
   existed) becomes that layer: same weights, statistics per channel first;
 * every layer computes in float32: a checkpoint trained under mixed precision keeps its float16
   compute policy per layer, which TF Serving on CPU would run as slow, less accurate float16 kernels.
 
 An export stores the served copy's weights only (a second copy would double the model on disk);
-:func:`unfold_batch_norms` turns them back into the trained model's form, exactly, for fine-tuning.
+:func:`unfold_batch_norms` turns them back into the trained model's form (same function) for fine-tuning.
 """
 
 from __future__ import annotations
