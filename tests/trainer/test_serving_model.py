@@ -79,6 +79,13 @@ def test_group_norm_matches_keras_and_a_float64_reference():
     np.testing.assert_allclose(ours(x).numpy(), reference(x).numpy(), atol=1e-4)
     np.testing.assert_allclose(ours(x[1:]).numpy(), ours(x).numpy()[1:], atol=1e-6)
 
+    # Without scale and shift (a config the serving copy may meet in any Keras GroupNormalization).
+    plain, plain_reference = (
+        GroupNorm(groups=4, scale=False, center=False),
+        keras.layers.GroupNormalization(groups=4, scale=False, center=False),
+    )
+    np.testing.assert_allclose(plain(x).numpy(), plain_reference(x).numpy(), atol=1e-4)
+
 
 def test_serving_copy_folds_batch_norms_and_computes_the_same_function():
     model = _toy_model()

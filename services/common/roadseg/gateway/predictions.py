@@ -251,7 +251,8 @@ def predict_raster(
     def read_rows(row_off: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
         rgb, valid = raster.read_rgb_window(ds, Window(0, row_off, width, rows), stretch)
         if with_rgb:
-            for old in [key for key in decoded if key < max(decoded, default=row_off)]:
+            previous = max(decoded, default=row_off)
+            for old in [key for key in decoded if key < previous]:
                 del decoded[old]  # keep this row and the one before: memory stays two bands
             decoded[row_off] = rgb
         return rgb, valid
@@ -301,7 +302,7 @@ def predict_raster(
         for name in pngs:
             png = PngWriter(files[name], width, row_to - row_from, LAYERS[PNG_LAYERS[name]][0])
             png_files[name] = opened.enter_context(png)
-        # One band is written (GDAL and zlib compress without the GIL) while the model runs on the next one;
+        # One band is written (GDAL and ISA-L compress without the GIL) while the model runs on the next one;
         # at most one band waits, so memory stays a band.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="band-writer") as writer:
             writing = None
@@ -614,14 +615,12 @@ def failing_job(jobs: JobStore, job_id: str) -> Iterator[None]:
     """
     try:
         yield
-    except RoadsegError as exc:
-        if jobs.get(job_id)["status"] != DONE:
-            jobs.update(job_id, status=FAILED, stage="failed", error=str(exc))
-        raise
     except Exception as exc:
-        log.exception("prediction %s failed", job_id)
+        if not isinstance(exc, RoadsegError):
+            log.exception("prediction %s failed", job_id)
         if jobs.get(job_id)["status"] != DONE:
-            jobs.update(job_id, status=FAILED, stage="failed", error=f"internal error: {type(exc).__name__}")
+            error = str(exc) if isinstance(exc, RoadsegError) else f"internal error: {type(exc).__name__}"
+            jobs.update(job_id, status=FAILED, stage="failed", error=error)
         raise
 
 

@@ -149,10 +149,11 @@ class GroupNorm(layers.GroupNormalization):
         square = ops.reshape(ops.mean(ops.square(x), axis=(1, 2)), (shape[0], self.groups, per_group))
         group_mean = ops.mean(mean, axis=-1, keepdims=True)
         group_var = ops.maximum(ops.mean(square, axis=-1, keepdims=True) - ops.square(group_mean), 0.0)
-        inv = ops.rsqrt(group_var + self.epsilon)
+        # One scale per channel: the group's 1 / std (times gamma), then the shift that centres it.
+        inv = ops.broadcast_to(ops.rsqrt(group_var + self.epsilon), (shape[0], self.groups, per_group))
         if self.scale:
             inv = inv * ops.reshape(ops.cast(self.gamma, "float32"), (self.groups, per_group))
-        shift = -ops.broadcast_to(group_mean, ops.shape(inv)) * inv
+        shift = -group_mean * inv
         if self.center:
             shift = shift + ops.reshape(ops.cast(self.beta, "float32"), (self.groups, per_group))
         inv = ops.reshape(inv, (shape[0], 1, 1, channels))
