@@ -144,3 +144,15 @@ def test_storage_from_url(tmp_path, fake_gcs):
     assert isinstance(gcs, GCSStorage) and gcs.url == "gs://roadseg-url-test/models"
     with pytest.raises(ValueError):
         storage_from_url("s3://bucket/x")
+
+
+def test_a_bucket_created_by_a_peer_in_between_is_used(fake_gcs, monkeypatch):
+    """Services starting together race to create the emulator bucket: the loser's 409 is not an error."""
+    from google.cloud import storage as gcs
+
+    name = f"race-{uuid.uuid4().hex[:8]}"
+    GCSStorage(name).write_text("peer.txt", "first")
+    # Our existence check runs before the peer's create lands: it says "missing", create gets 409.
+    monkeypatch.setattr(gcs.Bucket, "exists", lambda self, *args, **kwargs: False)
+    late = GCSStorage(name)
+    assert late.read_text("peer.txt") == "first"

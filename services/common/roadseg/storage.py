@@ -326,7 +326,11 @@ class GCSStorage(Storage):
             self.client = gcs.Client(project=project)
         self.bucket = self.client.bucket(bucket)
         if emulator and not self.bucket.exists():
-            self.client.create_bucket(bucket)
+            from google.api_core.exceptions import Conflict
+
+            # Services starting together race to create it; the loser's 409 means it exists now.
+            with contextlib.suppress(Conflict):
+                self.client.create_bucket(bucket)
         self.prefix = prefix.strip("/")
         self.url = f"gs://{bucket}/{self.prefix}".rstrip("/")
 
