@@ -1,6 +1,7 @@
 """The exported model's own cost per window on this CPU: batch size, test-time augmentation, threads, XLA.
 
     nice -n 10 .venv/bin/python bench/model_call.py [--model models/roads] [--window 512] [--repeats 5]
+    nice -n 10 .venv/bin/python bench/model_call.py --against var/models/v1 --only-against   # versions side by side
 
 Every figure is milliseconds per window (the median of ``--repeats`` timed calls after a warm-up), on
 random uint8 windows, through the SavedModel's signatures as the embedded backend and TF Serving call
@@ -12,7 +13,10 @@ them. Rows:
 * ``threads intra/inter``: a fresh process with TensorFlow's thread pools set (0 = TF's default), batch 1;
 * ``oneDNN off``: a fresh process with ``TF_ENABLE_ONEDNN_OPTS=0`` (TensorFlow's own CPU kernels), batch 1;
 * ``first call, new shape``: the first call on a window 16 px larger than any before (the gateway fits
-  windows to each image, so a new image size pays this once per process), batch 1.
+  windows to each image, so a new image size pays this once per process), batch 1;
+* ``interleaved``: with ``--against``, ``--model`` and each other version called in turn, one call each
+  per round, in one process, batch 1: the host's drifts hit every version alike, so their ratio holds
+  where separate runs' absolute figures do not.
 
 The ratios are against ``batch 1`` of the same signature, measured in the same run: the machine's
 load changes absolute figures, so compare rows of one run. The line ``load`` reports the 1-minute
@@ -66,6 +70,22 @@ def xla_call(version_dir: Path, tta: str):
     return lambda images: serve(images)["probabilities"]
 
 
+def interleaved_ms(calls: list, window: int, repeats: int) -> list[float]:
+    """Median ms per window of each call, timed in turn round by round on the same random window (batch 1)."""
+    import tensorflow as tf
+
+    images = tf.constant(np.random.default_rng(0).integers(0, 256, (1, window, window, 3), dtype=np.uint8))
+    for call in calls:
+        call(images)
+    times: list[list[float]] = [[] for _ in calls]
+    for _ in range(repeats):
+        for call, own in zip(calls, times, strict=True):
+            started = time.perf_counter()
+            np.asarray(call(images))
+            own.append(time.perf_counter() - started)
+    return [1000 * statistics.median(own) for own in times]
+
+
 def first_call_ms(fn, window: int) -> float:
     """Milliseconds of the first call on a window shape not seen before (oneDNN sets up per shape)."""
     import tensorflow as tf
@@ -102,6 +122,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batches", default="1,2,4,8")
     parser.add_argument("--threads", default="1/1,2/1,0/0", help="intra/inter pairs for the thread rows")
+    parser.add_argument("--against", nargs="+", default=[], help="other versions to time interleaved with --model")
+    parser.add_argument("--only-against", action="store_true", help="only the interleaved rows")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # "signature,intra,inter": one thread-setting run
     args = parser.parse_args()
 
@@ -121,6 +143,15 @@ def main() -> int:
     print(f"load before: {os.getloadavg()[0]:.2f}")
     print("| signature (tta) | setting | ms / window | ratio to batch 1 |\n|---|---|---|---|", flush=True)
     for signature, tta in signatures.items():
+        if args.against:
+            others = [resolve_savedmodel(path) for path in args.against]
+            calls = [signature_call(path, signature) for path in [version_dir, *others]]
+            ours, *theirs = interleaved_ms(calls, args.window, args.repeats)
+            print(f"| {signature} ({tta}) | interleaved, batch 1 | {ours:.0f} | 1.00 |", flush=True)
+            for path, ms in zip(others, theirs, strict=True):
+                print(f"| {signature} ({tta}) | {path}, interleaved | {ms:.0f} | {ours / ms:.2f} |", flush=True)
+        if args.only_against:
+            continue
         call = signature_call(version_dir, signature)
         base = None
         for batch in map(int, args.batches.split(",")):

@@ -3,23 +3,27 @@
     nice -n 10 .venv/bin/python bench/predict.py [--model models/roads] [--size 2000] [--rss-sizes 2000,8000]
     nice -n 10 .venv/bin/python bench/predict.py --image ../shared/data/massachusetts-tiles/val/images/10228660_15.jpg
 
-Every time is the best of ``--repeat`` runs (one pass of 4 model calls varies by +-10 % on a quiet
-2-core machine, more than what is compared), each path measured the same way:
+Every figure is a median of ``--repeat`` runs, and every ratio compares medians of equally many runs
+(one pass of 4 model calls varies by +-10 % on a quiet 2-core machine, more than what is compared; the
+best of 2n direct passes against the best of n requests would favour the baseline), each path measured
+the same way:
 
 * **direct**: the SavedModel's ``serving_default`` called on exactly the windows the gateway cuts
   (``ROADSEG_PREDICT_WINDOW``/``_OVERLAP``/``_BATCH``), image already in memory: the model's own cost.
-* **cli**: ``roadseg predict`` in one process (``--jobs 1``) over one copy of the image and over
-  ``--repeat`` + 1 copies: per image, the difference of the two wall times over the extra images (what
-  each image adds to a long run: process start, TensorFlow import, model load and the first call on
-  the image's window size stay out), and the CLI's own per-image timer (reading, model, writing the mask).
+* **cli**: ``roadseg predict`` in one process (``--jobs 1``) over ``--repeat`` + 1 copies of the image;
+  per image is the time between two images' result lines (what each image adds to a long run: process
+  start, TensorFlow import, model load and the first image stay out), and the CLI's own per-image timer
+  (reading, model, writing the mask) is shown beside it.
 * **api**: ``POST /api/v1/predictions`` to a running gateway (uvicorn, synchronous path), after a
-  warm-up request: upload, validation, prediction, PNG/GeoTIFF outputs. The road graph is built after
-  the answer; the bench polls the record until it is there and reports that time separately. Each
-  request follows a direct pass (a round), and the median of the rounds' ratios is printed as well.
+  warm-up request: upload, validation, prediction, PNG/GeoTIFF outputs. Each request follows a direct
+  pass (a round); its ratio is the median of the rounds' ratios, which keeps the host's slow drifts out.
+  The road graph is built after the answer; the bench polls the record until it is there and reports
+  that time separately.
 * **whole**: one bare call of the signature on the whole image (the least a prediction can cost);
   ``roadseg predict`` per image is reported against it.
 * **folder**: the CLI's run over the copies again with ``--jobs 2`` (reading and writing overlapping the
-  model calls).
+  model calls), against ``--jobs 1`` by the time per image from the first result line to the last
+  (two images in flight finish in pairs, so that time covers all but two).
 
 ``--image`` uses a real image for the throughput comparison instead of a synthetic ``--size`` one (a
 synthetic grid vectorizes in no time; real imagery is where the road graph costs).
@@ -40,6 +44,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -130,8 +135,8 @@ def direct_pass(version_dir: Path, image_path: Path, window: int, overlap: int, 
     return one
 
 
-def whole_seconds(version_dir: Path, image_path: Path, repeat: int) -> float:
-    """Best time of one bare call of the signature on the whole image (after a warm-up call of the same shape)."""
+def whole_seconds(version_dir: Path, image_path: Path, repeat: int) -> list[float]:
+    """Times of ``repeat`` bare calls of the signature on the whole image (after a warm-up call of the same shape)."""
     import tensorflow as tf
 
     fn = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
@@ -143,21 +148,35 @@ def whole_seconds(version_dir: Path, image_path: Path, repeat: int) -> float:
         started = time.perf_counter()
         fn(images=image)["probabilities"].numpy()
         times.append(time.perf_counter() - started)
-    return min(times)
+    return times
 
 
-def cli_run(images: list[Path], out: Path, model: Path, env: dict[str, str], jobs: int) -> tuple[float, list[float]]:
-    """(wall seconds, each image's own prediction seconds) of one ``roadseg predict`` over ``images``."""
+def cli_run(
+    images: list[Path], out: Path, model: Path, env: dict[str, str], jobs: int
+) -> tuple[list[float], list[float]]:
+    """One ``roadseg predict`` over ``images``: (seconds between consecutive result lines, each image's own timer)."""
     command = [sys.executable, "-m", "roadseg.cli", "predict", *map(str, images), "--out", str(out)]
-    wall, _, printed = run_measured([*command, "--model", str(model), "--jobs", str(jobs)], env)
-    own = [float(line.rsplit(" s -> ", 1)[0].rsplit(", ", 1)[1]) for line in printed.splitlines() if " s -> " in line]
-    return wall, own
+    _, _, lines = run_measured([*command, "--model", str(model), "--jobs", str(jobs)], env)
+    results = [(at, line) for at, line in lines if " s -> " in line]
+    own = [float(line.rsplit(" s -> ", 1)[0].rsplit(", ", 1)[1]) for _, line in results]
+    return [b[0] - a[0] for a, b in zip(results, results[1:], strict=False)], own
 
 
-def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS MiB, stdout) of a command, sampling its RSS every 20 ms."""
+def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float, list[tuple[float, str]]]:
+    """(wall seconds, peak RSS MiB, stdout lines with the second each arrived) of a command.
+
+    Its RSS is sampled every 20 ms; its output is read as it comes, so each line is timed.
+    """
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[tuple[float, str]] = []
+    errors: list[str] = []
+    readers = [
+        threading.Thread(target=lambda: lines.extend((time.perf_counter(), line) for line in proc.stdout)),
+        threading.Thread(target=lambda: errors.extend(proc.stderr)),
+    ]
+    for reader in readers:
+        reader.start()
     ps, peak = psutil.Process(proc.pid), 0
     while proc.poll() is None:
         try:
@@ -166,9 +185,11 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str
             break
         time.sleep(0.02)
     wall = time.perf_counter() - started
+    for reader in readers:
+        reader.join()
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.read().decode()[-2000:]}")
-    return wall, peak / 2**20, proc.stdout.read().decode()
+        raise RuntimeError(f"{' '.join(cmd)} failed: {''.join(errors)[-2000:]}")
+    return wall, peak / 2**20, lines
 
 
 def api_rounds(
@@ -176,7 +197,7 @@ def api_rounds(
 ) -> tuple[list[tuple[float, float]], dict]:
     """``repeat`` rounds of (a direct pass, then a synchronous prediction request) after a warm-up request.
 
-    Returns the rounds' (direct seconds, request seconds) and the server's stage timings of the fastest
+    Returns the rounds' (direct seconds, request seconds) and the server's stage timings of the median
     request, including ``roads``, the road graph built after the answer (polled for up to 10 minutes).
     Pairing each request with a direct pass just before it keeps the host's slow drifts out of the ratio.
     """
@@ -209,7 +230,7 @@ def api_rounds(
             seconds, record = request(image)
             rounds.append((bare, seconds))
             records.append(record)
-        record = records[min(range(repeat), key=lambda i: rounds[i][1])]
+        record = records[sorted(range(repeat), key=lambda i: rounds[i][1])[repeat // 2]]
         for _ in range(3000):
             record = httpx.get(f"{url}{record['links']['self']}", timeout=30).json()
             if record.get("roads") != "pending":
@@ -226,7 +247,7 @@ def main() -> int:
     parser.add_argument("--model", help="folder of versions or a SavedModel (default: models/roads or random)")
     parser.add_argument("--size", type=int, default=2000, help="image edge for the throughput comparison")
     parser.add_argument("--rss-sizes", default="2000,8000", help="image edges for the peak-RSS comparison")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each path; the best counts (default 3)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each path; the median counts (default 3)")
     parser.add_argument("--image", type=Path, help="a real image for the throughput comparison (default: synthetic)")
     args = parser.parse_args()
 
@@ -241,7 +262,7 @@ def main() -> int:
         version_dir = resolve_savedmodel(model)
         print(
             f"model {version_dir}; window {settings.predict_window}, overlap {settings.predict_overlap}, "
-            f"batch {settings.predict_batch}; {os.cpu_count()} CPUs; best of {args.repeat}; "
+            f"batch {settings.predict_batch}; {os.cpu_count()} CPUs; medians of {args.repeat}; "
             f"load {os.getloadavg()[0]:.2f}",
             flush=True,
         )
@@ -257,44 +278,50 @@ def main() -> int:
 
         window, overlap = settings.predict_window, settings.predict_overlap
         one_pass = direct_pass(version_dir, image, window, overlap, settings.predict_batch)
-        direct = min(one_pass() for _ in range(args.repeat))
+        median = statistics.median
+        direct = [one_pass() for _ in range(args.repeat)]
         cli_run([tiny], tmp / "out", model, env, 1)  # warms the disk cache (Python, TensorFlow, the model)
-        one_wall, _ = cli_run(copies[:1], tmp / "cli1", model, env, 1)
-        cli_wall, cli_own = cli_run(copies, tmp / "cli", model, env, 1)
-        cli_per_image = (cli_wall - one_wall) / (len(copies) - 1)
+        cli_gaps, cli_own = cli_run(copies, tmp / "cli", model, env, 1)
         api_pairs, api_stages = api_rounds(image, warm, tmp, model, env, one_pass, args.repeat)
-        api_total = min(seconds for _, seconds in api_pairs)
-        direct = min(direct, *(bare for bare, _ in api_pairs))
+        api_ratio = median(bare / seconds for bare, seconds in api_pairs)
 
         rows = [
-            ("direct SavedModel (same windows)", direct),
-            (f"CLI per image ((wall {cli_wall:.1f} s - {one_wall:.1f} s) / {len(copies) - 1})", cli_per_image),
-            ("  of which prediction (CLI's own timer)", min(cli_own)),
-            ("API POST /api/v1/predictions (sync)", api_total),
-            ("  of which prediction (API record 'timings')", api_stages["predict"]),
+            ("direct SavedModel (same windows)", median(direct), 1.0),
+            ("CLI per image (between result lines, --jobs 1)", median(cli_gaps), median(direct) / median(cli_gaps)),
+            ("  of which prediction (CLI's own timer)", median(cli_own), median(direct) / median(cli_own)),
+            ("API POST /api/v1/predictions (sync)", median(s for _, s in api_pairs), api_ratio),
+            (
+                "  of which prediction (the median request's 'timings')",
+                api_stages["predict"],
+                median(bare for bare, _ in api_pairs) / api_stages["predict"],
+            ),
         ]
-        print(f"\nthroughput on {image.name}, {width} x {height} ({mpx:.1f} Mpx):")
-        for name, seconds in rows:
-            print(f"  {name:<56} {seconds:7.2f} s  {mpx / seconds:6.2f} Mpx/s  ratio {direct / seconds:5.2f}")
-        print("  API stages (s): " + ", ".join(f"{k} {v:.2f}" for k, v in api_stages.items() if k != "roads"))
+        print(f"\nthroughput on {image.name}, {width} x {height} ({mpx:.1f} Mpx), medians:")
+        for name, seconds, ratio in rows:
+            print(f"  {name:<56} {seconds:7.2f} s  {mpx / seconds:6.2f} Mpx/s  ratio {ratio:5.2f}")
+        print("  direct passes (s): " + ", ".join(f"{t:.2f}" for t in direct))
+        print("  CLI per image (s): " + ", ".join(f"{t:.2f}" for t in cli_gaps))
         print("  CLI's own timer per image (s): " + ", ".join(f"{t:.2f}" for t in cli_own))
-        paired = sorted(bare / seconds for bare, seconds in api_pairs)
+        print("  API stages (s): " + ", ".join(f"{k} {v:.2f}" for k, v in api_stages.items() if k != "roads"))
         print(
             "  API rounds (direct pass, then a request): "
             + ", ".join(f"{bare:.2f}/{seconds:.2f} s" for bare, seconds in api_pairs)
-            + f"; median ratio {statistics.median(paired):.2f}"
+            + f"; ratio: median of the rounds' {api_ratio:.2f}"
         )
         if "roads" in api_stages:
             print(f"  road graph, built after the answer: {api_stages['roads']:.1f} s")
-        whole = whole_seconds(version_dir, image, args.repeat)
+        whole = median(whole_seconds(version_dir, image, args.repeat))
         print(f"  {'whole image, one bare call':<56} {whole:7.2f} s  {mpx / whole:6.2f} Mpx/s")
-        print(f"  roadseg predict per image vs one bare call on the whole image: {whole / min(cli_own):.2f}")
+        print(f"  roadseg predict per image vs one bare call on the whole image: {whole / median(cli_gaps):.2f}")
 
-        two_wall, _ = cli_run(copies, tmp / "cli2", model, env, 2)
-        two_per_image = (two_wall - one_wall) / (len(copies) - 1)
+        # With two images in flight they run side by side and finish in pairs (at 2T, 2T, 4T, 4T, ...): the time
+        # from the first result line to the last covers len - jobs images.
+        two_gaps, _ = cli_run(copies, tmp / "cli2", model, env, 2)
+        one_mean, two_mean = sum(cli_gaps) / (len(copies) - 1), sum(two_gaps) / (len(copies) - 2)
         print(
-            f"\n`roadseg predict` over {len(copies)} copies, --jobs 2: {two_per_image:.2f} s per image vs "
-            f"{cli_per_image:.2f} s with --jobs 1: speed-up {cli_per_image / two_per_image:.2f}",
+            f"\n`roadseg predict` over {len(copies)} copies, --jobs 2: {two_mean:.2f} s per image vs "
+            f"{one_mean:.2f} s with --jobs 1 (from the first result line to the last): "
+            f"speed-up {one_mean / two_mean:.2f}",
             flush=True,
         )
 

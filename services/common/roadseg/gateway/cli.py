@@ -23,7 +23,7 @@ outputs, for every INPUT (named after its file stem):
 examples:
   roadseg predict scene.tif --out out/
   roadseg predict a.png b.jpg c.jp2 --out masks/ --threshold 0.4 --geojson
-  roadseg predict big.tif --out out/ --model models/roads/2
+  roadseg predict big.tif --out out/ --model models/roads/3
   roadseg predict tiles/*.tif --out out/ --tta none     # many images, the fast way
   roadseg predict nyc.vrt --out out/                     # tiles of one image as one (roadseg ingest mosaic)
 
@@ -130,6 +130,7 @@ def predict_command(args: argparse.Namespace) -> int:
                 pending.append(pool.submit(predict_one, args.inputs[index + args.jobs + 1]))
             try:
                 tqdm.write(pending[index].result(), file=sys.stdout)
+                sys.stdout.flush()  # each result as it comes, also into a pipe or a log
             except RoadsegError as exc:
                 failed += 1
                 tqdm.write(f"{source}: error: {exc}", file=sys.stderr)

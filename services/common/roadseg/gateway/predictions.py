@@ -626,7 +626,7 @@ def failing_job(jobs: JobStore, job_id: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def open_input(storage: Storage, record: dict[str, Any], settings: Settings) -> Iterator[DatasetReader]:
-    """The job's input image: its stored upload (checked like one), or the ingested scene it names."""
+    """The job's input image: its stored upload (its header checked again), or the ingested scene it names."""
     if record.get("scene_id"):
         from roadseg.ingest.scenes import open_scene_source, scene_store, source_of
 
@@ -636,7 +636,8 @@ def open_input(storage: Storage, record: dict[str, Any], settings: Settings) -> 
             yield ds
         return
     key = prediction_store(storage).key(record["id"], "input", record["input_name"])
-    with raster.open_stored(storage, key, settings.max_scene_pixels) as ds:
+    # Probed whole when it was uploaded (create_job), and a stored upload never changes.
+    with raster.open_stored(storage, key, settings.max_scene_pixels, probe=False) as ds:
         yield ds
 
 

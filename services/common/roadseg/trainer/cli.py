@@ -25,7 +25,7 @@ folders; PATH:WEIGHT sets the sampling weight in the mix. Command-line options o
 
 EVALUATE_EPILOG = """examples:
   roadseg evaluate --model models/roads --data ../shared/data/cil-2022 --split val
-  roadseg evaluate --model models/roads/2 --data ../shared/data/massachusetts-crops --split test,val --out var/eval
+  roadseg evaluate --model models/roads/3 --data ../shared/data/massachusetts-crops --split test,val --out var/eval
 
 --model is a SavedModel folder or a folder of numbered versions (the latest is used): what is served is
 what is measured. Whole images are predicted the way `roadseg predict` does (sliding windows of
@@ -146,7 +146,7 @@ def register(sub) -> None:
     p.add_argument(
         "--init-from",
         metavar="VERSION_DIR",
-        help="fine-tune: start from an exported model version, e.g. models/roads/2",
+        help="fine-tune: start from an exported model version, e.g. models/roads/3",
     )
     p.add_argument(
         "--precision",

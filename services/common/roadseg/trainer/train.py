@@ -64,7 +64,7 @@ class TrainConfig:
     decoder_stride: int = 4
     max_minutes: float | None = None
     seed: int = 0
-    #: An exported SavedModel version (``models/roads/2``) whose weights start the run: fine-tuning.
+    #: An exported SavedModel version (``models/roads/3``) whose weights start the run: fine-tuning.
     init_from: str | None = None
     #: Keras dtype policy: "auto" (mixed_float16 on GPUs, float32 on CPU), or one of PRECISIONS.
     #: Exports always compute in float32, whatever the run trained in.
