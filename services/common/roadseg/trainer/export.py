@@ -86,7 +86,7 @@ def serving_function(keras_model, tta: str = "none", jit_compile: bool = False):
 
 
 def code_version() -> str:
-    """``git rev-parse HEAD`` of the checkout (plus ``-dirty`` when files differ), or ``unknown``."""
+    """``git rev-parse HEAD`` of the checkout (changes not yet committed are not named), or ``unknown``."""
     try:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
