@@ -111,3 +111,37 @@ def test_fitted_windows_are_no_more_and_no_larger_and_keep_the_overlap(window, o
             fixed *= len(window_starts(length, window, overlap)) * min(window, length)
         assert seen <= fixed
     assert fit_window(1500, 1500, 1024, 128) == (816, 816) and fit_window(1500, 1500, 512, 128) == (480, 480)
+
+
+def test_rows_are_read_ahead_from_an_image_in_gcs(fake_gcs, tmp_path):
+    """The read-ahead thread reads a dataset opened through rasterio's Python opener (GCS) in another thread.
+
+    Opened without the read probe, the first read (GDAL's look for a mask sidecar) happens in that thread,
+    which must see the opener: before, it failed with a SystemError inside rasterio.
+    """
+    import uuid
+
+    from PIL import Image
+    from rasterio.windows import Window
+    from roadseg import raster
+    from roadseg.storage import GCSStorage
+
+    image = np.random.default_rng(2).integers(0, 256, size=(300, 200, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    storage = GCSStorage(f"windows-{uuid.uuid4().hex[:8]}")
+    storage.write_file("in/photo.png", tmp_path / "photo.png")
+    with raster.open_stored(storage, "in/photo.png", probe=False) as ds:
+        stretch = raster.compute_stretch(ds)
+        bands = list(
+            sliding_predict(
+                lambda row, rows: raster.read_rgb_window(ds, Window(0, row, ds.width, rows), stretch),
+                brightness,
+                ds.height,
+                ds.width,
+                128,
+                32,
+                2,
+            )
+        )
+    out = np.concatenate([b for _, b in bands])
+    np.testing.assert_allclose(out, brightness(image[None])[0], atol=1e-5)

@@ -12,6 +12,7 @@ no later window can touch them.
 
 from __future__ import annotations
 
+import contextvars
 import math
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -116,7 +117,9 @@ def sliding_predict(
 
     The next row of windows is read in a thread while the model runs on this one (decoding a
     1500 px JPEG's row took 37 ms, serial to the model before). ``read_rows`` is therefore called
-    from that thread, one call at a time, in row order, up to one row ahead of the band yielded.
+    from that thread, one call at a time, in row order, up to one row ahead of the band yielded, in a
+    copy of the caller's context: rasterio finds the Python opener of a dataset in storage (GCS) through
+    a context variable, and GDAL's first read looks for sidecar files with it.
 
     ``row_starts`` (consecutive entries of :func:`window_starts`) runs only those rows of windows, for
     one shard of an image: its bands then start at the first of them, and a row is final only where
@@ -134,7 +137,7 @@ def sliding_predict(
     wsum = np.zeros((win_h, width), np.float32)
     top = rows[0]
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") as reader:
-        reading = reader.submit(read_rows, rows[0], win_h)
+        reading = reader.submit(contextvars.copy_context().run, read_rows, rows[0], win_h)
         for index, row_off in enumerate(rows):
             if row_off > top:
                 yield top, _finish(acc, wsum, row_off - top)
@@ -142,7 +145,7 @@ def sliding_predict(
                 top = row_off
             image, valid = reading.result()
             if index + 1 < len(rows):
-                reading = reader.submit(read_rows, rows[index + 1], win_h)
+                reading = reader.submit(contextvars.copy_context().run, read_rows, rows[index + 1], win_h)
             for first in range(0, len(cols), batch):
                 chunk = cols[first : first + batch]
                 windows = np.stack([image[:, c : c + win_w] for c in chunk])
