@@ -1,7 +1,8 @@
 """Scaling: one synthetic scene through ingest -> label -> predict with 1 and with 2 Celery workers.
 
 Each worker is one process limited to one thread (``-c 1``, ``OMP_NUM_THREADS=1``, ``ROADSEG_TF_THREADS=1``,
-``GDAL_NUM_THREADS=1``) consuming the three queues, so the comparison is "one more worker", as on GKE.
+``GDAL_NUM_THREADS=1``) and to a CPU of its own (``--no-pin`` lifts that), consuming the three queues, so
+the comparison is "one more worker with one more CPU", as on GKE, where each worker requests one CPU.
 The scene is large enough for at least 16 shards per job (``ROADSEG_SHARD_TILES``,
 ``ROADSEG_SHARD_WINDOW_ROWS``). Each stage is timed from the submission to its record saying ``done``;
 the prediction is the city path, ``POST /api/v1/predictions/scenes``: the ingested scene read where it is,
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -104,7 +106,21 @@ print(time.perf_counter() - start)
 """
 
 
-def bare_model_ceiling(model: str, env: dict[str, str], calls: int = 10) -> float:
+def one_core(index: int, pin: bool) -> Callable[[], None] | None:
+    """For ``Popen(preexec_fn=...)``: confine process ``index`` to a CPU of its own (none when not ``pin``).
+
+    Every thread of the process shares that CPU, its helper threads (row read-ahead, band writer, GDAL's
+    encoders) included, as in a pod given one CPU on a packed node. Unpinned, a lone worker also runs
+    them on the idle second core, which two workers cannot do, and the comparison is no longer one
+    more CPU.
+    """
+    if not pin:
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    return lambda: os.sched_setaffinity(0, {cpus[index % len(cpus)]})
+
+
+def bare_model_ceiling(model: str, env: dict[str, str], pin: bool, calls: int = 10) -> float:
     """Windows per second of 2 bare-model processes at once over 1 alone: what this machine allows.
 
     Two single-thread processes rarely run at twice the speed of one (shared caches, memory bandwidth,
@@ -113,9 +129,16 @@ def bare_model_ceiling(model: str, env: dict[str, str], calls: int = 10) -> floa
 
     def run(count: int) -> list[float]:
         start = str(time.time() + 15)  # after TensorFlow and the model have loaded in each process
-        procs = [subprocess.Popen([sys.executable, "-c", BARE_MODEL, model, str(calls), start], env=env,
-                                  stdout=subprocess.PIPE, text=True) for _ in range(count)]  # fmt: skip
-        return [float(proc.communicate()[0].strip().splitlines()[-1]) for proc in procs]
+        command = [sys.executable, "-c", BARE_MODEL, model, str(calls), start]
+        procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  preexec_fn=one_core(i, pin)) for i in range(count)]  # fmt: skip
+        seconds = []
+        for proc in procs:  # TensorFlow's start-up lines are shown only when a process fails
+            out, err = proc.communicate()
+            if proc.returncode != 0:
+                raise SystemExit(f"bare model process failed:\n{err[-3000:]}")
+            seconds.append(float(out.strip().splitlines()[-1]))
+        return seconds
 
     alone, pairs = [], []
     for _ in range(2):  # alternated, the median of each: the machine is shared
@@ -124,7 +147,7 @@ def bare_model_ceiling(model: str, env: dict[str, str], calls: int = 10) -> floa
     return 2 * statistics.median(alone) / statistics.median(pairs)
 
 
-def start_workers(count: int, env: dict[str, str], logs: Path) -> list[subprocess.Popen]:
+def start_workers(count: int, env: dict[str, str], logs: Path, pin: bool) -> list[subprocess.Popen]:
     """``count`` Celery workers on the ingest, label and predict queues; returns once each says it is ready."""
     procs = []
     for i in range(count):
@@ -134,6 +157,7 @@ def start_workers(count: int, env: dict[str, str], logs: Path) -> list[subproces
              "-n", f"scale-{count}-{i}@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
              "--without-heartbeat"],
             env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115 - closed with the process
+            preexec_fn=one_core(i, pin),
         ))  # fmt: skip
     deadline = time.monotonic() + 120
     for i, proc in enumerate(procs):
@@ -155,7 +179,7 @@ def wait_done(read, what: str, timeout: float) -> float:
     return time.perf_counter() - start
 
 
-def run_chain(workers: int, image: Path, roads: Path, env: dict[str, str], logs: Path) -> dict[str, float]:
+def run_chain(workers: int, image: Path, roads: Path, env: dict[str, str], logs: Path, pin: bool) -> dict[str, float]:
     """The three stages with ``workers`` workers; seconds per stage and shards per job."""
     from roadseg.celery_app import app
     from roadseg.config import get_settings
@@ -166,7 +190,7 @@ def run_chain(workers: int, image: Path, roads: Path, env: dict[str, str], logs:
     from roadseg.storage import split_url, storage_from_url
 
     storage = storage_from_url(env["ROADSEG_STORAGE_URL"])
-    procs = start_workers(workers, env, logs)
+    procs = start_workers(workers, env, logs, pin)
     peaks = [0.0] * workers
     stop = threading.Event()
 
@@ -229,6 +253,10 @@ def main() -> None:
     parser.add_argument("--shard-rows", type=int, default=2, help="rows of windows per prediction shard (default 2)")
     parser.add_argument("--model", default=str(REPO / "models" / "roads"), help="versions folder (default: shipped)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--logs", type=Path, help="keep the workers' logs in this folder (default: discarded)")
+    parser.add_argument(
+        "--no-pin", dest="pin", action="store_false", help="let each worker use every CPU (default: one CPU each)"
+    )
     args = parser.parse_args()
     redis_server = shutil.which("redis-server")
     if redis_server is None:
@@ -259,11 +287,14 @@ def main() -> None:
             megapixels = args.width * args.height / 1e6
             print(f"scene {args.width} x {args.height} ({megapixels:.1f} Mpx), tiles {args.tile_size}, "
                   f"{args.shard_tiles} tiles / {args.shard_rows} window rows per shard; model {args.model}; "
-                  f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
+                  f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, "
+                  f"{'one CPU per worker' if args.pin else 'workers unpinned'}", flush=True)  # fmt: skip
             results = {}
+            logs = args.logs or tmp
+            logs.mkdir(parents=True, exist_ok=True)
             for workers in (1, 2):
                 env["ROADSEG_STORAGE_URL"] = (tmp / f"storage-{workers}").as_uri()
-                results[workers] = run_chain(workers, image, roads, env, tmp)
+                results[workers] = run_chain(workers, image, roads, env, logs, args.pin)
                 print(f"{workers} worker(s): {json.dumps(results[workers])}", flush=True)
         finally:
             redis.terminate()
@@ -281,7 +312,7 @@ def main() -> None:
     per_worker = megapixels / total_one * 60  # Mpx per minute, whole chain, one single-thread worker
     km2 = per_worker * args.pixel_m**2
     print(f"one worker, whole chain: {per_worker:.1f} Mpx/min = {km2:.3f} km2/min at {args.pixel_m} m pixels")
-    ceiling = bare_model_ceiling(args.model, env)
+    ceiling = bare_model_ceiling(args.model, env, args.pin)
     print(f"this machine's ceiling: the bare model in 2 processes vs 1: {ceiling:.2f}x")
     if args.json:
         figures = {"one": one, "two": two, "megapixels": megapixels, "pixel_m": args.pixel_m,

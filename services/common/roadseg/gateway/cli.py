@@ -143,7 +143,8 @@ def _predict_file(source, predictor, settings, out: Path, threshold: float, args
     from tqdm import tqdm
 
     from roadseg import raster
-    from roadseg.gateway.predictions import predict_raster, road_graph_geojson, tif_to_cog
+    from roadseg.cog import tif_to_cog
+    from roadseg.gateway.predictions import predict_raster, road_graph_geojson
 
     stem = Path(source).stem
     notes = []

@@ -36,6 +36,7 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from roadseg import raster
+from roadseg.cog import GDAL_ENV, tif_to_cog
 from roadseg.config import Settings
 from roadseg.documents import ROADS_FAILED, ROADS_PENDING, ROADS_READY, PredictionRecord
 from roadseg.errors import InvalidInput, RoadsegError
@@ -67,8 +68,6 @@ def prediction_store(storage: Storage) -> JobStore:
 
 #: Road colour of the overlay (magenta: visible on desert, vegetation and asphalt alike).
 OVERLAY_RGB = (255, 0, 200)
-#: GDAL block cache while writing; small, so dirty output blocks are flushed instead of piling up.
-GDAL_ENV = {"GDAL_CACHEMAX": 64, "GDAL_PAM_ENABLED": "NO"}
 
 #: Seconds between progress writes to a job's record (the page polls every second, so it sees each one).
 PROGRESS_INTERVAL_S = 0.5
@@ -349,40 +348,6 @@ def tif_to_png(src: Path, dst: Path, rows: int = 512) -> Path:
             for row in range(0, ds.height, rows):
                 band = ds.read(window=Window(0, row, ds.width, min(rows, ds.height - row)))
                 png.write(np.moveaxis(band, 0, -1))
-    return dst
-
-
-#: Images larger than this on a side get overviews in their COGs. Up to it a viewer draws any zoom from
-#: at most 16 full-resolution blocks of 512 px, and GDAL's overviews were 60 % of the time of a 1500 px
-#: tile's probability COG (98 vs 35 ms) and a third of its size.
-COG_OVERVIEWS_ABOVE = 2048
-
-
-def tif_to_cog(src: Path, dst: Path, overview_resampling: str, level: int = 6, predictor: int = 1) -> Path:
-    """Copy a GeoTIFF to a Cloud-Optimized GeoTIFF, with overviews above :data:`COG_OVERVIEWS_ABOVE` px.
-
-    GDAL's COG driver writes block by block and builds the overviews from the file, so memory stays
-    at its block cache; its blocks are compressed on every core (0.74x the time on 2 cores), with
-    DEFLATE (which every GIS reads) at zlib ``level``, after TIFF's ``predictor`` (1 none, 3 floating
-    point). ``overview_resampling``: ``nearest`` for masks (stay 0/255), ``average`` for probabilities.
-    """
-    with rasterio.Env(**GDAL_ENV), warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(src) as ds:
-            overviews = "AUTO" if max(ds.width, ds.height) > COG_OVERVIEWS_ABOVE else "NONE"
-        rasterio.shutil.copy(
-            src,
-            dst,
-            driver="COG",
-            OVERVIEWS=overviews,
-            COMPRESS="DEFLATE",
-            LEVEL=level,
-            PREDICTOR=predictor,
-            NUM_THREADS="ALL_CPUS",
-            BLOCKSIZE=512,
-            OVERVIEW_RESAMPLING=overview_resampling.upper(),
-            BIGTIFF="IF_SAFER",
-        )
     return dst
 
 
