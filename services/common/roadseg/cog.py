@@ -47,7 +47,8 @@ def overview_factors(width: int, height: int) -> list[int]:
     """
     if max(width, height) <= COG_OVERVIEWS_ABOVE:
         return []
-    factors, side = [], max(width, height)
+    factors: list[int] = []
+    side = max(width, height)
     while side > COG_BLOCK:
         side //= 2
         factors.append(2 ** (len(factors) + 1))
