@@ -31,6 +31,23 @@ class InvalidSettings(RoadsegError):
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
+#: Default pixel budgets per role (ROADSEG_PREDICT_PIXELS_PER_REQUEST, ROADSEG_QUEUED_PREDICT_PIXELS): a viewer's
+#: 25 Mpx image is about a minute of one predict worker; operators predict whole scenes.
+DEFAULT_PREDICT_PIXELS_PER_REQUEST = {
+    "viewer": 25_000_000,
+    "labeler": 25_000_000,
+    "operator": 2_500_000_000,
+    "admin": 2_500_000_000,
+}
+DEFAULT_QUEUED_PREDICT_PIXELS = {
+    "viewer": 100_000_000,
+    "labeler": 100_000_000,
+    "operator": 20_000_000_000,
+    "admin": 20_000_000_000,
+}
+ROLE_NAMES = ("viewer", "labeler", "operator", "admin")
+
+
 def _default_storage_url() -> str:
     return (REPO_ROOT / "var" / "storage").as_uri()
 
@@ -74,6 +91,18 @@ class Settings(BaseSettings):
         default=None,
         description="IAP's public keys as a JWK set file (tests, air-gapped); default: fetched from Google.",
     )
+    iap_keys_refetch_seconds: int = Field(
+        default=300,
+        ge=1,
+        description="An IAP assertion signed with an unknown key id refetches IAP's public keys at most once in "
+        "this many seconds; until then such assertions get a plain 401 (no outbound fetch per request).",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names (JSON list, the Host header without its port) the services answer; others get 400 "
+        "(DNS rebinding). Empty: loopback names (localhost, 127.0.0.1, ::1) in open-local mode, any host when "
+        "authentication is required.",
+    )
     iap_roles: dict[str, str] = Field(
         default_factory=dict,
         description='E-mail (or "@domain") -> role for IAP identities, JSON: {"ana@example.com": "admin", '
@@ -82,6 +111,12 @@ class Settings(BaseSettings):
 
     # --- ingest
     max_upload_bytes: int = Field(default=2 * 1024**3, description="Largest accepted upload in bytes.")
+    max_json_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Largest body of a route that takes no upload (JSON and forms), counted on the bytes received "
+        "whatever the headers say; beyond it 413.",
+    )
     max_scene_pixels: int = Field(
         default=50_000 * 50_000, description="Largest accepted scene (width x height); bigger headers are refused."
     )
@@ -129,7 +164,19 @@ class Settings(BaseSettings):
         description="Resample georeferenced images to the model card's pixel_size_m before predicting.",
     )
     sync_predict_max_pixels: int = Field(
-        default=2048 * 2048, description="Uploads up to this many pixels are predicted synchronously."
+        default=1024 * 1024,
+        description="Uploads up to this many pixels are predicted during the request (about a second of gateway "
+        "CPU); larger ones are queued on the predict workers and count against ROADSEG_QUEUED_PREDICT_PIXELS.",
+    )
+    predict_pixels_per_request: dict[str, int] = Field(
+        default_factory=lambda: dict(DEFAULT_PREDICT_PIXELS_PER_REQUEST),
+        description="Largest image (pixels) one prediction request may upload, per role, JSON; roles left out keep "
+        "their default. Bigger ones get 413. Also bounded by ROADSEG_MAX_SCENE_PIXELS.",
+    )
+    queued_predict_pixels: dict[str, int] = Field(
+        default_factory=lambda: dict(DEFAULT_QUEUED_PREDICT_PIXELS),
+        description="Pixels of queued or running predictions one identity may have at a time, per role, JSON; roles "
+        "left out keep their default. A submission while the identity's queued pixels reach it gets 429.",
     )
 
     # --- service addresses (used by the demo and the page)
@@ -169,12 +216,13 @@ class Settings(BaseSettings):
     )
     ingest_file_roots: list[str] = Field(
         default_factory=lambda: [str(REPO_ROOT.parent / "shared")],
-        description="Folders the ingest API may read file:// scene URIs from (JSON list); others are refused.",
+        description="Folders from which any service may read a file:// URI a user gives (scenes, tiles, road "
+        "vectors), JSON list; others are refused without being looked at.",
     )
     ingest_gs_buckets: list[str] = Field(
         default_factory=list,
-        description="Buckets the ingest API may read gs:// scene URIs from (JSON list), besides the bucket of "
-        "ROADSEG_STORAGE_URL; others are refused.",
+        description="Buckets from which any service may read a gs:// URI a user gives (scenes, tiles, road "
+        "vectors), JSON list, besides the bucket of ROADSEG_STORAGE_URL; others are refused.",
     )
     shard_tiles: int = Field(
         default=64,
@@ -190,6 +238,31 @@ class Settings(BaseSettings):
     )
     ignore_value: int = Field(
         default=IGNORE, description="Label mask value for pixels to ignore (tile nodata); masks use 0/255 otherwise."
+    )
+
+    # --- missing roads (roadseg.missing): predicted network vs existing vectors
+    missing_band_width_m: float = Field(
+        default=4.0,
+        gt=0,
+        description="Width (m) of the centreline band a road is traced in; also the band of an accepted "
+        "candidate in an exported correction dataset.",
+    )
+    missing_tolerance_m: float | None = Field(
+        default=None,
+        gt=0,
+        description="A predicted road farther than this (m) from every existing road is missing, and an existing "
+        "road that far from every predicted one is unsupported. Unset: the band width plus 6 pixels of the image.",
+    )
+    missing_min_length_m: float = Field(
+        default=20.0, gt=0, description="Shorter stretches are not reported as candidates (m)."
+    )
+    missing_page_size: int = Field(
+        default=50, ge=1, le=1000, description="Candidates per stored page (the review page shows one page at a time)."
+    )
+    missing_max_vector_bytes: int = Field(
+        default=512 * 1024**2,
+        ge=1,
+        description="Largest road vector file accepted by the missing-roads API (bytes); larger ones get 413.",
     )
 
     @model_validator(mode="after")
@@ -218,8 +291,18 @@ class Settings(BaseSettings):
             problems.append(f"{_env('tfserving_url')}={self.tfserving_url!r}: use http://host:8501 or grpc://host:8500")
         if self.ignore_value in (0, 255) or not 0 <= self.ignore_value <= 255:
             problems.append(f"{_env('ignore_value')}={self.ignore_value} must be 1..254 (0 and 255 are labels)")
+        for name, defaults in (
+            ("predict_pixels_per_request", DEFAULT_PREDICT_PIXELS_PER_REQUEST),
+            ("queued_predict_pixels", DEFAULT_QUEUED_PREDICT_PIXELS),
+        ):
+            budgets = getattr(self, name)
+            if unknown := sorted(set(budgets) - set(ROLE_NAMES)):
+                problems.append(f"{_env(name)}: unknown role {', '.join(unknown)}; use {', '.join(ROLE_NAMES)}")
+            if any(value < 1 for value in budgets.values()):
+                problems.append(f"{_env(name)}: every budget must be at least 1 pixel")
+            setattr(self, name, {**defaults, **budgets})
         for who, role in self.iap_roles.items():
-            if role not in ("viewer", "labeler", "operator", "admin"):
+            if role not in ROLE_NAMES:
                 problems.append(f"{_env('iap_roles')}: {who} has role {role!r}; use viewer, labeler, operator or admin")
         if problems:
             raise ValueError("; ".join(problems))

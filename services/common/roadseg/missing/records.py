@@ -1,0 +1,258 @@
+"""Missing-roads jobs in storage: the job record, candidates page by page, and the reviewers' decisions.
+
+Layout (``missing/<id>/``): ``status.json`` (:class:`MissingRecord`), ``existing.geojson`` (the map's
+roads over the image, scene coordinates), ``missing.geojson`` and ``unsupported.geojson`` (every
+candidate, for GIS tools), ``candidates/<kind>-<page>.json`` (:class:`CandidatePage`, rank order) and
+``review/<candidate>.json`` (one :class:`Decision` each, so two reviewers never overwrite each other) plus
+``review/bulk.json`` (:class:`BulkReject`).
+
+Candidate ids carry their rank (``m000123`` is the 124th best missing road), so the page holding a
+candidate is found without an index, and the review page reads one page at a time however many
+thousands a city has.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from roadseg.documents import Document, ImageInfo, JobRecord
+from roadseg.errors import InvalidInput, NotFound
+from roadseg.jobs import JobStore
+from roadseg.storage import Storage, safe_key
+
+KIND = "missing"
+CandidateKind = Literal["missing", "unsupported"]
+MISSING: CandidateKind = "missing"
+UNSUPPORTED: CandidateKind = "unsupported"
+CANDIDATE_KINDS = (MISSING, UNSUPPORTED)
+#: What a reviewer may record; ``clear`` forgets a decision. ``skip`` = seen, left for later.
+DECISIONS = ("accept", "reject", "skip")
+
+
+class Candidate(BaseModel):
+    """One candidate: a missing road (predicted, not mapped) or an unsupported one (mapped, not predicted)."""
+
+    id: str = Field(description="<m|u><rank>: rank 0 is the best score of its kind.")
+    kind: CandidateKind
+    rank: int
+    score: float = Field(description="Rank score in [0, 1] (roadseg.missing.compare.missing_score).")
+    length_m: float
+    mean_probability: float = Field(description="The model's mean road probability along the line.")
+    connected: bool = Field(description="Whether it joins the existing network (dangling candidates rank lower).")
+    coordinates: list[list[float]] = Field(description="The line in the scene's CRS (pixels for a plain image).")
+    coordinates_wgs84: list[list[float]] | None = Field(description="The line in EPSG:4326; None for a plain image.")
+
+
+class CandidatePage(Document):
+    """``candidates/<kind>-<page>.json``: a page of candidates in rank order."""
+
+    kind: CandidateKind
+    page: int
+    candidates: list[Candidate]
+
+
+class Decision(Document):
+    """``review/<candidate>.json``: what a reviewer decided and who."""
+
+    candidate_id: str
+    decision: Literal["accept", "reject", "skip"]
+    reviewer: str
+    time: float
+    score: float
+
+
+class BulkReject(Document):
+    """``review/bulk.json``: every candidate under ``below`` that nobody accepted counts as rejected."""
+
+    below: float
+    reviewer: str
+    time: float
+
+
+class MissingRecord(JobRecord):
+    """A missing-roads job: which image and vectors, how strict, and how many candidates it found."""
+
+    stage: str = Field(description="queued, predicting, comparing, done or failed.")
+    scene_id: str | None = Field(default=None, description="The ingested scene compared, when it is one.")
+    prediction_id: str | None = Field(default=None, description="The gateway prediction it compares (API jobs).")
+    image_url: str | None = Field(default=None, description="The image file a command-line job compared.")
+    input_name: str
+    vectors_name: str
+    info: ImageInfo
+    pixel_size_m: float
+    tolerance_m: float
+    min_length_m: float
+    threshold: float | None = None
+    page_size: int
+    model: dict[str, Any] | None = Field(default=None, description="Backend, name and version that predicted.")
+    existing: dict[str, Any] = Field(default_factory=dict, description="Features read, lines kept, parts dropped.")
+    counts: dict[str, int] | None = Field(default=None, description="Candidates per kind, once done.")
+    lengths_m: dict[str, float] | None = Field(default=None, description="Predicted and existing network lengths.")
+
+
+class Progress(BaseModel):
+    """How far the review of a job's missing-road candidates got."""
+
+    total: int
+    accepted: int
+    rejected: int
+    skipped: int
+    bulk_rejected: int
+    undecided: int
+    bulk_below: float | None
+
+
+def missing_store(storage: Storage) -> JobStore:
+    """The records of missing-roads jobs, ``missing/<id>/status.json``."""
+    return JobStore(storage, KIND, MissingRecord)
+
+
+def page_key(job_id: str, kind: str, page: int) -> str:
+    """Storage key of one page of candidates."""
+    return safe_key(KIND, job_id, "candidates", f"{kind}-{page:05d}.json")
+
+
+def review_key(job_id: str, candidate_id: str) -> str:
+    """Storage key of one candidate's decision."""
+    return safe_key(KIND, job_id, "review", f"{candidate_id}.json")
+
+
+def bulk_key(job_id: str) -> str:
+    """Storage key of the job's bulk rejection."""
+    return safe_key(KIND, job_id, "review", "bulk.json")
+
+
+def page_count(record: dict[str, Any], kind: str) -> int:
+    """Pages of ``kind`` candidates a done job has."""
+    total = (record.get("counts") or {}).get(kind, 0)
+    return -(-total // record["page_size"])
+
+
+def write_pages(storage: Storage, job_id: str, kind: str, candidates: list[Candidate], page_size: int) -> int:
+    """Store ``candidates`` (rank order) as pages of ``page_size``; returns how many pages."""
+    pages = 0
+    for pages, start in enumerate(range(0, len(candidates), page_size), 1):
+        page = CandidatePage(kind=kind, page=pages - 1, candidates=candidates[start : start + page_size])  # type: ignore[arg-type]
+        storage.write_text(page_key(job_id, kind, pages - 1), json.dumps(page.dump()))
+    return pages
+
+
+def read_page(storage: Storage, record: dict[str, Any], kind: str, page: int) -> list[Candidate]:
+    """One page of a done job's candidates ([] past the last page)."""
+    if kind not in CANDIDATE_KINDS:
+        raise InvalidInput(f"candidate kind must be missing or unsupported, got {kind!r}")
+    if page < 0 or page >= page_count(record, kind):
+        return []
+    key = page_key(record["id"], kind, page)
+    return CandidatePage.parse(storage.read_text(key), key).candidates
+
+
+def all_candidates(storage: Storage, record: dict[str, Any], kind: str = MISSING):
+    """Every candidate of ``kind``, page by page (one page in memory at a time)."""
+    for page in range(page_count(record, kind)):
+        yield from read_page(storage, record, kind, page)
+
+
+def get_candidate(storage: Storage, record: dict[str, Any], candidate_id: str) -> Candidate:
+    """The candidate with this id; :class:`NotFound` for an id the job does not have."""
+    kind = {"m": MISSING, "u": UNSUPPORTED}.get(candidate_id[:1])
+    rank = candidate_id[1:]
+    if kind is None or not rank.isdigit():
+        raise NotFound(f"job {record['id']} has no candidate {candidate_id!r}")
+    page = read_page(storage, record, kind, int(rank) // record["page_size"])
+    for candidate in page:
+        if candidate.id == candidate_id:
+            return candidate
+    raise NotFound(f"job {record['id']} has no candidate {candidate_id!r}")
+
+
+def set_decision(storage: Storage, job_id: str, candidate: Candidate, decision: str, reviewer: str) -> Decision | None:
+    """Record ``accept``/``reject``/``skip`` for a candidate (``clear`` forgets it); returns the decision."""
+    key = review_key(job_id, candidate.id)
+    if decision == "clear":
+        storage.delete(key)
+        return None
+    if decision not in DECISIONS:
+        raise InvalidInput(f"decision must be accept, reject, skip or clear, got {decision!r}")
+    record = Decision(
+        candidate_id=candidate.id,
+        decision=decision,  # type: ignore[arg-type]
+        reviewer=reviewer,
+        time=time.time(),
+        score=candidate.score,
+    )
+    storage.write_text(key, json.dumps(record.dump()))
+    return record
+
+
+def decisions(storage: Storage, job_id: str) -> dict[str, Decision]:
+    """Every explicit decision of a job, by candidate id."""
+    found = {}
+    for key in storage.list(safe_key(KIND, job_id, "review")):
+        if key.endswith("/bulk.json"):
+            continue
+        decision = Decision.parse(storage.read_text(key), key)
+        found[decision.candidate_id] = decision
+    return found
+
+
+def bulk_reject(storage: Storage, job_id: str, below: float, reviewer: str) -> BulkReject:
+    """Reject every candidate scoring under ``below`` that nobody accepted (one record, not one per candidate)."""
+    if not 0.0 <= below <= 1.0:
+        raise InvalidInput(f"the bulk-reject score must be between 0 and 1, got {below}")
+    rule = BulkReject(below=below, reviewer=reviewer, time=time.time())
+    storage.write_text(bulk_key(job_id), json.dumps(rule.dump()))
+    return rule
+
+
+def bulk_rule(storage: Storage, job_id: str) -> BulkReject | None:
+    """The job's bulk rejection, if any."""
+    key = bulk_key(job_id)
+    return BulkReject.parse(storage.read_text(key), key) if storage.exists(key) else None
+
+
+def effective(candidate: Candidate, decision: Decision | None, rule: BulkReject | None) -> str | None:
+    """``accept``/``reject`` as exported: an explicit accept or reject wins, then the bulk rule; else None."""
+    if decision is not None and decision.decision in ("accept", "reject"):
+        return decision.decision
+    if rule is not None and candidate.score < rule.below:
+        return "reject"
+    return None
+
+
+def review_progress(storage: Storage, record: dict[str, Any]) -> Progress:
+    """Counts of the missing-road review, from the decisions and the scores (no candidate page is read)."""
+    total = (record.get("counts") or {}).get(MISSING, 0)
+    found = {k: v for k, v in decisions(storage, record["id"]).items() if k.startswith("m")}
+    rule = bulk_rule(storage, record["id"])
+    scores = read_scores(storage, record["id"])
+    below = {i for i, score in enumerate(scores) if rule is not None and score < rule.below}
+    explicit = {int(k[1:]): d.decision for k, d in found.items()}
+    bulk = {i for i in below if explicit.get(i) not in ("accept", "reject")}
+    accepted = sum(1 for d in explicit.values() if d == "accept")
+    rejected = sum(1 for d in explicit.values() if d == "reject")
+    skipped = sum(1 for i, d in explicit.items() if d == "skip" and i not in bulk)
+    return Progress(
+        total=total,
+        accepted=accepted,
+        rejected=rejected,
+        skipped=skipped,
+        bulk_rejected=len(bulk),
+        undecided=total - accepted - rejected - skipped - len(bulk),
+        bulk_below=rule.below if rule else None,
+    )
+
+
+def scores_key(job_id: str) -> str:
+    """Storage key of the missing candidates' scores in rank order (progress counts without reading pages)."""
+    return safe_key(KIND, job_id, "scores.json")
+
+
+def read_scores(storage: Storage, job_id: str) -> list[float]:
+    """The missing candidates' scores in rank order ([] before the job is done)."""
+    key = scores_key(job_id)
+    return json.loads(storage.read_text(key)) if storage.exists(key) else []
