@@ -16,6 +16,7 @@ TASK_MODULES = [
     "roadseg.ingest.tasks",
     "roadseg.labeler.tasks",
     "roadseg.gateway.tasks",
+    "roadseg.missing.tasks",
 ]
 
 
@@ -42,6 +43,8 @@ def make_celery() -> Celery:
             "roadseg.ingest.*": {"queue": "ingest"},
             "roadseg.labeler.*": {"queue": "label"},
             "roadseg.gateway.*": {"queue": "predict"},
+            # Comparing needs vectors and GDAL, no TensorFlow: beside the label runs (see roadseg.missing.tasks).
+            "roadseg.missing.*": {"queue": "label"},
         },
         worker_hijack_root_logger=False,
     )

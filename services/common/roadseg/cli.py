@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "roadseg.trainer.cli",
     "roadseg.roadnet.cli",
     "roadseg.gateway.cli",
+    "roadseg.missing.cli",
     "roadseg.demo",
     "roadseg.keys_cli",
 ]

@@ -71,7 +71,7 @@ class Frame:
 
     def footprint(self) -> BaseGeometry:
         """The image rectangle in scene coordinates."""
-        return shapely.transform(box(0, 0, self.width, self.height), self._pixels_to_scene)
+        return shapely.transform(box(0, 0, self.width, self.height), self.pixels_to_scene)
 
     def to_metric(self, geom: BaseGeometry) -> BaseGeometry:
         """Scene coordinates -> metres (a projected CRS, or pixels times the pixel size)."""
@@ -94,7 +94,8 @@ class Frame:
         inverse = ~Affine(*self.transform)
         return shapely.transform(geom, lambda xy: _apply(inverse, xy))
 
-    def _pixels_to_scene(self, xy):
+    def pixels_to_scene(self, xy):
+        """Pixel (x, y) rows of an (N, 2) array -> scene coordinates (for :func:`shapely.transform`)."""
         return _apply(Affine(*self.transform), xy)
 
 
