@@ -11,8 +11,9 @@ LOOPBACK = ("127.0.0.1", 50000)
 
 
 def local_client(app: Any, **kwargs: Any) -> TestClient:
-    """A TestClient whose requests come from 127.0.0.1 (Starlette's default client host is ``testclient``)."""
-    return TestClient(app, client=LOOPBACK, **kwargs)
+    """A TestClient whose requests come from 127.0.0.1 (Starlette's default client host is ``testclient``)
+    and name ``localhost`` (open local mode answers only loopback host names)."""
+    return TestClient(app, client=LOOPBACK, **{"base_url": "http://localhost", **kwargs})
 
 
 def service_apps(storage: Any = None, predictor: Any = None) -> dict[str, Any]:

@@ -11,10 +11,11 @@ has one role; roles are ordered, each one may do what the ones below it may:
 * ``operator``: + ingest, label runs, datasets (and so training data);
 * ``admin``: + the list of API keys.
 
-A browser without IAP signs in once at ``/login`` with an API key, which it then keeps in an
-HttpOnly, SameSite=Strict cookie (:data:`SESSION_COOKIE`) and sends like a bearer key; revoking the
-key ends the session. Changes made through such a session, IAP or open local mode must come from
-the same site (:func:`check_same_origin`): that is the CSRF protection of the htmx pages.
+A browser without IAP signs in once at ``/login`` with an API key; it gets a server-side session
+(a random id in an HttpOnly, SameSite=Strict cookie, :data:`SESSION_COOKIE`; the session in Redis
+names the key by its hash and expires), never the key itself. Logging out deletes the session;
+revoking the key ends every session signed in with it. Changes made through such a session, IAP or
+open local mode must come from the same site (:func:`check_same_origin`): that is the CSRF protection of the htmx pages.
 
 ``make up`` selects ``ROADSEG_AUTH_MODE=open-local`` explicitly: no authentication, everyone is
 ``admin``, and only requests from this machine (loopback) are answered, whatever address the
@@ -40,6 +41,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 import httpx
+import redis
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.security import HTTPBearer
@@ -47,7 +49,7 @@ from pydantic import BaseModel, Field
 
 from roadseg import limits
 from roadseg.config import InvalidSettings, Settings, get_settings
-from roadseg.errors import Forbidden, Unauthenticated
+from roadseg.errors import Forbidden, SessionsUnavailable, Unauthenticated
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,8 @@ log = logging.getLogger(__name__)
 IAP_HEADER = "x-goog-iap-jwt-assertion"
 IAP_ISSUER = "https://cloud.google.com/iap"
 IAP_KEYS_URL = "https://www.gstatic.com/iap/verify/public_key-jwk"
-#: Seconds IAP's fetched public keys are reused (Google rotates them rarely; an unknown key id refetches).
+#: Seconds IAP's fetched public keys are reused (Google rotates them rarely; an unknown key id refetches, at
+#: most once per ``ROADSEG_IAP_KEYS_REFETCH_SECONDS``).
 IAP_KEYS_TTL_S = 3600
 #: Prefix of keys made by ``roadseg keys create`` (recognisable in logs and secret scanners).
 KEY_PREFIX = "rsk_"
@@ -164,11 +167,17 @@ class KeyRing:
 
     def identify(self, key: str, via: Literal["api-key", "session"] = "api-key") -> Identity:
         """The identity of a presented key; :class:`Unauthenticated` for an unknown or revoked one."""
-        digest = hash_key(key)
+        return self.identify_digest(hash_key(key), via)
+
+    def identify_digest(self, digest: str, via: Literal["api-key", "session"] = "api-key") -> Identity:
+        """The identity of a key given by its SHA-256 (a session keeps only that).
+
+        A revoked key is refused without its name: the name is the key owner's business, not the caller's.
+        """
         for entry in self.keys():
             if secrets.compare_digest(entry.sha256, digest):
                 if entry.revoked:
-                    raise Unauthenticated(f"API key {entry.name!r} was revoked")
+                    raise Unauthenticated("this API key was revoked")
                 return Identity(entry.name, entry.role, via)
         raise Unauthenticated("unknown API key")
 
@@ -179,10 +188,18 @@ class KeyRing:
 class IapVerifier:
     """Checks IAP's signed header: ES256 signature by one of IAP's keys, audience, issuer, expiry."""
 
-    def __init__(self, audience: str, keys_file: str | None):
-        """Check assertions for ``audience``; keys from ``keys_file`` or fetched from Google when first needed."""
+    def __init__(
+        self, audience: str, keys_file: str | None, refetch_s: float = 300, keys_url: str = IAP_KEYS_URL
+    ) -> None:
+        """Check assertions for ``audience``; keys from ``keys_file`` or fetched from ``keys_url`` when needed.
+
+        An unknown key id refetches the keys at most once per ``refetch_s``: the header comes from anyone,
+        and each refetch is an outbound request made while every other check waits on the lock.
+        """
         self.audience = audience
         self._keys_file = keys_file
+        self._keys_url = keys_url
+        self._refetch_s = refetch_s
         self._keys: dict[str, Any] = {}
         self._fetched = 0.0
         self._lock = threading.Lock()
@@ -191,16 +208,18 @@ class IapVerifier:
         import jwt
 
         with self._lock:
-            if self._keys and not force and (self._keys_file or time.monotonic() - self._fetched < IAP_KEYS_TTL_S):
-                return self._keys
+            age = time.monotonic() - self._fetched
+            if self._keys and (self._keys_file or age < (self._refetch_s if force else IAP_KEYS_TTL_S)):
+                return self._keys  # a refetch within the interval (also one a waiting thread just made) is skipped
             try:
                 if self._keys_file:
                     document = json.loads(Path(self._keys_file).read_text())
                 else:
-                    document = httpx.get(IAP_KEYS_URL, timeout=10).raise_for_status().json()
+                    document = httpx.get(self._keys_url, timeout=10).raise_for_status().json()
                 keyset = jwt.PyJWKSet.from_dict(document)
             except (OSError, ValueError, httpx.HTTPError, jwt.PyJWTError) as exc:
-                log.error("cannot load IAP's public keys from %s: %s", self._keys_file or IAP_KEYS_URL, exc)
+                log.error("cannot load IAP's public keys from %s: %s", self._keys_file or self._keys_url, exc)
+                self._fetched = time.monotonic()  # a failing source is asked again after the interval, not per request
                 raise Unauthenticated("the IAP header cannot be checked now (no public keys); try again later") from exc
             self._keys = {key.key_id: key for key in keyset.keys if key.key_id}
             self._fetched = time.monotonic()
@@ -216,7 +235,7 @@ class IapVerifier:
             raise Unauthenticated(f"malformed IAP assertion: {exc}") from exc
         keys = self._load(force=False)
         if key_id not in keys and not self._keys_file:
-            keys = self._load(force=True)  # IAP rotated its keys
+            keys = self._load(force=True)  # IAP may have rotated its keys (at most one refetch per interval)
         if key_id not in keys:
             raise Unauthenticated("IAP assertion signed with an unknown key")
         try:
@@ -255,8 +274,8 @@ def keyring(settings: Settings) -> KeyRing:
 
 
 @lru_cache(maxsize=4)
-def _iap(audience: str, keys_file: str | None) -> IapVerifier:
-    return IapVerifier(audience, keys_file)
+def _iap(audience: str, keys_file: str | None, refetch_s: float) -> IapVerifier:
+    return IapVerifier(audience, keys_file, refetch_s)
 
 
 def is_loopback(host: str | None) -> bool:
@@ -287,10 +306,10 @@ def identify(request: Request, settings: Settings) -> Identity:
             raise Unauthenticated("use 'Authorization: Bearer <API key>'")
         return keyring(settings).identify(key.strip())
     if session := request.cookies.get(SESSION_COOKIE):
-        return keyring(settings).identify(session, via="session")
+        return session_identity(settings, session)
     assertion = request.headers.get(IAP_HEADER)
     if assertion and settings.iap_audience:
-        email = _iap(settings.iap_audience, settings.iap_keys_file).verify(assertion)
+        email = _iap(settings.iap_audience, settings.iap_keys_file, settings.iap_keys_refetch_seconds).verify(assertion)
         role = role_for_email(email, settings.iap_roles)
         if role is None:
             raise Forbidden(f"{email} has no role here (ROADSEG_IAP_ROLES)")
@@ -338,7 +357,8 @@ def require(role: Role) -> Any:
 
     def dependency(request: Request, _: Annotated[Any, Depends(BEARER)]) -> Identity:
         settings = get_settings()
-        identity = identify(request, settings)
+        # A request with a body was identified before its body was read (roadseg.http_api.RequestGuard).
+        identity = getattr(request.state, "identity", None) or identify(request, settings)
         if settings.rate_limit_per_minute and identity.via != "open-local":
             limits.check_rate(settings.redis_url, identity.name, settings.rate_limit_per_minute)
         if identity.role < role:
@@ -435,10 +455,56 @@ def list_keys() -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------------------- browser sessions
 
-#: Cookie holding a browser's API key after /login (HttpOnly: page scripts never see it).
-SESSION_COOKIE = "roadseg_key"
+#: Cookie holding a browser's session id after /login (HttpOnly: page scripts never see it).
+SESSION_COOKIE = "roadseg_session"
 #: How long a browser stays signed in.
 SESSION_SECONDS = 8 * 3600
+
+
+def _session_key(session_id: str) -> str:
+    """Redis key of a session: the id's hash, so the store's contents cannot be replayed as cookies."""
+    return "roadseg:session:" + hashlib.sha256(session_id.encode()).hexdigest()
+
+
+def create_session(settings: Settings, key_digest: str) -> str:
+    """A new random session id for the key with this SHA-256, kept in Redis for :data:`SESSION_SECONDS`.
+
+    Redis holds the sessions so that every replica knows them and logging out on one ends them on all.
+    """
+    session_id = secrets.token_urlsafe(32)
+    try:
+        limits.redis_client(settings.redis_url).set(_session_key(session_id), key_digest, ex=SESSION_SECONDS)
+    except redis.RedisError as exc:
+        log.error("cannot store a sign-in session: %s", exc)
+        raise SessionsUnavailable("signing in is not possible right now; try again in a minute") from exc
+    return session_id
+
+
+def session_identity(settings: Settings, session_id: str) -> Identity:
+    """The identity of a browser session; 401 once it expired, was ended, or its key was revoked."""
+    try:
+        client = limits.redis_client(settings.redis_url)
+        digest = client.get(_session_key(session_id))
+    except redis.RedisError as exc:
+        log.error("cannot check a sign-in session: %s", exc)
+        raise SessionsUnavailable("sign-in sessions cannot be checked right now; try again in a minute") from exc
+    if digest is None:
+        raise Unauthenticated("your sign-in ended or expired: sign in again at /login")
+    try:
+        text = digest.decode() if isinstance(digest, bytes) else str(digest)
+        return keyring(settings).identify_digest(text, via="session")
+    except Unauthenticated:
+        end_session(settings, session_id)  # its key was revoked or removed: the session ends with it
+        raise
+
+
+def end_session(settings: Settings, session_id: str) -> None:
+    """Delete a session (logout); a broker that cannot be reached is logged (the cookie is dropped anyway)."""
+    try:
+        limits.redis_client(settings.redis_url).delete(_session_key(session_id))
+    except redis.RedisError as exc:
+        log.error("cannot end a sign-in session: %s", exc)
+
 
 login_router = APIRouter(include_in_schema=False)
 
@@ -448,7 +514,7 @@ LOGIN_PAGE = """<!doctype html>
 <body><main>
 <h1>roadseg: sign in</h1>
 <p>Paste an API key (made with <code>roadseg keys create NAME --role ROLE</code>).
-The browser keeps it in a cookie that page scripts cannot read, for 8 hours.</p>
+The browser keeps a session (not the key) in a cookie that page scripts cannot read, for 8 hours.</p>
 {message}
 <form method="post" action="/login">
 <input type="hidden" name="next" value="{next}">
@@ -492,7 +558,7 @@ def login_form(next: str = "/") -> HTMLResponse:  # noqa: A002 - the query param
 
 @login_router.post("/login")
 async def login(request: Request) -> Response:
-    """Check the key; keep it in an HttpOnly, SameSite=Strict cookie and go back to the page asked for."""
+    """Check the key; start a session whose id goes in an HttpOnly, SameSite=Strict cookie; back to the page."""
     check_same_origin(request)
     form = await request.form()
     key, next_path = str(form.get("key") or "").strip(), str(form.get("next") or "/")
@@ -501,10 +567,11 @@ async def login(request: Request) -> Response:
         identity = keyring(settings).identify(key)
     except Unauthenticated as exc:
         return _login_page(next_path, f"{exc}: try again", status=401)
+    session_id = create_session(settings, hash_key(key))
     response = RedirectResponse(_local_path(next_path), status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
-        key,
+        session_id,
         max_age=SESSION_SECONDS,
         httponly=True,
         samesite="strict",
@@ -516,8 +583,10 @@ async def login(request: Request) -> Response:
 
 @login_router.post("/logout")
 def logout(request: Request) -> RedirectResponse:
-    """Forget the browser's key."""
+    """End the browser's session (on the server: a copied cookie stops working too)."""
     check_same_origin(request)
+    if session_id := request.cookies.get(SESSION_COOKIE):
+        end_session(get_settings(), session_id)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE)
     return response

@@ -48,6 +48,20 @@ class Unauthenticated(RoadsegError):
     headers = {"WWW-Authenticate": 'Bearer realm="roadseg"'}
 
 
+class SessionsUnavailable(RoadsegError):
+    """Browser sign-in sessions live in Redis, which cannot be reached: try again later."""
+
+    status_code = 503
+    headers = {"Retry-After": "30"}
+
+
+class PredictionBudgetSpent(RoadsegError):
+    """An identity's queued predictions already hold ``ROADSEG_QUEUED_PREDICT_PIXELS``: wait for them to finish."""
+
+    status_code = 429
+    headers = {"Retry-After": "30"}
+
+
 class Forbidden(RoadsegError):
     """A known identity without the role the route needs (or a remote client in open local mode)."""
 

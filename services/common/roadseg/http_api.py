@@ -11,14 +11,19 @@ is the same 503 (:class:`QueueUnavailable`) in every service.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response, params
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from roadseg import __version__, auth, limits
 from roadseg.config import Settings, get_settings
@@ -124,10 +129,12 @@ def create_service_app(
             return HTMLResponse(html_error(str(exc)), status_code=exc.status_code, headers=headers)
         return JSONResponse({"detail": str(exc)}, status_code=exc.status_code, headers=headers)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        return JSONResponse({"detail": describe_validation_errors(exc.errors())}, status_code=422)
+
     @app.middleware("http")
-    async def size_limit_and_security_headers(request: Request, call_next: Callable[[Request], Any]) -> Response:
-        if (refused := _too_large(request, settings)) is not None:
-            return refused
+    async def security_headers(request: Request, call_next: Callable[[Request], Any]) -> Response:
         response = await call_next(request)
         docs = request.url.path.startswith(DOCS_PATHS)
         for name, value in SECURITY_HEADERS.items():
@@ -147,33 +154,169 @@ def create_service_app(
 
     for router in (auth.router, auth.login_router, *routers):
         app.include_router(router, responses=ERROR_RESPONSES)
+    app.add_middleware(RequestGuard, service=app, settings=settings)  # outermost: before anything reads the body
     return app
 
 
-#: Largest JSON body (routes, scene URIs): requests are small; anything bigger is refused unread.
-MAX_JSON_BYTES = 1024 * 1024
+def describe_validation_errors(errors: Sequence[Any]) -> str:
+    """A 422's detail: where and what, never the input itself (a body of megabytes must not come back)."""
+    parts = []
+    for error in errors[:20]:
+        where = ".".join(str(part) for part in error.get("loc", ()))[:200]
+        parts.append(f"{where}: {str(error.get('msg', 'invalid'))[:200]}")
+    more = f" (and {len(errors) - 20} more)" if len(errors) > 20 else ""
+    return "invalid request: " + "; ".join(parts) + more
+
+
 #: Room for the multipart framing and form fields beside an upload of ``ROADSEG_MAX_UPLOAD_BYTES``.
 FORM_OVERHEAD_BYTES = 64 * 1024
+#: Host names open local mode answers when ``ROADSEG_ALLOWED_HOSTS`` is empty (DNS rebinding protection).
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+#: Paths answered whatever the Host header (Kubernetes probes name the pod's address) and bodies sent without
+#: an identity (the sign-in form carries the key in its body).
+ANY_HOST_PATHS = ("/healthz",)
+ANONYMOUS_BODY_PATHS = ("/login",)
 
 
-def _too_large(request: Request, settings: Settings) -> Response | None:
-    """413 from the declared length alone, before a byte is received: JSON over 1 MiB, uploads over the limit.
+class RequestGuard:
+    """ASGI middleware around each service, in front of everything that reads a request's body.
 
-    Uploads without a declared length are still cut off at ``ROADSEG_MAX_UPLOAD_BYTES`` while stored.
+    In order: the Host header must name this site (:func:`host_allowed`, DNS rebinding); a request with
+    a body must come from a known identity (checked from its headers, so nobody unknown gets a byte
+    buffered, parsed or spooled to disk); and the body may only be as long as its route allows, counted
+    on the bytes that arrive (a chunked body or a wrong ``Content-Length`` changes nothing): routes that
+    take uploads (form or file fields) ``ROADSEG_MAX_UPLOAD_BYTES``, every other route
+    ``ROADSEG_MAX_JSON_BYTES``, whatever its ``Content-Type`` says. A body that outgrows its limit gets
+    413 at once and the app sees the client disconnect.
     """
-    declared = request.headers.get("content-length", "")
-    if not declared.isdigit():
-        return None
-    size = int(declared)
-    if request.headers.get("content-type", "").startswith("application/json"):
-        if size <= MAX_JSON_BYTES:
-            return None
-        detail = f"a JSON body of {size} bytes exceeds the limit of {MAX_JSON_BYTES} bytes"
-    elif size <= settings.max_upload_bytes + FORM_OVERHEAD_BYTES:
-        return None
-    else:
-        detail = f"upload exceeds the limit of {settings.max_upload_bytes} bytes"
-    return JSONResponse({"detail": detail}, status_code=413, headers=SECURITY_HEADERS)
+
+    def __init__(self, app: ASGIApp, service: FastAPI, settings: Settings) -> None:
+        """Guard ``app`` (the middleware stack of ``service``, whose routes say which ones take uploads)."""
+        self.app = app
+        self.service = service
+        self.settings = settings
+        self._upload_routes: list[tuple[re.Pattern[str], set[str]]] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check the request; pass it on with a ``receive`` that counts the body."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        try:
+            self._check_host(request)
+            if has_body(request) and request.url.path not in ANONYMOUS_BODY_PATHS:
+                identity = await run_in_threadpool(auth.identify, request, self.settings)
+                scope.setdefault("state", {})["identity"] = identity
+        except RoadsegError as exc:
+            await _error(exc.status_code, str(exc), exc.headers)(scope, receive, send)
+            return
+        limit = self.body_limit(request)
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            await _error(413, _too_large(limit))(scope, receive, send)
+            return
+        await self._pass_counted(scope, receive, send, limit)
+
+    async def _pass_counted(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        received = 0
+        started = refused = False
+
+        async def counted_receive() -> Message:
+            nonlocal received, refused, started
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    refused = True
+                    if not started:
+                        started = True
+                        await _error(413, _too_large(limit))(scope, receive, send)
+                    return {"type": "http.disconnect"}  # the app stops reading; its own answer is dropped
+            return message
+
+        async def app_send(message: Message) -> None:
+            nonlocal started
+            if refused:
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        await self.app(scope, counted_receive, app_send)
+
+    def _check_host(self, request: Request) -> None:
+        if request.url.path not in ANY_HOST_PATHS and not host_allowed(request.headers.get("host", ""), self.settings):
+            raise BadHost("the Host header names a site this service does not serve (ROADSEG_ALLOWED_HOSTS)")
+
+    def body_limit(self, request: Request) -> int:
+        """Bytes the body of this request may have.
+
+        A multipart body to an upload route: an upload's worth. Anything else (another route, or JSON and
+        urlencoded forms, which are read whole into memory): a JSON's worth.
+        """
+        if self._upload_routes is None:
+            self._upload_routes = [
+                (route.path_regex, route.methods or set()) for route in api_routes(self.service) if takes_upload(route)
+            ]
+        path, method = request.url.path, request.method
+        multipart = request.headers.get("content-type", "").strip().lower().startswith("multipart/form-data")
+        if multipart and any(regex.match(path) and method in methods for regex, methods in self._upload_routes):
+            return self.settings.max_upload_bytes + FORM_OVERHEAD_BYTES
+        return self.settings.max_json_bytes
+
+
+class BadHost(RoadsegError):
+    """A Host header that names another site (DNS rebinding): 400, as Starlette's TrustedHostMiddleware."""
+
+    status_code = 400
+
+
+def host_allowed(host_header: str, settings: Settings) -> bool:
+    """Whether the Host header (port dropped) is one of ``ROADSEG_ALLOWED_HOSTS``.
+
+    Empty: loopback names in open local mode (where a rebinding page would otherwise act as the local
+    admin), any host otherwise (every request then needs a key or IAP, which a rebinding page lacks).
+    """
+    allowed = settings.allowed_hosts or (list(LOOPBACK_HOSTS) if settings.auth_mode == "open-local" else ["*"])
+    if "*" in allowed:
+        return True
+    host = host_header.strip().lower()
+    name = host[1:].partition("]")[0] if host.startswith("[") else host.rpartition(":")[0] or host
+    if host.count(":") > 1 and not host.startswith("["):
+        name = host  # a bare IPv6 address
+    return name in {h.lower() for h in allowed}
+
+
+def has_body(request: Request) -> bool:
+    """Whether a request announces a body (a length above 0, or chunked transfer)."""
+    length = request.headers.get("content-length")
+    return "transfer-encoding" in request.headers or (length is not None and length.strip() not in ("", "0"))
+
+
+def takes_upload(route: APIRoute) -> bool:
+    """Whether a route reads form or file fields (an upload), rather than a small JSON body or nothing."""
+    return any(isinstance(field.field_info, params.Form) for field in route.dependant.body_params)
+
+
+def api_routes(app: FastAPI) -> list[APIRoute]:
+    """Every APIRoute of an app, also those of included routers (FastAPI >= 0.130 wraps them)."""
+    found: list[APIRoute] = []
+    for route in app.routes:
+        router = getattr(route, "original_router", None)
+        found += [r for r in (router.routes if router else [route]) if isinstance(r, APIRoute)]
+    return found
+
+
+def _too_large(limit: int) -> str:
+    return f"the request body exceeds the limit of {limit} bytes for this route"
+
+
+def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The shared error body, with the security headers (answered before the app and its middleware)."""
+    return JSONResponse({"detail": detail}, status_code=status, headers={**SECURITY_HEADERS, **(headers or {})})
 
 
 def _add_docs(app: FastAPI, title: str) -> None:
@@ -212,7 +355,8 @@ def enqueue(send: Callable[[], Any], what: str, undo: Callable[[str], Any], queu
         if not full:
             send()
     except Exception as exc:  # noqa: BLE001 - kombu/redis raise many kinds of connection errors
-        message = f"could not queue the {what}: the task queue is unavailable ({exc})"
+        log.error("could not queue the %s on %s: %s", what, queue, exc)  # the broker's address stays in the log
+        message = f"could not queue the {what}: the task queue is unavailable"
         undo(message)
         raise QueueUnavailable(f"{message}; submit it again later") from exc
     if full:

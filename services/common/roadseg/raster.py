@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyproj
 import rasterio
 from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
@@ -173,6 +174,7 @@ def check_dataset(ds: DatasetReader, max_pixels: int | None = None, probe: bool 
     if not image_size_ok(ds.width, ds.height, max_pixels):
         limit = max_pixels if max_pixels is not None else _max_pixels()
         raise TooLarge(f"image of {ds.width} x {ds.height} pixels exceeds the limit of {limit} pixels")
+    check_georeferencing(ds)
     if not probe:
         return
     # Truncated files usually have an intact header and lose their last blocks: read one
@@ -182,6 +184,27 @@ def check_dataset(ds: DatasetReader, max_pixels: int | None = None, probe: bool 
             ds.read(1, window=Window(col, row, 1, 1))
     except RasterioError as exc:
         raise InvalidInput(f"the image is corrupt or truncated: {gdal_message(exc)}") from exc
+
+
+def check_georeferencing(ds: DatasetReader) -> None:
+    """Refuse georeferencing no ground size can be measured in (:class:`InvalidInput`), before any work.
+
+    A geographic CRS with coordinates off the globe (a transform meant for metres, tagged EPSG:4326) or a
+    degenerate transform makes the pixel size NaN or zero, which would fail deep inside a prediction.
+    """
+    if not is_georeferenced(ds):
+        return
+    a, b, _, d, e, _ = tuple(ds.transform)[:6]
+    try:
+        size_m = ground_pixel_size_m(ds) if a * e - b * d != 0 else None
+    except (ValueError, ArithmeticError, pyproj.exceptions.ProjError):
+        size_m = None
+    if size_m is None or not math.isfinite(size_m) or size_m <= 0:
+        left, bottom, right, top = ds.bounds
+        raise InvalidInput(
+            f"the image's georeferencing is impossible: {crs_string(ds.crs)} with bounds "
+            f"({left:g}, {bottom:g}, {right:g}, {top:g}) has no measurable pixel size on the ground"
+        )
 
 
 def gdal_message(exc: Exception) -> str:

@@ -180,7 +180,8 @@ class LocalStorage(Storage):
             yield
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StorageFull(f"no space left in {self.root} to write {key} ({exc.strerror})") from exc
+                # The message names the key, never the folder: callers see it.
+                raise StorageFull(f"no space left in storage to write {key} ({exc.strerror})") from exc
             raise
 
     def write_stream(self, key: str, stream: BinaryIO, max_bytes: int | None = None) -> int:

@@ -75,6 +75,9 @@ class LabelOptions:
     layer: str | None = None
     assume_crs: str | None = None
     where: str | None = None
+    #: Keep only features whose attribute is one of the values, e.g. ``{"highway": ["primary", "residential"]}``:
+    #: compared as data after reading, never handed to the driver as SQL (the API accepts this, not ``where``).
+    attribute_filter: dict[str, list[str | int | float]] | None = None
     edge_layer: str | None = None
     widths: WidthSpec = field(default_factory=WidthSpec)
     ignore_value: int = IGNORE
@@ -88,8 +91,14 @@ class LabelOptions:
             raise InvalidInput(f"ignore value must be between 1 and 254, got {self.ignore_value}")
 
     def to_dict(self) -> dict:
-        """The options as plain JSON-ready data, for the run record and the run id."""
-        return asdict(self)
+        """The options as plain JSON-ready data, for the run record and the run id.
+
+        No ``attribute_filter`` is left out, so the ids of runs made before the option existed stay the same.
+        """
+        data = asdict(self)
+        if data["attribute_filter"] is None:
+            del data["attribute_filter"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> LabelOptions:
@@ -150,7 +159,7 @@ def resolve_scene(ref: str, storage: Storage) -> tuple[Storage, dict]:
     try:
         text = scene_storage.read_text(key)
     except NotFound as exc:
-        raise NotFound(f"no scene manifest at {scene_storage.url_for(key)}; ingest the scene first") from exc
+        raise NotFound(f"no scene {ref!r}: ingest the scene first") from exc  # names what was sent, not where
     raw = json.loads(text)
     if not raw.get("georeferenced") or not raw.get("crs"):  # the likeliest problem, said first
         raise InvalidInput(f"scene {raw.get('scene_id')} is not georeferenced; vector labels need a CRS")
@@ -285,7 +294,9 @@ def open_sources(
 
     ``reach_m``: the whole scene's road reach when ``bounds`` are only part of it (a shard).
     """
-    roads_src = VectorSource.open(roads_path, options.layer, options.assume_crs, options.where)
+    roads_src = VectorSource.open(
+        roads_path, options.layer, options.assume_crs, options.where, options.attribute_filter
+    )
     roads, roads_report = roads_src.read(bounds, crs)
     warnings: list[str] = []
     report = {"roads": {"file": Path(roads_path).name, "layer": roads_src.layer, **roads_report}, "warnings": warnings}
@@ -330,7 +341,7 @@ def prepare_run(
     Vector problems (missing layer, no CRS, unreadable) are raised here, before any work is queued.
     """
     scene_storage, scene = resolve_scene(scene_ref, storage)
-    VectorSource.open(vectors, options.layer, options.assume_crs, options.where)
+    VectorSource.open(vectors, options.layer, options.assume_crs, options.where, options.attribute_filter)
     paths = vector_files(vectors)
     if options.mode == "edges":
         if edge_vectors is None:

@@ -60,31 +60,44 @@ class VectorSource:
     driver: str
     feature_count: int
     where: str | None = None
+    attribute_filter: dict[str, list[str | int | float]] | None = None
 
     @classmethod
     def open(
-        cls, path: str | Path, layer: str | None = None, assume_crs: str | None = None, where: str | None = None
+        cls,
+        path: str | Path,
+        layer: str | None = None,
+        assume_crs: str | None = None,
+        where: str | None = None,
+        attribute_filter: dict[str, list[str | int | float]] | None = None,
     ) -> VectorSource:
-        """Check the file, the layer and the CRS; raise :class:`InvalidInput` with a fix when one is wrong."""
+        """Check the file, the layer and the CRS; raise :class:`InvalidInput` with a fix when one is wrong.
+
+        Messages name the file by its name only: the service's own folders (temporary copies) stay private.
+        """
         path = str(path)
+        name = Path(path).name
         if not Path(path).exists():
-            raise InvalidInput(f"vector file not found: {path}")
+            raise InvalidInput(f"vector file not found: {name}")
         try:
-            layers = [str(name) for name, _ in pyogrio.list_layers(path)]
+            layers = [str(layer_name) for layer_name, _ in pyogrio.list_layers(path)]
         except Exception as exc:  # pyogrio raises DataSourceError and friends for unreadable files
-            raise InvalidInput(f"cannot read vector file {path}: {exc}") from exc
+            raise InvalidInput(f"cannot read vector file {name}: {_without_folders(exc)}") from exc
         if not layers:
-            raise InvalidInput(f"vector file {path} has no layers")
+            raise InvalidInput(f"vector file {name} has no layers")
         info_layer = layer
         if layer is None:
             # OSM files expose points/lines/multilinestrings/multipolygons/other_relations; roads are in `lines`.
             info_layer = "lines" if "lines" in layers and "points" in layers else layers[0]
         elif layer not in layers:
-            raise InvalidInput(f"vector file {path} has no layer {layer!r}; available layers: {', '.join(layers)}")
+            raise InvalidInput(f"vector file {name} has no layer {layer!r}; available layers: {', '.join(layers)}")
         try:
             info = pyogrio.read_info(path, layer=info_layer)
         except Exception as exc:
-            raise InvalidInput(f"cannot read layer {info_layer!r} of {path}: {exc}") from exc
+            raise InvalidInput(f"cannot read layer {info_layer!r} of {name}: {_without_folders(exc)}") from exc
+        fields = {str(f) for f in info.get("fields", [])}
+        if missing := sorted(set(attribute_filter or {}) - fields):
+            raise InvalidInput(f"layer {info_layer!r} of {name} has no attribute {', '.join(missing)} to filter on")
         driver = str(info.get("driver") or "")
         if where is None and driver == "OSM":
             where = OSM_ROAD_FILTER
@@ -95,10 +108,10 @@ class VectorSource:
             crs = _parse_crs(assume_crs)
         else:
             raise InvalidInput(
-                f"vector file {path} has no coordinate reference system; pass --assume-crs EPSG:xxxx "
+                f"vector file {name} has no coordinate reference system; pass --assume-crs EPSG:xxxx "
                 "(e.g. EPSG:4326 for longitude/latitude) if you know it"
             )
-        return cls(path, info_layer, crs, driver, int(info.get("features") or 0), where)
+        return cls(path, info_layer, crs, driver, int(info.get("features") or 0), where, attribute_filter)
 
     def read(self, bounds: tuple[float, float, float, float], bounds_crs: CRS | str) -> tuple[gpd.GeoDataFrame, dict]:
         """Features intersecting ``bounds`` (given in ``bounds_crs``), reprojected to ``bounds_crs``.
@@ -112,7 +125,9 @@ class VectorSource:
         try:
             frame = pyogrio.read_dataframe(self.path, layer=self.layer, bbox=tuple(src_bounds), where=self.where)
         except Exception as exc:
-            raise InvalidInput(f"cannot read features from {self.path}: {exc}") from exc
+            raise InvalidInput(f"cannot read features from {Path(self.path).name}: {_without_folders(exc)}") from exc
+        for attribute, values in (self.attribute_filter or {}).items():
+            frame = frame[frame[attribute].isin(values)]
         frame = frame.set_crs(self.crs, allow_override=True)
         frame, report = clean_geometries(frame)
         if len(frame) and target != self.crs:
@@ -122,6 +137,40 @@ class VectorSource:
         report.kept = len(frame)
         frame.sindex  # noqa: B018 - build the spatial index once, before per-tile queries
         return frame, report.as_dict()
+
+
+#: Formats a label run started over HTTP may bring, by their first bytes: data only. GDAL also opens formats
+#: that name other files or run SQL (OGR VRT, CSVT, plain SQLite with views): those are for the command line.
+_SIGNATURES = {
+    "GeoPackage": lambda head: head.startswith(b"SQLite format 3\x00") and head[68:72] == b"GPKG",
+    "Shapefile": lambda head: head[:4] == b"\x00\x00\x27\x0a",
+    "FlatGeobuf": lambda head: head[:3] == b"fgb",
+    "OSM PBF": lambda head: b"OSMHeader" in head[:32],
+    "OSM XML": lambda head: head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<?xml") and b"<osm" in head,
+    "GeoJSON": lambda head: head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"),
+}
+
+
+def check_data_format(path: str | Path) -> str:
+    """The format of a vector file sent to a service, from its content; :class:`InvalidInput` for any other.
+
+    Checked before GDAL opens the file, so a file that would make GDAL read something else never gets opened.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    for name, matches in _SIGNATURES.items():
+        if matches(head):
+            return name
+    raise InvalidInput(
+        f"{Path(path).name}: not a vector format accepted here (GeoJSON, GeoPackage, Shapefile, FlatGeobuf, OSM)"
+    )
+
+
+def _without_folders(exc: Exception) -> str:
+    """GDAL's message without server-side folders (the service's temporary copies)."""
+    from roadseg.raster import gdal_message
+
+    return gdal_message(exc)
 
 
 def _parse_crs(text: str) -> CRS:

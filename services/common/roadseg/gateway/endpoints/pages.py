@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, File, Form, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse
 
-from roadseg.auth import Role, require
+from roadseg.auth import CallerDep, Role, require
 from roadseg.gateway import fragments
 from roadseg.gateway.deps import PredictionsDep, PredictorDep
 from roadseg.gateway.endpoints.model import served_card
@@ -43,13 +43,13 @@ def ui_create(
     predictor: PredictorDep,
     settings: SettingsDep,
     background: BackgroundTasks,
+    identity: CallerDep,
     file: Annotated[UploadFile, File()],
     tta: Annotated[str, Form()] = "",
 ) -> str:
     """Upload from the page: a panel that polls the job (progress per window) until it shows the result."""
-    record, _ = submit(
-        storage, predictor, settings, file.file, file.filename or "upload", background, tta or None, page=True
-    )
+    upload, name = file.file, file.filename or "upload"
+    record, _ = submit(storage, predictor, settings, upload, name, background, identity, tta or None, page=True)
     return fragments.prediction(public(record))
 
 
@@ -59,11 +59,13 @@ def ui_example(
     predictor: PredictorDep,
     settings: SettingsDep,
     background: BackgroundTasks,
+    identity: CallerDep,
     tta: Annotated[str, Form()] = "",
 ) -> str:
     """The built-in example, from the page."""
+    example = io.BytesIO(example_png())
     record, _ = submit(
-        storage, predictor, settings, io.BytesIO(example_png()), "example.png", background, tta or None, page=True
+        storage, predictor, settings, example, "example.png", background, identity, tta or None, page=True
     )
     return fragments.prediction(public(record))
 

@@ -15,10 +15,11 @@ from fastapi import APIRouter, BackgroundTasks, File, Form, Response, UploadFile
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from roadseg.auth import Role, require
+from roadseg import limits
+from roadseg.auth import CallerDep, Identity, Role, require
 from roadseg.config import Settings
 from roadseg.documents import ROADS_PENDING, PredictionRecord
-from roadseg.errors import NotFound
+from roadseg.errors import NotFound, PredictionBudgetSpent
 from roadseg.gateway.deps import PredictionsDep, PredictorDep
 from roadseg.gateway.example import example_png
 from roadseg.gateway.predictions import (
@@ -34,7 +35,7 @@ from roadseg.gateway.predictions import (
 from roadseg.gateway.predictor import Predictor
 from roadseg.gateway.routing import route_between
 from roadseg.http_api import SettingsDep, StorageDep, enqueue
-from roadseg.jobs import DONE
+from roadseg.jobs import DONE, QUEUED, RUNNING
 from roadseg.storage import Storage
 
 router = APIRouter(prefix="/api/v1/predictions", tags=["predictions"], dependencies=[require(Role.viewer)])
@@ -87,19 +88,24 @@ def submit(
     upload: BinaryIO,
     filename: str,
     tasks: BackgroundTasks,
+    identity: Identity,
     tta: str | None = None,
     page: bool = False,
 ) -> tuple[dict[str, Any], int]:
     """Predict an upload now, or after the response for the ``page``, or queue it on the ``predict`` workers.
 
-    A prediction finished during the request builds its road network after the response.
+    A prediction finished during the request builds its road network after the response. The caller's
+    role bounds the image (``ROADSEG_PREDICT_PIXELS_PER_REQUEST``, 413) and the pixels it may have
+    queued (``ROADSEG_QUEUED_PREDICT_PIXELS``, 429); a job left unfinished counts until it is done.
     """
     from roadseg.gateway.tasks import predict
 
+    check_queued_budget(storage, settings, identity)
+    per_request = min(settings.max_scene_pixels, settings.predict_pixels_per_request[identity.role.name])
     record, status = submit_prediction(
         storage,
         predictor,
-        settings,
+        settings.model_copy(update={"max_scene_pixels": per_request}),
         upload,
         filename,
         lambda job_id: predict.delay(job_id),
@@ -108,13 +114,39 @@ def submit(
     )
     if record["status"] == DONE and record.get("roads") == ROADS_PENDING:
         tasks.add_task(build_road_network_quietly, record["id"], storage, settings)
+    elif record["status"] != DONE:
+        pixels = record["info"]["width"] * record["info"]["height"]
+        limits.add_queued_pixels(settings.redis_url, identity.name, record["id"], pixels)
     return record, status
+
+
+def check_queued_budget(storage: Storage, settings: Settings, identity: Identity) -> None:
+    """:class:`PredictionBudgetSpent` (429) while ``identity``'s unfinished predictions hold its role's budget.
+
+    Checked before the upload is stored, so one more request may go over by at most its own pixels.
+    """
+    budget = settings.queued_predict_pixels[identity.role.name]
+    jobs = prediction_store(storage)
+
+    def unfinished(job_id: str) -> bool:
+        try:
+            return jobs.get(job_id)["status"] in (QUEUED, RUNNING)
+        except NotFound:
+            return False
+
+    queued = limits.queued_pixels(settings.redis_url, identity.name, unfinished)
+    if queued >= budget:
+        raise PredictionBudgetSpent(
+            f"{identity.name} has {queued} pixels of predictions queued (the {identity.role.name} budget is "
+            f"{budget}); submit again when one of them is done"
+        )
 
 
 @router.post("", status_code=201, response_model=Prediction, responses={202: {"model": Prediction}})
 def create_prediction(
     response: Response,
     tasks: BackgroundTasks,
+    identity: CallerDep,
     storage: StorageDep,
     predictor: PredictorDep,
     settings: SettingsDep,
@@ -125,7 +157,7 @@ def create_prediction(
 ) -> dict[str, Any]:
     """Upload an image. 201 with the finished prediction, or 202 when it was queued (poll its ``self`` link)."""
     record, response.status_code = submit(
-        storage, predictor, settings, file.file, file.filename or "upload", tasks, tta
+        storage, predictor, settings, file.file, file.filename or "upload", tasks, identity, tta
     )
     return public(record)
 
@@ -155,10 +187,16 @@ def create_scene_prediction(body: ScenePrediction, storage: StorageDep, predicto
 
 @router.post("/example", status_code=201, response_model=Prediction, responses={202: {"model": Prediction}})
 def create_example_prediction(
-    response: Response, tasks: BackgroundTasks, storage: StorageDep, predictor: PredictorDep, settings: SettingsDep
+    response: Response,
+    tasks: BackgroundTasks,
+    storage: StorageDep,
+    predictor: PredictorDep,
+    settings: SettingsDep,
+    identity: CallerDep,
 ) -> dict[str, Any]:
     """Predict the built-in synthetic example image (drawn by code: no upload needed)."""
-    record, response.status_code = submit(storage, predictor, settings, io.BytesIO(example_png()), "example.png", tasks)
+    example = io.BytesIO(example_png())
+    record, response.status_code = submit(storage, predictor, settings, example, "example.png", tasks, identity)
     return public(record)
 
 

@@ -13,12 +13,12 @@ import hashlib
 import logging
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import unquote, urlparse
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from roadseg import uri_policy
 from roadseg.auth import Role, require
 from roadseg.config import Settings
 from roadseg.documents import SceneRecord
@@ -35,7 +35,7 @@ from roadseg.ingest.scenes import (
 from roadseg.ingest.tiling import TileParams
 from roadseg.jobs import FAILED, QUEUED
 from roadseg.mosaic import build_mosaic, expand_sources
-from roadseg.storage import Storage, safe_filename, split_url
+from roadseg.storage import Storage, safe_filename
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ async def submit_scene(
     stretch_high: float | None = Form(None, description="High percentile of the stretch for non-8-bit data."),
 ) -> dict[str, Any]:
     """Submit a scene; 202 with its id. The same scene submitted again keeps its id and tiles."""
-    if request.headers.get("content-type", "").startswith("application/json"):
+    if request.headers.get("content-type", "").lower().startswith("application/json"):
         try:
             body = SceneSource.model_validate_json(await request.body())
         except ValidationError as exc:
@@ -176,25 +176,9 @@ def _accept_upload(
     return record, True
 
 
-def _check_uri(uri: str, settings: Settings) -> None:
-    """A scene (or tile) URI must be gs:// in an allowed bucket or file:// under an allowed root."""
-    parsed = urlparse(uri)
-    if parsed.scheme == "file":
-        _check_file_root(Path(unquote(parsed.path)), settings.ingest_file_roots)
-    elif parsed.scheme != "gs" or not parsed.netloc:
-        raise InvalidInput(f"unsupported scene URI {uri!r}: use gs://bucket/key or file:///path")
-    else:
-        _check_bucket(parsed.netloc, settings)
-
-
 def _accept_uri(storage: Storage, settings: Settings, uri: str, params: TileParams) -> tuple[dict[str, Any], bool]:
     """Validate a scene referenced by URI (read in place, never copied); returns (record, whether to queue)."""
-    _check_uri(uri, settings)
-    source, key = split_url(uri)
-    try:
-        size = source.size(key)
-    except NotFound as exc:
-        raise InvalidInput(f"no scene at {uri}") from exc
+    source, key, size = uri_policy.size_of(uri, settings, "scene URI")
     scene_id = scene_id_for_uri(uri, size, params)
     if (existing := _existing(storage, scene_id)) is not None:
         return existing
@@ -214,10 +198,10 @@ def _accept_mosaic(
     give the same scene.
     """
     for uri in uris:
-        _check_uri(uri, settings)
+        uri_policy.check_uri(uri, settings, "scene URI")
     tiles = expand_sources(uris)
-    for tile in tiles:
-        _check_uri(tile, settings)
+    for tile in tiles:  # a local folder lists plain paths
+        uri_policy.check_uri(tile if "://" in tile else Path(tile).as_uri(), settings, "tile")
     built = build_mosaic(tiles)
     scene_id = scene_id_for("mosaic:" + hashlib.sha256(built.xml.encode()).hexdigest(), params)
     if (existing := _existing(storage, scene_id)) is not None:
@@ -245,21 +229,3 @@ def _existing(storage: Storage, scene_id: str) -> tuple[dict[str, Any], bool] | 
     if needs_run(record):
         return jobs.update(scene_id, status=QUEUED, error=None), True
     return record, False
-
-
-def _check_bucket(bucket: str, settings: Settings) -> None:
-    """gs:// URIs may only name the storage bucket or ``ingest_gs_buckets`` (no reading whatever the pod can)."""
-    allowed = set(settings.ingest_gs_buckets)
-    if settings.storage_url.startswith("gs://"):
-        allowed.add(urlparse(settings.storage_url).netloc)
-    if bucket not in allowed:
-        where = ", ".join(sorted(allowed)) or "none"
-        raise InvalidInput(f"gs://{bucket} is not an allowed bucket (allowed: {where}; ingest_gs_buckets)")
-
-
-def _check_file_root(path: Path, file_roots: list[str]) -> None:
-    """file:// URIs may only name files under ``ingest_file_roots`` (no reading the server's disk)."""
-    resolved = path.resolve()
-    roots = [Path(root).resolve() for root in file_roots]
-    if not any(resolved.is_relative_to(root) for root in roots):
-        raise InvalidInput(f"file:// scenes must be under one of {', '.join(map(str, roots))} (ingest_file_roots)")

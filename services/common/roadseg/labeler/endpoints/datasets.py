@@ -22,7 +22,7 @@ class DatasetRequest(BaseModel):
     name: str = Field(description="dataset name: written to <storage>/datasets/<name>/")
     block_tiles: int = Field(default=4, ge=1, description="spatial block edge in tiles")
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**32 - 1, description="seed of the split (numpy's range: 0 to 2^32-1)")
     include_flagged: bool = False
 
 

@@ -9,21 +9,26 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, File, Form, UploadFile
 
+from roadseg import uri_policy
 from roadseg.auth import Role, require
 from roadseg.documents import LabelRunRecord
 from roadseg.errors import InvalidInput
-from roadseg.http_api import StorageDep, enqueue
+from roadseg.http_api import SettingsDep, StorageDep, enqueue
 from roadseg.jobs import DONE, FAILED
-from roadseg.storage import safe_filename, safe_key, split_url
+from roadseg.storage import safe_filename, safe_key
+
+if TYPE_CHECKING:
+    from roadseg.labeler.run import LabelOptions
 
 router = APIRouter(prefix="/api/v1/label-runs", tags=["label runs"], dependencies=[require(Role.operator)])
 
 
-def _options(options_json: str):
+def _options(options_json: str) -> LabelOptions:
+    """Label options from the form; ``where`` (SQL text for GDAL) is the command line's, the API filters as data."""
     from roadseg.labeler.run import LabelOptions
 
     try:
@@ -32,18 +37,45 @@ def _options(options_json: str):
         raise InvalidInput(f"options is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise InvalidInput("options must be a JSON object (fields of LabelOptions)")
+    if "where" in data:
+        raise InvalidInput(
+            'options.where (SQL) is not accepted over HTTP: use "attribute_filter", e.g. {"highway": ["primary"]}'
+        )
+    _check_filter(data.get("attribute_filter"))
     try:
         return LabelOptions.from_dict(data)
     except TypeError as exc:
         raise InvalidInput(f"unknown label option: {exc}") from exc
 
 
+def _check_filter(value: object) -> None:
+    """``attribute_filter``: attribute name -> list of plain values (strings or numbers), nothing else."""
+    if value is None:
+        return
+    plain = (str, int, float)
+    if not (
+        isinstance(value, dict)
+        and all(isinstance(k, str) and isinstance(v, list) and v for k, v in value.items())
+        and all(isinstance(x, plain) and not isinstance(x, bool) for v in value.values() for x in v)
+    ):
+        raise InvalidInput(
+            'attribute_filter must map attribute names to lists of values, e.g. {"highway": ["primary"]}'
+        )
+
+
 @router.post("", status_code=202, response_model=LabelRunRecord)
 def start_label_run(
     storage: StorageDep,
+    settings: SettingsDep,
     scene_id: Annotated[str, Form(description="scene id from the ingest service")],
     vectors: Annotated[UploadFile | None, File(description="road vectors: GeoJSON, GeoPackage, OSM PBF")] = None,
-    vectors_uri: Annotated[str | None, Form(description="or a file:// / gs:// URL of the vectors")] = None,
+    vectors_uri: Annotated[
+        str | None,
+        Form(
+            description="or a file:// or gs:// URL of the vectors, under ROADSEG_INGEST_FILE_ROOTS or in a bucket "
+            "of ROADSEG_INGEST_GS_BUCKETS"
+        ),
+    ] = None,
     options: Annotated[
         str, Form(description='JSON label options, e.g. {"widths": {"width_attr": "lane_number"}}')
     ] = "{}",
@@ -54,9 +86,12 @@ def start_label_run(
     """
     from roadseg.labeler.run import prepare_run, run_store
     from roadseg.labeler.tasks import label_scene
+    from roadseg.labeler.vectors import check_data_format
 
     if (vectors is None) == (vectors_uri is None):
         raise InvalidInput("send exactly one of: a `vectors` file upload or a `vectors_uri`")
+    if "/" in scene_id or "\\" in scene_id:
+        raise InvalidInput(f"scene_id {scene_id!r} is not a scene id (the id the ingest service gave)")
     label_options = _options(options)
     with tempfile.TemporaryDirectory(prefix="roadseg-vectors-") as tmp:
         if vectors is not None:
@@ -67,8 +102,9 @@ def start_label_run(
             if local.stat().st_size == 0:
                 raise InvalidInput("the vectors upload is empty")
         else:
-            source, name = split_url(str(vectors_uri))
+            source, name, _ = uri_policy.size_of(str(vectors_uri), settings, "vectors_uri")
             local = source.download(name, Path(tmp) / safe_filename(name))
+        check_data_format(local)
         record = prepare_run(storage, safe_key(scene_id), local, label_options)
     if record["status"] != DONE:
         run_id = record["id"]
