@@ -214,7 +214,7 @@ def test_decisions_become_a_dataset_of_band_and_surface_masks(tmp_path, scene):
     set_decision(storage, record["id"], second, "reject", "ana")  # the same road, but a reviewer may say no
     out = tmp_path / "dataset"
     source = export_dataset(storage, [record["id"]], str(out), get_settings(), tile_px=256)
-    assert source["targets"] == ["band", "surface"] and source["pixel_size_m"] == PIXEL
+    assert source["targets"] == "both" and source["pixel_size_m"] == PIXEL
     assert json.loads((out / "source.json").read_text())["candidates"] == {"accepted": 1, "rejected": 1}
     stems = sorted(p.stem for p in (out / "train" / "images").iterdir())
     assert stems == sorted(p.stem for p in (out / "train" / "masks").iterdir())

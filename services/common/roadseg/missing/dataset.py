@@ -4,7 +4,8 @@ An accepted candidate is road: 255 in the centreline band mask (``masks/``, ``RO
 wide) and in the surface mask (``surface_masks/``, the labeler's default road width). A rejected one is
 background along its corridor (0 in both, the road width wide). Everything else is ignored
 (:data:`~roadseg.mask_values.IGNORE`): the review says nothing about it. Tiles are cut only where a
-decided candidate passes. ``source.json`` says which targets the folder holds and its pixel size.
+decided candidate passes. ``source.json`` says which targets the folder holds (``"both"``: band and surface,
+in the trainer's words) and its pixel size.
 
 Layout: ``train/images/<job>_r<row>_c<col>.png``, ``train/masks/...``, ``train/surface_masks/...``, ``source.json``.
 """
@@ -63,7 +64,7 @@ def export_dataset(
     if tiles == 0:
         raise InvalidInput("no candidate of these jobs is accepted or rejected yet: nothing to export")
     source = {
-        "targets": ["band", "surface"],
+        "targets": "both",  # the trainer's word (trainer.data.SOURCE_TARGETS): masks/ band, surface_masks/ surface
         "pixel_size_m": sizes.pop(),
         "jobs": list(job_ids),
         "tiles": tiles,
