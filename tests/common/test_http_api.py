@@ -137,7 +137,7 @@ def test_oversized_requests_are_refused_before_they_are_read(settings_env, tmp_p
                                headers={"content-type": "application/json"})  # fmt: skip
         assert big_json.status_code == 413 and f"limit of {json_limit} bytes" in big_json.json()["detail"]
         big_upload = client.post("/api/v1/scenes", files={"file": ("a.tif", b"x" * (70 * 1024))})
-        assert big_upload.status_code == 413 and f"limit of {1000 + 64 * 1024} bytes" in big_upload.json()["detail"]
+        assert big_upload.status_code == 413 and "upload exceeds the limit of 1000 bytes" in big_upload.json()["detail"]
         assert big_upload.headers["x-content-type-options"] == "nosniff"
         small = client.post("/api/v1/scenes", files={"file": ("a.tif", b"x" * 2000)})
         assert small.status_code == 413 and "exceeds the limit of 1000 bytes" in small.json()["detail"]  # while stored

@@ -153,7 +153,7 @@ def test_scene_problems_are_clear(tmp_path):
     from roadseg.storage import LocalStorage
 
     storage = LocalStorage(tmp_path)
-    with pytest.raises(NotFound, match="no scene manifest at .*scenes/nope/manifest.json; ingest the scene first"):
+    with pytest.raises(NotFound, match="no scene 'nope': ingest the scene first"):  # no storage URL (issue 30)
         resolve_scene("nope", storage)
     storage.write_text("scenes/photo/manifest.json", json.dumps({"scene_id": "photo", "georeferenced": False}))
     with pytest.raises(InvalidInput, match="scene photo is not georeferenced"):

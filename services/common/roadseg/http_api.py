@@ -214,9 +214,15 @@ class RequestGuard:
         limit = self.body_limit(request)
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            await _error(413, _too_large(limit))(scope, receive, send)
+            await _error(413, self._too_large(limit))(scope, receive, send)
             return
         await self._pass_counted(scope, receive, send, limit)
+
+    def _too_large(self, limit: int) -> str:
+        """The 413's words: an upload's limit as configured (the form's framing allowance aside)."""
+        if limit == self.settings.max_upload_bytes + FORM_OVERHEAD_BYTES:
+            return f"upload exceeds the limit of {self.settings.max_upload_bytes} bytes"
+        return f"the request body exceeds the limit of {limit} bytes for this route"
 
     async def _pass_counted(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         received = 0
@@ -233,7 +239,7 @@ class RequestGuard:
                     refused = True
                     if not started:
                         started = True
-                        await _error(413, _too_large(limit))(scope, receive, send)
+                        await _error(413, self._too_large(limit))(scope, receive, send)
                     return {"type": "http.disconnect"}  # the app stops reading; its own answer is dropped
             return message
 
@@ -308,10 +314,6 @@ def api_routes(app: FastAPI) -> list[APIRoute]:
         router = getattr(route, "original_router", None)
         found += [r for r in (router.routes if router else [route]) if isinstance(r, APIRoute)]
     return found
-
-
-def _too_large(limit: int) -> str:
-    return f"the request body exceeds the limit of {limit} bytes for this route"
 
 
 def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
