@@ -81,6 +81,7 @@ def test_keys_pages_and_bulk_reject(review_server):
         page.keyboard.press("a")
         page.wait_for_function("() => document.activeElement.dataset.candidate === 'm000001'")
         assert page.locator("#cand-m000000 .state").inner_text() == "accepted"
+        assert page.locator("#progress").inner_text().startswith("3 candidates: 1 accepted")  # updated with the card
         page.keyboard.press("s")
         page.wait_for_function("() => document.querySelector('#cand-m000001 .state').innerText === 'skipped'")
         page.keyboard.press("n")  # the next page holds the third candidate

@@ -312,7 +312,7 @@ def decide(
     decision: Annotated[str, Form(description="accept, reject, skip or clear")],
     reviewer: Annotated[str | None, Form(description="name to record in open local mode (no login)")] = None,
 ) -> HTMLResponse:
-    """Record a decision; returns the candidate's card (htmx swaps it in)."""
+    """Record a decision; returns the candidate's card (htmx swaps it in) and the updated progress line."""
     record = _done(storage, job_id)
     candidate = get_candidate(storage, record, candidate_id)
     made = set_decision(storage, job_id, candidate, decision, _reviewer(identity, reviewer))
@@ -323,6 +323,8 @@ def decide(
         "decision": made.decision if made else None,
         "bulk_rejected": made is None and effective(candidate, None, rule) == "reject",
         "can_decide": True,
+        "progress": review_progress(storage, record),
+        "oob": True,  # the progress line is swapped in beside the card (htmx out-of-band)
     }
     return templates.TemplateResponse(request, "_candidate.html", context)
 
@@ -339,4 +341,3 @@ def bulk_reject_form(
     _done(storage, job_id)
     bulk_reject(storage, job_id, below, _reviewer(identity, reviewer))
     return RedirectResponse(f"/missing/{job_id}", status_code=303)
-
