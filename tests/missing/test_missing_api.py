@@ -67,9 +67,11 @@ def _wait_done(url: str, job_id: str, timeout: float = 240) -> dict:
 
 
 def test_job_review_export_and_training_from_the_decisions(labeler, tmp_path):
-    url, storage, _ = labeler
+    """Refusals first (nothing may be left of them), then a job from start to a training run."""
+    url, storage, allowed = labeler
+    _refused_without_a_trace(url, storage, tmp_path)
     image = write_scene(tmp_path)
-    answer = _submit(url, image, write_vectors(tmp_path / "roads.geojson"))
+    answer = _submit(url, image, None, vectors_uri=write_vectors(allowed / "roads.geojson").as_uri())  # allowed
     assert answer.status_code == 202, answer.text
     job = answer.json()
     assert job["status"] == "queued" and job["existing"]["lines"] == 3
@@ -143,8 +145,8 @@ def test_job_review_export_and_training_from_the_decisions(labeler, tmp_path):
     assert train(config, verbose=0)["epoch"] == 1
 
 
-def test_bad_input_gets_a_4xx_and_leaves_nothing(labeler, tmp_path):
-    url, storage, allowed = labeler
+def _refused_without_a_trace(url: str, storage, tmp_path) -> None:
+    """Bad input gets a clear 4xx, and neither a job nor a prediction is left in storage."""
     image = write_scene(tmp_path)
 
     def stored() -> list[str]:
@@ -178,7 +180,7 @@ def test_bad_input_gets_a_4xx_and_leaves_nothing(labeler, tmp_path):
     huge.write_text(json.dumps({"type": "FeatureCollection", "features": [], "pad": "x" * 250_000}))
     answer = _submit(url, image, huge)
     assert answer.status_code == 413 and "ROADSEG_MISSING_MAX_VECTOR_BYTES" in answer.json()["detail"]
-    not_image = tmp_path / "scene.tif"
+    not_image = tmp_path / "broken.tif"
     not_image.write_bytes(b"II*\x00 truncated")
     assert _submit(url, not_image, write_vectors(tmp_path / "roads.geojson")).status_code == 400
     image = write_scene(tmp_path, "scene2.tif")
@@ -189,6 +191,3 @@ def test_bad_input_gets_a_4xx_and_leaves_nothing(labeler, tmp_path):
     answer = _submit(url, image, None)
     assert answer.status_code == 400 and "exactly one" in answer.json()["detail"]
     assert stored() == []
-    inside = write_vectors(allowed / "roads.geojson")
-    answer = _submit(url, image, None, vectors_uri=inside.as_uri())
-    assert answer.status_code == 202, answer.text
