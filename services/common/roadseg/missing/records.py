@@ -106,9 +106,20 @@ class Progress(BaseModel):
     bulk_below: float | None
 
 
+class MissingJobs(JobStore):
+    """The records of missing-roads jobs; an unknown id is "no missing-roads job" (not the folder's name)."""
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        """The job's record; :class:`NotFound` naming the id when there is none."""
+        try:
+            return super().get(job_id)
+        except NotFound as exc:
+            raise NotFound(f"no missing-roads job with id {job_id!r}") from exc
+
+
 def missing_store(storage: Storage) -> JobStore:
     """The records of missing-roads jobs, ``missing/<id>/status.json``."""
-    return JobStore(storage, KIND, MissingRecord)
+    return MissingJobs(storage, KIND, MissingRecord)
 
 
 def page_key(job_id: str, kind: str, page: int) -> str:
