@@ -121,6 +121,20 @@ def test_job_review_export_and_training_from_the_decisions(labeler, tmp_path):
     html = httpx.get(f"{url}/missing/{job['id']}", timeout=10)
     assert html.status_code == 200 and f'data-candidate="{best}"' in html.text and "1</b> accepted" in html.text
 
+    # An ingested scene (read in place, as a city would be) gives the same candidates through its own job.
+    from roadseg.ingest.scenes import register_scene
+    from roadseg.ingest.tiling import TileParams
+    from roadseg.storage import split_url
+
+    source, key = split_url(image.resolve().as_uri())
+    scene = register_scene(storage, "synthetic", source, key, TileParams(), source_url=image.resolve().as_uri())
+    files = {"vectors": ("roads.geojson", write_vectors(tmp_path / "again.geojson").read_bytes())}
+    answer = httpx.post(f"{url}/api/v1/missing", data={"scene_id": scene["id"]}, files=files, timeout=60)
+    assert answer.status_code == 202, answer.text
+    assert _wait_done(url, answer.json()["id"])["job"]["counts"] == status["job"]["counts"]
+    again = httpx.get(f"{url}/api/v1/missing/{answer.json()['id']}/candidates", timeout=10).json()["candidates"]
+    assert [c["coordinates"] for c in again] == [c["coordinates"] for c in missing]
+
     # The decisions as training labels, and a short training run that reads them with another source.
     from roadseg.config import get_settings
     from roadseg.missing.dataset import export_dataset

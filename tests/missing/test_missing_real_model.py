@@ -56,5 +56,23 @@ def test_shipped_model_finds_a_road_taken_out_of_the_vegas_map(shared_dir, tmp_p
         assert covered > 0.6, f"only {covered:.0%} of the removed road came back as candidates"
         best = found["features"][0]["properties"]
         assert best["rank"] == 0 and 0 < best["score"] <= 1 and best["length_m"] >= 20
+
+        # The job is stored for review: accept the best candidate, then export as an editor would.
+        import xml.etree.ElementTree as ET
+
+        from roadseg.missing.records import get_candidate, missing_store, set_decision
+        from roadseg.storage import get_storage
+
+        job_id = printed.rsplit("/missing/", 1)[1].split()[0]
+        storage = get_storage()
+        record = missing_store(storage).get(job_id)
+        set_decision(storage, job_id, get_candidate(storage, record, best["id"]), "accept", "test")
+        assert main(["missing", "export", job_id, "--out", str(out)]) == 0
+        accepted = json.loads((out / f"{job_id}.accepted.geojson").read_text())
+        assert [f["properties"]["id"] for f in accepted["features"]] == [best["id"]]
+        assert accepted["features"][0]["properties"]["source"] == "roadseg roads v3"
+        osc = ET.parse(out / f"{job_id}.accepted.osc").getroot()
+        assert osc.tag == "osmChange" and len(osc.findall("create/way")) == 1
+        assert json.loads((out / f"{job_id}.rejected.geojson").read_text())["features"] == []
     finally:
         get_settings.cache_clear()
