@@ -204,4 +204,8 @@ def _refused_without_a_trace(url: str, storage, tmp_path) -> None:
     assert answer.status_code == 400, answer.text
     answer = _submit(url, image, None)
     assert answer.status_code == 400 and "exactly one" in answer.json()["detail"]
+    roads = write_vectors(tmp_path / "roads_ok.geojson")
+    for options, message in (('{"tolerance_m": -1}', "tolerance_m"), ('{"where": "1=1"}', "where"), ("{", "options")):
+        answer = _submit(url, image, roads, options=options)
+        assert answer.status_code == 400 and message in answer.json()["detail"], answer.text
     assert stored() == []

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from roadseg.auth import CallerDep, Identity, Role, require
 from roadseg.errors import InvalidInput, NotFound
@@ -59,7 +59,6 @@ EXPORTS = {
     "missing.geojson": "application/geo+json",
     "unsupported.geojson": "application/geo+json",
 }
-OPTION_KEYS = {"tolerance_m", "min_length_m", "layer", "assume_crs", "pixel_size_m", "tta"}
 
 
 class JobStatus(BaseModel):
@@ -92,14 +91,27 @@ class BulkRequest(BaseModel):
     below: float = Field(ge=0.0, le=1.0)
 
 
+class JobOptions(BaseModel):
+    """What a job may choose (the ``options`` form field, JSON); unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tolerance_m: float | None = Field(
+        default=None, gt=0, description="default: ROADSEG_MISSING_TOLERANCE_M or band + 6 px"
+    )
+    min_length_m: float | None = Field(default=None, gt=0, description="default: ROADSEG_MISSING_MIN_LENGTH_M")
+    layer: str | None = Field(default=None, description="layer of a multi-layer vector file")
+    assume_crs: str | None = Field(default=None, description="CRS of a vector file that declares none")
+    pixel_size_m: float | None = Field(default=None, gt=0, description="pixel size of a plain image (required there)")
+    tta: Literal["none", "flip"] | None = Field(default=None, description="test-time augmentation of the prediction")
+
+
 def _options(text: str) -> dict[str, Any]:
     try:
-        data = json.loads(text or "{}")
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"options is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict) or set(data) - OPTION_KEYS:
-        raise InvalidInput(f"options must be a JSON object with some of: {', '.join(sorted(OPTION_KEYS))}")
-    return data
+        return JobOptions.model_validate_json(text or "{}").model_dump()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in exc.errors())
+        raise InvalidInput(f"options: {problems}") from exc
 
 
 def _done(storage: Storage, job_id: str) -> dict[str, Any]:
