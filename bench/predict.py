@@ -97,10 +97,10 @@ def resolve_model(arg: str | None, tmp: Path) -> Path:
     shipped = REPO / "models" / "roads"
     if latest_version(shipped) is not None:
         return shipped
-    from roadseg.trainer.model import build_deeplabv3plus
+    from roadseg.trainer.model import build_model
 
     print("no shipped model: exporting DeepLabV3+ (MobileNetV2) with random weights", flush=True)
-    model = build_deeplabv3plus(backbone="mobilenetv2", weights=None)
+    model = build_model(backbone="mobilenetv2", weights=None)
     export_savedmodel(model, tmp / "models" / "1", {"name": "roads", "version": 1, "threshold": 0.5})
     return tmp / "models"
 

@@ -42,10 +42,10 @@ def main() -> None:
     import tensorflow as tf
     from roadseg.trainer.export import export_savedmodel
     from roadseg.trainer.losses import RoadIoU, RoadLoss
-    from roadseg.trainer.model import build_deeplabv3plus
+    from roadseg.trainer.model import build_model
 
     rng = np.random.default_rng(0)
-    model = build_deeplabv3plus("mobilenetv2", weights=None)
+    model = build_model("mobilenetv2", weights=None)
     model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss=RoadLoss(), metrics=[RoadIoU()])
     images = rng.integers(0, 256, (args.batch, args.crop, args.crop, 3)).astype(np.float32)
     masks = (rng.random((args.batch, args.crop, args.crop, 1)) < 0.05).astype(np.uint8) * 255
@@ -76,7 +76,7 @@ def main() -> None:
             tta_ms = _median_ms(lambda f=augmented: f(images=tf.constant(tile))["probabilities"].numpy(), args.repeats)
             print(f"  export --tta {tta}: {tta_ms:.0f} ms, ratio to --tta none {tta_ms / saved_ms:.2f}")
         # The stride-2 decoder (config decoder_stride: 2) against the published stride-4 one, same run.
-        stride2 = build_deeplabv3plus("mobilenetv2", weights=None, decoder_stride=2)
+        stride2 = build_model("mobilenetv2", weights=None, decoder_stride=2)
         path = export_savedmodel(stride2, f"{tmp}/stride2", {"name": "bench"})
         fine = tf.saved_model.load(str(path)).signatures["serving_default"]
         fine_ms = _median_ms(lambda: fine(images=tf.constant(tile))["probabilities"].numpy(), args.repeats)

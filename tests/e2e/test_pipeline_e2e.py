@@ -36,9 +36,9 @@ def _first_model(model_dir: Path) -> None:
         shutil.copytree(shipped / str(latest_version(shipped)), model_dir / "1")
         return
     from roadseg.trainer.export import export_savedmodel
-    from roadseg.trainer.model import build_deeplabv3plus
+    from roadseg.trainer.model import build_model
 
-    model = build_deeplabv3plus("mobilenetv2", weights=None)
+    model = build_model("mobilenetv2", weights=None)
     export_savedmodel(model, model_dir / "1", {"name": "roads", "version": 1})
 
 

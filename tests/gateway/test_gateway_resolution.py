@@ -82,12 +82,14 @@ def test_resampled_predictions_keep_the_window_grid():
 
     def brightness(batch: np.ndarray) -> np.ndarray:
         seen.append(batch.shape)
-        return batch.mean(axis=-1).astype(np.float32) / 255.0
+        mean = batch.mean(axis=-1).astype(np.float32) / 255.0
+        return np.stack([mean, 1.0 - mean], axis=-1)  # two outputs: each comes back on the window's grid
 
     out = resampled(brightness, 4.0)(images)
     assert seen == [(2, 16, 24, 3)]
-    assert out.shape == (2, 64, 96) and out.dtype == np.float32
-    np.testing.assert_allclose(out[:, :, 4:-4], images[:, :, 4:-4, 0] / 255.0, atol=0.02)
+    assert out.shape == (2, 64, 96, 2) and out.dtype == np.float32
+    np.testing.assert_allclose(out[:, :, 4:-4, 0], images[:, :, 4:-4, 0] / 255.0, atol=0.02)
+    np.testing.assert_allclose(out[:, :, 4:-4, 1], 1.0 - images[:, :, 4:-4, 0] / 255.0, atol=0.02)
 
 
 @pytest.mark.skipif(latest_version(REPO / "models" / "roads") is None, reason="no shipped model")

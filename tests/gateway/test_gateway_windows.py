@@ -9,7 +9,7 @@ from roadseg.gateway.windows import count_windows, hann_weights, sliding_predict
 
 def brightness(batch: np.ndarray) -> np.ndarray:
     """A per-pixel 'model': every window that sees a pixel agrees on it, so blending must reproduce it."""
-    return batch.mean(axis=-1).astype(np.float32) / 255.0
+    return batch.mean(axis=-1, keepdims=True).astype(np.float32) / 255.0
 
 
 def run(image: np.ndarray, valid: np.ndarray, predict, window: int, overlap: int, batch: int = 3):
@@ -81,7 +81,7 @@ def test_blending_hides_window_seams():
         n, h, w, _ = batch.shape
         y, x = np.mgrid[0:h, 0:w]
         edge = np.minimum.reduce([y, x, h - 1 - y, w - 1 - x]) < 8
-        return np.broadcast_to(np.where(edge, 0.0, 1.0).astype(np.float32), (n, h, w))
+        return np.broadcast_to(np.where(edge, 0.0, 1.0).astype(np.float32)[..., None], (n, h, w, 1))
 
     bands, _ = run(image, valid, edge_biased, window=128, overlap=64)
     out = np.concatenate([b for _, b in bands])

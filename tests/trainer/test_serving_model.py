@@ -18,7 +18,7 @@ keras = pytest.importorskip("keras")
 from roadseg.cli import main  # noqa: E402
 from roadseg.model_versions import load_exported_weights, read_card  # noqa: E402
 from roadseg.trainer.export import export_savedmodel  # noqa: E402
-from roadseg.trainer.model import GroupNorm, build_deeplabv3plus  # noqa: E402
+from roadseg.trainer.model import GroupNorm, build_model  # noqa: E402
 from roadseg.trainer.serving_model import batch_norm_folds, serving_model  # noqa: E402
 
 
@@ -104,7 +104,7 @@ def test_serving_copy_folds_batch_norms_and_computes_the_same_function():
 def test_export_stores_the_served_copy_and_fine_tuning_starts_from_the_same_function(tmp_path):
     """An export holds folded weights (no BatchNorm statistics); loading it into the trained architecture
     unfolds them into identity BatchNorms, so the rebuilt model predicts what the export serves."""
-    model = build_deeplabv3plus(weights=None, aspp_filters=16, decoder_filters=16)
+    model = build_model(weights=None, aspp_filters=16, decoder_filters=16)
     _randomise_batch_norms(model, 3)
     out = export_savedmodel(model, tmp_path / "1", {"name": "roads"})
     stored = [v.name for v in tf.saved_model.load(str(out)).model_variables]
@@ -116,7 +116,7 @@ def test_export_stores_the_served_copy_and_fine_tuning_starts_from_the_same_func
     expected = tf.sigmoid(model(image.astype(np.float32), training=False)).numpy()
     np.testing.assert_allclose(served.numpy(), expected, atol=1e-5)
 
-    rebuilt = build_deeplabv3plus(weights=None, aspp_filters=16, decoder_filters=16)
+    rebuilt = build_model(weights=None, aspp_filters=16, decoder_filters=16)
     assert load_exported_weights(rebuilt, out) == []
     assert rebuilt.get_layer("backbone").get_layer("Conv1").bias is None  # the training architecture
     np.testing.assert_allclose(
@@ -125,7 +125,7 @@ def test_export_stores_the_served_copy_and_fine_tuning_starts_from_the_same_func
 
 
 def test_an_export_is_exported_again_with_its_card_and_the_same_predictions(tmp_path, capsys, monkeypatch):
-    model = build_deeplabv3plus(weights=None, aspp_filters=16, decoder_filters=16)
+    model = build_model(weights=None, aspp_filters=16, decoder_filters=16)
     _randomise_batch_norms(model, 5)
     card = {
         "name": "roads",

@@ -19,12 +19,12 @@ tf = pytest.importorskip("tensorflow")
 
 from roadseg.model_versions import latest_version, read_card  # noqa: E402
 from roadseg.trainer.export import export_savedmodel  # noqa: E402
-from roadseg.trainer.model import build_deeplabv3plus  # noqa: E402
+from roadseg.trainer.model import build_model  # noqa: E402
 
 
 @pytest.mark.parametrize("backbone", ["mobilenetv2", "resnet50"])
 def test_model_output_matches_input_size(backbone):
-    model = build_deeplabv3plus(backbone, weights=None, aspp_filters=16, decoder_filters=16)
+    model = build_model(backbone, weights=None, aspp_filters=16, decoder_filters=16)
     for height, width in [(32, 32), (64, 96)]:
         logits = model(np.zeros((1, height, width, 3), np.float32), training=False)
         assert tuple(logits.shape) == (1, height, width, 1)
@@ -32,7 +32,7 @@ def test_model_output_matches_input_size(backbone):
 
 
 def test_backbone_has_output_stride_16():
-    model = build_deeplabv3plus("mobilenetv2", weights=None, aspp_filters=16, decoder_filters=16)
+    model = build_model("mobilenetv2", weights=None, aspp_filters=16, decoder_filters=16)
     backbone = model.get_layer("backbone")
     high, low = backbone(np.zeros((1, 128, 64, 3), np.float32))
     assert tuple(high.shape[1:3]) == (8, 4)
@@ -197,7 +197,7 @@ def _storage(run: Path):
 
 
 def test_export_refuses_to_overwrite_a_version(tmp_path):
-    model = build_deeplabv3plus(weights=None, aspp_filters=8, decoder_filters=8)
+    model = build_model(weights=None, aspp_filters=8, decoder_filters=8)
     (tmp_path / "1").mkdir()
     with pytest.raises(FileExistsError):
         export_savedmodel(model, tmp_path / "1", {"name": "roads"})
@@ -208,7 +208,7 @@ def test_export_refuses_to_overwrite_a_version(tmp_path):
 def test_test_time_augmentation_averages_the_views_mapped_back(tmp_path, tta):
     """Each view (turned k quarters, maybe mirrored) is predicted, mapped back and averaged, on a
     non-square image whose size is not a multiple of 16 (padding comes before the views)."""
-    model = build_deeplabv3plus(weights=None, aspp_filters=8, decoder_filters=8)
+    model = build_model(weights=None, aspp_filters=8, decoder_filters=8)
     out = export_savedmodel(model, tmp_path / "1", {"name": "roads"}, tta=tta)
     assert read_card(out)["tta"] == tta
     image = np.random.default_rng(2).integers(0, 256, (2, 37, 53, 3), dtype=np.uint8)
@@ -233,8 +233,8 @@ def test_test_time_augmentation_averages_the_views_mapped_back(tmp_path, tta):
 
     assert read_card(out)["tta_options"] == sorted({tta, "none", "flip"})
     predictor = EmbeddedPredictor(out)
-    np.testing.assert_allclose(predictor.predict(image), mean[:, :37, :53, 0], atol=1e-5)
-    np.testing.assert_allclose(predictor.predict(image, "none"), plain[..., 0], atol=1e-5)
+    np.testing.assert_allclose(predictor.predict(image), mean[:, :37, :53], atol=1e-5)
+    np.testing.assert_allclose(predictor.predict(image, "none"), plain, atol=1e-5)
     with pytest.raises(InvalidInput, match=r"roads v\? offers test-time augmentation .*got 'rot90'"):
         predictor.predict(image, "rot90")
 
@@ -303,9 +303,9 @@ def test_stride2_decoder_starts_from_a_stride4_export(tmp_path):
     from roadseg.model_versions import load_exported_weights
 
     small = {"weights": None, "aspp_filters": 16, "decoder_filters": 16}
-    stride4 = build_deeplabv3plus(**small)
+    stride4 = build_model(**small)
     export_savedmodel(stride4, tmp_path / "1", {"name": "t"})
-    stride2 = build_deeplabv3plus(**small, decoder_stride=2)
+    stride2 = build_model(**small, decoder_stride=2)
     image = np.random.default_rng(3).integers(0, 256, (1, 48, 80, 3)).astype(np.float32)
     assert tuple(stride2(image).shape) == (1, 48, 80, 1)
 
@@ -316,7 +316,7 @@ def test_stride2_decoder_starts_from_a_stride4_export(tmp_path):
     # Everything but logits_stride4 (kernel, bias) carries over; the stride-2 stage adds 14 variables.
     assert len(fresh) == 14 and len(stride2.variables) - len(fresh) == len(stride4.variables) - 2
     with pytest.raises(Exception, match="does not match this architecture"):
-        load_exported_weights(build_deeplabv3plus(weights=None, aspp_filters=8, decoder_filters=16), tmp_path / "1")
+        load_exported_weights(build_model(weights=None, aspp_filters=8, decoder_filters=16), tmp_path / "1")
 
 
 def test_narrower_head_keeps_the_strongest_groups_of_an_export(tmp_path):
@@ -330,7 +330,7 @@ def test_narrower_head_keeps_the_strongest_groups_of_an_export(tmp_path):
     from roadseg.model_versions import load_exported_weights
     from roadseg.trainer.narrow import head_indices
 
-    wide = build_deeplabv3plus(weights=None, aspp_filters=32, decoder_filters=32)
+    wide = build_model(weights=None, aspp_filters=32, decoder_filters=32)
     rng = np.random.default_rng(5)
     aspp = ["aspp_1x1", "aspp_r6", "aspp_r12", "aspp_r18", "aspp_pool_proj", "aspp_out"]
     for block in [*aspp, "decoder_sep1", "decoder_sep2"]:
@@ -341,7 +341,7 @@ def test_narrower_head_keeps_the_strongest_groups_of_an_export(tmp_path):
         norm.gamma.assign(norm.gamma.numpy() * alive * rng.uniform(0.5, 2.0, 32))
         norm.beta.assign(alive * rng.uniform(-0.2, 0.2, 32))
     export_savedmodel(wide, tmp_path / "1", {"name": "t"})
-    narrow = build_deeplabv3plus(weights=None, aspp_filters=16, decoder_filters=16)
+    narrow = build_model(weights=None, aspp_filters=16, decoder_filters=16)
 
     assert load_exported_weights(narrow, tmp_path / "1", head_indices) == []
     image = rng.integers(0, 256, (1, 64, 96, 3)).astype(np.float32)

@@ -66,14 +66,14 @@ def test_validation_pads_small_examples_with_ignore(tfrecord_dir):
 
 def test_missing_split_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no 'val' data"):
-        data.load_source(data.Source(str(tmp_path)), "val")
+        data.load_examples(data.Source(str(tmp_path)), "val")
 
 
 def test_images_without_masks_are_named_in_the_error(tmp_path):
     (tmp_path / "train" / "images").mkdir(parents=True)
     (tmp_path / "train" / "images" / "a.jpg").write_bytes(b"not read")
     with pytest.raises(FileNotFoundError, match=r"none of the 1 images has a mask, e.g. .*train/masks/a\.png"):
-        data.load_source(data.Source(str(tmp_path)), "train")
+        data.load_examples(data.Source(str(tmp_path)), "train")
 
 
 def test_images_without_masks_are_skipped_with_one_warning(tmp_path, caplog):
@@ -86,8 +86,8 @@ def test_images_without_masks_are_skipped_with_one_warning(tmp_path, caplog):
     source = data.Source(str(tmp_path))
     with caplog.at_level("WARNING", logger="roadseg.trainer.data"):
         assert data.steps_for([source], batch_size=1) == 1
-        (loaded,) = list(data.load_source(source, "train"))
-    np.testing.assert_array_equal(loaded[1].numpy()[..., 0], mask)
+        (loaded,) = data.load_examples(source, "train")
+    np.testing.assert_array_equal(loaded[1][..., 0], mask)
     warnings = [r.getMessage() for r in caplog.records if "without a mask" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].endswith("masks/b.png")
 
@@ -143,18 +143,16 @@ def _edges(mask: np.ndarray) -> int:
 @pytest.mark.parametrize(("target_m", "edges"), [(0.5, 4), (1.0, 8), (2.0, 16)])
 def test_crops_are_rescaled_to_the_drawn_ground_pixel_size(target_m, edges):
     """A 1 m source shown at 0.5 m has stripes twice as wide (half as many edges per crop), at 2 m twice as many."""
-    tf.random.set_seed(3)
     image, mask = _stripes()
     aug = data.Augmentation(64, pixel_size_range_m=(target_m, target_m), rescale_probability=1.0, photometric="none")
-    for _ in range(5):
-        crop, crop_mask = data.augment(tf.constant(image), tf.constant(mask), aug, pixel_size_m=1.0)
+    for seed in range(5):
+        crop, crop_mask = data.augment(tf.constant(image), tf.constant(mask), aug, pixel_size_m=1.0, seed=(3, seed))
         assert crop.shape == (64, 64, 3) and crop_mask.shape == (64, 64, 1)
         assert set(np.unique(crop_mask.numpy())) <= {0, 255}
         assert abs(_edges(crop_mask.numpy()) - edges) <= 1
 
 
 def test_sources_without_pixel_size_keep_their_scale():
-    tf.random.set_seed(4)
     image, mask = _stripes()
     aug = data.Augmentation(64, scale_range=(1.0, 1.0), pixel_size_range_m=(0.5, 0.5), rescale_probability=1.0)
     _, crop_mask = data.augment(tf.constant(image), tf.constant(mask), aug, pixel_size_m=None)
@@ -162,9 +160,8 @@ def test_sources_without_pixel_size_keep_their_scale():
 
 
 def test_strong_photometric_changes_appearance_within_range():
-    tf.random.set_seed(5)
     image = tf.constant(np.full((64, 64, 3), 128.0, np.float32))
-    outputs = [data.photometric(image, "strong").numpy() for _ in range(8)]
+    outputs = [data.photometric(image, "strong", seed=(5, i)).numpy() for i in range(8)]
     for out in outputs:
         assert out.shape == (64, 64, 3) and out.dtype == np.float32
         assert out.min() >= 0.0 and out.max() <= 255.0
@@ -212,3 +209,72 @@ def test_bad_augmentation_settings_are_refused_up_front(overrides, message):
 
     with pytest.raises(InvalidInput, match=message):
         TrainConfig(**{"train_data": ["x"], **overrides}).validate()
+
+
+def test_the_same_seed_gives_the_same_crop_and_another_seed_another():
+    image, mask = _stripes()
+    aug = data.Augmentation(64, pixel_size_range_m=(0.3, 2.0), photometric="strong")
+    first = data.augment(tf.constant(image), tf.constant(mask), aug, 1.0, seed=(7, 11))
+    again = data.augment(tf.constant(image), tf.constant(mask), aug, 1.0, seed=(7, 11))
+    other = data.augment(tf.constant(image), tf.constant(mask), aug, 1.0, seed=(7, 12))
+    np.testing.assert_array_equal(first[0].numpy(), again[0].numpy())
+    np.testing.assert_array_equal(first[1].numpy(), again[1].numpy())
+    assert not np.array_equal(first[0].numpy(), other[0].numpy())
+
+
+def test_a_resumed_pipeline_continues_with_the_very_batches_of_an_uninterrupted_one(tfrecord_dir, tmp_path):
+    """Batch k is a function of (seed, k): starting at step 3 gives batches 3, 4 of a run from step 0."""
+    _plain_source(tmp_path / "plain", "surface")
+    sources = [data.Source(str(tfrecord_dir), 1.0, 1.0), data.Source(str(tmp_path / "plain"), 2.0, 0.5, "surface")]
+    aug = data.Augmentation(32, pixel_size_range_m=(0.3, 2.0), photometric="strong")
+
+    def batches(start: int, count: int) -> list:
+        stream = data.training_dataset(sources, aug, 2, seed=9, start_step=start, outputs=2)
+        return [(i.numpy(), m.numpy()) for i, m in stream.take(count)]
+
+    straight, resumed = batches(0, 5), batches(3, 2)
+    for (image, mask), (image_again, mask_again) in zip(straight[3:], resumed, strict=True):
+        np.testing.assert_array_equal(image, image_again)
+        np.testing.assert_array_equal(mask, mask_again)
+    assert not np.array_equal(straight[0][0], straight[1][0])
+    assert straight[0][1].shape == (2, 32, 32, 2)
+
+
+def _plain_source(root, targets: str):
+    """A plain folder source with one 64 px image whose mask is a 12 px wide vertical road."""
+    (root / "train" / "images").mkdir(parents=True)
+    (root / "train" / "masks").mkdir()
+    image = np.zeros((64, 64, 3), np.uint8)
+    mask = np.zeros((64, 64, 1), np.uint8)
+    mask[:, 26:38] = 255
+    tf.io.write_file(str(root / "train" / "images" / "a.png"), tf.io.encode_png(image))
+    tf.io.write_file(str(root / "train" / "masks" / "a.png"), tf.io.encode_png(mask))
+    (root / "source.json").write_text(f'{{"targets": "{targets}", "pixel_size_m": 0.5}}')
+    return root
+
+
+def test_surface_sources_get_a_centreline_band_of_the_set_ground_width(tmp_path):
+    """A 12 px (6 m at 0.5 m) road: its band of 3 m is 6 px wide around the road's middle."""
+    source = data.Source(str(_plain_source(tmp_path, "surface")))
+    ((_, masks),) = data.load_examples(source, "train", outputs=2, band_width_m=3.0)
+    surface, band = masks[..., 0], masks[..., 1]
+    assert (surface[:, 26:38] == 255).all() and (surface[:, :26] == 0).all()
+    road_columns = np.flatnonzero((band[10:54] == 255).all(axis=0))
+    assert 5 <= len(road_columns) <= 7 and abs(road_columns.mean() - 31.5) <= 1
+    assert set(np.unique(band)) == {0, 255}
+
+
+def test_band_sources_leave_the_surface_to_be_ignored(tmp_path):
+    source = data.Source(str(_plain_source(tmp_path, "band")))
+    ((_, masks),) = data.load_examples(source, "train", outputs=2)
+    assert (masks[..., 0] == IGNORE).all()
+    assert (masks[..., 1][:, 26:38] == 255).all()
+
+
+def test_surface_sources_need_a_pixel_size_for_their_band(tmp_path):
+    root = _plain_source(tmp_path, "surface")
+    (root / "source.json").write_text('{"targets": "surface"}')
+    with pytest.raises(InvalidInput, match="needs pixel_size_m"):
+        data.load_examples(data.Source(str(root)), "train", outputs=2)
+    with pytest.raises(InvalidInput, match="targets must be one of"):
+        data.Source.parse({"path": "x", "targets": "lanes"})

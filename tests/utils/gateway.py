@@ -68,14 +68,14 @@ def real_model() -> Path:
     if "real" not in _CACHE:
         from roadseg.model_versions import latest_version
         from roadseg.trainer.export import export_savedmodel
-        from roadseg.trainer.model import build_deeplabv3plus
+        from roadseg.trainer.model import build_model
 
         if latest_version(SHIPPED) is not None:
             _CACHE["real"] = SHIPPED
             return SHIPPED
 
         root = Path(tempfile.mkdtemp(prefix="roadseg-real-model-"))
-        model = build_deeplabv3plus(backbone="mobilenetv2", weights=None, input_shape=(None, None, 3))
+        model = build_model(backbone="mobilenetv2", weights=None, input_shape=(None, None, 3))
         card = {"name": "roads", "version": 1, "backbone": "mobilenetv2", "threshold": 0.5, "metrics": {}}
         export_savedmodel(model, root / "1", card)
         _CACHE["real"] = root

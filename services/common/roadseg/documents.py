@@ -169,6 +169,12 @@ class PredictionRecord(JobRecord):
     windows_total: int | None = None
     files: list[str] = Field(default_factory=list, description="Output files (see the files/{name} route).")
     threshold: float | None = None
+    centerline_threshold: float | None = Field(
+        default=None, description="Threshold of the centreline mask (models with a centreline output)."
+    )
+    pixel_size_m: float | None = Field(
+        default=None, gt=0, description="Ground pixel size (m) the caller gave for a plain (not georeferenced) image."
+    )
     road_fraction: float | None = None
     seconds: float | None = None
     timings: dict[str, float] | None = Field(
@@ -266,6 +272,14 @@ class ModelCard(Document):
     code_version: str | None = None
     backbone: str | None = None
     threshold: float | None = Field(default=None, description="Probability above which a pixel is road.")
+    outputs: list[str] | None = Field(
+        default=None,
+        description='Outputs in channel order: ["surface", "band"] for two-output models; absent: one road output.',
+    )
+    thresholds: dict[str, float] | None = Field(
+        default=None, description="Per output, the probability above which a pixel is that output's road."
+    )
+    band_width_m: float | None = Field(default=None, description="Ground width of the centreline band output.")
     tta: str = Field(default="none", description="Test-time augmentation of the default signature.")
     tta_options: list[str] | None = Field(
         default=None, description="Test-time augmentations offered per request (signatures tta_<name>)."

@@ -16,9 +16,11 @@ WARM_UP_WINDOW = 64
 
 PREDICT_EPILOG = """\
 outputs, for every INPUT (named after its file stem):
-  DIR/<stem>.png      road mask, 0 = background, 255 = road, same width and height as the input
-  DIR/<stem>.tif      the same mask as a GeoTIFF with the input's CRS and transform (georeferenced inputs only)
-  DIR/<stem>.geojson  road network (with --geojson)
+  DIR/<stem>.png             road (surface) mask, 0 = background, 255 = road, same width and height as the input
+  DIR/<stem>.centerline.png  centreline band mask, same format (models with a centreline output)
+  DIR/<stem>.tif, DIR/<stem>.centerline.tif
+                             the same masks as GeoTIFFs with the input's CRS and transform (georeferenced inputs)
+  DIR/<stem>.geojson         road network, from the centreline band where the model has one (with --geojson)
 
 examples:
   roadseg predict scene.tif --out out/
@@ -26,6 +28,7 @@ examples:
   roadseg predict big.tif --out out/ --model models/roads/3
   roadseg predict tiles/*.tif --out out/ --tta none     # many images, the fast way
   roadseg predict nyc.vrt --out out/                     # tiles of one image as one (roadseg ingest mosaic)
+  roadseg predict photo.png --out out/ --pixel-size 0.5   # a plain image of 0.5 m pixels
 
 The model is ROADSEG_MODEL_DIR (latest version) unless --model is given; with ROADSEG_TFSERVING_URL set
 (and no --model) windows are sent to TF Serving. Window size/overlap/batch: ROADSEG_PREDICT_WINDOW,
@@ -54,6 +57,19 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     p.add_argument("--model", metavar="PATH", help="SavedModel folder, or a folder of versions (latest is used)")
     p.add_argument("--threshold", type=float, metavar="T", help="road probability threshold (default: model card)")
+    p.add_argument(
+        "--centerline-threshold",
+        type=float,
+        metavar="T",
+        help="centreline band threshold (default: model card)",
+    )
+    p.add_argument(
+        "--pixel-size",
+        type=_positive_float,
+        metavar="M",
+        help="ground pixel size in metres of plain images (PNG/JPEG without georeference): they are resampled to "
+        "the model's resolution as georeferenced ones are (default: taken to be the model's own)",
+    )
     p.add_argument("--geojson", action="store_true", help="also write the road network as DIR/<stem>.geojson")
     p.add_argument(
         "--tta", choices=TTA_OPTIONS, help="test-time augmentation: none is about twice as fast (default: the card's)"
@@ -78,6 +94,17 @@ def register(sub) -> None:
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     s.set_defaults(func=serve_command)
+
+
+def _positive_float(text: str) -> float:
+    """A number above 0 (argparse type), so ``--pixel-size 0`` or ``nan`` is refused before any work."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of metres, got {text!r}")
+    return value
 
 
 def predict_command(args: argparse.Namespace) -> int:
@@ -167,13 +194,20 @@ def _predict_file(source, predictor, settings, out: Path, threshold: float, args
                 progress=progress,
                 tta=args.tta,
                 model_lock=lock,
-                pngs=("mask.png",),
+                pngs=("mask.png", "centerline.png"),
+                centerline_threshold=args.centerline_threshold,
+                pixel_size_m=args.pixel_size,
             )
-        mask_tif = result.files["mask"]
-        os.replace(result.files["mask.png"], out / f"{stem}.png")  # each output appears whole
-        written = [out / f"{stem}.png"]
+        # Each output appears whole: written in the temporary folder, then renamed.
+        masks = {"mask": f"{stem}", "centerline": f"{stem}.centerline"}
+        masks = {layer: name for layer, name in masks.items() if layer in result.files}
+        written = []
+        for layer, name in masks.items():
+            os.replace(result.files[f"{layer}.png"], out / f"{name}.png")
+            written.append(out / f"{name}.png")
         if args.geojson:
-            with raster.open_checked(mask_tif) as mask:
+            # The road network follows the centreline band where there is one (mask_key says why).
+            with raster.open_checked(result.files["centerline" if "centerline" in masks else "mask"]) as mask:
                 roads = road_graph_geojson(mask, settings.graph_max_pixels)
             if roads is None:
                 notes.append("too large for a road graph (ROADSEG_GRAPH_MAX_PIXELS)")
@@ -182,9 +216,10 @@ def _predict_file(source, predictor, settings, out: Path, threshold: float, args
                 os.replace(Path(tmp) / "roads.geojson", out / f"{stem}.geojson")
                 written.append(out / f"{stem}.geojson")
         if result.info["georeferenced"]:
-            cog = tif_to_cog(mask_tif, Path(tmp) / "mask.cog.tif", "nearest")
-            os.replace(cog, out / f"{stem}.tif")  # appears whole
-            written.append(out / f"{stem}.tif")
+            for layer, name in masks.items():
+                cog = tif_to_cog(result.files[layer], Path(tmp) / f"{layer}.cog.tif", "nearest")
+                os.replace(cog, out / f"{name}.tif")
+                written.append(out / f"{name}.tif")
     width, height = result.info["width"], result.info["height"]
     note = f" ({'; '.join(notes)})" if notes else ""
     return (

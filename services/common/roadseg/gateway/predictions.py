@@ -68,6 +68,8 @@ def prediction_store(storage: Storage) -> JobStore:
 
 #: Road colour of the overlay (magenta: visible on desert, vegetation and asphalt alike).
 OVERLAY_RGB = (255, 0, 200)
+#: Colour of the centreline overlay of a two-output model (cyan, apart from the surface's magenta).
+CENTERLINE_RGB = (0, 230, 255)
 
 #: Seconds between progress writes to a job's record (the page polls every second, so it sees each one).
 PROGRESS_INTERVAL_S = 0.5
@@ -80,6 +82,10 @@ MEDIA_TYPES = {
     "probability.png": "image/png",
     "probability.tif": "image/tiff",
     "mask.tif": "image/tiff",
+    "centerline.png": "image/png",
+    "centerline_overlay.png": "image/png",
+    "centerline_probability.tif": "image/tiff",
+    "centerline.tif": "image/tiff",
     "roads.geojson": "application/geo+json",
 }
 
@@ -98,6 +104,8 @@ class RasterPrediction:
     resampling: dict[str, float] | None = None
     #: The test-time augmentation that ran (the request's, else the model card's).
     tta: str = "none"
+    #: The centreline mask's threshold (two-output models), else None.
+    centerline_threshold: float | None = None
 
 
 def output_profile(ds: DatasetReader, count: int, dtype: str, rows: tuple[int, int] | None = None) -> dict[str, Any]:
@@ -129,13 +137,18 @@ class ModelWindows:
     resampling: dict[str, float] | None = None
 
     @classmethod
-    def of(cls, ds: DatasetReader, predictor: Predictor, settings: Settings) -> ModelWindows:
+    def of(
+        cls, ds: DatasetReader, predictor: Predictor, settings: Settings, pixel_size_m: float | None = None
+    ) -> ModelWindows:
         """At most ``predict_window`` px per side, fitted to the image (:func:`windows.fit_window`).
 
         Windows grow by the resampling factor, so the model still sees at most ~``predict_window`` px per side.
+        The image's ground pixel size is its georeference's; ``pixel_size_m`` (what the user says) stands in
+        for a plain image's, which has none. Without either, a plain image is taken to be at the model's
+        own resolution.
         """
         window, overlap = settings.predict_window, settings.predict_overlap
-        image_m = raster.ground_pixel_size_m(ds)
+        image_m = raster.ground_pixel_size_m(ds) or pixel_size_m
         model_m = model_resolution(image_m, predictor.card)
         factor = resolution_factor(image_m, model_m) if settings.match_resolution else 1.0
         if image_m is None or model_m is None or factor == 1.0:
@@ -158,45 +171,78 @@ class ModelWindows:
         return len(starts) * len(window_starts(ds.width, self.window[1], self.overlap))
 
 
-#: Layers a prediction writes -> (bands, dtype): always the probabilities and the 0/255 mask; for the page
-#: also the probabilities as 0..255, the input as 8-bit RGB (what the browser shows) and the RGBA overlay.
+#: Layers a prediction writes -> (bands, dtype): always the probabilities and the 0/255 mask of the road
+#: (surface); for the page also the probabilities as 0..255, the input as 8-bit RGB (what the browser
+#: shows) and the RGBA overlay. A two-output model adds its centreline band's probabilities, mask and overlay.
 LAYERS = {
     "probability": (1, "float32"),
     "mask": (1, "uint8"),
     "probability8": (1, "uint8"),
     "image": (3, "uint8"),
     "overlay": (4, "uint8"),
+    "centerline_probability": (1, "float32"),
+    "centerline": (1, "uint8"),
+    "centerline_overlay": (4, "uint8"),
 }
+#: Layers made from the centreline band output: written only by models that have one.
+CENTERLINE_LAYERS = ("centerline_probability", "centerline", "centerline_overlay")
 #: Probabilities are stored in steps of 2**-16 (at most 7.6e-6 off): float32 model outputs have noise in
 #: their low mantissa bits, which DEFLATE cannot compress (the probability COG of a 1500 px Massachusetts
 #: tile was 10.5 MB for 9.0 MB of pixels). Rounded, and with TIFF's floating-point predictor, it is
 #: 2.8 MB, and the mask is thresholded from the same rounded values, so the two always agree.
 PROBABILITY_STEPS = 2**16
-#: What every prediction writes as GeoTIFFs.
-BASE_LAYERS = ("probability", "mask")
+#: What every prediction writes as GeoTIFFs (the centreline's only where the model has that output).
+BASE_LAYERS = ("probability", "mask", "centerline_probability", "centerline")
 #: The page's PNG files of an upload and the layer each is made of (:class:`~roadseg.png.PngWriter`).
 PNG_LAYERS = {
     "mask.png": "mask",
     "overlay.png": "overlay",
     "image.png": "image",
     "probability.png": "probability8",
+    "centerline.png": "centerline",
+    "centerline_overlay.png": "centerline_overlay",
 }
 
 
-def layer_rows(layer: str, prob: np.ndarray, road: np.ndarray, rgb: np.ndarray | None) -> np.ndarray:
-    """Rows of one output layer as ``[rows, width, bands]`` from a band's probabilities, mask and image rows."""
+def centerline_channel(predictor: Predictor) -> int | None:
+    """The channel of the centreline band among the model's outputs; None for a single-output model."""
+    outputs = predictor.outputs
+    return outputs.index("band") if "band" in outputs else None
+
+
+def available_layers(names: Collection[str], has_centerline: bool) -> tuple[str, ...]:
+    """``names`` less the centreline layers when the model has no centreline output."""
+    return tuple(n for n in names if has_centerline or n not in CENTERLINE_LAYERS)
+
+
+def layer_rows(
+    layer: str, prob: np.ndarray, road: np.ndarray, rgb: np.ndarray | None, line: np.ndarray | None = None
+) -> np.ndarray:
+    """Rows of one output layer as ``[rows, width, bands]`` from a band of rows.
+
+    ``prob`` float32 [rows, width, C] (the model's outputs), ``road`` the road (surface) mask,
+    ``line`` the centreline band's mask (two-output models), ``rgb`` the image rows.
+    """
     if layer == "probability":
-        return prob[..., None]
-    if layer == "mask":
-        return (road * np.uint8(255))[..., None]
+        return prob[..., :1]
+    if layer == "centerline_probability":
+        return prob[..., -1:]
+    if layer in ("mask", "centerline"):
+        chosen = road if layer == "mask" else line
+        if chosen is None:
+            raise ValueError(f"the {layer} layer needs its mask")
+        return (chosen * np.uint8(255))[..., None]
     if layer == "probability8":
-        return np.round(prob * 255).astype(np.uint8)[..., None]
+        return np.round(prob[..., 0] * 255).astype(np.uint8)[..., None]
     if layer == "image":
         if rgb is None:
             raise ValueError("the image layer needs the band's image rows")
         return rgb
-    overlay = np.zeros((*road.shape, 4), np.uint8)
-    overlay[road] = (*OVERLAY_RGB, 255)
+    chosen, color = (road, OVERLAY_RGB) if layer == "overlay" else (line, CENTERLINE_RGB)
+    if chosen is None:
+        raise ValueError(f"the {layer} layer needs its mask")
+    overlay = np.zeros((*chosen.shape, 4), np.uint8)
+    overlay[chosen] = (*color, 255)
     return overlay
 
 
@@ -212,8 +258,14 @@ def predict_raster(
     model_lock: threading.Lock | None = None,
     window_rows: tuple[int, int] | None = None,
     pngs: Collection[str] = (),
+    centerline_threshold: float | None = None,
+    pixel_size_m: float | None = None,
 ) -> RasterPrediction:
     """Predict ``ds`` window by window into GeoTIFFs (``layers`` of :data:`LAYERS`) and PNGs in ``out_dir``.
+
+    ``threshold`` makes the road (surface) mask; ``centerline_threshold`` (default: the card's) the
+    centreline mask of a two-output model. Centreline layers asked of a single-output model are left out.
+    ``pixel_size_m`` is the ground pixel size of a plain image (see :meth:`ModelWindows.of`).
 
     ``tta`` (``none``/``flip``; None: the model card's) is checked against the serving version
     before any work, so an unavailable choice is a 400 and not a half-done job. ``model_lock`` is
@@ -236,7 +288,7 @@ def predict_raster(
         with model_lock or contextlib.nullcontext():
             return predictor.predict(images, tta)
 
-    geometry = ModelWindows.of(ds, predictor, settings)
+    geometry = ModelWindows.of(ds, predictor, settings, pixel_size_m)
     predict: PredictBatch = model if geometry.factor == 1.0 else resampled(model, geometry.factor)
     if geometry.resampling:
         log.info(
@@ -264,6 +316,10 @@ def predict_raster(
         """
         return decoded[band_off][first - band_off : last - band_off]
 
+    line_channel = centerline_channel(predictor)
+    layers = available_layers(layers, line_channel is not None)
+    pngs = [name for name in pngs if PNG_LAYERS[name] in available_layers([PNG_LAYERS[name]], line_channel is not None)]
+    line_threshold = predictor.threshold(centerline_threshold, "band") if line_channel is not None else None
     files = {name: out_dir / f"{name}.tif" for name in layers} | {name: out_dir / name for name in pngs}
     needed = {*layers, *(PNG_LAYERS[name] for name in pngs)}
     with_rgb = "image" in needed
@@ -280,8 +336,10 @@ def predict_raster(
         """Write rows [first, last) of every layer; returns their road pixels. Runs in the writer thread."""
         window = Window(0, first - row_from, width, last - first)
         prob = np.round(prob * PROBABILITY_STEPS) / np.float32(PROBABILITY_STEPS)
-        road = prob >= threshold
-        rows = {layer: layer_rows(layer, prob, road, rgb) for layer in needed}  # the mask once for GeoTIFF and PNG
+        road = prob[..., 0] >= threshold
+        line = None if line_channel is None or line_threshold is None else prob[..., line_channel] >= line_threshold
+        # The masks once for GeoTIFF and PNG.
+        rows = {layer: layer_rows(layer, prob, road, rgb, line) for layer in needed}
         with rasterio.Env(**GDAL_ENV):
             for name, out in tifs.items():
                 out.write(np.moveaxis(rows[name], -1, 0), window=window)
@@ -337,6 +395,7 @@ def predict_raster(
         seconds=time.perf_counter() - started,
         resampling=geometry.resampling,
         tta=tta or predictor.card.get("tta") or "none",
+        centerline_threshold=line_threshold,
     )
 
 
@@ -506,8 +565,16 @@ def road_network(job_id: str, storage: Storage, settings: Settings) -> tuple[str
 
 
 def mask_key(jobs: JobStore, record: dict[str, Any]) -> str:
-    """Storage key of a done prediction's mask (a COG when georeferenced, else the PNG)."""
-    return jobs.key(record["id"], "mask.tif" if "mask.tif" in record["files"] else "mask.png")
+    """Storage key of the mask a done prediction's road network is built from (a COG when georeferenced, else PNG).
+
+    The centreline band of a two-output model: a band of one width follows each road's middle, where
+    the surface mask's width varies with the road (and its skeleton with every wide junction).
+    """
+    files = record["files"]
+    for name in ("centerline.tif", "centerline.png", "mask.tif"):
+        if name in files:
+            return jobs.key(record["id"], name)
+    return jobs.key(record["id"], "mask.png")
 
 
 @contextlib.contextmanager
@@ -687,6 +754,7 @@ def predict_job(
         tta=record.get("tta"),
         window_rows=window_rows,
         pngs=pngs,
+        pixel_size_m=record.get("pixel_size_m"),
     )
 
 
@@ -698,19 +766,26 @@ def store_outputs(
     record = jobs.update(job_id, stage="writing outputs")
     started = time.perf_counter()
     files = result.files
-    encodings: dict[str, Callable[[], Path]] = {
-        # Rounded probabilities (PROBABILITY_STEPS) with the floating-point predictor: 2.8 MB at level 1, 2.7 MB
-        # at level 6 for 1.5x the time, on a 1500 px Massachusetts tile.
-        "probability.tif": partial(tif_to_cog, files["probability"], out / "probability.cog.tif", "average", 1, 3)
+
+    def cog(layer: str, resampling: str, *options: int) -> Callable[[], Path]:
+        return partial(tif_to_cog, files[layer], out / f"{layer}.cog.tif", resampling, *options)
+
+    # Rounded probabilities (PROBABILITY_STEPS) with the floating-point predictor: 2.8 MB at level 1, 2.7 MB
+    # at level 6 for 1.5x the time, on a 1500 px Massachusetts tile.
+    encodings = {
+        f"{layer}.tif": cog(layer, "average", 1, 3)
+        for layer in ("probability", "centerline_probability")
+        if layer in files
     }
     # The page's layers (uploads): PNGs written during the prediction, or made now from joined shard bands.
     pngs = {name: files[name] for name in PNG_LAYERS if name in files}
     joined_bands = "overlay" in files
     if joined_bands:
         for name, layer in PNG_LAYERS.items():
-            encodings[name] = partial(tif_to_png, files[layer], out / name)
+            if layer in files:
+                encodings[name] = partial(tif_to_png, files[layer], out / name)
     if result.info["georeferenced"] or not (pngs or joined_bands):
-        encodings["mask.tif"] = partial(tif_to_cog, files["mask"], out / "mask.cog.tif", "nearest")
+        encodings |= {f"{layer}.tif": cog(layer, "nearest") for layer in ("mask", "centerline") if layer in files}
     # GDAL and ISA-L encode without the GIL: the files are written side by side, on every core the model just used.
     with ThreadPoolExecutor(max_workers=min(len(encodings), os.cpu_count() or 1)) as pool:
         running = {name: pool.submit(encode) for name, encode in encodings.items()}
@@ -727,6 +802,7 @@ def store_outputs(
         files=sorted(outputs),
         info=result.info,
         threshold=result.threshold,
+        centerline_threshold=result.centerline_threshold,
         road_fraction=result.road_pixels / (result.info["width"] * result.info["height"]),
         windows_total=result.windows,
         seconds=round(result.seconds, 3),

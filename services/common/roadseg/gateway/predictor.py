@@ -6,9 +6,10 @@
 - :class:`RestPredictor` and :class:`GrpcPredictor` call TF Serving (``ROADSEG_TFSERVING_URL``
   ``http://host:8501`` or ``grpc://host:8500``), which reads the same versioned directory.
 
-Every backend takes uint8 ``[N, H, W, 3]`` and returns float32 ``[N, H, W]`` (docs/contracts.md §5 of the
-SavedModel: signature ``serving_default``, input ``images``, output ``probabilities``). ``tta`` picks
-the signature of another test-time augmentation (``tta_none``: about half the cost of ``flip``).
+Every backend takes uint8 ``[N, H, W, 3]`` and returns float32 ``[N, H, W, C]`` (docs/contracts.md §5 of
+the SavedModel: signature ``serving_default``, input ``images``, output ``probabilities``), one channel
+per output the model card lists (:attr:`Predictor.outputs`: ``road``, or ``surface`` and ``band``).
+``tta`` picks the signature of another test-time augmentation (``tta_none``: about half the cost of ``flip``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 INPUT, OUTPUT = "images", "probabilities"
 #: Used when neither ROADSEG_THRESHOLD nor the model card gives a threshold.
 DEFAULT_THRESHOLD = 0.5
+#: The outputs of a model whose card does not list them: one road channel (every version up to 3).
+SINGLE_OUTPUT = ["road"]
 
 
 class BackendError(RoadsegError):
@@ -57,7 +60,7 @@ class Predictor(ABC):
 
     @abstractmethod
     def predict(self, images: np.ndarray, tta: str | None = None) -> np.ndarray:
-        """Road probabilities float32 ``[N, H, W]`` for uint8 RGB windows ``[N, H, W, 3]``.
+        """Probabilities float32 ``[N, H, W, C]`` (C: :attr:`outputs`) for uint8 RGB windows ``[N, H, W, 3]``.
 
         ``tta`` (``none``, ``flip``; None: the card's own) selects the signature; a version that does
         not offer it raises :class:`~roadseg.errors.InvalidInput`.
@@ -83,11 +86,20 @@ class Predictor(ABC):
     def refresh(self) -> None:
         """Pick up a newer model version if the backend can (called before each job and by /healthz)."""
 
-    def threshold(self, override: float | None = None) -> float:
-        """``override`` (ROADSEG_THRESHOLD or --threshold) wins, then the card's best-F1 threshold."""
+    @property
+    def outputs(self) -> list[str]:
+        """The model's outputs in channel order: ``["road"]``, or ``["surface", "band"]`` (the card's ``outputs``)."""
+        return list(self.card.get("outputs") or SINGLE_OUTPUT)
+
+    def threshold(self, override: float | None = None, output: str | None = None) -> float:
+        """``override`` (ROADSEG_THRESHOLD or --threshold) wins, then the card's best-F1 threshold of ``output``.
+
+        ``output`` None is the first output (road, or road surface): what the mask shows.
+        """
         if override is not None:
             return float(override)
-        return float(self.card.get("threshold") or DEFAULT_THRESHOLD)
+        chosen = (self.card.get("thresholds") or {}).get(output or self.outputs[0])
+        return float(chosen or self.card.get("threshold") or DEFAULT_THRESHOLD)
 
     def describe(self) -> dict[str, Any]:
         """Backend, model name and serving version, as ``/healthz`` and the model card report them."""
@@ -184,7 +196,7 @@ class EmbeddedPredictor(Predictor):
             raise ModelUnavailable(f"no model version under {self.path} yet (export one, it is picked up)")
         fn = loaded.signatures[self.signature(tta)]
         out = fn(**{INPUT: tf.constant(images, tf.uint8)})[OUTPUT]
-        return out.numpy()[..., 0]
+        return out.numpy()
 
 
 class _ServingPredictor(Predictor):
@@ -250,7 +262,7 @@ class RestPredictor(_ServingPredictor):
         # A signature with a single output comes back unnamed; with several, as a dict.
         if isinstance(outputs, dict):
             outputs = outputs[OUTPUT]
-        return np.asarray(outputs, np.float32)[..., 0]
+        return np.asarray(outputs, np.float32)
 
 
 class GrpcPredictor(_ServingPredictor):
@@ -302,7 +314,7 @@ class GrpcPredictor(_ServingPredictor):
             request.model_spec.version.value = self.pinned_version
         request.inputs[INPUT].CopyFrom(tf.make_tensor_proto(images, dtype=tf.uint8))
         response = self._call(self.predictions.Predict, request)
-        return tf.make_ndarray(response.outputs[OUTPUT]).astype(np.float32)[..., 0]
+        return tf.make_ndarray(response.outputs[OUTPUT]).astype(np.float32)
 
 
 def make_predictor(settings: Settings, model: str | None = None, require: bool = True) -> Predictor:

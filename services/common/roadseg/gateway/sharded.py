@@ -37,6 +37,8 @@ from roadseg.gateway.predictions import (
     LAYERS,
     ModelWindows,
     RasterPrediction,
+    available_layers,
+    centerline_channel,
     failing_job,
     failing_roads,
     mask_georeference,
@@ -93,7 +95,7 @@ def plan_job(job_id: str, storage: Storage, predictor: Predictor, settings: Sett
     if record.get("shards") is None:
         predictor.refresh()
         with failing_job(jobs, job_id), open_input(storage, record, settings) as ds:
-            rows = ModelWindows.of(ds, predictor, settings).row_count(ds.height)
+            rows = ModelWindows.of(ds, predictor, settings, record.get("pixel_size_m")).row_count(ds.height)
         if rows <= settings.shard_window_rows:
             return None
         per_shard = settings.shard_window_rows
@@ -123,7 +125,7 @@ def run_shard(job_id: str, index: int, storage: Storage, predictor: Predictor, s
     predictor.refresh()
     with failing_job(jobs, job_id), tempfile.TemporaryDirectory(prefix="roadseg-shard-") as tmp:
         with open_input(storage, record, settings) as ds:
-            geometry = ModelWindows.of(ds, predictor, settings)
+            geometry = ModelWindows.of(ds, predictor, settings, record.get("pixel_size_m"))
             cut = _cut(ds, geometry, record["shards"]["per_shard"])
             span = cut[index]
             sizes = [geometry.windows_of(ds, (s.start, s.stop)) for s in cut]
@@ -140,6 +142,7 @@ def run_shard(job_id: str, index: int, storage: Storage, predictor: Predictor, s
             "windows": result.windows,
             "seconds": round(result.seconds, 3),
             "threshold": result.threshold,
+            "centerline_threshold": result.centerline_threshold,
             "tta": result.tta,
             "resampling": result.resampling,
         },
@@ -165,9 +168,10 @@ def finish_job(job_id: str, storage: Storage, predictor: Predictor, settings: Se
         out = Path(tmp)
         with open_input(storage, record, settings) as ds:
             info = raster.scene_info(ds)
-            geometry = ModelWindows.of(ds, predictor, settings)
+            geometry = ModelWindows.of(ds, predictor, settings, record.get("pixel_size_m"))
             windows = count_windows(ds.height, ds.width, geometry.window, geometry.overlap)
-            layers = LAYERS if page_layers(record) else BASE_LAYERS
+            has_centerline = centerline_channel(predictor) is not None
+            layers = available_layers(LAYERS if page_layers(record) else BASE_LAYERS, has_centerline)
             files = {}
             for layer in layers:
                 parts = [
@@ -185,6 +189,7 @@ def finish_job(job_id: str, storage: Storage, predictor: Predictor, settings: Se
             seconds=sum(r["seconds"] for r in results),
             resampling=first["resampling"],
             tta=first["tta"],
+            centerline_threshold=first.get("centerline_threshold"),
         )
         final = store_outputs(job_id, storage, predictor, settings, out, result)
     storage.delete_prefix(prediction_store(storage).key(job_id, "bands"))

@@ -22,7 +22,7 @@ from PIL import Image
 
 #: (row_off, height) -> (uint8 [height, width, 3] image rows, bool [height, width] valid pixels)
 ReadRows = Callable[[int, int], tuple[np.ndarray, np.ndarray]]
-#: uint8 [N, h, w, 3] -> float32 [N, h, w] road probabilities
+#: uint8 [N, h, w, 3] -> float32 [N, h, w, C] probabilities, a channel per model output
 PredictBatch = Callable[[np.ndarray], np.ndarray]
 
 
@@ -110,7 +110,7 @@ def sliding_predict(
     progress: Callable[[int, int], None] | None = None,
     row_starts: list[int] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(row_off, probabilities float32 [rows, width])`` bands covering the image top to bottom.
+    """Yield ``(row_off, probabilities float32 [rows, width, C])`` bands covering the image top to bottom.
 
     Pixels outside the valid mask (nodata, alpha 0) get probability 0. ``progress(done, total)``
     is called after every model call with the number of windows predicted so far.
@@ -130,11 +130,12 @@ def sliding_predict(
     win_h, win_w = min(window_h, height), min(window_w, width)
     rows = window_starts(height, window_h, overlap) if row_starts is None else row_starts
     cols = window_starts(width, window_w, overlap)
-    weights = hann_weights(win_h, win_w)
+    weights = hann_weights(win_h, win_w)[..., None]
     total, done = len(rows) * len(cols), 0
-    # Accumulators for image rows [top, top + win_h): weighted sum and weight sum.
-    acc = np.zeros((win_h, width), np.float32)
-    wsum = np.zeros((win_h, width), np.float32)
+    # Accumulators for image rows [top, top + win_h): weighted sum (a channel per output, sized by the
+    # first model call) and weight sum.
+    acc = np.zeros((win_h, width, 0), np.float32)
+    wsum = np.zeros((win_h, width, 1), np.float32)
     top = rows[0]
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") as reader:
         reading = reader.submit(contextvars.copy_context().run, read_rows, rows[0], win_h)
@@ -150,6 +151,8 @@ def sliding_predict(
                 chunk = cols[first : first + batch]
                 windows = np.stack([image[:, c : c + win_w] for c in chunk])
                 probs = predict(windows)
+                if acc.shape[-1] != probs.shape[-1]:  # the first call says how many outputs the model has
+                    acc = np.zeros((win_h, width, probs.shape[-1]), np.float32)
                 for c, prob in zip(chunk, probs, strict=True):
                     acc[:, c : c + win_w] += prob * weights
                     wsum[:, c : c + win_w] += weights
@@ -226,10 +229,22 @@ def resampled(predict: PredictBatch, factor: float) -> PredictBatch:
         method = Image.Resampling.BOX if factor > 1 else Image.Resampling.BILINEAR
         small = np.stack([np.asarray(Image.fromarray(image).resize(size, method)) for image in images])
         probabilities = predict(small)
+        channels = probabilities.shape[-1]
         back = [
-            Image.fromarray(p.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BILINEAR)
+            [
+                np.asarray(
+                    Image.fromarray(p[..., k].astype(np.float32), mode="F").resize(
+                        (width, height), Image.Resampling.BILINEAR
+                    )
+                )
+                for k in range(channels)
+            ]
             for p in probabilities
         ]
-        return np.clip(np.stack([np.asarray(b) for b in back]), 0.0, 1.0).reshape(count, height, width)
+        return (
+            np.clip(np.asarray(back, np.float32), 0.0, 1.0)
+            .transpose(0, 2, 3, 1)
+            .reshape(count, height, width, channels)
+        )
 
     return run

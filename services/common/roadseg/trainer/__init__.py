@@ -1,8 +1,8 @@
 """trainer: see the modules in this package.
 
 The choices of the trainer's settings (``BACKBONES``, ``LOSSES``, ``PHOTOMETRIC``, ``DECODER_STRIDES``,
-``PRECISIONS``) live here, not beside the code that uses them (which imports TF), so the CLI and
-config validation list them without loading TF.
+``DECODERS``, ``TARGETS``, ``PRECISIONS``) live here, not beside the code that uses them (which imports
+TF), so the CLI and config validation list them without loading TF.
 """
 
 #: ImageNet backbones of roadseg.trainer.model (MobileNetV2 is the only one whose weights ship offline).
@@ -20,3 +20,12 @@ PHOTOMETRIC = ("none", "basic", "strong")
 #: Resolution of the decoder's last features (roadseg.trainer.model): 4 is DeepLabV3+ as published;
 #: 2 adds a stride-2 stage with a skip from the backbone's first block, for roads only 5-10 px wide.
 DECODER_STRIDES = (4, 2)
+
+#: Decoders of roadseg.trainer.model: DeepLabV3+ (ASPP, stride 4) or a U-Net/LinkNet-style decoder
+#: over the backbone's strides 16/8/4/2.
+DECODERS = ("deeplabv3plus", "unet")
+
+#: What a two-output model predicts, in channel order: the whole road *surface*, and the *band* of a
+#: fixed ground width around each centreline (the Massachusetts Roads convention). Each data source
+#: provides one or both; the loss ignores a target a source does not provide.
+TARGETS = ("surface", "band")

@@ -20,6 +20,11 @@ COMMAND = "command.txt"
 TENSORBOARD = "tensorboard"
 
 
+def snapshot_key(step: int) -> str:
+    """Where the copy of the checkpoint after ``step`` optimizer steps is kept (``snapshot_every_steps``)."""
+    return f"checkpoints/step-{step:06d}.keras"
+
+
 def save_to(storage: Storage, key: str, model) -> None:
     """Save a Keras model to ``key`` in storage (written locally, then copied atomically)."""
     with tempfile.TemporaryDirectory(prefix="roadseg-ckpt-") as tmp:

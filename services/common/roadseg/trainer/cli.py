@@ -10,7 +10,8 @@ import sys
 
 from roadseg.errors import InvalidInput
 from roadseg.model_versions import TTA_OPTIONS
-from roadseg.trainer import BACKBONES, DECODER_STRIDES, LOSSES, PRECISIONS
+from roadseg.trainer import BACKBONES, DECODER_STRIDES, DECODERS, LOSSES, PRECISIONS, TARGETS
+from roadseg.trainer.checkpoints import CONFIG
 from roadseg.trainer.export import TTA_VIEWS
 
 TRAIN_EPILOG = """examples:
@@ -18,6 +19,7 @@ TRAIN_EPILOG = """examples:
   roadseg train --train-data ../shared/data/massachusetts-crops:1 --train-data ../shared/data/cil-2022:0.5 \\
       --val-data ../shared/data/massachusetts-crops --output var/runs/a --epochs 20 --max-minutes 60
   roadseg train --config configs/shipped.yaml --output gs://bucket/runs/a --resume   # continue after a kill
+  roadseg train --resume var/runs/long-unet            # continue a run with the config saved in its folder
 
 Data folders are TFRecord dataset folders ({split}-*.tfrecord) or plain {split}/images + {split}/masks
 folders; PATH:WEIGHT sets the sampling weight in the mix. Command-line options override the config file.
@@ -45,7 +47,13 @@ EXPORT_EPILOG = """examples:
 def _train(args: argparse.Namespace) -> int:
     from roadseg.trainer.train import TrainConfig, train
 
-    config = TrainConfig.load(args.config) if args.config else TrainConfig()
+    resume_dir = args.resume if isinstance(args.resume, str) else None
+    if resume_dir and args.config:
+        raise InvalidInput("--resume RUN_DIR continues with the config saved in RUN_DIR: leave out --config")
+    if resume_dir:
+        config = dataclasses.replace(TrainConfig.load(f"{resume_dir.rstrip('/')}/{CONFIG}"), output=resume_dir)
+    else:
+        config = TrainConfig.load(args.config) if args.config else TrainConfig()
     overrides = {
         "output": args.output,
         "train_data": args.train_data,
@@ -59,6 +67,8 @@ def _train(args: argparse.Namespace) -> int:
         "learning_rate": args.learning_rate,
         "loss": args.loss,
         "decoder_stride": args.decoder_stride,
+        "decoder": args.decoder,
+        "outputs": args.outputs,
         "max_minutes": args.max_minutes,
         "init_from": args.init_from,
         "precision": args.precision,
@@ -66,7 +76,7 @@ def _train(args: argparse.Namespace) -> int:
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     if config.weights == "none":
         config = dataclasses.replace(config, weights=None)
-    state = train(config, resume=args.resume, command=shlex.join(["roadseg", *sys.argv[1:]]))
+    state = train(config, resume=bool(args.resume), command=shlex.join(["roadseg", *sys.argv[1:]]))
     print(json.dumps({"output": config.output, **state}))
     return 0
 
@@ -110,8 +120,45 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+VALIDATE_EPILOG = """examples:
+  roadseg validate var/runs/long-unet --prepare-vegas     # every kept checkpoint not measured yet
+  roadseg validate var/runs/long-unet --steps 2000,4000 --tta flip
+  roadseg validate --model models/roads/3 --prepare-vegas  # an exported version, for comparison
+
+Each source of --sources (default configs/validation/sources.yaml) is predicted whole, at its pixel size, and scored
+on the road definition of its labels (surface or centreline band) at per-output thresholds chosen on these
+sources. Rows go to RUN_DIR/val.csv and are printed as a Markdown table (the training log's).
+"""
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from roadseg.trainer.validation import (
+        load_sources,
+        markdown_table,
+        measure,
+        prepare_vegas,
+        read_rows,
+        validate_run,
+    )
+
+    if bool(args.run_dir) == bool(args.model):
+        raise InvalidInput("give a run folder or --model VERSION_DIR (one of them)")
+    if args.prepare_vegas:
+        vegas = args.shared.rstrip("/") + "/data/spacenet-vegas"
+        tile, lines = f"{vegas}/RGB-PanSharpen_AOI_2_Vegas_img0.tif", f"{vegas}/AOI_2_Vegas_img0_roads.geojson"
+        prepare_vegas(tile, lines, args.vegas)
+    sources = load_sources(args.sources)
+    if args.model:
+        print(json.dumps(measure(args.model, sources, args.tta), indent=2))
+        return 0
+    steps = [int(s) for s in args.steps.split(",")] if args.steps else None
+    validate_run(args.run_dir, sources, args.tta, steps)
+    print(markdown_table(read_rows(args.run_dir)))
+    return 0
+
+
 def register(sub) -> None:
-    """Add the ``train``, ``evaluate`` and ``export`` sub-commands."""
+    """Add the ``train``, ``evaluate``, ``export`` and ``validate`` sub-commands."""
     p = sub.add_parser(
         "train",
         help="train DeepLabV3+ on road masks (checkpoints every epoch, resumable)",
@@ -142,7 +189,18 @@ def register(sub) -> None:
         help="4: DeepLabV3+ as published (default); 2: add a stride-2 decoder stage for thin roads",
     )
     p.add_argument("--max-minutes", type=float, help="wall-clock budget: stop after the epoch that would exceed it")
-    p.add_argument("--resume", action="store_true", help="continue from the output folder's last checkpoint")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        metavar="RUN_DIR",
+        help="continue from the last checkpoint: of the output folder, or of RUN_DIR with the config saved "
+        "there (weights, optimizer, step, learning-rate schedule and data order continue exactly)",
+    )
+    p.add_argument(
+        "--decoder", choices=DECODERS, help="deeplabv3plus (ASPP, stride 4; default) or unet (strides 16/8/4/2)"
+    )
+    p.add_argument("--outputs", type=int, choices=(1, 2), help=f"1: road; 2: {' and '.join(TARGETS)}")
     p.add_argument(
         "--init-from",
         metavar="VERSION_DIR",
@@ -205,3 +263,21 @@ def register(sub) -> None:
         "all 8 rotations and mirrors (d4, 8 passes); default none (with --from-version: the version's own)",
     )
     p.set_defaults(func=_export)
+
+    p = sub.add_parser(
+        "validate",
+        help="measure a run's kept checkpoints (or an export) on whole val images, per source and output",
+        description="Export each kept checkpoint of a run (checkpoints/step-N.keras) and score it on whole validation "
+        "images, per source, through the prediction path; rows go to RUN_DIR/val.csv.",
+        epilog=VALIDATE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="training run folder")
+    p.add_argument("--model", metavar="VERSION_DIR", help="measure an exported version instead of a run")
+    p.add_argument("--sources", default="configs/validation/sources.yaml", help="YAML list of validation sources")
+    p.add_argument("--steps", metavar="N,N", help="only these checkpoints (default: every one not measured yet)")
+    p.add_argument("--tta", choices=TTA_OPTIONS, default="none", help="test-time augmentation (default none)")
+    p.add_argument("--prepare-vegas", action="store_true", help="make the Vegas source folder first (once)")
+    p.add_argument("--shared", default="../shared", help="the shared data folder (for --prepare-vegas)")
+    p.add_argument("--vegas", default="var/data/vegas", help="where --prepare-vegas writes the Vegas source")
+    p.set_defaults(func=_validate)

@@ -15,17 +15,24 @@ import logging
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
 from roadseg import metrics
-from roadseg.errors import MissingFile
+from roadseg.errors import InvalidInput, MissingFile
 from roadseg.model_versions import resolve_savedmodel
+from roadseg.trainer import TARGETS
+
+if TYPE_CHECKING:
+    from roadseg.trainer.data import Source
 
 log = logging.getLogger(__name__)
 
 BINS = 100
+#: What a data source can be scored on (``PATH=OUTPUT``): a two-output model's outputs, or a one-output model's.
+OUTPUT_NAMES = (*TARGETS, "road")
 WORST_TILES = 4
 
 
@@ -73,7 +80,7 @@ def _overlay(image: np.ndarray, pred: np.ndarray, truth: np.ndarray) -> np.ndarr
     return out.astype(np.uint8)
 
 
-def _plot(path: Path, rows: list[dict], threshold: float, worst: list[dict]) -> None:
+def _plot(path: Path, rows: list[dict], threshold: float | None, worst: list[dict]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -82,10 +89,12 @@ def _plot(path: Path, rows: list[dict], threshold: float, worst: list[dict]) -> 
     fig, axes = plt.subplots(1, 1 + len(worst), figsize=(4 * (1 + len(worst)), 4.2))
     axes = np.atleast_1d(axes)
     axes[0].plot([r["recall"] for r in rows], [r["precision"] for r in rows], lw=2)
-    chosen = min(rows, key=lambda r: abs(r["threshold"] - threshold))
-    axes[0].plot(chosen["recall"], chosen["precision"], "o", label=f"threshold {threshold:.2f}")
+    if threshold is not None:
+        chosen = min(rows, key=lambda r: abs(r["threshold"] - threshold))
+        axes[0].plot(chosen["recall"], chosen["precision"], "o", label=f"threshold {threshold:.2f}")
     axes[0].set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1), title="road precision-recall")
-    axes[0].legend(loc="lower left")
+    if threshold is not None:
+        axes[0].legend(loc="lower left")
     for ax, tile in zip(axes[1:], worst, strict=True):
         ax.imshow(tile["overlay"])
         ax.set_title(f"{tile['name']}\nroad IoU {tile['iou_road']:.2f}", fontsize=9)
@@ -113,7 +122,7 @@ class _Tally:
         self.background_hist += hists[1]
         self.tiles += 1
 
-    def summary(self, threshold: float, rho: int) -> dict:
+    def summary(self, threshold: float | None, rho: int) -> dict:
         """Scores at ``threshold``, plus the best-F1 threshold of this group's own sweep."""
         best = max(sweep(self.road_hist, self.background_hist), key=lambda r: r["f1"])
         return {
@@ -129,8 +138,10 @@ class _Tally:
         }
 
 
-def predict_image(image: np.ndarray, predictor, settings, work: Path, tta: str | None = None) -> np.ndarray:
-    """Road probabilities float32 [H, W] of one RGB image through ``roadseg predict``'s own path.
+def predict_image(
+    image: np.ndarray, predictor, settings, work: Path, tta: str | None = None, pixel_size_m: float | None = None
+) -> np.ndarray:
+    """Probabilities float32 [H, W, C] (a channel per model output) of one RGB image through ``roadseg predict``'s path.
 
     The image goes through :func:`roadseg.gateway.predictions.predict_raster` as an in-memory,
     non-georeferenced raster (like a PNG a user uploads): the same reading, sliding windows, Hann
@@ -148,21 +159,58 @@ def predict_image(image: np.ndarray, predictor, settings, work: Path, tta: str |
         with memory.open(**profile) as dst:
             dst.write(np.moveaxis(image, -1, 0))
         with memory.open() as ds:
-            result = predict_raster(ds, predictor, work, settings, threshold=0.5, tta=tta)
-    with rasterio.open(result.files["probability"]) as probabilities:
-        return probabilities.read(1)
+            result = predict_raster(ds, predictor, work, settings, threshold=0.5, tta=tta, pixel_size_m=pixel_size_m)
+    layers = [name for name in ("probability", "centerline_probability") if name in result.files]
+    channels = []
+    for name in layers:
+        with rasterio.open(result.files[name]) as probabilities:
+            channels.append(probabilities.read(1))
+    return np.stack(channels, axis=-1)
+
+
+def split_output(spec: str) -> tuple[str, str | None]:
+    """``PATH=OUTPUT`` -> (PATH, OUTPUT); a plain ``PATH`` -> (PATH, None). OUTPUT: surface, band or road."""
+    path, sep, output = str(spec).rpartition("=")
+    if not sep:
+        return str(spec), None
+    if output not in OUTPUT_NAMES:
+        raise InvalidInput(f"{spec}: the output after '=' must be one of {', '.join(OUTPUT_NAMES)}")
+    return path, output
+
+
+def scored_output(predictor, source, output: str | None) -> str:
+    """Which of the model's outputs a source is scored on: ``output`` if given, else the one its masks hold.
+
+    A source's ``targets`` (or its ``source.json``) say what its masks are: "band" sources score the
+    centreline band, "surface" sources the road surface ("both": the band, from ``masks/``). A
+    single-output model has only "road", which is scored against whatever the source holds.
+    """
+    wanted = output or {"surface": "surface"}.get(source.declared().targets or "band", "band")
+    outputs = predictor.outputs
+    if wanted not in outputs and outputs != ["road"]:
+        raise InvalidInput(f"the model has no {wanted!r} output (it has {', '.join(outputs)})")
+    return wanted if wanted in outputs else "road"
 
 
 def evaluate_model(
     model: str | Path,
-    data: list[str],
+    data: Sequence[str | dict],
     splits: Sequence[str] = ("val",),
     out: str | Path | None = None,
     rho: int = 3,
     threshold: float | None = None,
     tta: str | None = None,
+    output: str | None = None,
+    withhold_pixel_size: bool = False,
 ) -> dict:
     """Predict every example of ``splits`` of each ``data`` folder with the SavedModel and score it.
+
+    ``data`` items are folders (``PATH`` or ``PATH=OUTPUT``) or source mappings (``{path, targets,
+    pixel_size_m}``, as in a training config). Each source is scored on one output
+    (:func:`scored_output`: the ``=OUTPUT``, else ``output``, else what its masks hold), at that output's
+    threshold; its summary names the output. Images are plain arrays, so a source's ``pixel_size_m`` is
+    handed to the prediction as a user's ``--pixel-size`` would be, unless ``withhold_pixel_size``
+    (to measure how a model does on images of unknown resolution).
 
     Images are predicted whole, as ``roadseg predict`` does (:func:`predict_image`), with the window,
     overlap and batch of the settings (``ROADSEG_PREDICT_*``). ``threshold`` defaults to the model
@@ -173,32 +221,60 @@ def evaluate_model(
     ``tta`` asks for another test-time augmentation than the card's, as a request can.
     """
     with tempfile.TemporaryDirectory(prefix="roadseg-eval-") as cache:
-        return _evaluate(model, data, splits, out, rho, threshold, Path(cache), tta)
+        return _evaluate(model, data, splits, out, rho, threshold, Path(cache), tta, output, withhold_pixel_size)
 
 
-def _evaluate(model, data, splits, out, rho: int, threshold: float | None, cache: Path, tta: str | None = None) -> dict:
+def source_of(spec: str | dict) -> tuple[Source, str | None]:
+    """(source with its ``source.json`` defaults, the output named by ``=OUTPUT``) of a data item."""
+    from roadseg.trainer.data import Source
+
+    if isinstance(spec, dict):
+        return Source.parse(spec).declared(), None
+    path, named = split_output(spec)
+    return Source(path).declared(), named
+
+
+def _evaluate(
+    model,
+    data,
+    splits,
+    out,
+    rho: int,
+    threshold: float | None,
+    cache: Path,
+    tta: str | None,
+    output: str | None,
+    withhold_pixel_size: bool,
+) -> dict:
     """The evaluation itself; ``cache`` holds local copies of data and the prediction rasters."""
     from roadseg.config import get_settings
     from roadseg.gateway.predictor import EmbeddedPredictor
-    from roadseg.trainer.data import Source, iter_examples
+    from roadseg.trainer.data import iter_examples
 
     path = resolve_savedmodel(model)
     predictor = EmbeddedPredictor(path)
-    threshold = predictor.threshold(threshold)
     settings = get_settings()
     work = cache / "predictions"
     work.mkdir()
 
     total, per_source = _Tally(), dict[str, _Tally]()
     tiles, worst = [], []
-    for folder in data:
-        source = Source(str(folder)).localized(cache)
+    scored: dict[str, tuple[str, float]] = {}
+    for spec in data:
+        source, named = source_of(spec)
+        folder = source.path
+        pixel_size_m = None if withhold_pixel_size else source.pixel_size_m
+        source = source.localized(cache)
+        scored_as = scored_output(predictor, source, named or output)
+        cut = predictor.threshold(threshold, scored_as)
+        channel = predictor.outputs.index(scored_as) if scored_as in predictor.outputs else 0
+        scored[Path(folder).name] = (scored_as, cut)
         tally = per_source.setdefault(Path(folder).name, _Tally())
         for split in splits:
             examples = iter_examples(source, split)
             for name, image, truth in tqdm(examples, desc=f"{Path(folder).name}:{split}", unit="image", disable=None):
-                prob = predict_image(image, predictor, settings, work, tta)
-                pred = prob >= threshold
+                prob = predict_image(image, predictor, settings, work, tta, pixel_size_m)[..., channel]
+                pred = prob >= cut
                 cm = metrics.confusion(pred, truth)
                 counts = metrics.relaxed_counts(pred, truth, rho)
                 hists = _histograms(prob, truth)
@@ -208,6 +284,7 @@ def _evaluate(model, data, splits, out, rho: int, threshold: float | None, cache
                 row = {
                     "name": name,
                     "data": Path(folder).name,
+                    "output": scored_as,
                     "split": split,
                     "height": image.shape[0],
                     "width": image.shape[1],
@@ -223,15 +300,20 @@ def _evaluate(model, data, splits, out, rho: int, threshold: float | None, cache
     if not tiles:
         raise MissingFile(f"no examples in {data} for splits {list(splits)}")
 
-    sources = {name: tally.summary(threshold, rho) for name, tally in per_source.items()}
+    sources = {
+        name: {"output": scored[name][0], **tally.summary(scored[name][1], rho)} for name, tally in per_source.items()
+    }
+    # Pooled over sources: one threshold when they share it, else none (each source's is in its own summary).
+    cuts = {cut for _, cut in scored.values()}
     summary = {
         "model": str(path),
-        "data": [str(d) for d in data],
+        "data": [str(source_of(d)[0].path) for d in data],
         "splits": list(splits),
         "window": settings.predict_window,
         "overlap": settings.predict_overlap,
         "tta": tta or predictor.card.get("tta") or "none",
-        **total.summary(threshold, rho),
+        "outputs": sorted({o for o, _ in scored.values()}),
+        **total.summary(cuts.pop() if len(cuts) == 1 else None, rho),
     }
     if len(sources) > 1:
         summary["mean_source_iou_road"] = float(np.mean([s["iou_road"] for s in sources.values()]))

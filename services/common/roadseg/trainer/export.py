@@ -1,7 +1,8 @@
 """Versioned SavedModel export (docs/contracts.md §5): what TF Serving and the gateway load.
 
 ``<model_dir>/<version>/`` holds a SavedModel whose ``serving_default`` signature takes ``images``
-uint8 [N,H,W,3] of any H, W and returns ``{"probabilities": float32 [N,H,W,1]}``. Padding to a
+uint8 [N,H,W,3] of any H, W and returns ``{"probabilities": float32 [N,H,W,C]}``, a channel per output
+the card lists (``outputs``: road surface and centreline band; absent: one road channel). Padding to a
 multiple of 16 (and cropping back) and the ImageNet preprocessing are in the graph, so clients send
 raw pixels. ``model_card.json`` beside it says how the model was made and how good it is.
 
@@ -35,6 +36,7 @@ from roadseg.model_versions import (
     resolve_savedmodel,
 )
 from roadseg.storage import split_suffix
+from roadseg.trainer import TARGETS
 from roadseg.trainer.checkpoints import COMMAND, CONFIG, load_checkpoint
 from roadseg.trainer.serving_model import serving_model
 
@@ -140,7 +142,7 @@ def export_savedmodel(keras_model, out_dir: str | Path, card: dict, tta: str = "
         # Check the written graph really loads and serves before publishing it.
         served = tf.saved_model.load(str(staging)).signatures[DEFAULT_SIGNATURE]
         probe = served(images=tf.zeros([1, 20, 36, 3], tf.uint8))["probabilities"]
-        if tuple(probe.shape) != (1, 20, 36, 1):
+        if tuple(probe.shape) != (1, 20, 36, len(card.get("outputs") or [None])):
             raise RuntimeError(f"exported model returned shape {tuple(probe.shape)} for a 20x36 probe")
         staging.rename(out_dir)
     log.info("exported SavedModel to %s", out_dir)
@@ -196,8 +198,9 @@ def export_checkpoint(
         # The name TF Serving and the gateway serve it under, not the (maybe staging) folder's name.
         "name": get_settings().model_name,
         "version": version,
-        "backbone": run_config.get("backbone", model.name.removeprefix("deeplabv3plus_")),
+        "backbone": run_config.get("backbone", model.name.rsplit("_", 1)[-1]),
         "threshold": 0.5,
+        **_output_fields(run_config),
         "pixel_size_m": pixel_size_m,
         # Trained across resolutions: the gateway resamples only images outside this range.
         "pixel_size_range_m": run_config.get("pixel_size_range_m"),
@@ -231,7 +234,19 @@ def export_version(
     old = read_card(source_dir)
     model = keras_model_of(source_dir)
     version = version or (latest_version(model_dir) or 0) + 1
-    keep = ("backbone", "threshold", "pixel_size_m", "pixel_size_range_m", "data", "config", "checkpoint", "command")
+    keep = (
+        "backbone",
+        "threshold",
+        "outputs",
+        "thresholds",
+        "band_width_m",
+        "pixel_size_m",
+        "pixel_size_range_m",
+        "data",
+        "config",
+        "checkpoint",
+        "command",
+    )
     card = {
         **{key: old[key] for key in keep if old.get(key) is not None},
         "name": get_settings().model_name,
@@ -244,15 +259,16 @@ def export_version(
 def keras_model_of(version_dir: str | Path):
     """The Keras model of an exported version: built from its card's backbone and config, weights loaded.
 
-    ``build_deeplabv3plus``'s defaults stand in for config keys an older card lacks.
+    ``build_model``'s defaults stand in for config keys an older card lacks.
     """
     from roadseg.model_versions import load_exported_weights
-    from roadseg.trainer.model import build_deeplabv3plus
+    from roadseg.trainer.model import build_model
 
     card = read_card(version_dir)
     config = card.get("config") or {}
-    architecture = {key: config[key] for key in ("aspp_filters", "decoder_filters", "decoder_stride") if key in config}
-    model = build_deeplabv3plus(card.get("backbone") or "mobilenetv2", weights=None, **architecture)
+    keys = ("aspp_filters", "decoder_filters", "decoder_stride", "decoder", "outputs")
+    architecture = {key: config[key] for key in keys if key in config}
+    model = build_model(card.get("backbone") or "mobilenetv2", weights=None, **architecture)
     fresh = load_exported_weights(model, version_dir)
     if fresh:
         raise InvalidInput(f"{version_dir} lacks weights of its own architecture: {', '.join(fresh[:4])}")
@@ -267,6 +283,13 @@ def _publish(model, model_dir: str | Path, version: int, card: dict, evaluate: S
         local = _export_and_measure(model, Path(tmp) / str(version), card, evaluate, tta)
         _upload(local, str(model_dir), version)
     return Path(str(model_dir).rstrip("/")) / str(version)
+
+
+def _output_fields(run_config: dict) -> dict:
+    """The card's ``outputs`` and ``band_width_m`` of a two-output run (nothing for a one-output run)."""
+    if run_config.get("outputs", 1) == 1:
+        return {}
+    return {"outputs": list(TARGETS), "band_width_m": run_config.get("band_width_m")}
 
 
 def _inherited_pixel_size(init_from: str) -> float | None:
@@ -294,23 +317,44 @@ def _export_and_measure(model, out: Path, card: dict, evaluate: Sequence[str], t
     specs = [_parse_eval_spec(spec) for spec in evaluate]
     val_reports = {path: evaluate_model(out, [path], splits=["val"]) for path, splits in specs if "val" in splits}
     if val_reports:
-        card["threshold"] = best_threshold_of(list(val_reports.values()))
-        card["threshold_selected_on"] = [f"{path}:val" for path in val_reports]
+        # One threshold per output, each the best-F1 one over the validation sources scored on that output.
+        by_output: dict[str, list[dict]] = {}
+        for report in val_reports.values():
+            by_output.setdefault(report["summary"]["outputs"][0], []).append(report)
+        thresholds = {name: best_threshold_of(reports) for name, reports in by_output.items()}
+        if card.get("outputs"):
+            card["thresholds"] = {name: thresholds.get(name, 0.5) for name in card["outputs"]}
+            card["threshold"] = card["thresholds"][card["outputs"][0]]
+        else:
+            card["threshold"] = best_threshold_of(list(val_reports.values()))
+        card["threshold_selected_on"] = [f"{_source_name(path)}:val" for path in val_reports]
+    (out / CARD).write_text(json.dumps(ModelCard.model_validate(card).dump(), indent=2) + "\n")  # thresholds in
     card["metrics"] = {
-        f"{Path(path).name}:{'+'.join(splits)}": evaluate_model(
-            out, [path], splits=splits, threshold=card["threshold"]
-        )["summary"]
+        f"{_source_name(path)}:{'+'.join(splits)}": evaluate_model(out, [path], splits=splits)["summary"]
         for path, splits in specs
     }
     if val_reports:
-        threshold = card["threshold"]
-        card["val_iou_road"] = {Path(path).name: iou_at(report, threshold) for path, report in val_reports.items()}
+        chosen = card.get("thresholds") or {}
+        card["val_iou_road"] = {
+            _source_name(path): iou_at(report, chosen.get(report["summary"]["outputs"][0], card["threshold"]))
+            for path, report in val_reports.items()
+        }
         card["val_mean_iou_road"] = float(np.mean(list(card["val_iou_road"].values())))
     (out / CARD).write_text(json.dumps(ModelCard.model_validate(card).dump(), indent=2) + "\n")
     return out
 
 
+def _source_name(spec: str) -> str:
+    """The name a source's figures go under in the card: its folder's name (``=OUTPUT`` left out)."""
+    from roadseg.trainer.evaluate import split_output
+
+    return Path(split_output(spec)[0]).name
+
+
 def _parse_eval_spec(spec: str) -> tuple[str, list[str]]:
-    """``PATH:SPLIT[,SPLIT]`` (default split val); ``gs://bucket/ds`` keeps its ``://``."""
+    """``PATH[:SPLIT[,SPLIT]][=OUTPUT]`` -> (``PATH[=OUTPUT]``, splits; default val); ``gs://`` keeps its ``://``."""
+    from roadseg.trainer.evaluate import split_output
+
+    spec, output = split_output(spec)
     path, splits = split_suffix(spec)
-    return path, ["val"] if splits is None else splits.split(",")
+    return path + (f"={output}" if output else ""), ["val"] if splits is None else splits.split(",")

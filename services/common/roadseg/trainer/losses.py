@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from roadseg.trainer import LOSSES
+from roadseg.trainer import LOSSES, TARGETS
 
 
 def _targets(y_true, dtype="float32"):
@@ -30,12 +30,23 @@ def masked_bce(y_true, logits):
     return ops.sum(per_pixel * valid) / ops.maximum(ops.sum(valid), 1.0)
 
 
+def _columns(x):
+    """``x`` as [pixels, outputs]: an image batch [N, H, W, C] by its channels, anything else as one output."""
+    channels = x.shape[-1] if len(x.shape) == 4 else 1
+    return ops.reshape(x, (-1, channels))
+
+
 def masked_soft_dice(y_true, logits, smooth: float = 1.0):
-    """1 - soft Dice of the road class over the whole batch, valid pixels only."""
-    road, valid = _targets(y_true)
-    prob = ops.sigmoid(ops.cast(logits, "float32")) * valid
-    intersection = ops.sum(prob * road)
-    return 1.0 - (2.0 * intersection + smooth) / (ops.sum(prob) + ops.sum(road) + smooth)
+    """Sum over outputs (channels) of 1 - soft Dice of the road class over the batch, valid pixels only.
+
+    Per channel: a two-output model's surface and band are different road definitions, and a batch
+    without any valid pixel of one (all its crops from sources without that target) adds a constant.
+    """
+    road, valid = _targets(_columns(y_true))
+    prob = ops.sigmoid(ops.cast(_columns(logits), "float32")) * valid
+    intersection = ops.sum(prob * road, axis=0)
+    dice = (2.0 * intersection + smooth) / (ops.sum(prob, axis=0) + ops.sum(road, axis=0) + smooth)
+    return ops.sum(1.0 - dice)
 
 
 def _lovasz_gradient(road_sorted):
@@ -48,6 +59,12 @@ def _lovasz_gradient(road_sorted):
 
 
 def masked_lovasz_hinge(y_true, logits):
+    """Sum over outputs (channels) of the Lovasz hinge of the road class over the batch (:func:`_lovasz_channel`)."""
+    y_true, logits = _columns(y_true), _columns(logits)
+    return sum(_lovasz_channel(y_true[:, k], logits[:, k]) for k in range(logits.shape[-1]))
+
+
+def _lovasz_channel(y_true, logits):
     """Lovasz hinge of the road class over the whole batch, valid pixels only.
 
     Ignored pixels get a negative error below every valid one, so they sort last and their hinge is
@@ -97,18 +114,20 @@ class RoadLoss(keras.losses.Loss):
 class RoadIoU(keras.metrics.Metric):
     """Road IoU at a probability threshold, accumulated over an epoch, valid pixels only."""
 
-    def __init__(self, threshold: float = 0.5, name: str = "road_iou", **kwargs):
-        """Count true positives, false positives and false negatives at probability ``threshold``."""
+    def __init__(self, threshold: float = 0.5, name: str = "road_iou", channel: int = 0, **kwargs):
+        """Count true positives, false positives and false negatives of output ``channel`` at ``threshold``."""
         super().__init__(name=name, **kwargs)
         self.threshold = threshold
+        self.channel = channel
         self.tp = self.add_variable(shape=(), initializer="zeros", name="tp")
         self.fp = self.add_variable(shape=(), initializer="zeros", name="fp")
         self.fn = self.add_variable(shape=(), initializer="zeros", name="fn")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         """Add a batch's counts (sigmoid of the logits against the threshold); ``sample_weight`` is ignored."""
-        road, valid = _targets(y_true)
-        pred = ops.cast(ops.sigmoid(ops.cast(y_pred, "float32")) > self.threshold, "float32") * valid
+        k = self.channel
+        road, valid = _targets(y_true[..., k : k + 1])
+        pred = ops.cast(ops.sigmoid(ops.cast(y_pred[..., k : k + 1], "float32")) > self.threshold, "float32") * valid
         self.tp.assign_add(ops.sum(pred * road))
         self.fp.assign_add(ops.sum(pred * (1.0 - road) * valid))
         self.fn.assign_add(ops.sum((1.0 - pred) * road))
@@ -123,5 +142,12 @@ class RoadIoU(keras.metrics.Metric):
             var.assign(0.0)
 
     def get_config(self) -> dict:
-        """The config with ``threshold``, so a saved model reloads with the same metric."""
-        return {**super().get_config(), "threshold": self.threshold}
+        """The config with ``threshold`` and ``channel``, so a saved model reloads with the same metric."""
+        return {**super().get_config(), "threshold": self.threshold, "channel": self.channel}
+
+
+def road_metrics(outputs: int) -> list[RoadIoU]:
+    """One :class:`RoadIoU` per output: ``road_iou``, or ``surface_iou`` and ``band_iou``."""
+    if outputs == 1:
+        return [RoadIoU()]
+    return [RoadIoU(name=f"{target}_iou", channel=k) for k, target in enumerate(TARGETS)]

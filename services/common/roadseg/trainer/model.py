@@ -1,8 +1,12 @@
-"""DeepLabV3+ (Chen et al. 2018) in Keras 3 with a MobileNetV2 or ResNet50 ImageNet backbone.
+"""The road segmenter in Keras 3: an ImageNet backbone with a DeepLabV3+ or U-Net-style decoder.
+
+The backbone is MobileNetV2 or ResNet50; the decoder DeepLabV3+ (Chen et al. 2018) or a
+U-Net/LinkNet-style one over strides 16/8/4/2.
 
 The Keras model takes raw RGB pixels as float in [0, 255] and does the backbone's ImageNet
 preprocessing itself, so training, evaluation and the exported SavedModel all feed the same thing.
-It returns one road *logit* per pixel (float32 even under mixed precision).
+It returns one *logit* per pixel and output (float32 even under mixed precision): road, or road
+surface and centreline band (:data:`roadseg.trainer.TARGETS`).
 
 Output stride 16: the backbones' last stride-2 stage is turned into stride 1 with atrous (dilated)
 convolutions by editing the Keras application's config and copying the pretrained weights across
@@ -18,7 +22,7 @@ import keras
 import tensorflow as tf
 from keras import layers, ops
 
-from roadseg.trainer import BACKBONES, DECODER_STRIDES
+from roadseg.trainer import BACKBONES, DECODER_STRIDES, DECODERS
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +34,7 @@ log = logging.getLogger(__name__)
 #: in inference mode vs 0.19 in training mode on the same checkpoint and crops).
 HEAD_GROUP_CHANNELS = 8
 
-#: Per backbone: layer overrides for output stride 16, the stride-16, stride-4 and stride-2 feature layers.
+#: Per backbone: layer overrides for output stride 16, the stride-16, 8, 4 and 2 feature layers.
 _BACKBONE_SPECS: dict[str, dict[str, Any]] = {
     "mobilenetv2": {
         "overrides": {
@@ -41,6 +45,7 @@ _BACKBONE_SPECS: dict[str, dict[str, Any]] = {
             "block_16_depthwise": {"dilation_rate": (2, 2)},
         },
         "high": "out_relu",
+        "mid": "block_6_expand_relu",
         "low": "block_3_expand_relu",
         "fine": "block_1_expand_relu",
     },
@@ -53,6 +58,7 @@ _BACKBONE_SPECS: dict[str, dict[str, Any]] = {
             "conv5_block3_2_conv": {"dilation_rate": (2, 2)},
         },
         "high": "conv5_block3_out",
+        "mid": "conv3_block4_out",
         "low": "conv2_block3_out",
         "fine": "conv1_relu",
     },
@@ -197,7 +203,18 @@ def _aspp(x, filters: int, rates: tuple[int, ...], dropout: float):
     return layers.Dropout(dropout, name="aspp_dropout")(x)
 
 
-def _stride2_stage(x, fine, filters: int):
+def _logits(x, outputs: int, stride: int):
+    """The 1x1 convolution to one logit per output; named by the output count so weights never cross.
+
+    Single-output models keep the layer names of every export up to v3 (``logits_stride4``), so
+    those exports still load; two-output models (surface, centreline band) name theirs
+    ``targets_logits_stride*``, which a single-output export leaves fresh instead of clashing.
+    """
+    prefix = "logits" if outputs == 1 else "targets_logits"
+    return layers.Conv2D(outputs, 1, name=f"{prefix}_stride{stride}")(x)
+
+
+def _stride2_stage(x, fine, filters: int, outputs: int):
     """Refine stride-4 decoder features at stride 2 with a skip from the backbone's first block.
 
     Kept narrow (a 1x1 reduction before upsampling, one separable conv after) so it costs a fraction
@@ -208,45 +225,85 @@ def _stride2_stage(x, fine, filters: int):
     x = ResizeLike(name="decoder_s2_resize")([x, fine])
     x = layers.Concatenate(name="decoder_s2_concat")([x, fine])
     x = _conv_gn_relu(x, filters, "decoder_s2_sep", separable=True)
-    return layers.Conv2D(1, 1, name="logits_stride2")(x)
+    return _logits(x, outputs, 2)
 
 
-def build_deeplabv3plus(
-    backbone: str = "mobilenetv2",
-    weights: str | None = "imagenet",
-    input_shape: tuple = (None, None, 3),
-    aspp_filters: int = 256,
-    decoder_filters: int = 256,
-    atrous_rates: tuple[int, ...] = (6, 12, 18),
-    dropout: float = 0.1,
-    decoder_stride: int = 4,
-) -> keras.Model:
-    """DeepLabV3+ returning road logits [N,H,W,1] for float RGB input in [0, 255].
-
-    ``weights``: None (random), "imagenet" (Keras download, or the KERAS_HOME cache) or a path to a
-    backbone weights file. H and W must be multiples of 16. ``decoder_stride`` 2 adds
-    :func:`_stride2_stage`; its layers are new, the others keep their names, so a stride-4 export can
-    initialise it (see :func:`roadseg.model_versions.load_exported_weights`).
-    """
-    if backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
-    if decoder_stride not in DECODER_STRIDES:
-        raise ValueError(f"decoder_stride must be one of {DECODER_STRIDES}, got {decoder_stride}")
-    spec = _BACKBONE_SPECS[backbone]
-    base = _dilated_backbone(backbone, weights, input_shape)
-    names = [spec["high"], spec["low"]] + ([spec["fine"]] if decoder_stride == 2 else [])
-    features = keras.Model(base.input, [base.get_layer(n).output for n in names], name="backbone")
-
-    inputs = keras.Input(shape=input_shape, name="images")
-    x = ImagePreprocess("tf" if backbone == "mobilenetv2" else "caffe", name="preprocess")(inputs)
-    high, low, *fine = features(x)
-    x = _aspp(high, aspp_filters, tuple(atrous_rates), dropout)
+def _deeplab_head(features: list, aspp_filters: int, decoder_filters: int, decoder_stride: int, outputs: int):
+    """ASPP on the stride-16 features, the stride-4 decoder of DeepLabV3+, and the optional stride-2 stage."""
+    high, low, *fine = features
+    x = _aspp(high, aspp_filters, (6, 12, 18), 0.1)
     low = _conv_gn_relu(low, 48, "decoder_low")
     x = ResizeLike(name="decoder_resize")([x, low])
     x = layers.Concatenate(name="decoder_concat")([x, low])
     x = _conv_gn_relu(x, decoder_filters, "decoder_sep1", separable=True)
     x = _conv_gn_relu(x, decoder_filters, "decoder_sep2", separable=True)
-    x = _stride2_stage(x, fine[0], 64) if fine else layers.Conv2D(1, 1, name="logits_stride4")(x)
+    return _stride2_stage(x, fine[0], 64, outputs) if fine else _logits(x, outputs, 4)
+
+
+def _unet_head(features: list, filters: int, outputs: int):
+    """A LinkNet/U-Net style decoder: stride 16 -> 8 -> 4 -> 2, a backbone skip merged at each stride.
+
+    Thin roads (5-10 px) are lost at stride 4 where DeepLabV3+ stops; every upsampling here adds the
+    backbone's features of that resolution, so the last stage sees edges at stride 2. The stride-16
+    features keep the dilated backbone's context plus one image-pooling channel block. Widths halve
+    with each stage (``filters`` at stride 8), separable convolutions keep the cost of a model call
+    within the DeepLabV3+ head's.
+    """
+    high, *skips = features  # strides 16, 8, 4, 2
+    x = _conv_gn_relu(high, filters * 2, "unet_s16")
+    pooled = layers.GlobalAveragePooling2D(keepdims=True, name="unet_pool")(high)
+    pooled = _conv_gn_relu(pooled, filters // 2, "unet_pool_proj")
+    x = layers.Concatenate(name="unet_s16_concat")([x, ResizeLike(name="unet_pool_resize")([pooled, x])])
+    for skip, stride, width in zip(skips, (8, 4, 2), (filters, filters // 2, filters // 4), strict=True):
+        x = ResizeLike(name=f"unet_s{stride}_resize")([x, skip])
+        skip = _conv_gn_relu(skip, width, f"unet_s{stride}_skip")
+        x = layers.Concatenate(name=f"unet_s{stride}_concat")([x, skip])
+        x = _conv_gn_relu(x, width, f"unet_s{stride}_sep1", separable=True)
+        x = _conv_gn_relu(x, width, f"unet_s{stride}_sep2", separable=True)
+    return _logits(x, outputs, 2)
+
+
+def build_model(
+    backbone: str = "mobilenetv2",
+    weights: str | None = "imagenet",
+    input_shape: tuple = (None, None, 3),
+    aspp_filters: int = 256,
+    decoder_filters: int = 256,
+    decoder_stride: int = 4,
+    decoder: str = "deeplabv3plus",
+    outputs: int = 1,
+) -> keras.Model:
+    """The road segmenter: logits [N,H,W,outputs] for float RGB input in [0, 255].
+
+    ``decoder``: "deeplabv3plus" (ASPP + stride-4 decoder; ``decoder_stride`` 2 adds
+    :func:`_stride2_stage`) or "unet" (:func:`_unet_head`, ``decoder_filters`` wide at stride 8).
+    ``outputs``: 1 (road) or 2 (road surface, centreline band: :data:`roadseg.trainer.TARGETS`).
+    ``weights``: None (random), "imagenet" (Keras download, or the KERAS_HOME cache) or a path to a
+    backbone weights file. H and W must be multiples of 16. Layers keep their names across these
+    choices where they exist in both, so an export can initialise a model that adds layers (see
+    :func:`roadseg.model_versions.load_exported_weights`).
+    """
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+    if decoder_stride not in DECODER_STRIDES:
+        raise ValueError(f"decoder_stride must be one of {DECODER_STRIDES}, got {decoder_stride}")
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
+    spec = _BACKBONE_SPECS[backbone]
+    base = _dilated_backbone(backbone, weights, input_shape)
+    if decoder == "unet":
+        names = [spec["high"], spec["mid"], spec["low"], spec["fine"]]
+    else:
+        names = [spec["high"], spec["low"]] + ([spec["fine"]] if decoder_stride == 2 else [])
+    features = keras.Model(base.input, [base.get_layer(n).output for n in names], name="backbone")
+
+    inputs = keras.Input(shape=input_shape, name="images")
+    x = ImagePreprocess("tf" if backbone == "mobilenetv2" else "caffe", name="preprocess")(inputs)
+    maps = features(x)
+    if decoder == "unet":
+        x = _unet_head(maps, decoder_filters, outputs)
+    else:
+        x = _deeplab_head(maps, aspp_filters, decoder_filters, decoder_stride, outputs)
     x = ResizeLike(name="logits_resize")([x, inputs])
     logits = layers.Activation("linear", dtype="float32", name="logits")(x)
-    return keras.Model(inputs, logits, name=f"deeplabv3plus_{backbone}")
+    return keras.Model(inputs, logits, name=f"{decoder}_{backbone}")

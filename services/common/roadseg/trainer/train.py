@@ -1,11 +1,13 @@
-"""The training loop: config -> tf.data -> DeepLabV3+ -> per-epoch checkpoints in storage.
+"""The training loop: config -> tf.data -> road segmenter -> per-epoch checkpoints in storage.
 
 Everything a run needs to continue lives in its output folder (local path, ``file://`` or ``gs://``):
 ``config.yaml`` (the echoed config), ``checkpoints/last.keras`` (model + optimizer state, written
-every epoch), ``checkpoints/best.keras`` (best validation road IoU), ``state.json`` (epochs done),
-``log.csv`` and TensorBoard events in ``tensorboard/``. ``resume=True`` reloads ``last.keras`` so the
+every epoch: an "epoch" is ``steps_per_epoch`` steps, the checkpoint interval), ``checkpoints/best.keras``
+(best validation road IoU on crops), ``state.json`` (epochs done), ``log.csv`` (step, steps/s, losses,
+metrics) and TensorBoard events in ``tensorboard/``. ``resume=True`` reloads ``last.keras`` so the
 optimizer continues with the same moments and iteration count, hence the same learning-rate schedule
-position.
+position, and the data continues at the same batch (batches are a function of the step: see
+:func:`roadseg.trainer.data.training_dataset`). A run stopped mid-epoch loses only that epoch.
 """
 
 from __future__ import annotations
@@ -24,8 +26,19 @@ import yaml
 from roadseg.errors import InvalidInput, MissingFile
 from roadseg.model_versions import load_exported_weights
 from roadseg.storage import Storage, storage_from_url
-from roadseg.trainer import BACKBONES, DECODER_STRIDES, LOSSES, PHOTOMETRIC, PRECISIONS
-from roadseg.trainer.checkpoints import BEST, COMMAND, CONFIG, LAST, LOG, STATE, TENSORBOARD, load_checkpoint, save_to
+from roadseg.trainer import BACKBONES, DECODER_STRIDES, DECODERS, LOSSES, PHOTOMETRIC, PRECISIONS, TARGETS
+from roadseg.trainer.checkpoints import (
+    BEST,
+    COMMAND,
+    CONFIG,
+    LAST,
+    LOG,
+    STATE,
+    TENSORBOARD,
+    load_checkpoint,
+    save_to,
+    snapshot_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +75,16 @@ class TrainConfig:
     decoder_filters: int = 256
     #: 4: DeepLabV3+ as published; 2: an extra stride-2 decoder stage for thin roads (model.DECODER_STRIDES).
     decoder_stride: int = 4
+    #: "deeplabv3plus" or "unet" (roadseg.trainer.DECODERS); "unet" uses decoder_filters at stride 8.
+    decoder: str = "deeplabv3plus"
+    #: 1: one road output; 2: road surface and centreline band (roadseg.trainer.TARGETS), each source
+    #: providing the targets its ``targets`` names (roadseg.trainer.data.Source).
+    outputs: int = 1
+    #: Ground width (m) of the centreline band, where it is derived from a surface or from lines.
+    band_width_m: float = 7.0
+    #: Keep a copy of the checkpoint every this many steps (checkpoints/step-NNNNNN.keras), for
+    #: validating the run's history afterwards; a multiple of steps_per_epoch. None: none kept.
+    snapshot_every_steps: int | None = None
     max_minutes: float | None = None
     seed: int = 0
     #: An exported SavedModel version (``models/roads/3``) whose weights start the run: fine-tuning.
@@ -90,6 +113,19 @@ class TrainConfig:
             problems.append(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
         if self.decoder_stride not in DECODER_STRIDES:
             problems.append(f"decoder_stride must be one of {DECODER_STRIDES}, got {self.decoder_stride}")
+        if self.decoder not in DECODERS:
+            problems.append(f"decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}")
+        if self.outputs not in (1, 2):
+            problems.append(f"outputs must be 1 (road) or 2 ({' and '.join(TARGETS)}), got {self.outputs}")
+        if not self.band_width_m > 0:
+            problems.append(f"band_width_m must be positive, got {self.band_width_m}")
+        if self.snapshot_every_steps is not None and (
+            self.steps_per_epoch is None or self.snapshot_every_steps % self.steps_per_epoch
+        ):
+            problems.append(
+                f"snapshot_every_steps ({self.snapshot_every_steps}) must be a multiple of steps_per_epoch "
+                f"({self.steps_per_epoch}): checkpoints are written at the end of an epoch"
+            )
         if self.loss not in LOSSES:
             problems.append(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.precision != "auto" and self.precision not in PRECISIONS:
@@ -187,12 +223,19 @@ class _TensorBoardLog:
 
         with self.writer.as_default():
             for name, value in row.items():
-                if name not in ("epoch", "seconds"):
+                if name not in ("epoch", "seconds", "step"):
                     tf.summary.scalar(name, value, step=epoch)
             tf.summary.scalar("epoch_seconds", row["seconds"], step=epoch)
         self.writer.flush()
         for path in self.staging.iterdir():
             self.storage.write_file(f"{TENSORBOARD}/{path.name}", path)
+
+
+def _score(logs: dict) -> float:
+    """The figure that picks ``best.keras``: validation road IoU, or the mean over a model's outputs."""
+    names = [f"{target}_iou" for target in TARGETS] if "surface_iou" in logs else ["road_iou"]
+    values = [logs.get(f"val_{n}", logs.get(n, 0.0)) for n in names]
+    return float(sum(values) / len(values))
 
 
 def _callbacks(config: TrainConfig, storage: Storage, start: float, best_so_far: float, staging: Path):
@@ -214,7 +257,10 @@ def _callbacks(config: TrainConfig, storage: Storage, start: float, best_so_far:
         def on_epoch_end(self, epoch, logs=None):
             logs = dict(logs or {})
             lr = self.model.optimizer.learning_rate
-            row = {"epoch": epoch + 1, "seconds": round(time.monotonic() - self.epoch_start, 1), "lr": float(lr)}
+            seconds = time.monotonic() - self.epoch_start
+            step = int(self.model.optimizer.iterations)
+            row = {"epoch": epoch + 1, "step": step, "seconds": round(seconds, 1), "lr": float(lr)}
+            row["steps_per_s"] = round(self.params.get("steps", 0) / max(seconds, 1e-9), 4)
             row.update({k: round(float(v), 5) for k, v in logs.items() if k != "learning_rate"})
             old = storage.read_text(LOG) if storage.exists(LOG) else ""
             header = ",".join(row)
@@ -223,7 +269,9 @@ def _callbacks(config: TrainConfig, storage: Storage, start: float, best_so_far:
             storage.write_text(LOG, old + ",".join(str(v) for v in row.values()) + "\n")
             tensorboard.write(epoch + 1, row)
             save_to(storage, LAST, self.model)
-            score = logs.get("val_road_iou", logs.get("road_iou", 0.0))
+            if config.snapshot_every_steps and step % config.snapshot_every_steps == 0:
+                save_to(storage, snapshot_key(step), self.model)
+            score = _score(logs)
             if score >= self.best:
                 self.best = float(score)
                 save_to(storage, BEST, self.model)
@@ -263,8 +311,8 @@ def _train(config: TrainConfig, strategy, cache: Path, resume: bool, verbose: in
     import tensorflow as tf
 
     from roadseg.trainer import data
-    from roadseg.trainer.losses import RoadIoU, RoadLoss
-    from roadseg.trainer.model import build_deeplabv3plus
+    from roadseg.trainer.losses import RoadLoss, road_metrics
+    from roadseg.trainer.model import build_model
     from roadseg.trainer.narrow import head_indices
     from roadseg.trainer.schedule import WarmupCosine
 
@@ -273,8 +321,12 @@ def _train(config: TrainConfig, strategy, cache: Path, resume: bool, verbose: in
     sources = [data.Source.parse(s).localized(cache) for s in config.train_data]
     val_sources = [data.Source.parse(s).localized(cache) for s in config.val_data]
     steps = config.steps_per_epoch or data.steps_for(sources, config.batch_size)
-    train_ds = data.training_dataset(sources, config.augmentation(), config.batch_size, seed=config.seed)
-    val_ds = data.validation_dataset(val_sources, config.val_crop_size, config.batch_size) if val_sources else None
+    # Decoded before any model is built, so missing or bad data fails in seconds.
+    pools = data.load_pools(sources, "train", config.outputs, config.band_width_m)
+    val_ds = None
+    if val_sources:
+        crop, outputs, band = config.val_crop_size, config.outputs, config.band_width_m
+        val_ds = data.validation_dataset(val_sources, crop, config.batch_size, outputs=outputs, band_width_m=band)
     storage = storage_from_url(config.output)  # created only once the data is known to be there
 
     initial_epoch, best = 0, -1.0
@@ -287,12 +339,14 @@ def _train(config: TrainConfig, strategy, cache: Path, resume: bool, verbose: in
         else:
             if resume:
                 log.info("nothing to resume in %s: starting from scratch", config.output)
-            model = build_deeplabv3plus(
+            model = build_model(
                 config.backbone,
                 config.weights,
                 aspp_filters=config.aspp_filters,
                 decoder_filters=config.decoder_filters,
                 decoder_stride=config.decoder_stride,
+                decoder=config.decoder,
+                outputs=config.outputs,
             )
             if config.init_from:
                 fresh = load_exported_weights(model, config.init_from, head_indices)
@@ -305,8 +359,19 @@ def _train(config: TrainConfig, strategy, cache: Path, resume: bool, verbose: in
             model.compile(
                 optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
                 loss=RoadLoss(config.loss),
-                metrics=[RoadIoU()],
+                metrics=road_metrics(config.outputs),
             )
+    # Batch k of the run is a pure function of (seed, k): a resumed run continues the same sequence.
+    train_ds = data.training_dataset(
+        sources,
+        config.augmentation(),
+        config.batch_size,
+        seed=config.seed,
+        start_step=int(model.optimizer.iterations),
+        outputs=config.outputs,
+        band_width_m=config.band_width_m,
+        pools=pools,
+    )
     storage.write_text(CONFIG, config.to_yaml())
     if command:
         # Resumed runs append their command line, so the card shows every command that shaped the model.
@@ -316,8 +381,10 @@ def _train(config: TrainConfig, strategy, cache: Path, resume: bool, verbose: in
         log.info("already trained %d of %d epochs", initial_epoch, config.epochs)
         return {"epoch": initial_epoch, "best_val_road_iou": best}
     log.info(
-        "training %s: %d steps/epoch of %d x %dpx, epochs %d..%d, tf %s",
+        "training %s/%s (%d outputs): %d steps/epoch of %d x %dpx, epochs %d..%d, tf %s",
         config.backbone,
+        config.decoder,
+        config.outputs,
         steps,
         config.batch_size,
         config.crop_size,

@@ -1,0 +1,213 @@
+"""Validation of a training run's history: each kept checkpoint measured on whole val images, per source.
+
+The long run keeps a checkpoint every ``snapshot_every_steps`` (``checkpoints/step-NNNNNN.keras``);
+:func:`validate_run` exports each one not measured yet (the serving graph, as ``roadseg export``
+would), predicts every image of the validation sources whole through ``roadseg predict``'s path
+(:func:`roadseg.trainer.evaluate.evaluate_model`) and scores each source on the output its labels
+define, at per-output thresholds chosen on these same val sources (as an export's card does). One
+row per checkpoint goes to ``val.csv`` in the run folder; the training log in
+``models/roads/README.md`` is made from it.
+
+The Vegas tile joins as a source made from its road lines (:func:`prepare_vegas`): road surface from
+each line's lane count, and the APLS of the predicted network against the lines themselves.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import re
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from roadseg.errors import InvalidInput, MissingFile
+from roadseg.storage import storage_from_url
+
+log = logging.getLogger(__name__)
+
+#: The result of :func:`validate_run` in the run folder, a row per checkpoint.
+VAL_CSV = "val.csv"
+#: Default lane width (m) for lines that give a lane count (SpaceNet's ``lane_number``).
+LANE_WIDTH_M = 3.7
+_STEP = re.compile(r"step-(\d+)\.keras$")
+
+
+def load_sources(path: str | Path) -> list[dict]:
+    """Validation sources from a YAML file: a list of ``{path, targets, pixel_size_m}`` (or ``{sources: [...]}``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFile(f"validation sources file {path} does not exist")
+    data = yaml.safe_load(path.read_text())
+    sources = data.get("sources") if isinstance(data, dict) else data
+    if not isinstance(sources, list) or not sources:
+        raise InvalidInput(f"{path} must list validation sources ({{path, targets, pixel_size_m}} each)")
+    return sources
+
+
+def prepare_vegas(tile: str | Path, lines: str | Path, out: str | Path, lane_width_m: float = LANE_WIDTH_M) -> Path:
+    """A val source folder from a georeferenced tile and its road lines: image, surface mask, ``source.json``.
+
+    The surface is each line buffered by half its width (``lane_number`` x ``lane_width_m``, else 6 m),
+    rasterised as the labeler does; pixels without data (alpha 0) are ignored. The folder also keeps
+    the tile's own path, for :func:`vegas_apls`. Written once; an existing folder is reused.
+    """
+    import geopandas as gpd
+    import rasterio
+    from PIL import Image
+    from rasterio.windows import Window
+
+    from roadseg import raster
+    from roadseg.labeler.rasterize import TileGrid, burn, centerline_shapes
+    from roadseg.labeler.widths import WidthSpec
+
+    out = Path(out)
+    if (out / "source.json").is_file():
+        return out
+    with rasterio.open(tile) as ds:
+        grid = TileGrid.from_dataset(ds)
+        rgb, valid = raster.read_rgb_window(ds, Window(0, 0, ds.width, ds.height), raster.compute_stretch(ds))
+        pixel_size_m = raster.ground_pixel_size_m(ds)
+    frame = gpd.read_file(lines)
+    spec = WidthSpec.from_options(width_attr="lane_number", lane_width=lane_width_m)
+    surface = burn(centerline_shapes(frame.to_crs(grid.crs), spec, grid), grid, valid)
+    stem = Path(tile).stem
+    for folder, array in (("images", rgb), ("masks", surface)):
+        (out / "val" / folder).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(array).save(out / "val" / folder / f"{stem}.png")
+    declared = {"targets": "surface", "pixel_size_m": pixel_size_m, "tile": str(tile), "lines": str(lines)}
+    (out / "source.json").write_text(json.dumps(declared, indent=2) + "\n")
+    return out
+
+
+def vegas_apls(model: str | Path, tile: str | Path, lines: str | Path, tta: str | None = None) -> float:
+    """APLS of the road network predicted on the georeferenced tile against its road lines (4 m snap)."""
+    import rasterio
+
+    from roadseg.config import get_settings
+    from roadseg.gateway.predictions import predict_raster, road_graph_geojson
+    from roadseg.gateway.predictor import EmbeddedPredictor
+    from roadseg.model_versions import resolve_savedmodel
+    from roadseg.roadnet.apls import AplsParams, apls
+    from roadseg.roadnet.io import load_graph
+
+    predictor = EmbeddedPredictor(resolve_savedmodel(model))
+    settings = get_settings()
+    with tempfile.TemporaryDirectory(prefix="roadseg-apls-") as tmp, rasterio.open(tile) as ds:
+        result = predict_raster(ds, predictor, Path(tmp), settings, predictor.threshold(), tta=tta)
+        layer = "centerline" if "centerline" in result.files else "mask"
+        with rasterio.open(result.files[layer]) as mask:
+            roads = road_graph_geojson(mask, settings.graph_max_pixels)
+        if roads is None:
+            raise InvalidInput(f"{tile} is too large for a road graph")
+        proposal = Path(tmp) / "roads.geojson"
+        proposal.write_text(json.dumps(roads))
+        return float(apls(load_graph(lines), load_graph(proposal), AplsParams(max_snap_m=4.0)).apls)
+
+
+def measure(model: str | Path, sources: Sequence[dict], tta: str | None = None) -> dict[str, Any]:
+    """Road IoU per source of an exported model, at per-output thresholds chosen on these sources.
+
+    Returns ``{"iou": {source: IoU}, "outputs": {source: output}, "thresholds": {output: t}, "mean": m,
+    "apls": {source: APLS}}``; a source prepared by :func:`prepare_vegas` also gets its APLS.
+    """
+    from roadseg.trainer.evaluate import best_threshold_of, evaluate_model, iou_at, source_of
+
+    reports = {Path(source_of(s)[0].path).name: evaluate_model(model, [s], tta=tta) for s in sources}
+    outputs = {name: report["summary"]["outputs"][0] for name, report in reports.items()}
+    thresholds = {
+        output: best_threshold_of([reports[name] for name, o in outputs.items() if o == output])
+        for output in sorted(set(outputs.values()))
+    }
+    iou = {name: iou_at(report, thresholds[outputs[name]]) for name, report in reports.items()}
+    scores: dict[str, Any] = {"iou": iou, "outputs": outputs, "thresholds": thresholds, "apls": {}}
+    scores["mean"] = float(np.mean(list(iou.values())))
+    for spec in sources:
+        folder = Path(source_of(spec)[0].path)
+        declared = json.loads((folder / "source.json").read_text()) if (folder / "source.json").is_file() else {}
+        if declared.get("tile") and declared.get("lines"):
+            scores["apls"][folder.name] = vegas_apls(model, declared["tile"], declared["lines"], tta)
+    return scores
+
+
+def snapshots(run_dir: str) -> dict[int, str]:
+    """The run's kept checkpoints by step (``checkpoints/step-NNNNNN.keras``)."""
+    storage = storage_from_url(run_dir)
+    found = {}
+    for key in storage.list("checkpoints"):
+        match = _STEP.search(key)
+        if match:
+            found[int(match.group(1))] = key
+    return dict(sorted(found.items()))
+
+
+def validate_run(
+    run_dir: str, sources: Sequence[dict], tta: str | None = "none", steps: Sequence[int] | None = None
+) -> list[dict]:
+    """Measure every kept checkpoint of ``run_dir`` not yet in its ``val.csv`` (or only ``steps``); returns new rows.
+
+    Each row: step, seconds it took, per-source road IoU and APLS, the val mean, the thresholds.
+    Rows are appended as they are measured, so an interrupted validation keeps what it finished.
+    """
+    from roadseg.trainer.checkpoints import CONFIG, load_checkpoint
+    from roadseg.trainer.export import _output_fields, export_savedmodel
+
+    storage = storage_from_url(run_dir)
+    config = yaml.safe_load(storage.read_text(CONFIG)) if storage.exists(CONFIG) else {}
+    done = {int(row["step"]) for row in read_rows(run_dir)}
+    todo = {s: k for s, k in snapshots(run_dir).items() if s not in done and (steps is None or s in steps)}
+    if steps is not None and set(steps) - set(todo) - done:
+        raise MissingFile(f"no checkpoint of step(s) {sorted(set(steps) - set(todo) - done)} in {run_dir}")
+    rows = []
+    for step, key in todo.items():
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="roadseg-validate-") as tmp:
+            model = load_checkpoint(storage, key, compile=False)
+            card = {"name": "validation", "version": step, "threshold": 0.5, "config": config}
+            exported = export_savedmodel(model, Path(tmp) / "1", card | _output_fields(config), tta or "none")
+            scores = measure(exported, sources, tta)
+        row = {"step": step, "seconds": round(time.monotonic() - started, 1), "mean_iou": round(scores["mean"], 4)}
+        row |= {f"iou:{name}={scores['outputs'][name]}": round(v, 4) for name, v in scores["iou"].items()}
+        row |= {f"apls:{name}": round(v, 4) for name, v in scores["apls"].items()}
+        row |= {f"threshold:{output}": t for output, t in scores["thresholds"].items()}
+        _append_row(run_dir, row)
+        log.info("validated step %d: %s", step, row)
+        rows.append(row)
+    return rows
+
+
+def read_rows(run_dir: str) -> list[dict]:
+    """The rows of a run's ``val.csv`` ([] when there is none)."""
+    storage = storage_from_url(run_dir)
+    if not storage.exists(VAL_CSV):
+        return []
+    return list(csv.DictReader(io.StringIO(storage.read_text(VAL_CSV))))
+
+
+def _append_row(run_dir: str, row: dict) -> None:
+    """Add a row to ``val.csv``, widening the header when a row brings new columns (written atomically)."""
+    storage = storage_from_url(run_dir)
+    rows = [*read_rows(run_dir), {k: str(v) for k, v in row.items()}]
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    storage.write_text(VAL_CSV, text.getvalue())
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The rows as a Markdown table (steps down, figures across), for the training log."""
+    if not rows:
+        return "(no validated checkpoints)"
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
