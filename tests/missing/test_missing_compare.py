@@ -167,8 +167,12 @@ def test_review_decisions_bulk_reject_and_exports(tmp_path, scene):
     storage = LocalStorage(tmp_path / "storage")
     record = _job(storage, image, write_vectors(tmp_path / "roads.geojson"), probabilities)
     best, second, third = read_page(storage, record, MISSING, 0)
-    set_decision(storage, record["id"], best, "accept", "ana")
+    set_decision(storage, record["id"], best, "reject", "ana")
+    set_decision(storage, record["id"], best, "accept", "ana")  # changed her mind: one decision remains
+    set_decision(storage, record["id"], second, "accept", "bo")
+    set_decision(storage, record["id"], second, "clear", "bo")
     set_decision(storage, record["id"], second, "skip", "ana")
+    assert len(storage.list(f"missing/{record['id']}/review")) == 2
     assert review_progress(storage, record).model_dump() == {
         "total": 3,
         "accepted": 1,

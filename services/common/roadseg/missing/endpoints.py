@@ -29,12 +29,12 @@ from roadseg.missing.records import (
     Progress,
     bulk_reject,
     bulk_rule,
+    decision_kinds,
     effective,
     get_candidate,
     missing_store,
     page_count,
     read_page,
-    review_key,
     review_progress,
     set_decision,
 )
@@ -235,13 +235,9 @@ def export(job_id: str, name: str, storage: StorageDep) -> Response:
 
 
 def _page_decisions(storage: Storage, job_id: str, candidates: list[Candidate]) -> dict[str, str]:
-    """Explicit decisions of the candidates of one page (one small read each, never the whole review)."""
-    found: dict[str, str] = {}
-    for candidate in candidates:
-        key = review_key(job_id, candidate.id)
-        if storage.exists(key):
-            found[candidate.id] = Decision.parse(storage.read_text(key), key).decision
-    return found
+    """Explicit decisions of the candidates of one page (one listing of the review, no object read)."""
+    made = decision_kinds(storage, job_id)
+    return {c.id: made[c.id] for c in candidates if c.id in made}
 
 
 # -------------------------------------------------------------------------------------------- pages

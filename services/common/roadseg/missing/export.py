@@ -19,7 +19,7 @@ from roadseg.missing.records import (
     Candidate,
     all_candidates,
     bulk_rule,
-    decisions,
+    decision_kinds,
     effective,
 )
 from roadseg.storage import Storage
@@ -72,7 +72,7 @@ def candidates_geojson(candidates: Iterable[Candidate], record: dict[str, Any], 
 
 def decided(storage: Storage, record: dict[str, Any], which: str) -> list[Candidate]:
     """The missing candidates whose effective decision is ``which`` (accept or reject), in rank order."""
-    found = decisions(storage, record["id"])
+    found = decision_kinds(storage, record["id"])
     rule = bulk_rule(storage, record["id"])
     return [c for c in all_candidates(storage, record, MISSING) if effective(c, found.get(c.id), rule) == which]
 

@@ -3,7 +3,8 @@
 Layout (``missing/<id>/``): ``status.json`` (:class:`MissingRecord`), ``existing.geojson`` (the map's
 roads over the image, scene coordinates), ``missing.geojson`` and ``unsupported.geojson`` (every
 candidate, for GIS tools), ``candidates/<kind>-<page>.json`` (:class:`CandidatePage`, rank order) and
-``review/<candidate>.json`` (one :class:`Decision` each, so two reviewers never overwrite each other) plus
+``review/<candidate>.<decision>.json`` (one :class:`Decision` each, so two reviewers never overwrite each other's
+candidates, and a listing counts them) plus
 ``review/bulk.json`` (:class:`BulkReject`).
 
 Candidate ids carry their rank (``m000123`` is the 124th best missing road), so the page holding a
@@ -127,9 +128,9 @@ def page_key(job_id: str, kind: str, page: int) -> str:
     return safe_key(KIND, job_id, "candidates", f"{kind}-{page:05d}.json")
 
 
-def review_key(job_id: str, candidate_id: str) -> str:
-    """Storage key of one candidate's decision."""
-    return safe_key(KIND, job_id, "review", f"{candidate_id}.json")
+def review_key(job_id: str, candidate_id: str, decision: str) -> str:
+    """Storage key of a candidate's decision: the decision is in the name, so a listing alone counts them."""
+    return safe_key(KIND, job_id, "review", f"{candidate_id}.{decision}.json")
 
 
 def bulk_key(job_id: str) -> str:
@@ -182,32 +183,51 @@ def get_candidate(storage: Storage, record: dict[str, Any], candidate_id: str) -
 
 
 def set_decision(storage: Storage, job_id: str, candidate: Candidate, decision: str, reviewer: str) -> Decision | None:
-    """Record ``accept``/``reject``/``skip`` for a candidate (``clear`` forgets it); returns the decision."""
-    key = review_key(job_id, candidate.id)
-    if decision == "clear":
-        storage.delete(key)
-        return None
-    if decision not in DECISIONS:
+    """Record ``accept``/``reject``/``skip`` for a candidate (``clear`` forgets it); returns the decision.
+
+    The new decision is written before the candidate's other decisions are removed, so a crash in
+    between leaves two, and :func:`decision_kinds` then keeps the last one listed; the next decision
+    on that candidate settles it.
+    """
+    if decision != "clear" and decision not in DECISIONS:
         raise InvalidInput(f"decision must be accept, reject, skip or clear, got {decision!r}")
-    record = Decision(
-        candidate_id=candidate.id,
-        decision=decision,  # type: ignore[arg-type]
-        reviewer=reviewer,
-        time=time.time(),
-        score=candidate.score,
-    )
-    storage.write_text(key, json.dumps(record.dump()))
-    return record
+    made = None
+    if decision != "clear":
+        made = Decision(
+            candidate_id=candidate.id,
+            decision=decision,  # type: ignore[arg-type]
+            reviewer=reviewer,
+            time=time.time(),
+            score=candidate.score,
+        )
+        storage.write_text(review_key(job_id, candidate.id, decision), json.dumps(made.dump()))
+    for other in DECISIONS:
+        if other != decision:
+            storage.delete(review_key(job_id, candidate.id, other))
+    return made
+
+
+def decision_kinds(storage: Storage, job_id: str) -> dict[str, str]:
+    """Candidate id -> accept / reject / skip, from one listing of the review folder (no object is read).
+
+    Why names and not contents: a city's review holds thousands of decisions, and the progress line is
+    recomputed on every key press.
+    """
+    found = {}
+    for key in storage.list(safe_key(KIND, job_id, "review")):
+        candidate_id, _, rest = key.rsplit("/", 1)[1].partition(".")
+        decision = rest.removesuffix(".json")
+        if decision in DECISIONS:
+            found[candidate_id] = decision
+    return found
 
 
 def decisions(storage: Storage, job_id: str) -> dict[str, Decision]:
-    """Every explicit decision of a job, by candidate id."""
+    """Every explicit decision of a job with who made it and when, by candidate id (reads each one)."""
     found = {}
-    for key in storage.list(safe_key(KIND, job_id, "review")):
-        if key.endswith("/bulk.json"):
-            continue
-        decision = Decision.parse(storage.read_text(key), key)
-        found[decision.candidate_id] = decision
+    for candidate_id, decision in decision_kinds(storage, job_id).items():
+        key = review_key(job_id, candidate_id, decision)
+        found[candidate_id] = Decision.parse(storage.read_text(key), key)
     return found
 
 
@@ -226,10 +246,10 @@ def bulk_rule(storage: Storage, job_id: str) -> BulkReject | None:
     return BulkReject.parse(storage.read_text(key), key) if storage.exists(key) else None
 
 
-def effective(candidate: Candidate, decision: Decision | None, rule: BulkReject | None) -> str | None:
+def effective(candidate: Candidate, decision: str | None, rule: BulkReject | None) -> str | None:
     """``accept``/``reject`` as exported: an explicit accept or reject wins, then the bulk rule; else None."""
-    if decision is not None and decision.decision in ("accept", "reject"):
-        return decision.decision
+    if decision in ("accept", "reject"):
+        return decision
     if rule is not None and candidate.score < rule.below:
         return "reject"
     return None
@@ -238,11 +258,11 @@ def effective(candidate: Candidate, decision: Decision | None, rule: BulkReject 
 def review_progress(storage: Storage, record: dict[str, Any]) -> Progress:
     """Counts of the missing-road review, from the decisions and the scores (no candidate page is read)."""
     total = (record.get("counts") or {}).get(MISSING, 0)
-    found = {k: v for k, v in decisions(storage, record["id"]).items() if k.startswith("m")}
+    found = {k: v for k, v in decision_kinds(storage, record["id"]).items() if k.startswith("m")}
     rule = bulk_rule(storage, record["id"])
     scores = read_scores(storage, record["id"])
     below = {i for i, score in enumerate(scores) if rule is not None and score < rule.below}
-    explicit = {int(k[1:]): d.decision for k, d in found.items()}
+    explicit = {int(k[1:]): d for k, d in found.items()}
     bulk = {i for i in below if explicit.get(i) not in ("accept", "reject")}
     accepted = sum(1 for d in explicit.values() if d == "accept")
     rejected = sum(1 for d in explicit.values() if d == "reject")
