@@ -88,7 +88,7 @@ def test_missing_road_found_where_the_map_lacks_it(tmp_path, scene):
     assert collection["features"][0]["geometry"]["coordinates"] == missing[0].coordinates_wgs84
 
 
-def test_vectors_in_another_crs_and_osm_pbf_give_the_same_candidates(tmp_path, scene):
+def test_vectors_in_another_crs_osm_pbf_and_zipped_shapefile_give_the_same_candidates(tmp_path, scene):
     osmium = pytest.importorskip("osmium")
     from pyproj import Transformer
     from utils.missing import road_line
@@ -116,9 +116,21 @@ def test_vectors_in_another_crs_and_osm_pbf_give_the_same_candidates(tmp_path, s
     writer.close()
     osm = _job(storage, image, pbf, probabilities)
     assert osm["existing"]["lines"] == 3
-    lengths = [[c.length_m for c in all_candidates(storage, r, MISSING)] for r in (base, mercator, osm)]
+
+    import zipfile
+
+    import geopandas as gpd
+
+    gpd.read_file(tmp_path / "b.geojson").to_file(tmp_path / "roads.shp")  # EPSG:3857 with its .prj
+    with zipfile.ZipFile(tmp_path / "roads.zip", "w") as archive:
+        for part in ("shp", "shx", "dbf", "prj"):
+            archive.write(tmp_path / f"roads.{part}", f"roads.{part}")
+    shapefile = _job(storage, image, tmp_path / "roads.zip", probabilities)
+    runs = (base, mercator, osm, shapefile)
+    lengths = [[c.length_m for c in all_candidates(storage, r, MISSING)] for r in runs]
     assert lengths[1] == pytest.approx(lengths[0], abs=0.5)
     assert lengths[2] == pytest.approx(lengths[0], abs=0.5)
+    assert lengths[3] == pytest.approx(lengths[0], abs=0.5)
 
 
 @pytest.mark.parametrize(

@@ -136,7 +136,7 @@ def start_job(
     scene_id: Annotated[str | None, Form(description="an ingested scene (or send `image`)")] = None,
     image: Annotated[UploadFile | None, File(description="or an image: GeoTIFF, JPEG 2000, PNG, JPEG")] = None,
     vectors: Annotated[
-        UploadFile | None, File(description="road vectors: GeoJSON, GeoPackage, Shapefile (zip: no), OSM PBF")
+        UploadFile | None, File(description="road vectors: GeoJSON, GeoPackage, zipped Shapefile (.zip), OSM .osm.pbf")
     ] = None,
     vectors_uri: Annotated[str | None, Form(description="or a file:// / gs:// URI under the allow-lists")] = None,
     options: Annotated[
