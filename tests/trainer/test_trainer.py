@@ -350,3 +350,77 @@ def test_narrower_head_keeps_the_strongest_groups_of_an_export(tmp_path):
     np.testing.assert_allclose(narrow(image, training=False).numpy(), expected, atol=1e-4)
     with pytest.raises(Exception, match="does not match this architecture"):
         load_exported_weights(narrow, tmp_path / "1")  # narrowing is asked for, never implied
+
+
+def test_unet_decoder_gives_both_outputs_at_full_size():
+    model = build_model(weights=None, decoder="unet", decoder_filters=16, outputs=2)
+    out = model(np.zeros((1, 64, 96, 3), np.float32))
+    assert tuple(out.shape) == (1, 64, 96, 2)
+    assert model.get_layer("targets_logits_stride2").filters == 2
+
+
+def test_two_output_run_resumes_exactly_and_serves_both_outputs(tmp_path, capsys):
+    """Two epochs straight and one epoch + `roadseg train --resume RUN_DIR` end with the same weights;
+    the export serves surface and centreline, each with a threshold chosen on val; `roadseg predict`
+    writes both masks; `roadseg validate` measures the kept checkpoints.
+
+    The runs are processes with TensorFlow's deterministic ops on one thread: Adam's first steps move a
+    weight by about the learning rate whatever the gradient's size, so the sign of a gradient near zero,
+    which threaded sums may flip, would otherwise show as a difference of ~1e-3 between any two runs.
+    """
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+    from roadseg.cli import main
+    from roadseg.trainer.checkpoints import LAST, load_checkpoint
+    from roadseg.trainer.export import export_checkpoint
+
+    data = write_road_dataset(tmp_path / "data", {"train": 4, "val": 2})
+    source = {"path": str(data), "targets": "surface", "pixel_size_m": 1.0}
+    config = _tiny_config(data, tmp_path / "run", train_data=[source], decoder="unet", outputs=2, band_width_m=4.0)
+    config.snapshot_every_steps = 2
+    env = {**os.environ, "TF_DETERMINISTIC_OPS": "1", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+    config.epochs = 2
+    straight, halted = tmp_path / "straight", tmp_path / "halted"
+    # The halted run stops after its first epoch (a time budget spent, as a killed machine would).
+    for run, extra in ((straight, []), (halted, ["--max-minutes", "0.0001"])):
+        path = tmp_path / f"{run.name}.yaml"
+        path.write_text(config.to_yaml())
+        command = ["train", "--config", str(path), "--output", str(run), *extra]
+        subprocess.run([sys.executable, "-m", "roadseg.cli", *command], env=env, check=True, capture_output=True)
+    assert json.loads((halted / "state.json").read_text())["epoch"] == 1
+    resume = ["train", "--resume", str(halted)]
+    subprocess.run([sys.executable, "-m", "roadseg.cli", *resume], env=env, check=True, capture_output=True)
+    a, b = (load_checkpoint(_storage(run), LAST) for run in (straight, halted))
+    assert int(b.optimizer.iterations) == 4
+    for left, right in zip(a.weights, b.weights, strict=True):
+        np.testing.assert_allclose(left.numpy(), right.numpy(), atol=1e-6, err_msg=left.path)
+    rows = (halted / "log.csv").read_text().splitlines()
+    assert rows[0].split(",")[:3] == ["epoch", "step", "seconds"] and [r.split(",")[1] for r in rows[1:]] == ["2", "4"]
+
+    models = tmp_path / "models"
+    out = export_checkpoint(str(straight / "checkpoints" / "last.keras"), models, evaluate=[f"{data}:val=surface"])
+    card = read_card(out)
+    assert card["outputs"] == ["surface", "band"] and card["band_width_m"] == 4.0
+    assert set(card["thresholds"]) == {"surface", "band"} and card["threshold"] == card["thresholds"]["surface"]
+    assert card["metrics"]["data:val"]["outputs"] == ["surface"]
+
+    image = sorted((data / "val" / "images").iterdir())[0]
+    assert main(["predict", str(image), "--out", str(tmp_path / "pred"), "--model", str(out), "--geojson"]) == 0
+    from PIL import Image
+
+    for name in (f"{image.stem}.png", f"{image.stem}.centerline.png"):
+        mask = np.asarray(Image.open(tmp_path / "pred" / name))
+        assert mask.shape == (96, 96) and set(np.unique(mask)) <= {0, 255}
+    assert (tmp_path / "pred" / f"{image.stem}.geojson").is_file()
+
+    sources = tmp_path / "sources.yaml"
+    sources.write_text(yaml.safe_dump([source]))
+    capsys.readouterr()
+    assert main(["validate", str(straight), "--sources", str(sources)]) == 0
+    table = capsys.readouterr().out
+    assert "| step |" in table and "iou:data=surface" in table
+    steps = [line.split("|")[1].strip() for line in table.splitlines()[2:]]
+    assert steps == ["2", "4"]
