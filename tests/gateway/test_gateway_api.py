@@ -13,7 +13,7 @@ from roadseg.gateway.api import create_app
 from roadseg.gateway.predictor import EmbeddedPredictor
 from roadseg.storage import get_storage
 from utils.clients import local_client
-from utils.gateway import dark_model, road_image, write_geotiff
+from utils.gateway import dark_model, dark_two_output_model, road_image, write_geotiff
 
 
 @pytest.fixture(scope="module")
@@ -304,3 +304,39 @@ def test_the_road_network_is_built_after_the_answer_or_on_first_use(client, sett
         assert client.get(big.json()["links"]["self"] + "/files/roads.geojson").status_code == 400
     finally:
         get_settings.cache_clear()
+
+
+def test_a_two_output_model_serves_surface_and_centreline_at_the_given_pixel_size(settings_env):
+    """Both masks come back (API, page layers with toggles, downloads); the road network follows the
+    centreline; a plain image's pixel size resamples it to the model's 1 m; a bad pixel size is a 4xx."""
+    predictor = EmbeddedPredictor(dark_two_output_model() / "1")
+    with local_client(create_app(predictor=predictor, storage=get_storage())) as client:
+        image = png_bytes(road_image(300, 300))
+        r = client.post(
+            "/api/v1/predictions", files={"file": ("a.png", image, "image/png")}, data={"pixel_size_m": "0.5"}
+        )
+        assert r.status_code == 201, r.text
+        body = r.json()
+        assert body["pixel_size_m"] == 0.5 and body["resampling"]["factor"] == 2.0
+        assert body["centerline_threshold"] == 0.5
+        assert {"centerline.png", "centerline_overlay.png", "centerline_probability.tif"} <= set(body["links"])
+        surface = np.asarray(Image.open(io.BytesIO(client.get(body["links"]["mask.png"]).content)))
+        line = np.asarray(Image.open(io.BytesIO(client.get(body["links"]["centerline.png"]).content)))
+        assert surface.shape == line.shape == (300, 300)
+        road_rows = (surface[:, 100:200] == 255).all(axis=1)
+        line_rows = (line[:, 100:200] == 255).all(axis=1)
+        assert 0 < line_rows.sum() < road_rows.sum()  # the band is narrower than the dark surface
+        assert not (line_rows & ~road_rows).any()
+        roads = client.get(body["links"]["roads.geojson"]).json()
+        assert roads["features"]
+
+        panel = client.get(f"/ui/predictions/{body['id']}").text
+        assert 'id="centerline-overlay"' in panel and 'data-layer="centerline-overlay"' in panel
+        assert "Centreline PNG" in panel
+
+        upload = {"file": ("a.png", image, "image/png")}
+        for bad in ("0", "-1", "nan", "inf"):
+            r = client.post("/api/v1/predictions", files=upload, data={"pixel_size_m": bad})
+            assert r.status_code == 422, (bad, r.text)
+        r = client.post("/ui/predictions", files=upload, data={"pixel_size_m": "x"})
+        assert r.status_code == 400 and "pixel size must be a number" in r.text

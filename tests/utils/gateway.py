@@ -62,6 +62,43 @@ def dark_model() -> Path:
     return _CACHE["dark"]
 
 
+def dark_two_output_model() -> Path:
+    """Folder of versions with a two-output test model: surface = dark and smooth (as :func:`dark_model`),
+    centreline band = the middle of such areas (dark after a wider blur), at a model pixel size of 1 m
+    (a 12 px road of a 0.5 m image: 12 px of surface, 8 px of band).
+    """
+    if "dark2" not in _CACHE:
+        import tensorflow as tf
+
+        class DarkRoadsTwoOutputs(tf.Module):
+            @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+            def serve(self, images):
+                gray = tf.reduce_mean(tf.cast(images, tf.float32), axis=-1, keepdims=True) / 255.0
+                surface = tf.sigmoid(40.0 * (0.4 - tf.nn.avg_pool2d(gray, ksize=3, strides=1, padding="SAME")))
+                band = tf.sigmoid(40.0 * (0.3 - tf.nn.avg_pool2d(gray, ksize=5, strides=1, padding="SAME")))
+                return {"probabilities": tf.concat([surface, band], axis=-1)}
+
+        root = Path(tempfile.mkdtemp(prefix="roadseg-dark2-model-"))
+        module = DarkRoadsTwoOutputs()
+        tf.saved_model.save(module, str(root / "1"), signatures={"serving_default": module.serve})
+        _write_card(
+            root / "1",
+            name="roads",
+            version=1,
+            backbone="dark-pixels, two outputs (test model)",
+            threshold=0.5,
+            outputs=["surface", "band"],
+            thresholds={"surface": 0.5, "band": 0.5},
+            band_width_m=7.0,
+            pixel_size_m=1.0,
+            metrics={},
+            code_version="test",
+            created="2026-01-01T00:00:00Z",
+        )
+        _CACHE["dark2"] = root
+    return _CACHE["dark2"]
+
+
 def real_model() -> Path:
     """Folder of versions with our DeepLabV3+: the shipped ``models/roads`` when present, else a fresh
     export (MobileNetV2, random weights) made once per session with the trainer's builder and exporter."""

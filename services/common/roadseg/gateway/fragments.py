@@ -19,6 +19,9 @@ DOWNLOADS = {
     "probability.tif": "Probability GeoTIFF",
     "probability.png": "Probability PNG",
     "mask.tif": "Mask GeoTIFF",
+    "centerline.png": "Centreline PNG (0/255)",
+    "centerline.tif": "Centreline GeoTIFF",
+    "centerline_probability.tif": "Centreline probability GeoTIFF",
     "roads.geojson": "Roads GeoJSON",
 }
 
@@ -103,6 +106,30 @@ def roads_status(record: dict[str, Any], oob_timings: bool = False) -> str:
     return line + (timings(record).replace('id="timings"', 'id="timings" hx-swap-oob="true"') if oob_timings else "")
 
 
+#: The road layers the viewer stacks on the image: (file, element id, label). The centreline band's
+#: overlay only exists for models with that output.
+ROAD_LAYERS = (
+    ("overlay.png", "overlay", "Road surface"),
+    ("centerline_overlay.png", "centerline-overlay", "Centreline"),
+)
+
+
+def _road_layers(links: dict[str, str], width: int, height: int) -> tuple[str, str]:
+    """(the overlay images, a checkbox per overlay to show or hide it) for the layers a prediction has."""
+    present = [(name, ident, label) for name, ident, label in ROAD_LAYERS if name in links]
+    images = "".join(
+        f'<img id="{ident}" class="layer" src="{escape(links[name])}" alt="{label.lower()}" '
+        f'width="{width}" height="{height}">'
+        for name, ident, label in present
+    )
+    if len(present) < 2:
+        return images, ""
+    boxes = "".join(
+        f'<label><input type="checkbox" data-layer="{ident}" checked> {label}</label>' for _, ident, label in present
+    )
+    return images, f'<span class="layers" role="group" aria-label="layers">{boxes}</span>'
+
+
 def prediction(record: dict[str, Any]) -> str:
     """A running job polls itself every second; a finished one shows the viewer and the downloads."""
     job_id = escape(record["id"])
@@ -135,17 +162,19 @@ def prediction(record: dict[str, Any]) -> str:
             f'<p class="muted" id="resampling">Predicted at the model\'s {resampling["model_pixel_size_m"]:g} m '
             f"pixels (this image: {resampling['image_pixel_size_m']:.2f} m), then mapped back to every pixel.</p>"
         )
+    layers, toggles = _road_layers(links, width, height)
     return f"""
 <section class="viewer" data-id="{job_id}" data-width="{width}" data-height="{height}" data-unit="{unit}"
          aria-label="prediction result">
   <div class="controls">
     <label>Overlay opacity <input type="range" id="opacity" min="0" max="100" value="70"></label>
+    {toggles}
     <span>{width} &times; {height} px &middot; roads {100 * record["road_fraction"]:.1f}% &middot;
       threshold {record["threshold"]:.2f} &middot; {record["seconds"]:.1f} s</span>
   </div>
   <div class="stack" id="stack" title="Click two points on a road">
     <img id="base" src="{escape(links["image.png"])}" alt="uploaded image" width="{width}" height="{height}">
-    <img id="overlay" src="{escape(links["overlay.png"])}" alt="predicted roads" width="{width}" height="{height}">
+    {layers}
     <svg id="route-layer" viewBox="0 0 {width} {height}" preserveAspectRatio="none" aria-hidden="true"></svg>
   </div>
   {roads_note}

@@ -436,7 +436,12 @@ def mask_georeference(mask: DatasetReader) -> tuple[Any, str | None]:
 
 
 def create_job(
-    storage: Storage, upload: BinaryIO, filename: str, settings: Settings, tta: str | None = None
+    storage: Storage,
+    upload: BinaryIO,
+    filename: str,
+    settings: Settings,
+    tta: str | None = None,
+    pixel_size_m: float | None = None,
 ) -> dict[str, Any]:
     """Store an upload as a new prediction job after checking its header; nothing is kept if it is refused.
 
@@ -462,6 +467,7 @@ def create_job(
             progress=0.0,
             stage="queued",
             tta=tta,
+            pixel_size_m=pixel_size_m,
             timings={"upload": upload_seconds},
         )
     except BaseException:
@@ -478,6 +484,7 @@ def submit_prediction(
     queue: Callable[[str], Any],
     tta: str | None = None,
     background: Callable[[str], Any] | None = None,
+    pixel_size_m: float | None = None,
 ) -> tuple[dict[str, Any], int]:
     """Store and check an upload, then predict it now (small: 201) or ``queue`` its id (large: 202).
 
@@ -487,7 +494,7 @@ def submit_prediction(
     job behind: the client got the error and nobody would ever run it.
     """
     predictor.signature(tta)  # an unavailable test-time augmentation is refused before anything is stored
-    record = create_job(storage, upload, filename, settings, tta)
+    record = create_job(storage, upload, filename, settings, tta, pixel_size_m)
     job_id = record["id"]
     if record["info"]["width"] * record["info"]["height"] <= settings.sync_predict_max_pixels:
         if background is not None:

@@ -112,15 +112,22 @@ def vegas_apls(model: str | Path, tile: str | Path, lines: str | Path, tta: str 
         return float(apls(load_graph(lines), load_graph(proposal), AplsParams(max_snap_m=4.0)).apls)
 
 
-def measure(model: str | Path, sources: Sequence[dict], tta: str | None = None) -> dict[str, Any]:
+def measure(
+    model: str | Path, sources: Sequence[dict], tta: str | None = None, withhold_pixel_size: bool = False
+) -> dict[str, Any]:
     """Road IoU per source of an exported model, at per-output thresholds chosen on these sources.
+
+    ``withhold_pixel_size`` predicts every plain image as a user who gives no ``--pixel-size`` would.
 
     Returns ``{"iou": {source: IoU}, "outputs": {source: output}, "thresholds": {output: t}, "mean": m,
     "apls": {source: APLS}}``; a source prepared by :func:`prepare_vegas` also gets its APLS.
     """
     from roadseg.trainer.evaluate import best_threshold_of, evaluate_model, iou_at, source_of
 
-    reports = {Path(source_of(s)[0].path).name: evaluate_model(model, [s], tta=tta) for s in sources}
+    reports = {
+        Path(source_of(s)[0].path).name: evaluate_model(model, [s], tta=tta, withhold_pixel_size=withhold_pixel_size)
+        for s in sources
+    }
     outputs = {name: report["summary"]["outputs"][0] for name, report in reports.items()}
     thresholds = {
         output: best_threshold_of([reports[name] for name, o in outputs.items() if o == output])

@@ -13,6 +13,7 @@ from fastapi import APIRouter, BackgroundTasks, File, Form, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse
 
 from roadseg.auth import CallerDep, Role, require
+from roadseg.errors import InvalidInput
 from roadseg.gateway import fragments
 from roadseg.gateway.deps import PredictionsDep, PredictorDep
 from roadseg.gateway.endpoints.model import served_card
@@ -46,11 +47,28 @@ def ui_create(
     identity: CallerDep,
     file: Annotated[UploadFile, File()],
     tta: Annotated[str, Form()] = "",
+    pixel_size_m: Annotated[str, Form()] = "",
 ) -> str:
     """Upload from the page: a panel that polls the job (progress per window) until it shows the result."""
     upload, name = file.file, file.filename or "upload"
-    record, _ = submit(storage, predictor, settings, upload, name, background, identity, tta or None, page=True)
+    pixel = _pixel_size(pixel_size_m)
+    record, _ = submit(
+        storage, predictor, settings, upload, name, background, identity, tta or None, page=True, pixel_size_m=pixel
+    )
     return fragments.prediction(public(record))
+
+
+def _pixel_size(text: str) -> float | None:
+    """The page's pixel-size field: empty is None, anything but a positive number of metres a 400."""
+    if not text.strip():
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidInput(f"the pixel size must be a number of metres, got {text[:40]!r}") from None
+    if not 0 < value <= 1000:
+        raise InvalidInput(f"the pixel size must be above 0 and at most 1000 m, got {value:g}")
+    return value
 
 
 @router.post("/ui/predictions/example", response_class=HTMLResponse)

@@ -79,6 +79,11 @@ def public(record: dict[str, Any]) -> dict[str, Any]:
 
 #: Per-request test-time augmentation: ``none`` is about twice as fast as ``flip``; omitted, the card's.
 TTA = Literal["none", "flip"]
+PIXEL_SIZE_HELP = (
+    "Ground size of a pixel in metres, for plain images (PNG/JPEG) that do not carry it: the image is resampled "
+    "to the model's resolution as a georeferenced one is. Omitted: taken to be the model's own. Georeferenced "
+    "images use their own."
+)
 
 
 def submit(
@@ -91,8 +96,11 @@ def submit(
     identity: Identity,
     tta: str | None = None,
     page: bool = False,
+    pixel_size_m: float | None = None,
 ) -> tuple[dict[str, Any], int]:
     """Predict an upload now, or after the response for the ``page``, or queue it on the ``predict`` workers.
+
+    ``pixel_size_m`` is the ground pixel size of a plain image (ignored for a georeferenced one).
 
     A prediction finished during the request builds its road network after the response. The caller's
     role bounds the image (``ROADSEG_PREDICT_PIXELS_PER_REQUEST``, 413) and the pixels it may have
@@ -111,6 +119,7 @@ def submit(
         lambda job_id: predict.delay(job_id),
         tta,
         (lambda job_id: tasks.add_task(run_job_in_background, job_id, storage, predictor, settings)) if page else None,
+        pixel_size_m,
     )
     if record["status"] == DONE and record.get("roads") == ROADS_PENDING:
         tasks.add_task(build_road_network_quietly, record["id"], storage, settings)
@@ -154,10 +163,12 @@ def create_prediction(
     tta: Annotated[
         TTA | None, Form(description="Test-time augmentation: none (fast) or flip; default: the card's")
     ] = None,
+    pixel_size_m: Annotated[float | None, Form(gt=0, le=1000, description=PIXEL_SIZE_HELP)] = None,
 ) -> dict[str, Any]:
     """Upload an image. 201 with the finished prediction, or 202 when it was queued (poll its ``self`` link)."""
+    upload, name = file.file, file.filename or "upload"
     record, response.status_code = submit(
-        storage, predictor, settings, file.file, file.filename or "upload", tasks, identity, tta
+        storage, predictor, settings, upload, name, tasks, identity, tta, pixel_size_m=pixel_size_m
     )
     return public(record)
 

@@ -1,5 +1,5 @@
 // roadseg page: htmx does upload and polling; this file adds drag-and-drop, upload progress,
-// the overlay opacity slider and route picking (clicks or typed coordinates -> route API -> SVG).
+// the overlay opacity slider and layer toggles, and route picking (clicks or typed coordinates -> route API -> SVG).
 "use strict";
 
 // Swap error fragments (4xx/5xx) into the target too, so the user reads the server's message.
@@ -104,7 +104,8 @@ async function findRoute(form) {
 
 function setupViewer() {
   document.addEventListener("input", (e) => {
-    if (e.target.id === "opacity") document.getElementById("overlay").style.opacity = e.target.value / 100;
+    if (e.target.id === "opacity") setOpacity(e.target.value);
+    if (e.target.dataset.layer) document.getElementById(e.target.dataset.layer).hidden = !e.target.checked;
   });
   document.addEventListener("click", (e) => {
     const stack = e.target.closest("#stack");
@@ -130,8 +131,13 @@ function setupViewer() {
   document.addEventListener("reset", (e) => { if (e.target.id === "route-form") clearRoute(); });
   document.body.addEventListener("htmx:afterSwap", () => {
     const slider = document.getElementById("opacity");
-    if (slider) document.getElementById("overlay").style.opacity = slider.value / 100;
+    if (slider) setOpacity(slider.value);
   });
+}
+
+// One opacity for every road layer (surface and centreline overlays).
+function setOpacity(percent) {
+  for (const layer of document.querySelectorAll("#stack .layer")) layer.style.opacity = percent / 100;
 }
 
 setupUpload();
