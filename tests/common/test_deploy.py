@@ -147,7 +147,9 @@ def test_compose_file_validates_against_the_compose_specification():
 
 def test_compose_services_have_healthchecks_ordered_start_and_an_on_demand_trainer():
     services = vd.compose()["services"]
-    long_running = {name for name, svc in services.items() if "train" not in svc.get("profiles", [])}
+    one_shot = {name for name, svc in services.items() if svc.get("restart") == "no"}
+    long_running = set(services) - one_shot
+    assert one_shot - {"models-init"} == {name for name, svc in services.items() if "train" in svc.get("profiles", [])}
     assert {name for name in long_running if "healthcheck" not in services[name]} == set()
     for name in long_running - {"redis", "fake-gcs", "tfserving"}:
         conditions = {dep: c["condition"] for dep, c in services[name]["depends_on"].items()}
@@ -155,6 +157,10 @@ def test_compose_services_have_healthchecks_ordered_start_and_an_on_demand_train
     assert services["gateway"]["depends_on"]["tfserving"]["condition"] == "service_healthy"
     assert services["trainer"]["profiles"] == services["trainer-export"]["profiles"] == ["train"]
     assert services["trainer-export"]["depends_on"]["trainer"]["condition"] == "service_completed_successfully"
+    # The shipped versions are copied into the runtime folder before TF Serving starts; nothing writes them.
+    assert services["tfserving"]["depends_on"]["models-init"]["condition"] == "service_completed_successfully"
+    writable = [v for svc in services.values() for v in svc.get("volumes", []) if v.startswith("./models/")]
+    assert writable == ["./models/roads:/app/models/shipped:ro"]
     env = vd.compose_environment(services["ingest"])
     assert env["ROADSEG_STORAGE_URL"].startswith("gs://") and env["STORAGE_EMULATOR_HOST"] == "http://fake-gcs:4443"
 

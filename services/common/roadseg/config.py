@@ -128,8 +128,14 @@ class Settings(BaseSettings):
 
     # --- model and prediction
     model_dir: str = Field(
+        default=str(REPO_ROOT / "var" / "models" / "roads"),
+        description="Directory (or storage URL) holding versioned SavedModels: <model_dir>/<version>/. Versions "
+        "exported by the demo or by you go here; a local folder starts with the shipped versions.",
+    )
+    shipped_model_dir: str = Field(
         default=str(REPO_ROOT / "models" / "roads"),
-        description="Directory (or storage URL) holding versioned SavedModels: <model_dir>/<version>/.",
+        description="The versions shipped with roadseg (read only): copied into a local ROADSEG_MODEL_DIR that "
+        "lacks them, so nothing a command does changes the checkout.",
     )
     model_name: str = Field(default="roads", description="Model name, as TF Serving knows it.")
     model_version: int | None = Field(default=None, description="Pinned model version; latest when unset.")

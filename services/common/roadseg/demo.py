@@ -1,7 +1,9 @@
 """``roadseg demo``: the whole chain against the locally started stack (``make up``).
 
 Ingest a scene, label it from its road lines, export a dataset, fine-tune the served model into
-version N+1, wait for the gateway to serve it, predict on the scene, and print before/after metrics.
+version N+1 of the runtime model folder (ROADSEG_MODEL_DIR, ``var/models/roads``: the shipped versions in
+``models/roads`` are never written), wait for the gateway to serve it, predict on the scene, and print
+before/after metrics.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ def _run(args: argparse.Namespace) -> int:
     from roadseg.config import get_settings
     from roadseg.demo_driver import Endpoints, FinetuneParams, Pipeline
     from roadseg.errors import InvalidInput
+    from roadseg.model_versions import seed_model_dir
 
     settings = get_settings()
     shared = Path(settings.shared_dir)
@@ -33,6 +36,9 @@ def _run(args: argparse.Namespace) -> int:
             raise InvalidInput(f"{path} not found: name a scene with --scene and its roads with --vectors")
     options = json.loads(args.label_options) if args.label_options else SPACENET_OPTIONS
     model_dir = Path(args.model_dir or settings.model_dir)
+    if model_dir.resolve() == Path(settings.shipped_model_dir).resolve():
+        raise InvalidInput(f"{model_dir} holds the shipped versions (read only): give another --model-dir")
+    seed_model_dir(model_dir, settings.shipped_model_dir)  # the new version starts from the shipped one
     run_dir = Path(args.run_dir or f"var/runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
 
     pipeline = Pipeline(Endpoints.from_settings())

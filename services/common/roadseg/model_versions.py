@@ -140,3 +140,45 @@ def read_card(savedmodel: str | Path) -> dict:
         path = Path(savedmodel) / CARD
         text = path.read_text() if path.is_file() else None
     return {} if text is None else ModelCard.parse(text, f"{savedmodel}/{CARD}").dump()
+
+
+def seed_model_dir(model_dir: str | Path, shipped_dir: str | Path) -> list[int]:
+    """Copy the shipped versions into a local model folder that holds none yet; returns the versions copied.
+
+    The runtime folder (``ROADSEG_MODEL_DIR``, ``var/models/roads`` by default) is where exports go, so
+    the shipped versions in the checkout are never written by a command. A folder that already holds a
+    version is somebody's own (or was seeded before) and is left as it is, so a shipped version never
+    outranks the versions a user keeps there. Files are hard-linked where
+    the file system allows (a shipped version is never changed in place: exports only add versions),
+    else copied; each version appears whole (built beside it, then renamed). Storage URLs and a folder
+    that is the shipped one are left alone.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    if is_url(model_dir) or is_url(shipped_dir):
+        return []
+    model_dir, shipped_dir = Path(model_dir), Path(shipped_dir)
+    if not shipped_dir.is_dir() or model_dir.resolve() == shipped_dir.resolve():
+        return []
+    if model_dir.is_dir() and latest_version(model_dir) is not None:
+        return []
+    model_dir.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for version in sorted(p for p in shipped_dir.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()):
+        if (model_dir / version.name).exists():
+            continue
+        with tempfile.TemporaryDirectory(prefix=f".seed-{version.name}-", dir=model_dir) as tmp:
+
+            def link_or_copy(src: str, dst: str) -> None:
+                try:
+                    os.link(src, dst)
+                except OSError:
+                    shutil.copy2(src, dst)
+
+            staged = Path(tmp) / version.name
+            shutil.copytree(version, staged, copy_function=link_or_copy)
+            staged.rename(model_dir / version.name)
+        copied.append(int(version.name))
+    return copied

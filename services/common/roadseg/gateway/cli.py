@@ -95,6 +95,15 @@ def register(sub) -> None:
     s.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     s.set_defaults(func=serve_command)
 
+    m = sub.add_parser(
+        "seed-models",
+        help="copy the shipped model versions into the runtime model folder",
+        description="Copy the versions of ROADSEG_SHIPPED_MODEL_DIR (models/roads, read only) that ROADSEG_MODEL_DIR "
+        "(var/models/roads) lacks into it. The gateway does this itself when it starts with an embedded model; "
+        "deployments with TF Serving run it once before TF Serving starts (docker-compose models-init).",
+    )
+    m.set_defaults(func=seed_models_command)
+
 
 def _positive_float(text: str) -> float:
     """A number above 0 (argparse type), so ``--pixel-size 0`` or ``nan`` is refused before any work."""
@@ -226,6 +235,17 @@ def _predict_file(source, predictor, settings, out: Path, threshold: float, args
         f"{source}: {width}x{height} px, roads {result.road_pixels / (width * height):.1%}, "
         f"{result.seconds:.1f} s -> {', '.join(str(p) for p in written)}{note}"
     )
+
+
+def seed_models_command(args: argparse.Namespace) -> int:
+    """Seed the runtime model folder; prints what it copied."""
+    from roadseg.config import get_settings
+    from roadseg.model_versions import seed_model_dir
+
+    settings = get_settings()
+    copied = seed_model_dir(settings.model_dir, settings.shipped_model_dir)
+    print(f"{settings.model_dir}: copied versions {copied or 'none (all there)'} from {settings.shipped_model_dir}")
+    return 0
 
 
 def serve_command(args: argparse.Namespace) -> int:

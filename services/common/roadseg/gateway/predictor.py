@@ -328,6 +328,9 @@ def make_predictor(settings: Settings, model: str | None = None, require: bool =
         return EmbeddedPredictor(model, settings.model_name)
     url = settings.tfserving_url
     if not url:
+        from roadseg.model_versions import seed_model_dir
+
+        seed_model_dir(settings.model_dir, settings.shipped_model_dir)
         return EmbeddedPredictor(settings.model_dir, settings.model_name, settings.model_version, require)
     if url.startswith(("http://", "https://")):
         return RestPredictor(url, settings.model_name, settings.model_version, settings.model_dir)
