@@ -242,3 +242,36 @@ def test_mask_geotiff_reads_back_like_gdals(epsg):
     assert mask_geotiff(mask, rotated.transform, grid.crs.to_wkt()) is None
     with MemoryFile(write_mask_bytes(mask, rotated)) as mf, mf.open() as ds:  # GDAL wrote it
         assert ds.transform == rotated.transform and (ds.read(1) == mask).all()
+
+
+def test_every_tile_gets_a_centreline_band_of_one_ground_width_beside_its_surface():
+    """A 10 m wide road: 10 rows of surface, and a band of 4 m (the option) centred on its line."""
+    import geopandas as gpd
+    from rasterio.transform import from_origin
+    from roadseg.labeler.rasterize import TileGrid
+    from roadseg.labeler.run import TileLabeler
+
+    grid = TileGrid(from_origin(500_000, 4_000_100, 1.0, 1.0), rasterio.crs.CRS.from_epsg(32611), 100, 100)
+    roads = gpd.GeoDataFrame(geometry=[LineString(_local([(-50, 50), (150, 50)]))], crs="EPSG:32611")
+    options = LabelOptions(widths=WidthSpec(width=10.0), band_width_m=4.0)
+    surface, band, used = TileLabeler(options, roads).masks(grid, None)
+    assert used == 1
+    assert np.flatnonzero(surface[:, 50] == 255).tolist() == list(range(45, 55))
+    assert np.flatnonzero(band[:, 50] == 255).tolist() == list(range(48, 52))
+    assert "band_width_m" not in LabelOptions().to_dict()  # runs made before the option keep their ids
+    with pytest.raises(Exception, match="band width"):
+        LabelOptions(band_width_m=0)
+
+
+def test_a_single_raster_gets_its_centreline_mask_beside_the_surface_mask(tmp_path):
+    import geopandas as gpd
+
+    tile = _grid_tile(tmp_path)
+    lines = tmp_path / "roads.geojson"
+    gpd.GeoDataFrame(geometry=[LineString(_local([(0, 50), (100, 50)]))], crs="EPSG:32611").to_file(lines)
+    report = label_raster_file(tile, lines, tmp_path / "mask.tif", LabelOptions(widths=WidthSpec(width=10.0)))
+    with rasterio.open(report["mask"]) as surface, rasterio.open(report["centerline_mask"]) as band:
+        assert (surface.read(1)[:, 50] == 255).sum() == 10
+        # The default band of 7 m: 8 pixel centres, both edges on one (the line lies on a pixel border).
+        assert (band.read(1)[:, 50] == 255).sum() == 8
+        assert band.transform == surface.transform

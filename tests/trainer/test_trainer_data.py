@@ -278,3 +278,17 @@ def test_surface_sources_need_a_pixel_size_for_their_band(tmp_path):
         data.load_examples(data.Source(str(root)), "train", outputs=2)
     with pytest.raises(InvalidInput, match="targets must be one of"):
         data.Source.parse({"path": "x", "targets": "lanes"})
+
+
+def test_label_run_datasets_carry_both_road_definitions_to_the_trainer(tmp_path):
+    """TFRecords with band/png and a source.json saying "both": the surface from mask/png, the band from band/png."""
+    image, surface = _example(0)
+    band = np.zeros_like(surface)
+    band[:, 12:14] = 255
+    with tf.io.TFRecordWriter(str(tmp_path / shard_name("train", 0, 1))) as writer:
+        writer.write(encode_example(image, surface, "t0", [0, 0, 48, 40], None, band))
+    (tmp_path / "source.json").write_text('{"targets": "both"}')
+    ((loaded_image, masks),) = data.load_examples(data.Source(str(tmp_path)), "train", outputs=2)
+    np.testing.assert_array_equal(loaded_image, image)
+    np.testing.assert_array_equal(masks[..., 0], surface)
+    np.testing.assert_array_equal(masks[..., 1], band)

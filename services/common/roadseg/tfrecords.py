@@ -5,10 +5,13 @@ has a single input pipeline. PNG keeps masks lossless (0 background, 255 road, a
 ignored) and keeps images exact; TFRecord shards stream well from local disk or GCS.
 
 Keys: ``image/png`` (bytes), ``mask/png`` (bytes), ``tile_id`` (bytes), ``bounds`` (4 floats,
-tile bounds in its CRS or pixel bounds when not georeferenced), ``crs`` (bytes, may be empty).
+tile bounds in its CRS or pixel bounds when not georeferenced), ``crs`` (bytes, may be empty), and
+``band/png`` (bytes, the centreline band mask) in datasets of label runs, whose ``mask/png`` is the
+road surface.
 
 A dataset folder holds ``{split}-{i:05d}-of-{n:05d}.tfrecord`` for split in train/val/test and a
-``manifest.json``; :func:`shard_name` and :data:`SPLITS` spell those names once.
+``manifest.json``; :func:`shard_name` and :data:`SPLITS` spell those names once. ``source.json``
+(:data:`SOURCE_FILE`) declares which road definitions the masks follow, for the trainer.
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ import io
 from collections.abc import Sequence
 
 import numpy as np
+
+#: Optional file in a dataset's root declaring its masks' targets and pixel size for the trainer:
+#: ``{"targets": "band" | "surface" | "both", "pixel_size_m": ...}`` (roadseg.trainer.data.Source).
+SOURCE_FILE = "source.json"
 
 SPLITS = ("train", "val", "test")
 
@@ -61,10 +68,12 @@ def encode_example(
     tile_id: str,
     bounds: Sequence[float],
     crs: str | None,
+    band_uint8: np.ndarray | None = None,
 ) -> bytes:
-    """Serialize one (image, mask) pair as a ``tf.train.Example``.
+    """Serialize one (image, mask) pair as a ``tf.train.Example``, with the centreline band mask if given.
 
-    ``image_rgb_uint8`` is [H,W,3] uint8; ``mask_uint8`` is [H,W] or [H,W,1] uint8 with the same H,W.
+    ``image_rgb_uint8`` is [H,W,3] uint8; ``mask_uint8`` (the road surface) and ``band_uint8`` are [H,W]
+    or [H,W,1] uint8 with the same H,W.
     """
     image = np.asarray(image_rgb_uint8)
     mask = np.asarray(mask_uint8)
@@ -76,6 +85,7 @@ def encode_example(
         raise ValueError(f"mask must be uint8 [H,W] matching the image, got {mask.dtype} {mask.shape}")
     if len(bounds) != 4:
         raise ValueError("bounds must have 4 numbers (minx, miny, maxx, maxy)")
+    band = None if band_uint8 is None else np.asarray(band_uint8).reshape(mask.shape)
     from tensorflow.core.example import example_pb2, feature_pb2
 
     def _bytes(value: bytes) -> feature_pb2.Feature:
@@ -89,6 +99,7 @@ def encode_example(
                 "tile_id": _bytes(tile_id.encode("utf-8")),
                 "bounds": feature_pb2.Feature(float_list=feature_pb2.FloatList(value=[float(b) for b in bounds])),
                 "crs": _bytes((crs or "").encode("utf-8")),
+                **({"band/png": _bytes(_png_bytes(band))} if band is not None else {}),
             }
         )
     )
@@ -106,6 +117,16 @@ def parse_example(serialized):
     image = tf.io.decode_png(parsed["image/png"], channels=3)
     mask = tf.io.decode_png(parsed["mask/png"], channels=1)
     return image, mask
+
+
+def parse_band(serialized):
+    """The centreline band mask uint8 [H,W] of one serialized example, or None when it has none."""
+    import tensorflow as tf
+
+    parsed = tf.io.parse_single_example(serialized, {"band/png": tf.io.FixedLenFeature([], tf.string, b"")})
+    if not parsed["band/png"].numpy():
+        return None
+    return tf.io.decode_png(parsed["band/png"], channels=1).numpy()[..., 0]
 
 
 def parse_metadata(serialized) -> dict:

@@ -90,6 +90,7 @@ def _options(args: argparse.Namespace):
         where=args.where,
         edge_layer=args.edge_layer,
         widths=widths,
+        band_width_m=args.band_width,
         ignore_value=ignore,
         quality=qc,
     )
@@ -259,6 +260,12 @@ def register(sub) -> None:
     p.add_argument("--lane-width", type=float, help="metres per lane: width = attribute x lane width")
     p.add_argument("--width-table", metavar="COLUMN", help="per-class widths keyed by COLUMN (road_type, highway)")
     p.add_argument("--width-table-file", help='JSON {"class": metres} for --width-table')
+    p.add_argument(
+        "--band-width",
+        type=float,
+        metavar="M",
+        help="ground width of the centreline band mask written beside each surface mask (default 7)",
+    )
     p.add_argument("--ignore-value", type=int, help="mask value where the tile has no data (default 127)")
     p.add_argument("--min-road", type=float, default=0.005, help="flag tiles with less road than this fraction")
     p.add_argument("--max-road", type=float, default=0.6, help="flag tiles with more road than this fraction")

@@ -33,7 +33,7 @@ from roadseg.labeler import split as splitting
 from roadseg.labeler.decisions import get_decisions
 from roadseg.labeler.run import read_manifest
 from roadseg.storage import Storage, storage_from_url
-from roadseg.tfrecords import SPLITS, encode_example, shard_name
+from roadseg.tfrecords import SOURCE_FILE, SPLITS, encode_example, shard_name
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ class Sample:
     bounds: Sequence[float]
     crs: str | None
     source: str
+    #: The centreline band mask, for samples of label runs that wrote one (``labels/<run>/bands/``).
+    load_band: Callable[[], np.ndarray] | None = None
 
 
 # ---------------------------------------------------------------- selection
@@ -105,6 +107,7 @@ def samples_from_runs(
                 bounds=entry["bounds"],
                 crs=manifest["crs"],
                 source=f"labels/{manifest['run_id']}",
+                load_band=_band_loader(storage, entry["band_key"]) if entry.get("band_key") else None,
             )
         )
     return samples, dict(excluded)
@@ -117,6 +120,14 @@ def _run_loader(storage: Storage, scene_storage: Storage, entry: dict) -> Callab
         with storage.open_raster(entry["mask_key"]) as ds:
             mask = ds.read(1)
         return image, mask
+
+    return load
+
+
+def _band_loader(storage: Storage, key: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        with storage.open_raster(key) as ds:
+            return ds.read(1)
 
     return load
 
@@ -196,6 +207,9 @@ def write_dataset(
 ) -> dict:
     """Write the samples as ``{split}-{i:05d}-of-{n:05d}.tfrecord`` shards plus ``manifest.json`` under ``out``.
 
+    Samples of label runs carry both road definitions (surface in ``mask/png``, centreline band in
+    ``band/png``); such a dataset also gets ``source.json`` saying so, which the trainer reads.
+
     ``out`` is a folder path or storage URL (``gs://bucket/datasets/x``). Returns the manifest.
     """
     import tensorflow as tf
@@ -217,8 +231,9 @@ def write_dataset(
                 with tf.io.TFRecordWriter(str(local)) as writer:
                     for sample in items[index * shard_size : (index + 1) * shard_size]:
                         image, mask = sample.load()
+                        band = sample.load_band() if sample.load_band else None
                         bounds = sample.bounds if sample.crs else [0.0, 0.0, float(mask.shape[1]), float(mask.shape[0])]
-                        writer.write(encode_example(image, mask, sample.tile_id, bounds, sample.crs))
+                        writer.write(encode_example(image, mask, sample.tile_id, bounds, sample.crs, band))
                         road += int((mask == 255).sum())
                         valid += int(((mask == 0) | (mask == 255)).sum())
                         examples.append(
@@ -235,12 +250,14 @@ def write_dataset(
                 "shards": shards,
                 "road_fraction": round(road / valid, 5) if valid else None,
             }
+    with_bands = all(s.load_band for s in samples)
     manifest = {
         "format": FORMAT,
         "created": time.time(),
         "features": {
             "image/png": "bytes",
             "mask/png": "bytes",
+            **({"band/png": "bytes"} if with_bands else {}),
             "tile_id": "bytes",
             "bounds": "4 floats",
             "crs": "bytes",
@@ -252,6 +269,9 @@ def write_dataset(
         "examples": examples,
     }
     manifest = DatasetManifest.model_validate(manifest).dump()
+    if with_bands:
+        # The trainer's source declaration: mask/png is the road surface, band/png the centreline band.
+        target.write_text(SOURCE_FILE, json.dumps({"targets": "both"}) + "\n")
     target.write_text("manifest.json", json.dumps(manifest, indent=1))
     log.info(
         "dataset written to %s: %s", target.url, ", ".join(f"{s} {v['examples']}" for s, v in manifest_splits.items())

@@ -5,7 +5,8 @@ Storage layout of run ``{run}`` (all keys deterministic, all writes atomic):
 * ``labels/{run}/status.json``: the JobStore record (options, progress, counts, error);
 * ``labels/{run}/vectors/...``: the road vectors (and ``edge-vectors/`` for ``edges`` mode),
   copied into storage so a worker on another machine reads the same file;
-* ``labels/{run}/masks/{tile}.tif``: the mask, written first;
+* ``labels/{run}/masks/{tile}.tif``: the road surface mask, and ``labels/{run}/bands/{tile}.tif`` the
+  centreline band mask (every line at ``band_width_m``), written first;
 * ``labels/{run}/tiles/{tile}.json``: the tile's quality record, written after its mask, so a
   record means "this tile is done";
 * ``labels/{run}/shards/{n}.json``: the tile records of shard ``n`` once it is done (:mod:`roadseg.shards`:
@@ -66,6 +67,9 @@ SHAPEFILE_SIDECARS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".
 
 Progress = Callable[[int, int], None]
 
+#: Ground width (m) of the centreline band mask: the Massachusetts Roads convention (~7 px at 1 m).
+BAND_WIDTH_M = 7.0
+
 
 @dataclass
 class LabelOptions:
@@ -80,6 +84,8 @@ class LabelOptions:
     attribute_filter: dict[str, list[str | int | float]] | None = None
     edge_layer: str | None = None
     widths: WidthSpec = field(default_factory=WidthSpec)
+    #: Ground width of the centreline band mask written beside the surface mask (None: BAND_WIDTH_M).
+    band_width_m: float | None = None
     ignore_value: int = IGNORE
     quality: quality.QualityParams = field(default_factory=quality.QualityParams)
 
@@ -89,15 +95,19 @@ class LabelOptions:
             raise InvalidInput(f"unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
         if not 0 < self.ignore_value < 255:
             raise InvalidInput(f"ignore value must be between 1 and 254, got {self.ignore_value}")
+        if self.band_width_m is not None and not 0 < self.band_width_m <= 100:
+            raise InvalidInput(f"band width must be above 0 and at most 100 m, got {self.band_width_m}")
 
     def to_dict(self) -> dict:
         """The options as plain JSON-ready data, for the run record and the run id.
 
-        No ``attribute_filter`` is left out, so the ids of runs made before the option existed stay the same.
+        Unset ``attribute_filter`` and ``band_width_m`` are left out, so the ids of runs made before these
+        options existed stay the same.
         """
         data = asdict(self)
-        if data["attribute_filter"] is None:
-            del data["attribute_filter"]
+        for name in ("attribute_filter", "band_width_m"):
+            if data[name] is None:
+                del data[name]
         return data
 
     @classmethod
@@ -113,6 +123,11 @@ class LabelOptions:
 def mask_key(run_id: str, tile_id: str) -> str:
     """Storage key of a tile's mask GeoTIFF."""
     return f"{KIND}/{run_id}/masks/{tile_id}.tif"
+
+
+def band_key(run_id: str, tile_id: str) -> str:
+    """Storage key of a tile's centreline band mask GeoTIFF (beside its surface mask)."""
+    return f"{KIND}/{run_id}/bands/{tile_id}.tif"
 
 
 def tile_record_key(run_id: str, tile_id: str) -> str:
@@ -261,30 +276,51 @@ class TileLabeler:
         self.reach_m = own_reach if reach_m is None else reach_m
 
     def mask(self, grid: TileGrid, valid: np.ndarray | None, query_bounds=None) -> tuple[np.ndarray, int]:
-        """(mask, number of road features used) for a tile; ``query_bounds`` in the features' CRS."""
+        """(road surface mask, number of road features used) for a tile; ``query_bounds`` in the features' CRS."""
+        surface, _, used = self.masks(grid, valid, query_bounds)
+        return surface, used
+
+    def masks(self, grid: TileGrid, valid: np.ndarray | None, query_bounds=None) -> tuple[np.ndarray, np.ndarray, int]:
+        """(road surface mask, centreline band mask, number of road features used) for a tile.
+
+        The surface is each road at its width (or the edge polygons); the band is every centreline at
+        one ground width (``band_width_m``): the two road definitions a two-output model learns.
+        """
         bounds = query_bounds or grid.bounds
         if not self.roads.empty:
-            bounds = expand_bounds(bounds, self.reach_m, self.roads.crs)
+            bounds = expand_bounds(bounds, max(self.reach_m, self.band_reach_m), self.roads.crs)
         roads = self._in_tile_crs(query_tile(self.roads, bounds), grid)
         if self.options.mode == "edges":
             edges = self._in_tile_crs(query_tile(self.edges, bounds), grid)
             shapes = edge_road_polygons(edges, roads, grid)
         else:
             shapes = centerline_shapes(roads, self.options.widths, grid)
-        return burn(shapes, grid, valid, self.options.ignore_value), len(roads)
+        band = centerline_shapes(roads, WidthSpec(width=self.band_width_m), grid)
+        ignore = self.options.ignore_value
+        return burn(shapes, grid, valid, ignore), burn(band, grid, valid, ignore), len(roads)
+
+    @property
+    def band_width_m(self) -> float:
+        """The centreline band's ground width (the option, else :data:`BAND_WIDTH_M`)."""
+        return self.options.band_width_m or BAND_WIDTH_M
+
+    @property
+    def band_reach_m(self) -> float:
+        """How far (m) the band reaches beyond a centreline."""
+        return self.band_width_m / 2 + 1.0
 
     @staticmethod
     def _in_tile_crs(frame, grid: TileGrid):
         return frame if frame.empty or frame.crs == grid.crs else frame.to_crs(grid.crs)
 
-    def label_dataset(self, ds, query_bounds=None) -> tuple[np.ndarray, dict, TileGrid]:
-        """Mask and quality record for an open tile dataset (its per-dataset mask marks nodata)."""
+    def label_dataset(self, ds, query_bounds=None) -> tuple[np.ndarray, np.ndarray, dict, TileGrid]:
+        """Surface mask, band mask and quality record for an open tile (its per-dataset mask marks nodata)."""
         grid = TileGrid.from_dataset(ds)
         image, valid = read_rgb_window(ds, Window(0, 0, ds.width, ds.height), compute_stretch(ds))
-        mask, n_features = self.mask(grid, valid, query_bounds)
+        mask, band, n_features = self.masks(grid, valid, query_bounds)
         record = quality.assess(mask, image, valid, self.options.quality)
         record["features"] = n_features
-        return mask, record, grid
+        return mask, band, record, grid
 
 
 def open_sources(
@@ -524,13 +560,15 @@ def finish_label_run(storage: Storage, run_id: str) -> dict:
 
 def _label_tile(storage: Storage, scene_storage: Storage, labeler: TileLabeler, run_id: str, tile: dict) -> dict:
     with scene_storage.open_raster(tile["key"]) as ds:
-        mask, qc, grid = labeler.label_dataset(ds, query_bounds=tuple(tile["bounds"]))
+        mask, band, qc, grid = labeler.label_dataset(ds, query_bounds=tuple(tile["bounds"]))
     key = mask_key(run_id, tile["id"])
+    storage.write_bytes(band_key(run_id, tile["id"]), write_mask_bytes(band, grid))  # both before the record
     storage.write_bytes(key, write_mask_bytes(mask, grid))
     return {
         "id": tile["id"],
         "tile_key": tile["key"],
         "mask_key": key,
+        "band_key": band_key(run_id, tile["id"]),
         "bounds": tile["bounds"],
         "window": tile["window"],
         **qc,
@@ -549,6 +587,9 @@ def label_raster_file(
     with rasterio.open(image_path) as ds:
         grid = TileGrid.from_dataset(ds)
         labeler, report = open_sources(options, vectors, edge_vectors, grid.bounds, grid.crs)
-        mask, record, grid = labeler.label_dataset(ds)
-    Path(out_path).write_bytes(write_mask_bytes(mask, grid))
-    return {**record, "vectors": report, "mask": str(out_path)}
+        mask, band, record, grid = labeler.label_dataset(ds)
+    out_path = Path(out_path)
+    band_path = out_path.with_name(f"{out_path.stem}.centerline{out_path.suffix}")
+    band_path.write_bytes(write_mask_bytes(band, grid))
+    out_path.write_bytes(write_mask_bytes(mask, grid))
+    return {**record, "vectors": report, "mask": str(out_path), "centerline_mask": str(band_path)}

@@ -25,7 +25,7 @@ import tensorflow as tf
 from roadseg.errors import InvalidInput, MissingFile
 from roadseg.mask_values import BACKGROUND, IGNORE, ROAD
 from roadseg.storage import split_suffix, storage_from_url
-from roadseg.tfrecords import parse_example, parse_metadata
+from roadseg.tfrecords import SOURCE_FILE, parse_band, parse_example, parse_metadata
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 #: What a source's masks hold (``Source.targets``): "band" (``masks/`` is the centreline band),
-#: "surface" (``masks/`` is the road surface; the band is derived from it) or "both" (``masks/`` the
-#: band and ``surface_masks/`` the surface, as the labeler writes them from vectors).
+#: "surface" (``masks/`` is the road surface; the band is derived from it) or "both" (plain folders:
+#: ``masks/`` the band and ``surface_masks/`` the surface; TFRecords of label runs: ``mask/png`` the
+#: surface and ``band/png`` the band).
 SOURCE_TARGETS = ("band", "surface", "both")
-#: Optional file in a dataset's root that declares its defaults: {"targets": ..., "pixel_size_m": ...}.
-SOURCE_FILE = "source.json"
 
 
 @dataclass(frozen=True)
@@ -173,8 +172,21 @@ def iter_examples(source: Source, split: str) -> Iterator[tuple[str, np.ndarray,
         yield Path(image_path).stem, image.numpy(), mask.numpy()[..., 0]
 
 
-def surface_examples(source: Source, split: str) -> Iterator[np.ndarray]:
-    """The ``surface_masks/`` of a plain "both" source, in :func:`iter_examples`' order."""
+def second_masks(source: Source, split: str) -> Iterator[np.ndarray]:
+    """The other mask of a "both" source, in :func:`iter_examples`' order.
+
+    TFRecords (label runs' datasets) hold the surface in ``mask/png`` and the band in ``band/png``: this
+    yields the band. Plain folders hold the band in ``masks/`` and the surface in ``surface_masks/``
+    (the missing-road finder's datasets): this yields the surface.
+    """
+    files = _tfrecord_files(source.path, split)
+    if files:
+        for record in tf.data.TFRecordDataset(files):
+            band = parse_band(record)
+            if band is None:
+                raise MissingFile(f"{source.path} declares targets 'both' but an example has no band/png")
+            yield band
+        return
     pairs = _folder_pairs(source.path, split, warn=False)
     for image_path, _ in pairs:
         path = Path(source.path) / split / "surface_masks" / f"{Path(image_path).stem}.png"
@@ -229,14 +241,18 @@ def load_examples(source: Source, split: str, outputs: int = 1, band_width_m: fl
     index, which is what makes its order a pure function of the step (:func:`training_dataset`).
     """
     source = source.declared()
-    surfaces = surface_examples(source, split) if outputs == 2 and source.targets == "both" else None
+    others = second_masks(source, split) if outputs == 2 and source.targets == "both" else None
+    tfrecords = bool(_tfrecord_files(source.path, split))
     examples = []
     for _, image, mask in iter_examples(source, split):
         if outputs == 1:
             examples.append((image, mask[..., None]))
-        else:
-            surface = next(surfaces) if surfaces is not None else None
-            examples.append((image, target_masks(source, mask, surface, band_width_m)))
+        elif others is None:
+            examples.append((image, target_masks(source, mask, None, band_width_m)))
+        else:  # "both": target_masks takes (band, surface)
+            other = next(others)
+            band, surface = (other, mask) if tfrecords else (mask, other)
+            examples.append((image, target_masks(source, band, surface, band_width_m)))
     return examples
 
 
