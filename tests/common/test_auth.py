@@ -32,6 +32,10 @@ EXPECTED = [
     (r"^/api/v1/(scenes|label-runs|datasets)", "operator"),
     (r"^/runs|^/api/runs", "labeler"),
     (r"^/(docs|redoc|openapi.json)$", "viewer"),
+    # Missing roads (labeler service): anyone signed in sees, a labeler decides, an operator starts a job.
+    (r"^/(api/v1/)?missing", "viewer", "GET"),
+    (r"^/(api/v1/)?missing/.+/(decision|bulk-reject)$", "labeler", "POST"),
+    (r"^/api/v1/missing$", "operator", "POST"),
 ]
 OPEN = {"/healthz", "/login", "/logout"}
 
@@ -70,10 +74,11 @@ def api_routes(app) -> list[APIRoute]:
     return found
 
 
-def expected_role(service: str, path: str) -> str:
+def expected_role(service: str, path: str, method: str) -> str:
+    """The role a route needs, from the table (an entry with a method holds for that method only)."""
     if service == "labeler" and path == "/":
         return "labeler"  # the labeler's front page lists label runs to review
-    roles = [role for pattern, role in EXPECTED if re.search(pattern, path)]
+    roles = [role for pattern, role, *only in EXPECTED if re.search(pattern, path) and method in (only or [method])]
     assert len(roles) == 1, f"{service} {path}: no expected role in the table (or several): {roles}"
     return roles[0]
 
@@ -86,7 +91,7 @@ def test_every_route_needs_its_role_and_only_health_docs_and_static_are_open(req
             for route in routes:
                 path = re.sub(r"\{[^}]+\}", "x", route.path)
                 method = sorted(route.methods)[0]
-                needed = expected_role(service, route.path)
+                needed = expected_role(service, route.path, method)
                 anonymous = client.request(method, path)
                 assert anonymous.status_code == 401, (service, method, path, anonymous.text)
                 assert anonymous.headers["www-authenticate"].startswith("Bearer")

@@ -37,7 +37,7 @@ def test_rest_client_matches_the_embedded_model(model_dir, double_url):
     windows = np.random.default_rng(0).integers(0, 256, size=(2, 64, 96, 3), dtype=np.uint8)
     remote = rest.predict(windows)
     local = EmbeddedPredictor(model_dir / str(version)).predict(windows)
-    assert remote.shape == (2, 64, 96) and remote.dtype == np.float32
+    assert remote.shape == (2, 64, 96, 1) and remote.dtype == np.float32  # a channel per output (v3: one)
     np.testing.assert_allclose(remote, local, atol=1e-5)
     pinned = RestPredictor(double_url, "roads", version, str(model_dir))
     np.testing.assert_allclose(pinned.predict(windows[:1]), local[:1], atol=1e-5)
@@ -54,7 +54,7 @@ def test_grpc_client_matches_the_embedded_model(model_dir):
             GrpcPredictor(target, "other", None, str(model_dir))
         assert err.value.status_code == 502
     local = EmbeddedPredictor(model_dir / str(version)).predict(windows)
-    assert remote.shape == (3, 48, 80)
+    assert remote.shape == (3, 48, 80, 1)
     np.testing.assert_allclose(remote, local, atol=1e-5)
 
 

@@ -47,6 +47,9 @@ def _serve(tmp_path_factory, redis_url, models):
         "ROADSEG_STORAGE_URL": (root / "storage").as_uri(),
         "ROADSEG_REDIS_URL": redis_url,
         "ROADSEG_MODEL_DIR": str(models),
+        # The 1300 px Vegas tile is predicted by the gateway itself (no predict worker here); the default
+        # in-request budget (1024^2 px) would queue it.
+        "ROADSEG_SYNC_PREDICT_MAX_PIXELS": str(1300 * 1300),
     }
     server = Gateway(env, root / "gateway.log", free_port())
     try:

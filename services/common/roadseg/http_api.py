@@ -154,7 +154,7 @@ def create_service_app(
 
     for router in (auth.router, auth.login_router, *routers):
         app.include_router(router, responses=ERROR_RESPONSES)
-    app.add_middleware(RequestGuard, service=app, settings=settings)  # outermost: before anything reads the body
+    app.add_middleware(RequestGuard, service=app)  # outermost: before anything reads the body
     return app
 
 
@@ -190,11 +190,14 @@ class RequestGuard:
     413 at once and the app sees the client disconnect.
     """
 
-    def __init__(self, app: ASGIApp, service: FastAPI, settings: Settings) -> None:
-        """Guard ``app`` (the middleware stack of ``service``, whose routes say which ones take uploads)."""
+    def __init__(self, app: ASGIApp, service: FastAPI) -> None:
+        """Guard ``app`` (the middleware stack of ``service``, whose routes say which ones take uploads).
+
+        Settings are read per request (:func:`get_settings`), as the routes' own dependencies read them,
+        so the guard and the route always judge a request by the same settings.
+        """
         self.app = app
         self.service = service
-        self.settings = settings
         self._upload_routes: list[tuple[re.Pattern[str], set[str]]] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -206,7 +209,7 @@ class RequestGuard:
         try:
             self._check_host(request)
             if has_body(request) and request.url.path not in ANONYMOUS_BODY_PATHS:
-                identity = await run_in_threadpool(auth.identify, request, self.settings)
+                identity = await run_in_threadpool(auth.identify, request, get_settings())
                 scope.setdefault("state", {})["identity"] = identity
         except RoadsegError as exc:
             await _error(exc.status_code, str(exc), exc.headers)(scope, receive, send)
@@ -220,8 +223,9 @@ class RequestGuard:
 
     def _too_large(self, limit: int) -> str:
         """The 413's words: an upload's limit as configured (the form's framing allowance aside)."""
-        if limit == self.settings.max_upload_bytes + FORM_OVERHEAD_BYTES:
-            return f"upload exceeds the limit of {self.settings.max_upload_bytes} bytes"
+        settings = get_settings()
+        if limit == settings.max_upload_bytes + FORM_OVERHEAD_BYTES:
+            return f"upload exceeds the limit of {settings.max_upload_bytes} bytes"
         return f"the request body exceeds the limit of {limit} bytes for this route"
 
     async def _pass_counted(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
@@ -254,7 +258,7 @@ class RequestGuard:
         await self.app(scope, counted_receive, app_send)
 
     def _check_host(self, request: Request) -> None:
-        if request.url.path not in ANY_HOST_PATHS and not host_allowed(request.headers.get("host", ""), self.settings):
+        if request.url.path not in ANY_HOST_PATHS and not host_allowed(request.headers.get("host", ""), get_settings()):
             raise BadHost("the Host header names a site this service does not serve (ROADSEG_ALLOWED_HOSTS)")
 
     def body_limit(self, request: Request) -> int:
@@ -269,9 +273,10 @@ class RequestGuard:
             ]
         path, method = request.url.path, request.method
         multipart = request.headers.get("content-type", "").strip().lower().startswith("multipart/form-data")
+        settings = get_settings()
         if multipart and any(regex.match(path) and method in methods for regex, methods in self._upload_routes):
-            return self.settings.max_upload_bytes + FORM_OVERHEAD_BYTES
-        return self.settings.max_json_bytes
+            return settings.max_upload_bytes + FORM_OVERHEAD_BYTES
+        return settings.max_json_bytes
 
 
 class BadHost(RoadsegError):

@@ -49,7 +49,7 @@ templates = Jinja2Templates(
 )
 
 api = APIRouter(prefix="/api/v1/missing", tags=["missing roads"], dependencies=[require(Role.viewer)])
-pages = APIRouter(prefix="/missing", tags=["missing roads pages"], dependencies=[require(Role.viewer)])
+pages = APIRouter(prefix="/missing", include_in_schema=False, dependencies=[require(Role.viewer)])
 
 #: Export files: name -> media type.
 EXPORTS = {
