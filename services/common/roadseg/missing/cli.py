@@ -89,7 +89,7 @@ def _compare(source: str, args: argparse.Namespace) -> int:
     from roadseg.config import get_settings
     from roadseg.errors import InvalidInput
     from roadseg.gateway.predictor import make_predictor
-    from roadseg.missing.compare import centreline_probabilities
+    from roadseg.missing.compare import centreline_probabilities, centreline_threshold
     from roadseg.missing.records import missing_store
     from roadseg.missing.run import prepare_job, run_comparison
     from roadseg.storage import get_storage
@@ -115,7 +115,8 @@ def _compare(source: str, args: argparse.Namespace) -> int:
             **where,
         )
         predictor = make_predictor(settings, args.model)
-        threshold = predictor.threshold(args.threshold if args.threshold is not None else settings.threshold)
+        override = args.threshold if args.threshold is not None else settings.threshold
+        threshold = centreline_threshold(predictor, override)
         print(f"job {record['id']}: predicting with {predictor.name} v{predictor.version}", file=sys.stderr)
         with tempfile.TemporaryDirectory(prefix=".missing-", dir=out) as tmp:
             probabilities = centreline_probabilities(ds, predictor, settings, Path(tmp), args.tta)

@@ -16,7 +16,7 @@ existing network (directly or through other candidates), and a rank score (:func
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -32,9 +32,9 @@ from roadseg.config import Settings
 from roadseg.missing.frame import Frame
 from roadseg.missing.records import MISSING, UNSUPPORTED, Candidate
 
-#: The prediction layer whose probabilities trace road centrelines. The model has one output today (road
-#: surface); when the two-output model ships, its centreline band is named here and nowhere else.
-CENTRELINE_LAYER = "probability"
+#: The prediction layers whose probabilities trace road centrelines, best first: the centreline band of
+#: a two-output model, else a single-output model's road probabilities.
+CENTRELINE_LAYERS = ("centerline_probability", "probability")
 #: Dangling candidates (not joined to the existing network) rank lower by this factor.
 DANGLING_FACTOR = 0.5
 #: Length (m) at which a candidate's length factor reaches 1 - 1/e: short stretches rank lower.
@@ -52,15 +52,25 @@ def centreline_probabilities(
     """A float32 GeoTIFF of the probability of a road centreline for every pixel of ``ds`` (same grid).
 
     Runs the prediction path everybody uses (:func:`roadseg.gateway.predictions.predict_raster`) and keeps
-    the :data:`CENTRELINE_LAYER`.
+    the first of :data:`CENTRELINE_LAYERS` the model has.
     """
     from roadseg.gateway.predictions import predict_raster
 
     threshold = predictor.threshold(settings.threshold)
     result = predict_raster(
-        ds, predictor, out_dir, settings, threshold, layers=(CENTRELINE_LAYER,), progress=progress, tta=tta
+        ds, predictor, out_dir, settings, threshold, layers=CENTRELINE_LAYERS, progress=progress, tta=tta
     )
-    return result.files[CENTRELINE_LAYER]
+    return result.files[centreline_layer(result.files)]
+
+
+def centreline_layer(layers: Collection[str]) -> str:
+    """The first of :data:`CENTRELINE_LAYERS` among a prediction's ``layers``."""
+    return next(layer for layer in CENTRELINE_LAYERS if layer in layers)
+
+
+def centreline_threshold(predictor: Any, override: float | None) -> float:
+    """The threshold of the layer :func:`centreline_probabilities` keeps: the band's, else the road's."""
+    return predictor.threshold(override, "band" if "band" in predictor.outputs else None)
 
 
 def default_tolerance_m(settings: Settings, pixel_size_m: float) -> float:

@@ -21,7 +21,7 @@ from rasterio.io import DatasetReader
 from roadseg.config import Settings
 from roadseg.errors import InvalidInput, RoadsegError, TooLarge
 from roadseg.jobs import DONE, FAILED
-from roadseg.missing.compare import CENTRELINE_LAYER
+from roadseg.missing.compare import centreline_layer
 from roadseg.missing.records import missing_store
 from roadseg.missing.run import prepare_job, run_comparison
 from roadseg.storage import Storage, safe_filename
@@ -132,10 +132,12 @@ def compare_prediction(storage: Storage, job_id: str, settings: Settings) -> str
         if record["stage"] != "predicting":
             jobs.update(job_id, stage="predicting")
         return PENDING
-    key = prediction_store(storage).key(prediction["id"], f"{CENTRELINE_LAYER}.tif")
+    layer = centreline_layer([name.removesuffix(".tif") for name in prediction["files"]])
+    threshold = prediction["centerline_threshold"] if layer == "centerline_probability" else prediction["threshold"]
+    key = prediction_store(storage).key(prediction["id"], f"{layer}.tif")
     try:
         with storage.open_raster(key) as probabilities:
-            run_comparison(storage, job_id, probabilities, settings, prediction["threshold"], prediction.get("model"))
+            run_comparison(storage, job_id, probabilities, settings, threshold, prediction.get("model"))
     except Exception as exc:
         reason = str(exc) if isinstance(exc, RoadsegError) else f"internal error: {type(exc).__name__}"
         if not isinstance(exc, RoadsegError):
