@@ -228,6 +228,9 @@ def test_model_card_fragment_names_resolution_and_test_time_augmentation():
     html = model_card({"name": "roads", "pixel_size_m": 1.0, "pixel_size_range_m": [0.3, 1.5]})
     assert "<dt>Pixel size</dt><dd>0.3\u20131.5 m</dd>" in html
     assert "Test-time" not in model_card({"name": "roads", "tta": "none"})
+    two = {"outputs": ["surface", "band"], "thresholds": {"surface": 0.31, "band": 0.27}, "band_width_m": 7.0}
+    html = model_card({"name": "roads", **two})
+    assert "<dt>Outputs (threshold)</dt><dd>road surface at 0.31; centreline band (7.0 m) at 0.27</dd>" in html
 
 
 def test_test_time_augmentation_is_a_per_request_choice_the_version_must_offer(client):

@@ -61,6 +61,13 @@ def model_card(card: dict[str, Any]) -> str:
         ("Backbone", card.get("backbone") or "unknown"),
         ("Threshold", card.get("threshold") or "?"),
     ]
+    if card.get("outputs"):
+        thresholds = card.get("thresholds") or {}
+        names = {"surface": "road surface", "band": f"centreline band ({card.get('band_width_m') or '?'} m)"}
+        outputs = [
+            f"{names.get(o, o)} at {thresholds[o]:.2f}" if o in thresholds else names.get(o, o) for o in card["outputs"]
+        ]
+        rows[-1] = ("Outputs (threshold)", "; ".join(outputs))
     if card.get("pixel_size_range_m"):
         low, high = card["pixel_size_range_m"]
         rows.append(("Pixel size", f"{low:g}\u2013{high:g} m"))
