@@ -200,7 +200,7 @@ def export_checkpoint(
         "version": version,
         "backbone": run_config.get("backbone", model.name.rsplit("_", 1)[-1]),
         "threshold": 0.5,
-        **_output_fields(run_config),
+        **output_fields(run_config),
         "pixel_size_m": pixel_size_m,
         # Trained across resolutions: the gateway resamples only images outside this range.
         "pixel_size_range_m": run_config.get("pixel_size_range_m"),
@@ -285,7 +285,7 @@ def _publish(model, model_dir: str | Path, version: int, card: dict, evaluate: S
     return Path(str(model_dir).rstrip("/")) / str(version)
 
 
-def _output_fields(run_config: dict) -> dict:
+def output_fields(run_config: dict) -> dict:
     """The card's ``outputs`` and ``band_width_m`` of a two-output run (nothing for a one-output run)."""
     if run_config.get("outputs", 1) == 1:
         return {}

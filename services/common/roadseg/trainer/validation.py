@@ -164,7 +164,7 @@ def validate_run(
     Rows are appended as they are measured, so an interrupted validation keeps what it finished.
     """
     from roadseg.trainer.checkpoints import CONFIG, load_checkpoint
-    from roadseg.trainer.export import _output_fields, export_savedmodel
+    from roadseg.trainer.export import export_savedmodel, output_fields
 
     storage = storage_from_url(run_dir)
     config = yaml.safe_load(storage.read_text(CONFIG)) if storage.exists(CONFIG) else {}
@@ -178,7 +178,7 @@ def validate_run(
         with tempfile.TemporaryDirectory(prefix="roadseg-validate-") as tmp:
             model = load_checkpoint(storage, key, compile=False)
             card = {"name": "validation", "version": step, "threshold": 0.5, "config": config}
-            exported = export_savedmodel(model, Path(tmp) / "1", card | _output_fields(config), tta or "none")
+            exported = export_savedmodel(model, Path(tmp) / "1", card | output_fields(config), tta or "none")
             scores = measure(exported, sources, tta)
         row = {"step": step, "seconds": round(time.monotonic() - started, 1), "mean_iou": round(scores["mean"], 4)}
         row |= {f"iou:{name}={scores['outputs'][name]}": round(v, 4) for name, v in scores["iou"].items()}
