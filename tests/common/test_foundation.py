@@ -17,6 +17,20 @@ def test_cli_help_lists_every_service():
         assert command in out.stdout
 
 
+def test_building_the_parser_imports_no_tensorflow_or_geopandas():
+    """``roadseg --help`` must stay fast, and TensorFlow's bundled SQLite must not load before GDAL's.
+
+    TF imported first left GeoPackages without their R-tree index (``no such module: rtree``); a fresh
+    process is needed because this test session may have imported either already.
+    """
+    code = (
+        "import sys; from roadseg.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('tensorflow', 'keras', 'geopandas') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_settings_read_prefixed_environment(monkeypatch):
     monkeypatch.setenv("ROADSEG_TILE_SIZE", "256")
     monkeypatch.setenv("ROADSEG_STORAGE_URL", "gs://bucket/prefix")

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
+import sqlite3
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -163,6 +167,27 @@ def test_cli_graph_and_route(tmp_path, capsys):
     assert feature["properties"]["length_m"] == pytest.approx(55, abs=0.75)
     assert main(["route", str(out), "--from", "10", "20", "--to", "99", "0", "--max-snap", "2"]) == 2
     assert "from the nearest road" in capsys.readouterr().err
+
+
+def test_cli_geopackage_has_its_spatial_index_and_label_reads_it(tmp_path):
+    """As users run them (a fresh ``roadseg`` process): ``graph --gpkg`` writes the ``rtree_`` index
+    tables, and ``label --vectors`` reads that GeoPackage. Both broke while the CLI imported TensorFlow
+    (its bundled SQLite lacks R-tree) before GDAL."""
+    profile = {"driver": "GTiff", "width": 100, "height": 100, "crs": "EPSG:32611", "transform": UTM_HALF_METRE}
+    with rasterio.open(tmp_path / "mask.tif", "w", count=1, dtype="uint8", **profile) as ds:
+        ds.write(t_mask().astype(np.uint8) * 255, 1)
+    with rasterio.open(tmp_path / "scene.tif", "w", count=3, dtype="uint8", **profile) as ds:
+        ds.write(np.full((3, 100, 100), 90, np.uint8))
+    cli = [sys.executable, "-m", "roadseg.cli"]
+    subprocess.run([*cli, "graph", "mask.tif", "--out", "roads.geojson", "--gpkg"], cwd=tmp_path, check=True)
+    with contextlib.closing(sqlite3.connect(tmp_path / "roads.gpkg")) as db:
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "roads" in tables and "rtree_roads_geom" in tables, sorted(tables)
+    command = [*cli, "label", "scene.tif", "--vectors", "roads.gpkg", "--width", "4", "--out", "label.tif"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    with rasterio.open(tmp_path / "label.tif") as ds:
+        assert ds.read(1).any()
 
 
 def test_geojson_lines_are_split_where_they_share_vertices():

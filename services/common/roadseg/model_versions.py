@@ -21,6 +21,14 @@ CARD = "model_card.json"
 DEFAULT_SIGNATURE = "serving_default"
 #: Test-time augmentations every export also offers as signatures ``tta_<name>`` (per-request choice).
 TTA_OPTIONS = ("none", "flip")
+#: Test-time augmentation: the views averaged per image, as (quarter turns, mirrored left-right);
+#: their number is the cost in model passes. "d4" is all 8 symmetries of the square. Kept here, not in
+#: :mod:`roadseg.trainer.export`, so ``roadseg export --tta``'s choices need no TensorFlow to list.
+TTA_VIEWS: dict[str, list[tuple[int, bool]]] = {
+    "none": [(0, False)],
+    "flip": [(0, False), (0, True)],
+    "d4": [(turns, mirror) for mirror in (False, True) for turns in range(4)],
+}
 #: Export values and model shapes by ``layer/weight`` -> the export's index per axis of each narrowed variable.
 Narrowing = Callable[[dict[str, np.ndarray], dict[str, tuple[int, ...]]], dict[str, tuple[np.ndarray, ...]]]
 

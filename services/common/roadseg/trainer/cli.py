@@ -9,10 +9,9 @@ import shlex
 import sys
 
 from roadseg.errors import InvalidInput
-from roadseg.model_versions import TTA_OPTIONS
+from roadseg.model_versions import TTA_OPTIONS, TTA_VIEWS
 from roadseg.trainer import BACKBONES, DECODER_STRIDES, DECODERS, LOSSES, PRECISIONS, TARGETS
 from roadseg.trainer.checkpoints import CONFIG
-from roadseg.trainer.export import TTA_VIEWS
 
 TRAIN_EPILOG = """examples:
   roadseg train --config configs/shipped.yaml

@@ -30,6 +30,7 @@ from roadseg.model_versions import (
     CARD,
     DEFAULT_SIGNATURE,
     TTA_OPTIONS,
+    TTA_VIEWS,
     is_url,
     latest_version,
     read_card,
@@ -41,14 +42,6 @@ from roadseg.trainer.checkpoints import COMMAND, CONFIG, load_checkpoint
 from roadseg.trainer.serving_model import serving_model
 
 log = logging.getLogger(__name__)
-
-#: Test-time augmentation: the views averaged per image, as (quarter turns, mirrored left-right);
-#: their number is the cost in model passes. "d4" is all 8 symmetries of the square.
-TTA_VIEWS: dict[str, list[tuple[int, bool]]] = {
-    "none": [(0, False)],
-    "flip": [(0, False), (0, True)],
-    "d4": [(turns, mirror) for mirror in (False, True) for turns in range(4)],
-}
 
 
 def serving_function(keras_model, tta: str = "none", jit_compile: bool = False):
