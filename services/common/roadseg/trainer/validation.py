@@ -177,7 +177,13 @@ def validate_run(
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="roadseg-validate-") as tmp:
             model = load_checkpoint(storage, key, compile=False)
-            card = {"name": "validation", "version": step, "threshold": 0.5, "config": config}
+            card = {
+                "name": "validation",
+                "version": step,
+                "threshold": 0.5,
+                "config": config,
+                "pixel_size_range_m": config.get("pixel_size_range_m"),  # as roadseg export records it
+            }
             exported = export_savedmodel(model, Path(tmp) / "1", card | output_fields(config), tta or "none")
             scores = measure(exported, sources, tta)
         row = {"step": step, "seconds": round(time.monotonic() - started, 1), "mean_iou": round(scores["mean"], 4)}
