@@ -35,6 +35,7 @@ up: install system-deps  ## start Redis and every service locally (foreground), 
 	@echo "roadseg: ingest API          http://127.0.0.1:8001/docs"
 	@echo "roadseg: label review page   http://127.0.0.1:8002/"
 	@echo "roadseg: OPEN LOCAL MODE (ROADSEG_AUTH_MODE=open-local): no authentication, answers this machine only"
+	@echo "roadseg: runs in the foreground (logs below); press Ctrl-C to stop every service"
 	ROADSEG_AUTH_MODE=open-local $(BIN)/honcho -f Procfile start
 
 test: install  ## run the whole test suite (installs redis-server and chromium when missing)

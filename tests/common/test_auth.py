@@ -105,6 +105,7 @@ def test_every_route_needs_its_role_and_only_health_docs_and_static_are_open(req
             assert client.get("/healthz").status_code == 200
             if service == "gateway":
                 assert client.get("/vendor/htmx.min.js").status_code == 200  # static files stay open
+            assert client.get("/favicon.ico").status_code == 200  # as are the icon browsers ask for
 
 
 def test_api_keys_unknown_revoked_and_edited_without_restart(required, monkeypatch, tmp_path):

@@ -56,6 +56,14 @@ def test_health_and_errors_look_the_same_in_every_service(settings_env, tmp_path
             assert "nope" in answer.json()["detail"]
 
 
+def test_every_service_serves_a_favicon(settings_env, tmp_path):
+    """Browsers ask each site for /favicon.ico: a 404 there is the first thing a newcomer sees in the console."""
+    for service, app in _apps(tmp_path).items():
+        answer = local_client(app).get("/favicon.ico")  # no lifespan: the gateway's model is not needed
+        assert answer.status_code == 200, service
+        assert answer.headers["content-type"] == "image/x-icon" and answer.content[:4] == b"\x00\x00\x01\x00"
+
+
 def test_a_queue_that_is_down_is_the_same_503_everywhere_and_loses_nothing(settings_env, tmp_path):
     """Real services in a fresh process whose broker port has nothing listening on it."""
     env = {
