@@ -246,6 +246,14 @@ class Settings(BaseSettings):
         default=IGNORE, description="Label mask value for pixels to ignore (tile nodata); masks use 0/255 otherwise."
     )
 
+    # --- map: tiles and STAC (roadseg.gateway.tiles, roadseg.stac)
+    tile_max_age_s: int = Field(
+        default=3600,
+        ge=0,
+        description="Cache-Control max-age (seconds) of map tiles; they are private (behind auth) and carry an ETag, "
+        "so a browser revalidates an expired tile without the gateway reading the raster again.",
+    )
+
     # --- missing roads (roadseg.missing): predicted network vs existing vectors
     missing_band_width_m: float = Field(
         default=4.0,

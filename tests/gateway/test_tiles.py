@@ -1,0 +1,174 @@
+"""Map tiles from the gateway (real app, dark test model, local storage) against rasterio's own warped reads.
+
+The reference for every tile is a rasterio ``WarpedVRT`` onto the tile's Web Mercator grid (256 px, nearest,
+alpha for the data's extent) and a plain read of it: the served PNG must be that read, drawn in the layer's
+colours, pixel for pixel.
+"""
+
+from __future__ import annotations
+
+import io
+
+import morecantile
+import numpy as np
+import pytest
+import rasterio
+from PIL import Image
+from rasterio.enums import Resampling
+from rasterio.transform import from_bounds
+from rasterio.vrt import WarpedVRT
+from roadseg.gateway.api import create_app
+from roadseg.gateway.predictor import EmbeddedPredictor
+from roadseg.gateway.tiles import ROAD_COLOURS, probability_lut
+from roadseg.raster import Stretch, to_uint8_rgb, trusted_mosaics
+from roadseg.storage import get_storage
+from utils.clients import local_client
+from utils.gateway import dark_model, road_image, write_geotiff
+
+TMS = morecantile.tms.get("WebMercatorQuad")
+#: 0.5 m pixels at 36 deg N are 0.62 m in Web Mercator: zoom 17 (1.19 m) reads an overview-free COG down, 18 close.
+ZOOM = 17
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return EmbeddedPredictor(dark_model() / "1")
+
+
+@pytest.fixture
+def client(settings_env, predictor):
+    with local_client(create_app(predictor=predictor, storage=get_storage())) as c:
+        yield c
+
+
+def reference_read(path, tile: morecantile.Tile, bands: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(data ``[C, 256, 256]``, valid ``[256, 256]``) of a raster warped onto the tile's grid by rasterio."""
+    left, bottom, right, top = TMS.xy_bounds(tile)
+    with rasterio.open(path) as ds:
+        vrt = WarpedVRT(
+            ds,
+            crs="EPSG:3857",
+            transform=from_bounds(left, bottom, right, top, 256, 256),
+            width=256,
+            height=256,
+            resampling=Resampling.nearest,
+            add_alpha=True,
+        )
+        with vrt:
+            data = vrt.read(bands)
+            valid = vrt.read(vrt.count) > 0
+    return data, valid
+
+
+def get_png(client, url: str, **headers) -> np.ndarray:
+    r = client.get(url, headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "image/png"
+    return np.asarray(Image.open(io.BytesIO(r.content)).convert("RGBA"))
+
+
+def corner_tile(path) -> morecantile.Tile:
+    """The zoom-17 tile holding the raster's north-west corner: part data, part outside."""
+    with rasterio.open(path) as ds:
+        from rasterio.warp import transform
+
+        (lon,), (lat,) = transform(ds.crs, "EPSG:4326", [ds.bounds.left + 1], [ds.bounds.top - 1])
+    return TMS.tile(lon, lat, ZOOM)
+
+
+def test_prediction_tiles_are_the_warped_cogs_drawn_with_cache_headers(client, tmp_path):
+    src = write_geotiff(tmp_path / "scene.tif", road_image(512, 512))
+    with open(src, "rb") as fh:
+        r = client.post("/api/v1/predictions", files={"file": ("scene.tif", fh, "image/tiff")})
+    assert r.status_code == 201, r.text
+    job_id = r.json()["id"]
+    folder = get_storage().path(f"predictions/{job_id}")
+    tile = corner_tile(src)
+    base = f"/api/v1/predictions/{job_id}/tiles"
+    url = f"{{}}/{tile.z}/{tile.x}/{tile.y}.png"
+
+    image = get_png(client, url.format(f"{base}/image"))
+    data, valid = reference_read(folder / "input" / "scene.tif", tile, (1, 2, 3))
+    assert 0 < valid.sum() < valid.size  # the corner: data and outside
+    assert np.array_equal(image[..., 3], np.where(valid, 255, 0))
+    assert np.array_equal(image[..., :3], to_uint8_rgb(data, valid, Stretch()))
+
+    (probability,), valid = reference_read(folder / "probability.tif", tile, (1,))
+    served = get_png(client, url.format(f"{base}/probability"))
+    expected = probability_lut()[np.clip(probability * 255 + 0.5, 0, 255).astype(np.uint8)]
+    expected[..., 3] = np.where(valid, 255, 0)
+    assert np.array_equal(served, expected)
+
+    (mask,), valid = reference_read(folder / "mask.tif", tile, (1,))
+    roads = (mask > 0) & valid
+    assert 0 < roads.sum() < valid.sum()
+    for layer in ("surface", "mask", "centerline"):  # a one-output model: the centreline layer is the surface
+        served = get_png(client, url.format(f"{base}/{layer}"))
+        assert np.array_equal(served[..., 3] > 0, roads), layer
+        assert (served[roads] == ROAD_COLOURS["mask"]).all()
+
+    # Cache headers: private (behind auth), an ETag, and 304 for a client that holds it.
+    r = client.get(url.format(f"{base}/surface"))
+    assert r.headers["cache-control"] == "private, max-age=3600"
+    etag = r.headers["etag"]
+    again = client.get(url.format(f"{base}/surface"), headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.headers["etag"] == etag and not again.content
+    assert client.get(url.format(f"{base}/probability")).headers["etag"] != etag
+
+    # Far from the data: a transparent tile; nonsense: 404/422 with the reason.
+    far = get_png(client, f"{base}/surface/{ZOOM}/0/0.png")
+    assert far.shape == (256, 256, 4) and not far[..., 3].any()
+    assert client.get(f"{base}/roads/{ZOOM}/0/0.png").status_code == 404
+    assert client.get(f"{base}/surface/3/8/0.png").status_code == 404
+    assert client.get(f"{base}/surface/25/0/0.png").status_code == 422
+    assert client.get("/api/v1/predictions/nope/tiles/surface/1/0/0.png").status_code == 404
+
+
+def test_plain_images_have_no_tiles(client):
+    buffer = io.BytesIO()
+    Image.fromarray(road_image(200, 200)).save(buffer, format="PNG")
+    r = client.post("/api/v1/predictions", files={"file": ("photo.png", buffer.getvalue(), "image/png")})
+    assert r.status_code == 201, r.text
+    r = client.get(f"/api/v1/predictions/{r.json()['id']}/tiles/surface/0/0/0.png")
+    assert r.status_code == 400 and "georeferenced" in r.json()["detail"]
+
+
+def test_multi_file_scene_tiles_are_its_mosaic_stretched_as_ingest_does(client, tmp_path):
+    from roadseg.ingest.scenes import plan_scene, register_scene, scene_id_for
+    from roadseg.ingest.tiling import TileParams
+    from roadseg.mosaic import build_mosaic
+
+    # Two 16-bit files side by side (300 px each, 0.5 m), as a sharded city scene is delivered.
+    rng = np.random.default_rng(3)
+    paths = []
+    for i in range(2):
+        path = tmp_path / f"part{i}.tif"
+        profile = {"driver": "GTiff", "width": 300, "height": 400, "count": 3, "dtype": "uint16", "crs": "EPSG:32611"}
+        transform = rasterio.Affine(0.5, 0, 500000.0 + 150.0 * i, 0, -0.5, 4000000.0)
+        with rasterio.open(path, "w", transform=transform, **profile) as ds:
+            ds.write(rng.integers(200, 4000, size=(3, 400, 300), dtype=np.uint16))
+        paths.append(str(path))
+    storage = get_storage()
+    built = build_mosaic(paths)
+    params = TileParams()
+    scene_id = scene_id_for("mosaic:test", params)
+    key = f"scenes/{scene_id}/source.vrt"
+    storage.write_text(key, built.xml)
+    register_scene(storage, scene_id, storage, key, params, source_key=key, filename=key, mosaic_files=2)
+    plan_scene(storage, scene_id)  # fixes the scene's stretch, as the first ingest task does
+    record = storage.read_text(f"scenes/{scene_id}/status.json")
+    import json
+
+    stretch = Stretch.from_dict(json.loads(record)["stretch"])
+    # The tile holding the seam between the two files, at the top edge of the scene.
+    from rasterio.warp import transform as warp
+
+    (lon,), (lat,) = warp("EPSG:32611", "EPSG:4326", [500150.0], [3999999.0])
+    tile = TMS.tile(lon, lat, ZOOM)
+    served = get_png(client, f"/api/v1/scenes/{scene_id}/tiles/image/{tile.z}/{tile.x}/{tile.y}.png")
+    with trusted_mosaics():
+        data, valid = reference_read(storage.path(key), tile, (1, 2, 3))
+    assert 0 < valid.sum() < valid.size
+    assert np.array_equal(served[..., 3], np.where(valid, 255, 0))
+    assert np.array_equal(served[..., :3], to_uint8_rgb(data, valid, stretch))
+    assert client.get(f"/api/v1/scenes/{scene_id}/tiles/surface/1/0/0.png").status_code == 404
