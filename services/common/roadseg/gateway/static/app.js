@@ -111,9 +111,13 @@ function setupViewer() {
     const stack = e.target.closest("#stack");
     if (!stack) return;
     const v = viewer();
+    // Chromium reports clicks in whole CSS pixels while the image's box may start at a fraction of one, so a
+    // click on its first row or column came out as y = -0.2 ("outside the image"): clamp to the image.
     const rect = stack.getBoundingClientRect();
-    const x = ((e.clientX - rect.left) * Number(v.dataset.width)) / rect.width;
-    const y = ((e.clientY - rect.top) * Number(v.dataset.height)) / rect.height;
+    const width = Number(v.dataset.width), height = Number(v.dataset.height);
+    const clamp = (value, max) => Math.min(Math.max(value, 0), max);
+    const x = clamp(((e.clientX - rect.left) * width) / rect.width, width);
+    const y = clamp(((e.clientY - rect.top) * height) / rect.height, height);
     const form = document.getElementById("route-form");
     const second = form.sx.value !== "" && form.ex.value === "";
     if (!second) { form.reset(); clearRoute(); }
