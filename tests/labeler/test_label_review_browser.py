@@ -48,17 +48,25 @@ def test_keys_accept_reject_and_undo(review_server):
         tiles = page.locator("#tiles .tile").evaluate_all("els => els.map(e => e.dataset.tile)")
         focused = lambda: page.evaluate("() => document.activeElement.dataset.tile")  # noqa: E731
         assert focused() == tiles[0]
+        undecided = int(page.inner_text("#undecided"))
+        assert undecided == len(tiles)  # a fresh run
+
+        def counted(n: int) -> None:
+            page.wait_for_function(f"() => document.getElementById('undecided').innerText === '{n}'")
 
         page.keyboard.press("r")
         page.wait_for_function(f"() => document.activeElement.dataset.tile === '{tiles[1]}'")
         assert page.locator(f"#tile-{tiles[0]} .state").inner_text() == "rejected"
         page.keyboard.press("a")
         page.wait_for_function(f"() => document.activeElement.dataset.tile === '{tiles[2]}'")
+        counted(undecided - 2)  # "N undecided" follows every decision (out-of-band swap)
         page.keyboard.press("k")
         page.keyboard.press("u")  # undo the accept of tiles[1]
         page.wait_for_function(f"() => document.querySelector('#tile-{tiles[1]} .state').innerText === 'undecided'")
+        counted(undecided - 1)  # the undo gives one back
         page.locator(f"#tile-{tiles[3]} .do-accept").click()  # a click works as well as a key
         page.wait_for_function(f"() => document.querySelector('#tile-{tiles[3]} .state').innerText === 'accepted'")
+        counted(undecided - 2)  # the click takes it
         browser.close()
     assert blocked == []  # the review page's script and styles are files, allowed by the policy
     deadline = time.monotonic() + 5

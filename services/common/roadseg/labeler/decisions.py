@@ -39,6 +39,14 @@ def get_decisions(storage: Storage, run_id: str) -> dict[str, str]:
     return result
 
 
+def count_decided(storage: Storage, run_id: str) -> int:
+    """How many tiles of a run hold a decision, from one listing (``clear`` deletes a tile's record).
+
+    The review page updates its "N undecided" after every key press, so this reads no record.
+    """
+    return len(storage.list(f"{KIND}/{run_id}/review"))
+
+
 def tile_entry(manifest: dict, tile_id: str) -> dict:
     """The manifest entry of one tile; raises :class:`NotFound` for a tile the run does not have."""
     for entry in manifest["tiles"]:

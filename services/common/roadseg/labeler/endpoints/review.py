@@ -21,7 +21,7 @@ from roadseg.auth import CallerDep, Role, require
 from roadseg.documents import LabelRunRecord
 from roadseg.http_api import StorageDep
 from roadseg.labeler import quality
-from roadseg.labeler.decisions import get_decisions, review_order, set_decision, tile_entry
+from roadseg.labeler.decisions import count_decided, get_decisions, review_order, set_decision, tile_entry
 from roadseg.labeler.overlay import overlay, png_bytes
 from roadseg.labeler.run import read_manifest, run_store
 from roadseg.storage import storage_from_url
@@ -86,14 +86,23 @@ def decide(
 ) -> HTMLResponse:
     """Record ``accept``, ``reject`` or ``clear`` for a tile; returns the tile's card (htmx swaps it in).
 
+    The answer also carries the run's undecided count, swapped out of band into the page's "N undecided".
+
     The decision records who made it: the authenticated identity (API key name or IAP e-mail); only
     in open local mode, where nobody logs in, the form's ``reviewer`` name (or ``local``).
     """
     who = (reviewer or "local") if identity.via == "open-local" else identity.name
-    entry = tile_entry(read_manifest(storage, run_id), tile_id)
+    manifest = read_manifest(storage, run_id)
+    entry = tile_entry(manifest, tile_id)
     record = set_decision(storage, run_id, tile_id, decision, who)
-    context = {"run_id": run_id, "tile": entry, "decision": record["decision"], "reasons": quality.REASONS}
-    return templates.TemplateResponse(request, "_tile.html", context)
+    context = {
+        "run_id": run_id,
+        "tile": entry,
+        "decision": record["decision"],
+        "reasons": quality.REASONS,
+        "undecided": len(manifest["tiles"]) - count_decided(storage, run_id),
+    }
+    return templates.TemplateResponse(request, "_decision.html", context)
 
 
 @api.get("/{run_id}/decisions", response_model=Decisions)
