@@ -30,6 +30,7 @@ EXPECTED = [
     (r"^/api/v1/(predictions(?!/scenes$)|model)", "viewer"),
     (r"^/$|^/ui/", "viewer"),  # gateway page; the labeler's "/" is listed under its app below
     (r"^/api/v1/(scenes|label-runs|datasets)", "operator"),
+    (r"^/api/v1/stac/", "operator"),  # the gateway's STAC collection of all scenes
     (r"^/runs|^/api/runs", "labeler"),
     (r"^/(docs|redoc|openapi.json)$", "viewer"),
     # Missing roads (labeler service): anyone signed in sees, a labeler decides, an operator starts a job.

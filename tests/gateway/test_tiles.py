@@ -17,13 +17,15 @@ from PIL import Image
 from rasterio.enums import Resampling
 from rasterio.transform import from_bounds
 from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform as warp
 from roadseg.gateway.api import create_app
 from roadseg.gateway.predictor import EmbeddedPredictor
 from roadseg.gateway.tiles import ROAD_COLOURS, probability_lut
 from roadseg.raster import Stretch, to_uint8_rgb, trusted_mosaics
 from roadseg.storage import get_storage
 from utils.clients import local_client
-from utils.gateway import dark_model, road_image, write_geotiff
+from utils.gateway import dark_model, road_image
+from utils.map_data import predict_geotiff, register_mosaic_scene
 
 TMS = morecantile.tms.get("WebMercatorQuad")
 #: 0.5 m pixels at 36 deg N are 0.62 m in Web Mercator: zoom 17 (1.19 m) reads an overview-free COG down, 18 close.
@@ -70,18 +72,13 @@ def get_png(client, url: str, **headers) -> np.ndarray:
 def corner_tile(path) -> morecantile.Tile:
     """The zoom-17 tile holding the raster's north-west corner: part data, part outside."""
     with rasterio.open(path) as ds:
-        from rasterio.warp import transform
-
-        (lon,), (lat,) = transform(ds.crs, "EPSG:4326", [ds.bounds.left + 1], [ds.bounds.top - 1])
+        (lon,), (lat,) = warp(ds.crs, "EPSG:4326", [ds.bounds.left + 1], [ds.bounds.top - 1])
     return TMS.tile(lon, lat, ZOOM)
 
 
 def test_prediction_tiles_are_the_warped_cogs_drawn_with_cache_headers(client, tmp_path):
-    src = write_geotiff(tmp_path / "scene.tif", road_image(512, 512))
-    with open(src, "rb") as fh:
-        r = client.post("/api/v1/predictions", files={"file": ("scene.tif", fh, "image/tiff")})
-    assert r.status_code == 201, r.text
-    job_id = r.json()["id"]
+    record, src = predict_geotiff(client, tmp_path)
+    job_id = record["id"]
     folder = get_storage().path(f"predictions/{job_id}")
     tile = corner_tile(src)
     base = f"/api/v1/predictions/{job_id}/tiles"
@@ -134,35 +131,10 @@ def test_plain_images_have_no_tiles(client):
 
 
 def test_multi_file_scene_tiles_are_its_mosaic_stretched_as_ingest_does(client, tmp_path):
-    from roadseg.ingest.scenes import plan_scene, register_scene, scene_id_for
-    from roadseg.ingest.tiling import TileParams
-    from roadseg.mosaic import build_mosaic
-
-    # Two 16-bit files side by side (300 px each, 0.5 m), as a sharded city scene is delivered.
-    rng = np.random.default_rng(3)
-    paths = []
-    for i in range(2):
-        path = tmp_path / f"part{i}.tif"
-        profile = {"driver": "GTiff", "width": 300, "height": 400, "count": 3, "dtype": "uint16", "crs": "EPSG:32611"}
-        transform = rasterio.Affine(0.5, 0, 500000.0 + 150.0 * i, 0, -0.5, 4000000.0)
-        with rasterio.open(path, "w", transform=transform, **profile) as ds:
-            ds.write(rng.integers(200, 4000, size=(3, 400, 300), dtype=np.uint16))
-        paths.append(str(path))
     storage = get_storage()
-    built = build_mosaic(paths)
-    params = TileParams()
-    scene_id = scene_id_for("mosaic:test", params)
-    key = f"scenes/{scene_id}/source.vrt"
-    storage.write_text(key, built.xml)
-    register_scene(storage, scene_id, storage, key, params, source_key=key, filename=key, mosaic_files=2)
-    plan_scene(storage, scene_id)  # fixes the scene's stretch, as the first ingest task does
-    record = storage.read_text(f"scenes/{scene_id}/status.json")
-    import json
-
-    stretch = Stretch.from_dict(json.loads(record)["stretch"])
+    record, key = register_mosaic_scene(storage, tmp_path)
+    scene_id, stretch = record["id"], Stretch.from_dict(record["stretch"])
     # The tile holding the seam between the two files, at the top edge of the scene.
-    from rasterio.warp import transform as warp
-
     (lon,), (lat,) = warp("EPSG:32611", "EPSG:4326", [500150.0], [3999999.0])
     tile = TMS.tile(lon, lat, ZOOM)
     served = get_png(client, f"/api/v1/scenes/{scene_id}/tiles/image/{tile.z}/{tile.x}/{tile.y}.png")

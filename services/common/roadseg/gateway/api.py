@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import Field
 
 from roadseg.gateway import fragments
-from roadseg.gateway.endpoints import model, pages, predictions, tiles
+from roadseg.gateway.endpoints import model, pages, predictions, stac, tiles
 from roadseg.gateway.predictor import Predictor, get_predictor
 from roadseg.http_api import Health, create_service_app
 from roadseg.storage import Storage
@@ -51,7 +51,16 @@ def create_app(predictor: Predictor | None = None, storage: Storage | None = Non
         "roadseg gateway",
         "Upload an aerial or satellite image, get its road mask, road network and routes.",
         storage=storage,
-        routers=[model.router, predictions.router, tiles.predictions_router, tiles.scenes_router, pages.router],
+        routers=[
+            model.router,
+            predictions.router,
+            tiles.predictions_router,
+            tiles.scenes_router,
+            stac.predictions_router,
+            stac.scenes_router,
+            stac.catalog_router,
+            pages.router,
+        ],
         health=_health,
         html_error=fragments.error,
         lifespan=lifespan,
