@@ -221,7 +221,7 @@ class SceneManifest(Document):
 
 
 class LabelRunManifest(Document):
-    """``labels/<id>/manifest.json``: the masks of a label run with their QC flags (§2); written last."""
+    """``labels/<id>/manifest.json``: a label run's masks (values: docs/contracts.md §2), QC flags; written last."""
 
     run_id: str
     scene_id: str
@@ -248,7 +248,7 @@ class DatasetSplit(BaseModel):
 
 
 class DatasetManifest(Document):
-    """``<dataset>/manifest.json``: TFRecord shards per split (§3); written last."""
+    """``<dataset>/manifest.json``: TFRecord shards per split (docs/contracts.md §3); written last."""
 
     format: str
     created: float
@@ -260,7 +260,7 @@ class DatasetManifest(Document):
 
 
 class ModelCard(Document):
-    """``model_card.json`` beside each exported SavedModel (§4): how the model was made and how good it is.
+    """``model_card.json`` beside each exported SavedModel (docs/contracts.md §5): how it was made and how good it is.
 
     Only ``tta`` has a default: a card written by hand (or by an older export) may leave out the rest,
     and the gateway then falls back to its settings (threshold, model name, resolution matching off).
