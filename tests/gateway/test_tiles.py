@@ -13,6 +13,7 @@ import morecantile
 import numpy as np
 import pytest
 import rasterio
+import rasterio.warp
 from PIL import Image
 from rasterio.enums import Resampling
 from rasterio.transform import from_bounds
@@ -144,3 +145,17 @@ def test_multi_file_scene_tiles_are_its_mosaic_stretched_as_ingest_does(client, 
     assert np.array_equal(served[..., 3], np.where(valid, 255, 0))
     assert np.array_equal(served[..., :3], to_uint8_rgb(data, valid, stretch))
     assert client.get(f"/api/v1/scenes/{scene_id}/tiles/surface/1/0/0.png").status_code == 404
+
+
+def test_road_network_in_lonlat_for_maps(client, tmp_path):
+    record, src = predict_geotiff(client, tmp_path)
+    r = client.get(f"/api/v1/predictions/{record['id']}/roads.geojson")
+    assert r.status_code == 200, r.text
+    roads = r.json()
+    assert roads["type"] == "FeatureCollection" and roads["features"] and "crs" not in roads
+    with rasterio.open(src) as ds:
+        west, south, east, north = rasterio.warp.transform_bounds(ds.crs, "EPSG:4326", *ds.bounds)
+    coords = np.array([c for f in roads["features"] for c in f["geometry"]["coordinates"]])
+    assert (coords[:, 0] >= west - 1e-6).all() and (coords[:, 0] <= east + 1e-6).all()
+    assert (coords[:, 1] >= south - 1e-6).all() and (coords[:, 1] <= north + 1e-6).all()
+    assert all(f["properties"]["length_m"] > 0 for f in roads["features"])

@@ -1,4 +1,7 @@
-"""Map tiles: ``/api/v1/predictions/{id}/tiles/{layer}/{z}/{x}/{y}.png`` and ``/api/v1/scenes/{id}/tiles/image/...``.
+"""Map data: XYZ tiles of predictions and scenes, and a prediction's road network in lon/lat.
+
+Routes: ``/api/v1/predictions/{id}/tiles/{layer}/{z}/{x}/{y}.png``, ``/api/v1/scenes/{id}/tiles/image/...``
+and ``/api/v1/predictions/{id}/roads.geojson`` (EPSG:4326, RFC 7946).
 
 XYZ tiles in Web Mercator (256 px PNG, transparent where there is no data) drawn from the stored COGs by
 :mod:`roadseg.gateway.tiles`. Each route has the auth of its resource: a prediction's tiles need what its
@@ -12,16 +15,21 @@ whose ``If-None-Match`` names the current ETag gets 304 before any raster is ope
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import json
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Response
+from pydantic import BaseModel, ConfigDict, Field
+from shapely.geometry import mapping, shape
 
 from roadseg.auth import Role, require
 from roadseg.config import Settings
-from roadseg.errors import NotFound
+from roadseg.errors import InvalidInput, NotFound
 from roadseg.gateway.deps import PredictionsDep
+from roadseg.gateway.predictions import road_network
 from roadseg.gateway.tiles import PREDICTION_LAYERS, TileSource, prediction_source, render_tile, scene_source
 from roadseg.http_api import SettingsDep, StorageDep
+from roadseg.roadnet.geo import transform_geometry
 
 predictions_router = APIRouter(prefix="/api/v1/predictions", tags=["map"], dependencies=[require(Role.viewer)])
 scenes_router = APIRouter(prefix="/api/v1/scenes", tags=["map"], dependencies=[require(Role.operator)])
@@ -85,3 +93,34 @@ def scene_tile(
     from roadseg.ingest.scenes import scene_store
 
     return tile_response(scene_source(storage, scene_store(storage).get(scene_id)), z, x, y, if_none_match, settings)
+
+
+class RoadNetwork(BaseModel):
+    """The road network as RFC 7946 GeoJSON: LineStrings in lon/lat (EPSG:4326), lengths in metres."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["FeatureCollection"]
+    features: list[dict[str, Any]] = Field(description="One LineString per road segment, with length_m.")
+
+
+@predictions_router.get("/{job_id}/roads.geojson", response_model=RoadNetwork)
+def prediction_roads_lonlat(job_id: str, storage: StorageDep, settings: SettingsDep) -> dict[str, Any]:
+    """The road network of a georeferenced prediction in EPSG:4326, for maps (built now if it is not yet).
+
+    ``files/roads.geojson`` keeps the raster's own CRS (and pixel coordinates for plain images).
+    """
+    key, record = road_network(job_id, storage, settings)
+    if not record["info"]["georeferenced"]:
+        raise InvalidInput(f"prediction {job_id} is of a plain image: its road network is in pixels")
+    return roads_in_lonlat(json.loads(storage.read_text(key)))
+
+
+def roads_in_lonlat(collection: dict[str, Any]) -> dict[str, Any]:
+    """A road network GeoJSON of ours reprojected to lon/lat, without the legacy ``crs`` member."""
+    crs = (collection.get("roadseg") or {}).get("crs") or "EPSG:4326"
+    features = []
+    for feature in collection["features"]:
+        geometry = transform_geometry(shape(feature["geometry"]), crs, "EPSG:4326")
+        features.append({**feature, "geometry": mapping(geometry)})
+    return {"type": "FeatureCollection", "features": features}
