@@ -28,7 +28,7 @@ EXPECTED = [
     (r"^/api/v1/auth/keys$", "admin"),
     (r"^/api/v1/predictions/scenes$", "operator"),  # a whole scene on the workers
     (r"^/api/v1/(predictions(?!/scenes$)|model)", "viewer"),
-    (r"^/$|^/ui/", "viewer"),  # gateway page; the labeler's "/" is listed under its app below
+    (r"^/$|^/ui/|^/map$", "viewer"),  # gateway pages; the labeler's "/" is listed under its app below
     (r"^/api/v1/(scenes|label-runs|datasets)", "operator"),
     (r"^/api/v1/stac/", "operator"),  # the gateway's STAC collection of all scenes
     (r"^/runs|^/api/runs", "labeler"),

@@ -253,6 +253,11 @@ class Settings(BaseSettings):
         description="Cache-Control max-age (seconds) of map tiles; they are private (behind auth) and carry an ETag, "
         "so a browser revalidates an expired tile without the gateway reading the raster again.",
     )
+    map_basemap_url: str | None = Field(
+        default=None,
+        description="XYZ basemap under the map page's layers, e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png. "
+        "Unset: no basemap (nothing leaves the network).",
+    )
 
     # --- missing roads (roadseg.missing): predicted network vs existing vectors
     missing_band_width_m: float = Field(

@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import Field
 
 from roadseg.gateway import fragments
-from roadseg.gateway.endpoints import model, pages, predictions, stac, tiles
+from roadseg.gateway.endpoints import map_page, model, pages, predictions, stac, tiles
 from roadseg.gateway.predictor import Predictor, get_predictor
 from roadseg.http_api import Health, create_service_app
 from roadseg.storage import Storage
@@ -60,6 +60,7 @@ def create_app(predictor: Predictor | None = None, storage: Storage | None = Non
             stac.scenes_router,
             stac.catalog_router,
             pages.router,
+            map_page.router,
         ],
         health=_health,
         html_error=fragments.error,

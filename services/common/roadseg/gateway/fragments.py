@@ -160,6 +160,8 @@ def prediction(record: dict[str, Any]) -> str:
         for name, label in DOWNLOADS.items()
         if name in links
     )
+    if info["georeferenced"]:  # tiles from the COGs, routes in lon/lat: the map page (gateway/endpoints/map_page.py)
+        downloads = f'<li><a class="button" href="/map?prediction={job_id}">Open on the map</a></li>' + downloads
     roads_note = f'<p class="muted">{escape(record["roads_note"])}</p>' if record.get("roads_note") else ""
     roads_note += roads_status(record)
     roads_note += timings(record)

@@ -1,0 +1,122 @@
+// The map page: one georeferenced prediction (?prediction=<id>) or ingested scene (?scene=<id>) on MapLibre.
+// Extent and tile URL templates come from the resource's STAC item (xyz links); the basemap from the settings.
+import * as maplibregl from "/vendor/maplibre-gl/maplibre-gl.mjs";
+
+const params = new URLSearchParams(location.search);
+const prediction = params.get("prediction");
+const scene = params.get("scene");
+const api = prediction ? `/api/v1/predictions/${encodeURIComponent(prediction)}`
+  : `/api/v1/scenes/${encodeURIComponent(scene || "")}`;
+// Drawn on top of each other in this order; the image is opaque, the rest over it.
+const DEFAULT_OPACITY = { image: 1, probability: 0.6, surface: 0.8, centerline: 0.9 };
+const SHOWN = { image: true, surface: true };
+
+function status(text) { document.getElementById("status").textContent = text; }
+
+async function json(url, options) {
+  const r = await fetch(url, options);
+  const body = await r.json();
+  if (!r.ok) throw new Error(body.detail || r.statusText);
+  return body;
+}
+
+function layerControls(map, name) {
+  const row = document.createElement("div");
+  row.className = "layer";
+  const label = document.createElement("label");
+  const box = document.createElement("input");
+  box.type = "checkbox";
+  box.checked = Boolean(SHOWN[name]);
+  box.id = `toggle-${name}`;
+  box.addEventListener("change", () => map.setLayoutProperty(name, "visibility", box.checked ? "visible" : "none"));
+  label.append(box, ` ${name}`);
+  const slider = document.createElement("input");
+  slider.type = "range";
+  slider.min = "0";
+  slider.max = "1";
+  slider.step = "0.05";
+  slider.value = String(DEFAULT_OPACITY[name] ?? 1);
+  slider.setAttribute("aria-label", `${name} opacity`);
+  slider.addEventListener("input", () => map.setPaintProperty(name, "raster-opacity", Number(slider.value)));
+  row.append(label, slider);
+  document.getElementById("layers").append(row);
+}
+
+function roadLines(map) {
+  // The predicted road network as vector lines (GeoJSON in lon/lat, built on first use), with a toggle.
+  map.addSource("roads", { type: "geojson", data: `${api}/roads.geojson` });
+  map.addLayer({ id: "roads", type: "line", source: "roads", paint: { "line-color": "#4363d8", "line-width": 2 } });
+  const row = document.createElement("div");
+  row.className = "layer";
+  const label = document.createElement("label");
+  const box = document.createElement("input");
+  box.type = "checkbox";
+  box.checked = true;
+  box.id = "toggle-roads";
+  box.addEventListener("change", () => map.setLayoutProperty("roads", "visibility", box.checked ? "visible" : "none"));
+  label.append(box, " road network (lines)");
+  row.append(label);
+  document.getElementById("layers").append(row);
+}
+
+function routing(map) {
+  // Two clicks in lon/lat -> POST .../route with crs EPSG:4326 -> the path drawn and its length in metres.
+  document.getElementById("route-panel").hidden = false;
+  map.addSource("route", { type: "geojson", data: { type: "FeatureCollection", features: [] } });
+  map.addLayer({ id: "route", type: "line", source: "route", paint: { "line-color": "#e6194b", "line-width": 4 } });
+  let start = null;
+  map.on("click", async (event) => {
+    const point = [event.lngLat.lng, event.lngLat.lat];
+    const result = document.getElementById("route-result");
+    if (!start) { start = point; result.textContent = "Start set: click the end."; return; }
+    const body = { start, end: point, crs: "EPSG:4326" };
+    start = null;
+    try {
+      const route = await json(`${api}/route`, {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+      });
+      map.getSource("route").setData(route);
+      result.textContent = `${Math.round(route.properties.length_m)} m`;
+    } catch (error) { result.textContent = error.message; }
+  });
+}
+
+async function main() {
+  const [item, config] = await Promise.all([json(`${api}/item.json`), json("/ui/map/config")]);
+  document.getElementById("title").textContent = `${prediction ? "Prediction" : "Scene"} ${item.id}`;
+  const sources = {}, layers = [];
+  if (config.basemap_url) {
+    sources.basemap = { type: "raster", tiles: [config.basemap_url], tileSize: 256 };
+    layers.push({ id: "basemap", type: "raster", source: "basemap" });
+  }
+  const [west, south, east, north] = item.bbox;
+  const xyz = item.links.filter((link) => link.rel === "xyz");
+  for (const link of xyz) {
+    const tiles = [new URL(link.href, location.href).href.replace(/%7B/g, "{").replace(/%7D/g, "}")];
+    sources[link.title] = { type: "raster", tiles, tileSize: 256, bounds: [west, south, east, north], maxzoom: 22 };
+    layers.push({
+      id: link.title, type: "raster", source: link.title,
+      layout: { visibility: SHOWN[link.title] ? "visible" : "none" },
+      paint: { "raster-opacity": DEFAULT_OPACITY[link.title] ?? 1, "raster-resampling": "nearest" },
+    });
+  }
+  const map = new maplibregl.Map({
+    container: "map",
+    style: { version: 8, sources, layers },
+    bounds: [[west, south], [east, north]],
+    fitBoundsOptions: { padding: 20 },
+    maxZoom: 22,
+    attributionControl: false,
+  });
+  map.addControl(new maplibregl.NavigationControl(), "top-right");
+  map.addControl(new maplibregl.ScaleControl({ unit: "metric" }), "bottom-left");
+  window.roadsegMap = map;  // for the browser test and the console
+  for (const link of xyz) layerControls(map, link.title);
+  map.on("load", () => {
+    if (prediction) { roadLines(map); routing(map); }
+    status("Map ready.");
+  });
+  map.on("error", (event) => status(event.error ? event.error.message : "map error"));
+}
+
+main().catch((error) => status(error.message));
