@@ -159,3 +159,21 @@ def test_road_network_in_lonlat_for_maps(client, tmp_path):
     assert (coords[:, 0] >= west - 1e-6).all() and (coords[:, 0] <= east + 1e-6).all()
     assert (coords[:, 1] >= south - 1e-6).all() and (coords[:, 1] <= north + 1e-6).all()
     assert all(f["properties"]["length_m"] > 0 for f in roads["features"])
+
+
+def test_tiles_read_from_gcs_through_storage_equal_the_local_ones(client, tmp_path, fake_gcs):
+    import uuid
+
+    from roadseg.gateway.tiles import TileSource, render_tile
+    from roadseg.storage import GCSStorage
+
+    record, src = predict_geotiff(client, tmp_path)
+    local = get_storage()
+    gcs = GCSStorage(f"test-{uuid.uuid4().hex[:8]}", "tiles")
+    key = f"predictions/{record['id']}/probability.tif"
+    gcs.write_bytes(key, local.read_bytes(key))
+    tile = corner_tile(src)
+    on_disk = render_tile(TileSource(local, key, "probability", "1"), tile.z, tile.x, tile.y)
+    in_bucket = render_tile(TileSource(gcs, key, "probability", "1"), tile.z, tile.x, tile.y)
+    decoded = [np.asarray(Image.open(io.BytesIO(png))) for png in (on_disk, in_bucket)]
+    assert decoded[0][..., 3].any() and np.array_equal(decoded[0], decoded[1])

@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
-from roadseg.errors import NotFound, StorageFull, TooLarge, UnsafeName
+from roadseg.errors import MissingFile, NotFound, StorageFull, TooLarge, UnsafeName
 
 _CHUNK = 1024 * 1024
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -362,7 +362,9 @@ class GCSStorage(Storage):
         try:
             blob.reload()
         except GcsNotFound as exc:
-            raise NotFound(f"no such object: {key}") from exc
+            # Also a FileNotFoundError: rasterio's opener takes that to mean "no such sidecar" when GDAL
+            # looks for a GeoTIFF's .msk/.aux.xml, and fails the whole open on any other error.
+            raise MissingFile(f"no such object: {key}") from exc
         return blob.open("rb", chunk_size=_CHUNK)
 
     def exists(self, key: str) -> bool:
