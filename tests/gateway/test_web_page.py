@@ -232,26 +232,21 @@ def test_sign_in_with_an_api_key_then_use_the_page(page, tmp_path, redis_url, ar
         server.stop()
 
 
-def test_clicks_on_the_image_edges_map_inside_the_image(dark_gateway):
+def test_clicks_on_the_image_edges_map_inside_the_image(dark_gateway, page):
     """A click on the image's very first row gave y = -0.2 ("outside the image"): Chromium reports whole
     pixels for clicks while the image's box may start at a fraction of one. Clicks map into the image."""
-    sync_api = pytest.importorskip("playwright.sync_api")
     from roadseg.gateway.example import example_png
 
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1366, "height": 900})
-        page.goto(dark_gateway.url)
-        page.set_input_files("#file", files=[{"name": "x.png", "mimeType": "image/png", "buffer": example_png()}])
-        page.wait_for_function("() => { const b = document.getElementById('base'); return b && b.complete; }")
-        page.evaluate("() => { document.getElementById('stack').style.marginTop = '0.4px'; }")  # a fractional top
-        box = page.locator("#stack").bounding_box()
-        assert box["y"] % 1 != 0
-        width, height = (int(page.get_attribute(".viewer", a)) for a in ("data-width", "data-height"))
-        page.mouse.click(box["x"] + box["width"] / 2, box["y"])  # the top edge
-        page.mouse.click(box["x"] + box["width"] - 0.01, box["y"] + box["height"] - 0.01)  # the bottom right corner
-        start = [float(page.input_value(f"input[name={n}]")) for n in ("sx", "sy")]
-        end = [float(page.input_value(f"input[name={n}]")) for n in ("ex", "ey")]
-        browser.close()
+    page.goto(dark_gateway.url)
+    page.set_input_files("#file", files=[{"name": "x.png", "mimeType": "image/png", "buffer": example_png()}])
+    page.wait_for_function("() => { const b = document.getElementById('base'); return b && b.complete; }")
+    page.evaluate("() => { document.getElementById('stack').style.marginTop = '0.4px'; }")  # a fractional top
+    box = page.locator("#stack").bounding_box()
+    assert box["y"] % 1 != 0
+    width, height = (int(page.get_attribute(".viewer", a)) for a in ("data-width", "data-height"))
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"])  # the top edge
+    page.mouse.click(box["x"] + box["width"] - 0.01, box["y"] + box["height"] - 0.01)  # the bottom right corner
+    start = [float(page.input_value(f"input[name={n}]")) for n in ("sx", "sy")]
+    end = [float(page.input_value(f"input[name={n}]")) for n in ("ex", "ey")]
     assert start[1] == 0 and 0 < start[0] < width, start
     assert width - 2 < end[0] <= width and height - 2 < end[1] <= height, end
