@@ -16,17 +16,6 @@ from utils.clients import local_client
 from utils.gateway import dark_model, dark_two_output_model, road_image, write_geotiff
 
 
-@pytest.fixture(scope="module")
-def predictor():
-    return EmbeddedPredictor(dark_model() / "1")
-
-
-@pytest.fixture
-def client(settings_env, predictor):
-    with local_client(create_app(predictor=predictor, storage=get_storage())) as c:
-        yield c
-
-
 def stored_keys() -> list[str]:
     return get_storage().list("predictions")
 

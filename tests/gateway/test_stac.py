@@ -6,24 +6,9 @@ import pystac
 import pytest
 import rasterio
 from rasterio.warp import transform as warp
-from roadseg.gateway.api import create_app
-from roadseg.gateway.predictor import EmbeddedPredictor
 from roadseg.storage import get_storage
 from shapely.geometry import Point, shape
-from utils.clients import local_client
-from utils.gateway import dark_model
 from utils.map_data import predict_geotiff, register_mosaic_scene
-
-
-@pytest.fixture(scope="module")
-def predictor():
-    return EmbeddedPredictor(dark_model() / "1")
-
-
-@pytest.fixture
-def client(settings_env, predictor):
-    with local_client(create_app(predictor=predictor, storage=get_storage())) as c:
-        yield c
 
 
 def round_trip(body: dict, cls: type) -> pystac.STACObject:

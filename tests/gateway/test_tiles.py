@@ -11,7 +11,6 @@ import io
 
 import morecantile
 import numpy as np
-import pytest
 import rasterio
 import rasterio.warp
 from PIL import Image
@@ -19,29 +18,15 @@ from rasterio.enums import Resampling
 from rasterio.transform import from_bounds
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform as warp
-from roadseg.gateway.api import create_app
-from roadseg.gateway.predictor import EmbeddedPredictor
 from roadseg.gateway.tiles import ROAD_COLOURS, probability_lut
 from roadseg.raster import Stretch, to_uint8_rgb, trusted_mosaics
 from roadseg.storage import get_storage
-from utils.clients import local_client
-from utils.gateway import dark_model, road_image
+from utils.gateway import road_image
 from utils.map_data import predict_geotiff, register_mosaic_scene
 
 TMS = morecantile.tms.get("WebMercatorQuad")
 #: 0.5 m pixels at 36 deg N are 0.62 m in Web Mercator: zoom 17 (1.19 m) reads an overview-free COG down, 18 close.
 ZOOM = 17
-
-
-@pytest.fixture(scope="module")
-def predictor():
-    return EmbeddedPredictor(dark_model() / "1")
-
-
-@pytest.fixture
-def client(settings_env, predictor):
-    with local_client(create_app(predictor=predictor, storage=get_storage())) as c:
-        yield c
 
 
 def reference_read(path, tile: morecantile.Tile, bands: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
