@@ -87,6 +87,13 @@ class Identity:
     role: Role
     via: Via
 
+    def reviewer(self, form_name: str | None = None) -> str:
+        """Who a review decision is recorded under.
+
+        This identity's name; only in open local mode, where nobody logs in, the form's name (or ``local``).
+        """
+        return (form_name or "local") if self.via == "open-local" else self.name
+
 
 # ---------------------------------------------------------------------------- API keys
 

@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from roadseg.auth import CallerDep, Identity, Role, require
+from roadseg.auth import CallerDep, Role, require
 from roadseg.errors import InvalidInput, NotFound
 from roadseg.http_api import SettingsDep, StorageDep
 from roadseg.jobs import DONE
@@ -121,11 +121,6 @@ def _done(storage: Storage, job_id: str) -> dict[str, Any]:
     return record
 
 
-def _reviewer(identity: Identity, name: str | None) -> str:
-    """The authenticated name; only in open local mode (nobody logs in) the form's name, or ``local``."""
-    return (name or "local") if identity.via == "open-local" else identity.name
-
-
 # ---------------------------------------------------------------------------------------------- API
 
 
@@ -204,14 +199,14 @@ def decide_json(
 ) -> Decision | None:
     """Record accept / reject / skip (or clear) for one candidate, with who decided."""
     candidate = get_candidate(storage, _done(storage, job_id), candidate_id)
-    return set_decision(storage, job_id, candidate, body.decision, _reviewer(identity, None))
+    return set_decision(storage, job_id, candidate, body.decision, identity.reviewer())
 
 
 @api.post("/{job_id}/bulk-reject", response_model=Progress, dependencies=[require(Role.labeler)])
 def bulk_reject_json(job_id: str, body: BulkRequest, storage: StorageDep, identity: CallerDep) -> Progress:
     """Reject every missing candidate under ``below`` that nobody accepted; returns the progress after it."""
     record = _done(storage, job_id)
-    bulk_reject(storage, job_id, body.below, _reviewer(identity, None))
+    bulk_reject(storage, job_id, body.below, identity.reviewer())
     return review_progress(storage, record)
 
 
@@ -323,7 +318,7 @@ def decide(
     """Record a decision; returns the candidate's card (htmx swaps it in) and the updated progress line."""
     record = _done(storage, job_id)
     candidate = get_candidate(storage, record, candidate_id)
-    made = set_decision(storage, job_id, candidate, decision, _reviewer(identity, reviewer))
+    made = set_decision(storage, job_id, candidate, decision, identity.reviewer(reviewer))
     rule = bulk_rule(storage, job_id)
     context = {
         "job": record,
@@ -347,5 +342,5 @@ def bulk_reject_form(
 ) -> RedirectResponse:
     """Reject every candidate under ``below`` that nobody accepted, then show the review again."""
     _done(storage, job_id)
-    bulk_reject(storage, job_id, below, _reviewer(identity, reviewer))
+    bulk_reject(storage, job_id, below, identity.reviewer(reviewer))
     return RedirectResponse(f"/missing/{job_id}", status_code=303)

@@ -91,7 +91,7 @@ def decide(
     The decision records who made it: the authenticated identity (API key name or IAP e-mail); only
     in open local mode, where nobody logs in, the form's ``reviewer`` name (or ``local``).
     """
-    who = (reviewer or "local") if identity.via == "open-local" else identity.name
+    who = identity.reviewer(reviewer)
     manifest = read_manifest(storage, run_id)
     entry = tile_entry(manifest, tile_id)
     record = set_decision(storage, run_id, tile_id, decision, who)
