@@ -29,9 +29,11 @@ EXPECTED = [
     (r"^/api/v1/predictions/scenes$", "operator"),  # a whole scene on the workers
     (r"^/api/v1/(predictions(?!/scenes$)|model)", "viewer"),
     (r"^/$|^/ui/|^/map$", "viewer"),  # gateway pages; the labeler's "/" is listed under its app below
-    (r"^/api/v1/(scenes|label-runs|datasets)", "operator"),
+    (r"^/api/v1/(scenes|datasets)", "operator"),
+    (r"^/api/v1/label-runs$", "operator", "POST"),  # start a label run
+    (r"^/api/v1/label-runs/", "labeler", "GET"),  # a run and its review decisions
     (r"^/api/v1/stac/", "operator"),  # the gateway's STAC collection of all scenes
-    (r"^/runs|^/api/runs", "labeler"),
+    (r"^/runs", "labeler"),
     (r"^/(docs|redoc|openapi.json)$", "viewer"),
     # Missing roads (labeler service): anyone signed in sees, a labeler decides, an operator starts a job.
     (r"^/(api/v1/)?missing", "viewer", "GET"),

@@ -95,7 +95,7 @@ def test_review_decisions_over_http_are_respected_by_the_export(settings_env, sh
     assert "accepted" in client.post(f"/runs/{run_id}/tiles/{accept}/decision", data={"decision": "accept"}).text
     assert client.post(f"/runs/{run_id}/tiles/{accept}/decision", data={"decision": "maybe"}).status_code == 400
     assert client.post(f"/runs/{run_id}/tiles/nope/decision", data={"decision": "accept"}).status_code == 404
-    decisions = client.get(f"/api/runs/{run_id}/decisions").json()
+    decisions = client.get(f"/api/v1/label-runs/{run_id}/decisions").json()
     assert decisions["decisions"] == {reject: "reject", accept: "accept"} and decisions["undecided"] == 34
     assert client.get("/docs").status_code == 200
 

@@ -1,8 +1,12 @@
 """The labeler HTTP service (port 8002; ``services/labeler/main.py`` serves it).
 
-Review pages and their JSON twins (:mod:`.endpoints.review`), label runs started on the Celery
-workers (:mod:`.endpoints.label_runs`) and dataset export (:mod:`.endpoints.datasets`),
-and the missing-roads review (:mod:`roadseg.missing.endpoints`).
+Review pages (:mod:`.endpoints.review`), label runs started on the Celery workers and their
+decisions as JSON (:mod:`.endpoints.label_runs`, ``/api/v1/label-runs``), dataset export
+(:mod:`.endpoints.datasets`), and the missing-roads review (:mod:`roadseg.missing.endpoints`).
+
+``/static/`` serves the labeler's own files (``labeler/static``: the review page's script and
+styles) and, behind them, the files the services share (``roadseg/static``: vendored htmx, the
+missing-roads script).
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from roadseg.labeler.endpoints import datasets, label_runs, review
 from roadseg.missing import endpoints as missing
 from roadseg.storage import Storage
 
-STATIC = Path(__file__).resolve().parents[1] / "static"
+#: The labeler's own static files; a name not found there is looked up in the shared ``roadseg/static``.
+STATIC = Path(__file__).resolve().parent / "static"
 
 
 def create_app(storage: Storage | None = None) -> FastAPI:
@@ -28,7 +33,7 @@ def create_app(storage: Storage | None = None) -> FastAPI:
         "rejected tiles and flagged tiles nobody accepted. Start label runs and export datasets. Find the roads a "
         "map is missing (/missing): predicted network vs existing vectors, reviewed, exported for OSM editors.",
         storage=storage,
-        routers=[review.pages, review.api, label_runs.router, datasets.router, missing.pages, missing.api],
+        routers=[review.pages, label_runs.router, datasets.router, missing.pages, missing.api],
     )
-    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    app.mount("/static", StaticFiles(directory=STATIC, packages=[("roadseg", "static")]), name="static")
     return app

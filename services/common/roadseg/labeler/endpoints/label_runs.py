@@ -1,7 +1,9 @@
-"""``/api/v1/label-runs``: start label runs on the Celery workers and follow them.
+"""``/api/v1/label-runs``: start label runs on the Celery workers, follow them, read their review.
 
-The review pages are where people look at masks; this router is how programs (the end-to-end
-pipeline, ``roadseg demo``) start the same work without a shell on the worker.
+The review pages (:mod:`.review`) are where people look at masks; this router is how programs (the
+end-to-end pipeline, ``roadseg demo``, scripts and tests) start the same work without a shell on the
+worker and read the decisions made on those pages. Starting a run needs the ``operator`` role;
+reading a run and its decisions, ``labeler`` (who reviews it).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, File, Form, UploadFile
+from pydantic import BaseModel, Field
 
 from roadseg import uri_policy
 from roadseg.auth import Role, require
@@ -24,7 +27,15 @@ from roadseg.storage import safe_filename, safe_key
 if TYPE_CHECKING:
     from roadseg.labeler.run import LabelOptions
 
-router = APIRouter(prefix="/api/v1/label-runs", tags=["label runs"], dependencies=[require(Role.operator)])
+router = APIRouter(prefix="/api/v1/label-runs", tags=["label runs"])
+
+
+class Decisions(BaseModel):
+    """A run's review so far."""
+
+    run_id: str
+    decisions: dict[str, str] = Field(description="tile id -> accept / reject (undecided tiles are absent)")
+    undecided: int
 
 
 def _options(options_json: str) -> LabelOptions:
@@ -63,7 +74,7 @@ def _check_filter(value: object) -> None:
         )
 
 
-@router.post("", status_code=202, response_model=LabelRunRecord)
+@router.post("", status_code=202, response_model=LabelRunRecord, dependencies=[require(Role.operator)])
 def start_label_run(
     storage: StorageDep,
     settings: SettingsDep,
@@ -117,9 +128,20 @@ def start_label_run(
     return record
 
 
-@router.get("/{run_id}", response_model=LabelRunRecord)
+@router.get("/{run_id}", response_model=LabelRunRecord, dependencies=[require(Role.labeler)])
 def get_label_run(run_id: str, storage: StorageDep) -> dict[str, Any]:
     """Status and progress of a label run."""
     from roadseg.labeler.run import run_store
 
     return run_store(storage).get(run_id)
+
+
+@router.get("/{run_id}/decisions", response_model=Decisions, dependencies=[require(Role.labeler)])
+def get_label_run_decisions(run_id: str, storage: StorageDep) -> dict[str, Any]:
+    """All review decisions of a run (made on its review page) and how many tiles are still undecided."""
+    from roadseg.labeler.decisions import get_decisions
+    from roadseg.labeler.run import read_manifest
+
+    manifest = read_manifest(storage, run_id)
+    decided = get_decisions(storage, run_id)
+    return {"run_id": run_id, "decisions": decided, "undecided": len(manifest["tiles"]) - len(decided)}

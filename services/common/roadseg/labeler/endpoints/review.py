@@ -1,24 +1,23 @@
-"""The label review pages (htmx) and their JSON twins: look at masks, accept or reject them.
+"""The label review pages (htmx): look at masks, accept or reject them.
 
 Tiles are shown as image + mask overlay, flagged ones first with the reasons spelled out; one
 key (``a`` accept, ``r`` reject, ``u`` undo) or one click records the decision in storage and
 moves to the next tile. The dataset export reads the same decisions, replacing the seed's
-"delete broken masks by hand" step. The JSON routes let scripts and tests drive a review too.
+"delete broken masks by hand" step. Programs read a run and its decisions as JSON under
+``/api/v1/label-runs/{run_id}`` (:mod:`.label_runs`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, Field
 
 from roadseg.auth import CallerDep, Role, require
-from roadseg.documents import LabelRunRecord
 from roadseg.http_api import StorageDep
 from roadseg.labeler import quality
 from roadseg.labeler.decisions import count_decided, get_decisions, review_order, set_decision, tile_entry
@@ -29,15 +28,6 @@ from roadseg.storage import storage_from_url
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parents[1] / "templates"))
 
 pages = APIRouter(tags=["review pages"], dependencies=[require(Role.labeler)])
-api = APIRouter(prefix="/api/runs", tags=["review"], dependencies=[require(Role.labeler)])
-
-
-class Decisions(BaseModel):
-    """A run's review so far."""
-
-    run_id: str
-    decisions: dict[str, str] = Field(description="tile id -> accept / reject (undecided tiles are absent)")
-    undecided: int
 
 
 @pages.get("/", response_class=HTMLResponse)
@@ -103,17 +93,3 @@ def decide(
         "undecided": len(manifest["tiles"]) - count_decided(storage, run_id),
     }
     return templates.TemplateResponse(request, "_decision.html", context)
-
-
-@api.get("/{run_id}/decisions", response_model=Decisions)
-def decisions_json(run_id: str, storage: StorageDep) -> dict[str, Any]:
-    """All decisions of a run and how many tiles are still undecided."""
-    manifest = read_manifest(storage, run_id)
-    decided = get_decisions(storage, run_id)
-    return {"run_id": run_id, "decisions": decided, "undecided": len(manifest["tiles"]) - len(decided)}
-
-
-@api.get("/{run_id}", response_model=LabelRunRecord)
-def run_json(run_id: str, storage: StorageDep) -> dict[str, Any]:
-    """The run's status record (progress, counts, error)."""
-    return run_store(storage).get(run_id)
