@@ -3,10 +3,12 @@
 
 - kustomize renders ``deploy/k8s/base`` and ``deploy/k8s/overlays/gke``; every rendered object
   validates against the Kubernetes schemas in strict mode (``kubernetes-validate``);
-- every ``services/*/Dockerfile`` passes hadolint with no finding (inline ignores must say why);
+- the root ``Dockerfile`` (one target per service image) passes hadolint with no finding (inline
+  ignores must say why); every target is multi-stage, on the pinned slim base, runs as a numeric non-root
+  user and has a HEALTHCHECK on its EXPOSEd port;
 - ``docker-compose.yml`` validates against the vendored Compose Specification schema;
 - the ``ROADSEG_*`` settings, image names, ports and TF Serving model paths agree across
-  ``roadseg.config.Settings``, ``.env.example``, compose, Kubernetes and the Dockerfiles.
+  ``roadseg.config.Settings``, ``.env.example``, compose, Kubernetes and the Dockerfile's targets.
 
 Each check returns a list of problems (empty = fine) so ``tests/common/test_deploy.py`` asserts on them
 one by one; run this file to see them all at once:  .venv/bin/python scripts/validate_deploy.py
@@ -35,6 +37,8 @@ import gen_env_example  # noqa: E402  (sibling script: the one renderer of setti
 
 SERVICES = ("ingest", "labeler", "trainer", "gateway")
 KUSTOMIZATIONS = {"base": REPO / "deploy/k8s/base", "gke": REPO / "deploy/k8s/overlays/gke"}
+#: One multi-stage Dockerfile; each service image is its target of the same name (``docker build --target``).
+DOCKERFILE = REPO / "Dockerfile"
 COMPOSE_FILE = REPO / "docker-compose.yml"
 COMPOSE_SCHEMA = REPO / "deploy/schema/compose-spec.json"
 #: Kubernetes version the manifests must validate against (GKE regular channel at the time of writing).
@@ -253,39 +257,92 @@ def k8s_security_errors(objects: tuple[dict, ...]) -> list[str]:
     return errors
 
 
-# --------------------------------------------------------------------------- Dockerfiles
+# --------------------------------------------------------------------------- Dockerfile
+
+
+@dataclass
+class Stage:
+    """One ``FROM ... AS name`` stage: its base (an image, or an earlier stage's name) and its instructions."""
+
+    name: str
+    base: str
+    instructions: list[tuple[str, str]] = field(default_factory=list)  # (KEYWORD, arguments)
 
 
 @dataclass
 class Dockerfile:
+    """What one target (an image) of the Dockerfile amounts to, its stages' instructions inherited in order."""
+
     path: Path
-    args: dict[str, str] = field(default_factory=dict)
+    target: str
+    args: dict[str, str] = field(default_factory=dict)  # global ARGs (before the first FROM)
+    chain: list[str] = field(default_factory=list)  # stage names from the first FROM to the target
+    base: str = ""  # the chain's external FROM (``${PYTHON_IMAGE}``)
     env: dict[str, str] = field(default_factory=dict)
     expose: list[int] = field(default_factory=list)
-    text: str = ""
+    user: str | None = None  # the last USER in the chain
+    copied_from: list[str] = field(default_factory=list)  # stages named by COPY --from
+    text: str = ""  # the chain's instructions, one per line
 
 
-def dockerfile(service: str) -> Dockerfile:
-    """The few instructions the checks need, from ``services/<service>/Dockerfile``."""
-    path = REPO / "services" / service / "Dockerfile"
-    text = path.read_text()
-    joined = re.sub(r"\\\n", " ", "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")))
-    out = Dockerfile(path, text=text)
+def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
+    """(KEYWORD, arguments) per instruction: comments dropped, ``\\`` continuations joined."""
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    joined = re.sub(r"\\\n", " ", "\n".join(lines))
+    out = []
     for line in joined.splitlines():
-        parts = line.split()
-        if not parts:
-            continue
-        keyword, rest = parts[0].upper(), parts[1:]
-        if keyword == "ARG":
-            out.args.update(item.split("=", 1) for item in rest if "=" in item)
-        elif keyword == "ENV":
-            out.env.update(item.split("=", 1) for item in rest)
-        elif keyword == "EXPOSE":
-            out.expose.extend(int(p.split("/")[0]) for p in rest)
+        if line.strip():
+            keyword, _, rest = line.strip().partition(" ")
+            out.append((keyword.upper(), rest.strip()))
     return out
 
 
-def hadolint_errors(path: Path) -> list[str]:
+@cache
+def dockerfile_stages(path: Path = DOCKERFILE) -> tuple[dict[str, str], dict[str, Stage]]:
+    """The global ARGs and the named stages of a Dockerfile, in file order."""
+    args: dict[str, str] = {}
+    stages: dict[str, Stage] = {}
+    current: Stage | None = None
+    for keyword, rest in dockerfile_instructions(path.read_text()):
+        if keyword == "FROM":
+            parts = rest.split()
+            name = parts[2] if len(parts) == 3 and parts[1].upper() == "AS" else f"<stage {len(stages)}>"
+            if name in stages:
+                raise ValueError(f"{path.name}: stage {name} defined twice")
+            current = stages[name] = Stage(name, parts[0])
+        elif current is None:
+            if keyword == "ARG":
+                args.update(item.split("=", 1) for item in rest.split() if "=" in item)
+        else:
+            current.instructions.append((keyword, rest))
+    return args, stages
+
+
+def dockerfile(service: str, path: Path = DOCKERFILE) -> Dockerfile:
+    """Target ``service`` of the Dockerfile: ENV, EXPOSE and USER inherited along its FROM chain."""
+    args, stages = dockerfile_stages(path)
+    if service not in stages:
+        raise LookupError(f"{path.name} has no target {service!r}")
+    chain = [service]
+    while stages[chain[0]].base in stages:
+        chain.insert(0, stages[chain[0]].base)
+    out = Dockerfile(path, service, args=args, chain=chain, base=stages[chain[0]].base)
+    lines = []
+    for keyword, rest in (instruction for name in chain for instruction in stages[name].instructions):
+        lines.append(f"{keyword} {rest}")
+        if keyword == "ENV":
+            out.env.update(item.split("=", 1) for item in rest.split())
+        elif keyword == "EXPOSE":
+            out.expose.extend(int(p.split("/")[0]) for p in rest.split())
+        elif keyword == "USER":
+            out.user = rest.split()[0]
+        elif keyword == "COPY" and (source := re.match(r"--from=(\S+)", rest)):
+            out.copied_from.append(source.group(1))
+    out.text = "\n".join(lines)
+    return out
+
+
+def hadolint_errors(path: Path = DOCKERFILE) -> list[str]:
     """Every hadolint finding, whatever its level; a justified exception is an inline
     ``# hadolint ignore=DLxxxx`` comment with its reason, which hadolint itself honours."""
     exe = which("hadolint")
@@ -296,25 +353,35 @@ def hadolint_errors(path: Path) -> list[str]:
     return [f"{path.name}:{f['line']} {f['code']} ({f['level']}) {f['message']}" for f in findings]
 
 
-def dockerfile_errors() -> list[str]:
-    """Same pinned slim base everywhere, a non-root numeric USER, a HEALTHCHECK where a port is served."""
-    errors = []
-    bases = {}
+def dockerfile_errors(path: Path = DOCKERFILE) -> list[str]:
+    """One Dockerfile, a target per service: every stage on the same pinned slim base, each target
+    built elsewhere (its virtualenv copied from a build stage, no pip in the image), a numeric non-root
+    USER, a HEALTHCHECK where a port is served; no per-service Dockerfile beside it."""
+    errors = [
+        f"{old.relative_to(REPO)}: images are built from {DOCKERFILE.name}'s targets; remove it"
+        for old in sorted(REPO.glob("services/*/Dockerfile"))
+    ]
+    args, stages = dockerfile_stages(path)
+    base = args.get("PYTHON_IMAGE", "")
+    if not PYTHON_BASE.match(base):
+        errors.append(f"{path.name}: base image {base!r} is not a pinned python:3.11.N-slim-bookworm")
+    for stage in stages.values():
+        if stage.base not in stages and stage.base != "${PYTHON_IMAGE}":
+            errors.append(f"{path.name}: stage {stage.name} starts FROM {stage.base}, not ${{PYTHON_IMAGE}}")
     for service in SERVICES:
-        df = dockerfile(service)
-        base = df.args.get("PYTHON_IMAGE", "")
-        bases[service] = base
-        if not PYTHON_BASE.match(base):
-            errors.append(f"{service}: base image {base!r} is not a pinned python:3.11.N-slim-bookworm")
-        if df.text.count("\nFROM ") < 2:
-            errors.append(f"{service}: not a multi-stage build")
-        user = re.findall(r"^USER (\S+)", df.text, re.M)
-        if not user or user[-1].split(":")[0] in ("0", "root") or not user[-1].split(":")[0].isdigit():
+        if service not in stages:
+            errors.append(f"{path.name}: no target {service}")
+            continue
+        df = dockerfile(service, path)
+        if not df.copied_from or any(source not in stages for source in df.copied_from):
+            errors.append(f"{service}: not a multi-stage build (COPY --from a build stage: {df.copied_from})")
+        if re.search(r"^RUN .*\bpip install\b", df.text, re.M):
+            errors.append(f"{service}: installs packages in the image itself; install them in a build stage")
+        uid = (df.user or "").split(":")[0]
+        if uid in ("0", "root") or not uid.isdigit():
             errors.append(f"{service}: final USER must be a numeric non-root uid (Kubernetes runAsNonRoot checks it)")
-        if df.expose and "HEALTHCHECK" not in df.text:
+        if df.expose and not re.search(r"^HEALTHCHECK ", df.text, re.M):
             errors.append(f"{service}: serves port(s) {df.expose} without a HEALTHCHECK")
-    if len(set(bases.values())) != 1:
-        errors.append(f"Dockerfiles use different base images: {bases}")
     return errors
 
 
@@ -375,7 +442,7 @@ def settings_defaults() -> dict[str, str]:
 
 def container_unsafe_settings() -> dict[str, str]:
     """Settings whose default names the source checkout or loopback: meaningless inside a container,
-    so compose and Kubernetes must set them (and the Dockerfiles, for the checkout paths)."""
+    so compose and Kubernetes must set them (and the Dockerfile's targets, for the checkout paths)."""
     return {
         name: default
         for name, default in settings_defaults().items()
@@ -399,7 +466,7 @@ def env_example_errors() -> list[str]:
 
 
 def roadseg_names_in_use() -> dict[str, set[str]]:
-    """Where each ``ROADSEG_*`` name is set: compose, rendered Kubernetes objects, Dockerfiles."""
+    """Where each ``ROADSEG_*`` name is set: compose, rendered Kubernetes objects, the Dockerfile's targets."""
     uses: dict[str, set[str]] = {}
 
     def add(name: str, where: str) -> None:
@@ -423,7 +490,7 @@ def roadseg_names_in_use() -> dict[str, set[str]]:
                     add(ref, f"k8s {overlay} {owner}")
     for service in SERVICES:
         for key in dockerfile(service).env:
-            add(key, f"services/{service}/Dockerfile")
+            add(key, f"Dockerfile target {service}")
     return uses
 
 
@@ -451,7 +518,7 @@ def settings_consistency_errors() -> list[str]:
     for service in SERVICES:
         missing = sorted(checkout_paths - set(dockerfile(service).env))
         if missing:
-            errors.append(f"services/{service}/Dockerfile must set ENV {missing} (defaults point into the checkout)")
+            errors.append(f"Dockerfile target {service} must set ENV {missing} (defaults point into the checkout)")
     return errors
 
 
@@ -470,11 +537,16 @@ def image_errors() -> list[str]:
     built = {}
     for name, svc in compose_roadseg_services().items():
         repo = image_repo(compose_image(svc))
-        dockerfile_path = svc.get("build", {}).get("dockerfile", "")
+        build = svc.get("build", {})
+        build = build if isinstance(build, dict) else {"context": build}
+        where = (build.get("context"), build.get("dockerfile", DOCKERFILE.name), build.get("target"))
         if repo not in ours:
-            errors.append(f"docker-compose.yml:{name} runs {repo}, which has no services/*/Dockerfile")
-        elif dockerfile_path != f"services/{repo.removeprefix(IMAGE_PREFIX)}/Dockerfile":
-            errors.append(f"docker-compose.yml:{name}: image {repo} must be built from its own Dockerfile")
+            errors.append(f"docker-compose.yml:{name} runs {repo}, which is no target of the Dockerfile")
+        elif where != (".", DOCKERFILE.name, repo.removeprefix(IMAGE_PREFIX)):
+            errors.append(
+                f"docker-compose.yml:{name}: image {repo} must be built with "
+                f"{{context: ., target: {repo.removeprefix(IMAGE_PREFIX)}}}, not {build}"
+            )
         built[repo] = name
     errors += [f"docker-compose.yml never runs {repo}" for repo in sorted(ours - set(built))]
     third_party_compose = {
@@ -488,7 +560,7 @@ def image_errors() -> list[str]:
         repo = image_repo(image)
         if repo.startswith(IMAGE_PREFIX):
             if repo not in ours:
-                errors.append(f"k8s base runs {image}, which has no services/*/Dockerfile")
+                errors.append(f"k8s base runs {image}, which is no target of the Dockerfile")
         elif third_party_compose.get(repo) != image:
             errors.append(f"k8s base runs {image} but docker-compose.yml runs {third_party_compose.get(repo)}")
     for image in sorted({c["image"] for _, c in containers(render("gke"))}):
@@ -503,7 +575,7 @@ def uvicorn_port(command: list[str]) -> int | None:
 
 
 def exposed_ports() -> dict[str, list[int]]:
-    """Image repo -> the ports its Dockerfile EXPOSEs."""
+    """Image repo -> the ports its Dockerfile target EXPOSEs."""
     return {IMAGE_PREFIX + s: dockerfile(s).expose for s in SERVICES}
 
 
@@ -514,7 +586,7 @@ def dockerfile_port_errors() -> list[str]:
         df = dockerfile(service)
         for port in df.expose:
             if f"127.0.0.1:{port}/healthz" not in df.text or f'"--port", "{port}"' not in df.text:
-                errors.append(f"services/{service}/Dockerfile: HEALTHCHECK/CMD do not use EXPOSEd port {port}")
+                errors.append(f"Dockerfile target {service}: HEALTHCHECK/CMD do not use EXPOSEd port {port}")
     return errors
 
 
@@ -651,10 +723,9 @@ def requirements_errors() -> list[str]:
         for line in sorted(union - covered)
     ]
     makefile = (REPO / "Makefile").read_text()
-    gateway = dockerfile("gateway").text
-    pins = set(re.findall(r"tensorflow-serving-api==([\w.]+)", makefile + gateway))
+    pins = set(re.findall(r"tensorflow-serving-api==([\w.]+)", makefile + DOCKERFILE.read_text()))
     if len(pins) != 1:
-        errors.append(f"tensorflow-serving-api pins differ between Makefile and gateway Dockerfile: {pins}")
+        errors.append(f"tensorflow-serving-api pins differ between Makefile and Dockerfile: {pins}")
     return errors
 
 
@@ -698,8 +769,8 @@ def all_checks() -> dict[str, list[str]]:
     checks = {f"k8s {name} schema": (lambda n=name: k8s_schema_errors(render(n))) for name in KUSTOMIZATIONS}
     checks |= {f"k8s {name} security": (lambda n=name: k8s_security_errors(render(n))) for name in KUSTOMIZATIONS}
     checks |= {f"k8s {name} autoscaling": (lambda n=name: autoscaling_errors(render(n))) for name in KUSTOMIZATIONS}
-    checks |= {f"hadolint {s}": (lambda s=s: hadolint_errors(dockerfile(s).path)) for s in SERVICES}
     checks |= {
+        "hadolint": hadolint_errors,
         "dockerfiles": dockerfile_errors,
         "compose schema": compose_schema_errors,
         ".env.example": env_example_errors,

@@ -7,6 +7,7 @@ tests break a copy on purpose to prove the validators are strict rather than sil
 from __future__ import annotations
 
 import copy
+import re
 import subprocess
 import sys
 
@@ -113,9 +114,8 @@ def test_gke_scales_workers_on_their_queues_with_keda_and_tf_serving_on_load():
     assert annotated == {"gateway", "ingest", "labeler-review"}
 
 
-@pytest.mark.parametrize("service", vd.SERVICES)
-def test_dockerfile_passes_hadolint(service):
-    assert vd.hadolint_errors(vd.dockerfile(service).path) == []
+def test_dockerfile_passes_hadolint():
+    assert vd.hadolint_errors(vd.DOCKERFILE) == []
 
 
 def test_hadolint_reports_what_it_finds(tmp_path):
@@ -125,7 +125,7 @@ def test_hadolint_reports_what_it_finds(tmp_path):
     assert "DL3006" in codes and "DL3013" in codes and "DL3042" in codes
 
 
-def test_dockerfiles_are_multistage_pinned_non_root_with_healthchecks():
+def test_dockerfile_targets_are_multistage_pinned_non_root_with_healthchecks():
     assert vd.dockerfile_errors() == []
     assert vd.dockerfile_port_errors() == []
     assert {s: vd.dockerfile(s).expose for s in vd.SERVICES} == {
@@ -134,6 +134,26 @@ def test_dockerfiles_are_multistage_pinned_non_root_with_healthchecks():
         "trainer": [],
         "gateway": [8000],
     }
+    # One Dockerfile: every target is the shared runtime stage plus its own virtualenv, built elsewhere.
+    assert {s: (vd.dockerfile(s).chain, vd.dockerfile(s).copied_from) for s in vd.SERVICES} == {
+        s: (["runtime", s], [f"{s}-venv"]) for s in vd.SERVICES
+    }
+    assert not list(REPO.glob("services/*/Dockerfile"))
+
+
+def test_dockerfile_checks_follow_each_target_through_its_stages(tmp_path):
+    """A target inherits USER, ENV and EXPOSE from the stages it is built FROM; the checks see them."""
+    good = vd.DOCKERFILE.read_text()
+    broken = tmp_path / "Dockerfile"
+    # The trainer's stage resets USER to root; the ingest target (the first) loses its HEALTHCHECK.
+    without_healthcheck = re.sub(r"^HEALTHCHECK .*\\\n.*\n", "", good, count=1, flags=re.M)
+    broken.write_text(without_healthcheck.replace('ENTRYPOINT ["roadseg"]', 'USER root\nENTRYPOINT ["roadseg"]'))
+    errors = vd.dockerfile_errors(broken)
+    assert "trainer: final USER must be a numeric non-root uid (Kubernetes runAsNonRoot checks it)" in errors
+    assert "ingest: serves port(s) [8001] without a HEALTHCHECK" in errors
+    assert len(errors) == 2, errors
+    assert vd.dockerfile("trainer", broken).env["KERAS_HOME"] == "/tmp/keras"
+    assert vd.dockerfile("trainer", broken).env["ROADSEG_MODEL_DIR"] == "/app/models/roads"  # from runtime
 
 
 def test_compose_file_validates_against_the_compose_specification():
