@@ -15,7 +15,7 @@ import httpx
 import networkx as nx
 import numpy as np
 import pytest
-from roadseg.roadnet.geo import crs_to_pixels, transform_points
+from roadseg.geo import crs_to_pixels, transform_points
 from roadseg.roadnet.graph import graph_from_geojson
 from utils.gateway import SHIPPED, Gateway, dark_model
 from utils.processes import free_port

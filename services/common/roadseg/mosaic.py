@@ -52,8 +52,8 @@ from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from roadseg.errors import InvalidInput
+from roadseg.geo import crs_string
 from roadseg.raster import gdal_message
-from roadseg.roadnet.geo import crs_string
 from roadseg.storage import split_url, storage_from_url
 
 #: File name endings a folder's tiles are found by (case-insensitive).

@@ -41,7 +41,7 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from roadseg.errors import InvalidInput, TooLarge
-from roadseg.roadnet.geo import crs_string, pixel_size_m
+from roadseg.geo import crs_string, pixel_size_m
 from roadseg.storage import Storage
 
 #: GDAL drivers accepted as input, checked right after opening and before any pixel read, so an
@@ -244,7 +244,7 @@ def scene_info(ds: DatasetReader) -> dict[str, Any]:
 def ground_pixel_size_m(ds: DatasetReader) -> float | None:
     """Ground size of a pixel in metres at the scene centre, or None when the scene is not georeferenced.
 
-    The road graph measures with the same function (:func:`roadseg.roadnet.geo.pixel_size_m`): geodesic
+    The road graph measures with the same function (:func:`roadseg.geo.pixel_size_m`): geodesic
     distances for geographic CRSs, the CRS's linear unit for projected ones.
     """
     if not is_georeferenced(ds):

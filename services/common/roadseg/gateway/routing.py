@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from roadseg.errors import InvalidInput
-from roadseg.roadnet.geo import crs_to_pixels, pixels_to_crs, transform_points
+from roadseg.geo import crs_to_pixels, pixels_to_crs, transform_points
 from roadseg.storage import Storage
 
 LONLAT = "EPSG:4326"

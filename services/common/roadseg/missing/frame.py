@@ -15,7 +15,7 @@ from affine import Affine
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
-from roadseg.roadnet.geo import crs_string, to_crs, transform_geometry
+from roadseg.geo import crs_string, to_crs, transform_geometry
 
 WGS84 = "EPSG:4326"
 
@@ -39,8 +39,8 @@ class Frame:
         georeferenced one measures its own.
         """
         from roadseg.errors import InvalidInput
+        from roadseg.geo import pixel_size_m as measure
         from roadseg.labeler.rasterize import TileGrid, metric_crs
-        from roadseg.roadnet.geo import pixel_size_m as measure
 
         width, height = int(info["width"]), int(info["height"])
         if not info.get("georeferenced"):

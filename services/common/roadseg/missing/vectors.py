@@ -115,7 +115,7 @@ def _read_osm(path: Path, frame: Frame) -> tuple[list[BaseGeometry], int]:
             lines.append(LineString(coords))
     except RuntimeError as exc:  # libosmium's errors for broken or truncated files
         raise InvalidInput(f"cannot read OSM file {path.name}: {exc}") from exc
-    from roadseg.roadnet.geo import transform_geometry
+    from roadseg.geo import transform_geometry
 
     return [transform_geometry(line, WGS84, frame.crs) for line in lines], ways  # type: ignore[arg-type]
 

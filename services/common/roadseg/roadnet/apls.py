@@ -35,7 +35,7 @@ from shapely.geometry import LineString, Point
 from shapely.ops import substring
 
 from roadseg.errors import InvalidInput
-from roadseg.roadnet.geo import edge_line, local_metric_crs, oriented_line, transform_geometry, transform_points
+from roadseg.geo import edge_line, local_metric_crs, oriented_line, transform_geometry, transform_points
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ import numpy as np
 from shapely.geometry import LineString, mapping, shape
 
 from roadseg.errors import InvalidInput
+from roadseg.geo import crs_string, crs_to_pixels, line_length_m, pixel_size_m, pixels_to_crs, to_crs
 from roadseg.roadnet import clean
-from roadseg.roadnet.geo import crs_string, crs_to_pixels, line_length_m, pixel_size_m, pixels_to_crs, to_crs
 from roadseg.roadnet.params import GraphParams
 from roadseg.roadnet.skeleton import PixelGraph, skeletonize_mask, trace_skeleton
 

@@ -18,7 +18,7 @@ from pyproj import CRS
 from shapely.geometry import LineString
 
 from roadseg.errors import InvalidInput
-from roadseg.roadnet.geo import crs_string, line_length_m
+from roadseg.geo import crs_string, line_length_m
 from roadseg.roadnet.graph import graph_from_geojson
 
 

@@ -21,7 +21,7 @@ from shapely.geometry import LineString, Point, mapping
 from shapely.ops import substring
 
 from roadseg.errors import RoadsegError
-from roadseg.roadnet.geo import crs_to_pixels, edge_line, pixels_to_crs, to_crs, transform_points
+from roadseg.geo import crs_to_pixels, edge_line, pixels_to_crs, to_crs, transform_points
 from roadseg.roadnet.graph import weight_key
 
 #: Default snapping radius: metres for georeferenced graphs, pixels otherwise.

@@ -28,8 +28,8 @@ from roadseg.errors import InvalidInput, NotFound
 from roadseg.gateway.deps import PredictionsDep
 from roadseg.gateway.predictions import road_network
 from roadseg.gateway.tiles import PREDICTION_LAYERS, TileSource, prediction_source, render_tile, scene_source
+from roadseg.geo import transform_geometry
 from roadseg.http_api import SettingsDep, StorageDep
-from roadseg.roadnet.geo import transform_geometry
 
 predictions_router = APIRouter(prefix="/api/v1/predictions", tags=["map"], dependencies=[require(Role.viewer)])
 scenes_router = APIRouter(prefix="/api/v1/scenes", tags=["map"], dependencies=[require(Role.operator)])
