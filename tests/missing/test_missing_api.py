@@ -1,9 +1,9 @@
 """The missing-roads API on real processes: labeler (uvicorn), Redis, a predict worker and a label worker.
 
 The image goes through the gateway's sharded prediction (3 shards of one row of windows each, the dark test
-model: dark smooth pixels are road), the comparison runs on the label worker, decisions and exports go
-through HTTP; the decisions then become a dataset that a short training run reads. Bad input gets a 4xx and
-leaves nothing in storage.
+model: dark smooth pixels are road) and road network (2 shards), the comparison runs on the label worker,
+decisions and exports go through HTTP; the decisions then become a dataset that a short training run reads.
+Bad input gets a 4xx and leaves nothing in storage.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import httpx
 import pytest
 from roadseg.storage import LocalStorage
 from utils.gateway import dark_model
-from utils.missing import ORIGIN, PIXEL, write_scene, write_vectors
+from utils.missing import ORIGIN, PIXEL, write_far_vectors, write_scene, write_vectors
 from utils.processes import Service
 
 SOUTH_Y = ORIGIN[1] - 330 * PIXEL
@@ -34,6 +34,8 @@ def labeler(settings_env, tmp_path, start_worker, monkeypatch):
         "ROADSEG_MODEL_DIR": str(dark_model()),
         "ROADSEG_PREDICT_WINDOW": "256",  # 3 rows of windows over the 512 px image...
         "ROADSEG_SHARD_WINDOW_ROWS": "1",  # ...one per shard: the prediction is sharded like a city's
+        "ROADSEG_GRAPH_MAX_PIXELS": "100000",  # the road network too (512^2 px), in rows of 256 px windows
+        "ROADSEG_GRAPH_WINDOW": "256",
         "ROADSEG_MISSING_MAX_VECTOR_BYTES": "200000",
         "ROADSEG_INGEST_FILE_ROOTS": json.dumps([str(allowed)]),
     }
@@ -80,6 +82,9 @@ def test_job_review_export_and_training_from_the_decisions(labeler, tmp_path):
     assert status["job"]["model"]["model_version"] == 1
     prediction = json.loads(storage.read_text(f"predictions/{job['prediction_id']}/status.json"))
     assert prediction["shards"]["count"] == 3  # predicted shard by shard by the predict worker
+    # ...and its road network traced shard by shard too: the comparison read it (no tracing of its own).
+    roads = f"predictions/{job['prediction_id']}/roads/shards/"
+    assert prediction["roads"] == "ready" and storage.list(roads) == [f"{roads}00000.json", f"{roads}00001.json"]
 
     page = httpx.get(f"{url}/api/v1/missing/{job['id']}/candidates", timeout=10).json()
     missing = page["candidates"]
@@ -87,7 +92,7 @@ def test_job_review_export_and_training_from_the_decisions(labeler, tmp_path):
     for candidate in missing:
         assert all(abs(y - SOUTH_Y) < 2.0 for _, y in candidate["coordinates"])  # the unmapped south road
         assert candidate["mean_probability"] > 0.5 and candidate["connected"]
-    assert sum(c["length_m"] for c in missing) == pytest.approx(256 - 4 * 7.0, abs=12.0)
+    assert sum(c["length_m"] for c in missing) == pytest.approx(256 - 4 * 6.5, abs=12.0)
     unsupported = httpx.get(f"{url}/api/v1/missing/{job['id']}/candidates?kind=unsupported", timeout=10).json()
     assert unsupported["candidates"] and all(
         abs(c["coordinates"][0][0] - PHANTOM_X) < 0.01 for c in unsupported["candidates"]
@@ -166,21 +171,7 @@ def _refused_without_a_trace(url: str, storage, tmp_path) -> None:
     def stored() -> list[str]:
         return storage.list("missing") + storage.list("predictions")
 
-    far = tmp_path / "far.geojson"
-    far.write_text(
-        json.dumps(
-            {
-                "type": "FeatureCollection",
-                "features": [
-                    {
-                        "type": "Feature",
-                        "properties": {},
-                        "geometry": {"type": "LineString", "coordinates": [[2.35, 48.85], [2.36, 48.86]]},
-                    }
-                ],
-            }
-        )
-    )
+    far = write_far_vectors(tmp_path / "far.geojson")
     answer = _submit(url, image, far)
     assert answer.status_code == 400 and "is a road line over the image" in answer.json()["detail"]
     broken = tmp_path / "broken.geojson"

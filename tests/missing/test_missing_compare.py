@@ -3,7 +3,7 @@ probability raster (no model): coordinates, lengths, probabilities and file cont
 
 Scene (tests/utils/missing.py): 512 px at 0.5 m; painted roads north (row 100), south (row 330) and central
 (column 256); the map has north, central and a phantom road (column 440) and lacks south. Default
-tolerance: 4 m band + 6 px = 7 m.
+tolerance: half the 7 m band + 6 px = 6.5 m.
 """
 
 from __future__ import annotations
@@ -31,11 +31,13 @@ from roadseg.missing.records import (
 )
 from roadseg.missing.run import prepare_job, run_comparison
 from roadseg.storage import LocalStorage
-from utils.missing import ORIGIN, PIXEL, SIZE, write_probabilities, write_scene, write_vectors
+from utils.missing import ORIGIN, PIXEL, SIZE, write_far_vectors, write_probabilities, write_scene, write_vectors
 
 SOUTH_Y = ORIGIN[1] - 330 * PIXEL
 PHANTOM_X = ORIGIN[0] + 440 * PIXEL
 CENTRAL_X = ORIGIN[0] + 256 * PIXEL
+#: The default tolerance at 0.5 m pixels: half the 7 m centreline band plus 6 px.
+TOLERANCE = 7.0 / 2 + 6 * PIXEL
 MODEL = {"backend": "test", "model_name": "roads", "model_version": 7}
 
 
@@ -59,9 +61,9 @@ def test_missing_road_found_where_the_map_lacks_it(tmp_path, scene):
     image, probabilities = scene
     storage = LocalStorage(tmp_path / "storage")
     record = _job(storage, image, write_vectors(tmp_path / "roads.geojson"), probabilities)
-    assert record["status"] == "done" and record["tolerance_m"] == 7.0
+    assert record["status"] == "done" and record["tolerance_m"] == 6.5
     missing = list(all_candidates(storage, record, MISSING))
-    # The south road, cut where it crosses the mapped central road and the phantom road (7 m either side).
+    # The south road, cut where it crosses the mapped central road and the phantom road (6.5 m either side).
     assert len(missing) == 3
     for candidate in missing:
         ys = [y for _, y in candidate.coordinates]
@@ -71,17 +73,17 @@ def test_missing_road_found_where_the_map_lacks_it(tmp_path, scene):
         lon, lat = candidate.coordinates_wgs84[0]
         assert -117.01 < lon < -116.99 and 36.14 < lat < 36.15  # EPSG:32611 -> EPSG:4326
     spans = sorted((min(x for x, _ in c.coordinates), max(x for x, _ in c.coordinates)) for c in missing)
-    assert spans[0][1] == pytest.approx(CENTRAL_X - 7.0, abs=1.0)
-    assert spans[1][0] == pytest.approx(CENTRAL_X + 7.0, abs=1.0)
-    assert spans[1][1] == pytest.approx(PHANTOM_X - 7.0, abs=1.0)
-    assert sum(c.length_m for c in missing) == pytest.approx(SIZE * PIXEL - 4 * 7.0, abs=6.0)
+    assert spans[0][1] == pytest.approx(CENTRAL_X - TOLERANCE, abs=1.0)
+    assert spans[1][0] == pytest.approx(CENTRAL_X + TOLERANCE, abs=1.0)
+    assert spans[1][1] == pytest.approx(PHANTOM_X - TOLERANCE, abs=1.0)
+    assert sum(c.length_m for c in missing) == pytest.approx(SIZE * PIXEL - 4 * TOLERANCE, abs=6.0)
     assert [c.rank for c in missing] == [0, 1, 2] and missing[0].score >= missing[1].score >= missing[2].score
     assert missing[0].length_m == max(c.length_m for c in missing)  # same confidence: the longest first
 
     unsupported = list(all_candidates(storage, record, UNSUPPORTED))
     assert unsupported and all(abs(c.coordinates[0][0] - PHANTOM_X) < 0.01 for c in unsupported)
     assert all(c.mean_probability == pytest.approx(0.02, abs=0.01) for c in unsupported)
-    assert sum(c.length_m for c in unsupported) == pytest.approx(SIZE * PIXEL - 4 * 7.0, abs=6.0)
+    assert sum(c.length_m for c in unsupported) == pytest.approx(SIZE * PIXEL - 4 * TOLERANCE, abs=6.0)
 
     collection = json.loads(storage.read_text(f"missing/{record['id']}/missing.geojson"))
     assert collection["roadseg"]["crs"] == "EPSG:4326" and collection["roadseg"]["scene_crs"] == "EPSG:32611"
@@ -154,21 +156,7 @@ def test_bad_vectors_are_refused_and_nothing_is_stored(tmp_path, scene, content,
 def test_vectors_elsewhere_are_refused_with_the_image_box(tmp_path, scene):
     image, probabilities = scene
     storage = LocalStorage(tmp_path / "storage")
-    far = tmp_path / "far.geojson"
-    far.write_text(
-        json.dumps(
-            {
-                "type": "FeatureCollection",
-                "features": [
-                    {
-                        "type": "Feature",
-                        "properties": {},
-                        "geometry": {"type": "LineString", "coordinates": [[2.35, 48.85], [2.36, 48.86]]},
-                    }
-                ],
-            }
-        )
-    )
+    far = write_far_vectors(tmp_path / "far.geojson")
     with pytest.raises(InvalidInput, match=r"none of the 1 features of far.geojson is a road line over the image"):
         _job(storage, image, far, probabilities)
     assert storage.list("missing") == []
@@ -248,7 +236,7 @@ def test_decisions_become_a_dataset_of_band_and_surface_masks(tmp_path, scene):
     rejected_col = int((np.mean([x for x, _ in second.coordinates]) - ORIGIN[0]) / PIXEL)
     column = band[:, accepted_col]
     assert set(np.unique(band)) == {0, 255, IGNORE}
-    assert np.flatnonzero(column == 255).tolist() == list(range(326, 334))  # 4 m band = 8 px around row 330
+    assert np.flatnonzero(column == 255).tolist() == list(range(323, 337))  # 7 m band = 14 px around row 330
     assert np.flatnonzero(surface[:, accepted_col] == 255).tolist() == list(range(324, 336))  # 6 m road
     rejected_rows = np.flatnonzero(band[:, rejected_col] == 0)  # the rejected corridor, 6 m wide
     assert len(rejected_rows) in (12, 13) and abs(rejected_rows.mean() + 0.5 - 330) <= 2  # skeleton: ±1-2 px
@@ -289,7 +277,7 @@ def test_plain_image_works_in_pixels_and_says_so(tmp_path):
     assert len(missing) == 2  # the south road, cut by the central one
     assert all(c.coordinates_wgs84 is None for c in missing)
     assert all(abs(y - 330.5) < 2 for c in missing for _, y in c.coordinates)  # pixel rows
-    assert sum(c.length_m for c in missing) == pytest.approx(SIZE * 0.5 - 2 * 7.0, abs=6.0)
+    assert sum(c.length_m for c in missing) == pytest.approx(SIZE * 0.5 - 2 * TOLERANCE, abs=6.0)
     collection = candidates_geojson(missing, record)
     assert collection["roadseg"]["crs"] is None and "pixel" in collection["roadseg"]["note"]
     with pytest.raises(InvalidInput, match="no georeference"):

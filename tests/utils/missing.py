@@ -89,3 +89,11 @@ def write_vectors(path: Path, names: tuple[str, ...] = ("north", "central", "pha
         collection["crs"] = {"type": "name", "properties": {"name": f"urn:ogc:def:crs:EPSG::{crs.split(':')[1]}"}}
     path.write_text(json.dumps(collection))
     return path
+
+
+def write_far_vectors(path: Path) -> Path:
+    """One road line in Paris (EPSG:4326): valid vectors that lie nowhere near the image."""
+    line = {"type": "LineString", "coordinates": [[2.35, 48.85], [2.36, 48.86]]}
+    collection = {"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {}, "geometry": line}]}
+    path.write_text(json.dumps(collection))
+    return path

@@ -260,17 +260,17 @@ class Settings(BaseSettings):
     )
 
     # --- missing roads (roadseg.missing): predicted network vs existing vectors
-    missing_band_width_m: float = Field(
-        default=4.0,
+    missing_band_width_m: float | None = Field(
+        default=None,
         gt=0,
-        description="Width (m) of the centreline band a road is traced in; also the band of an accepted "
-        "candidate in an exported correction dataset.",
+        description="Width (m) of the centreline band: an accepted candidate's band in a correction dataset, and "
+        "half of it the base of the default tolerance. Unset: the labeler's band (7 m), the one the model learns.",
     )
     missing_tolerance_m: float | None = Field(
         default=None,
         gt=0,
         description="A predicted road farther than this (m) from every existing road is missing, and an existing "
-        "road that far from every predicted one is unsupported. Unset: the band width plus 6 pixels of the image.",
+        "road that far from every predicted one is unsupported. Unset: half the band width plus 6 pixels of the image.",
     )
     missing_min_length_m: float = Field(
         default=20.0, gt=0, description="Shorter stretches are not reported as candidates (m)."

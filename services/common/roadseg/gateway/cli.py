@@ -217,7 +217,9 @@ def _predict_file(source, predictor, settings, out: Path, threshold: float, args
         if args.geojson:
             # The road network follows the centreline band where there is one (mask_key says why).
             with raster.open_checked(result.files["centerline" if "centerline" in masks else "mask"]) as mask:
-                roads = road_graph_geojson(mask, settings.graph_max_pixels)
+                roads = road_graph_geojson(
+                    mask, settings.graph_max_pixels, settings.graph_window, pixel_size_m=args.pixel_size
+                )
             if roads is None:
                 notes.append("too large for a road graph (ROADSEG_GRAPH_MAX_PIXELS)")
             else:

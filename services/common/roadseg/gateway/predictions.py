@@ -54,6 +54,7 @@ from roadseg.gateway.windows import (
 from roadseg.http_api import enqueue
 from roadseg.jobs import DONE, FAILED, RUNNING, JobStore, new_id
 from roadseg.png import PngWriter
+from roadseg.roadnet.params import GraphParams
 from roadseg.storage import Storage, safe_filename
 
 log = logging.getLogger(__name__)
@@ -410,19 +411,27 @@ def tif_to_png(src: Path, dst: Path, rows: int = 512) -> Path:
     return dst
 
 
-def road_graph_geojson(mask: DatasetReader, max_pixels: int, window: int = 2048) -> dict[str, Any] | None:
+def road_graph_geojson(
+    mask: DatasetReader, max_pixels: int, window: int = 2048, pixel_size_m: float | None = None
+) -> dict[str, Any] | None:
     """Road network GeoJSON of an open mask (docs/contracts.md §7); ``None`` when it is above ``max_pixels``.
 
     The mask is read window by window (``window`` pixels, ``ROADSEG_GRAPH_WINDOW``); the limit bounds the
     time one process spends (larger masks: :func:`roadseg.gateway.sharded.plan_roads`) and the graph's size.
+    ``pixel_size_m`` is a plain image's ground pixel size (the user's): its graph is then cleaned and
+    measured in metres like a georeferenced one's.
     """
     from roadseg.roadnet.graph import RasterMask, graph_to_geojson, mask_to_graph
-    from roadseg.roadnet.params import GraphParams
 
     if mask.width * mask.height > max_pixels:
         return None
     transform, crs = mask_georeference(mask)
-    return graph_to_geojson(mask_to_graph(RasterMask(mask), transform, crs, GraphParams(window=window)))
+    return graph_to_geojson(mask_to_graph(RasterMask(mask), transform, crs, graph_params(window, pixel_size_m)))
+
+
+def graph_params(window: int, pixel_size_m: float | None = None) -> GraphParams:
+    """How a prediction's mask is vectorized: ``window`` pixels at a time; a plain image's pixel size if given."""
+    return GraphParams(window=window, pixel_size_m=pixel_size_m or None)
 
 
 def mask_georeference(mask: DatasetReader) -> tuple[Any, str | None]:
@@ -567,7 +576,7 @@ def road_network(job_id: str, storage: Storage, settings: Settings) -> tuple[str
             return key, record
         started = time.perf_counter()
         with failing_roads(jobs, job_id), raster.open_stored(storage, mask_key(jobs, record)) as ds:
-            roads = road_graph_geojson(ds, settings.graph_max_pixels, settings.graph_window)
+            roads = road_graph_geojson(ds, settings.graph_max_pixels, settings.graph_window, record.get("pixel_size_m"))
         return key, store_road_network(storage, job_id, roads, time.perf_counter() - started)
 
 

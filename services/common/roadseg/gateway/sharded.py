@@ -41,6 +41,7 @@ from roadseg.gateway.predictions import (
     centerline_channel,
     failing_job,
     failing_roads,
+    graph_params,
     mask_georeference,
     mask_key,
     open_input,
@@ -227,9 +228,9 @@ def _roads_book(storage: Storage, job_id: str, count: int) -> ShardBook:
     return ShardBook(storage, prediction_store(storage).key(job_id, "roads"), count)
 
 
-def _graph_geometry(ds, settings: Settings) -> tuple[GraphParams, GraphScale, int, int]:
+def _graph_geometry(ds, settings: Settings, record: dict[str, Any]) -> tuple[GraphParams, GraphScale, int, int]:
     """Vectorization settings, georeferencing, windows per row of windows (one shard) and shards of an open mask."""
-    params = GraphParams(window=settings.graph_window)
+    params = graph_params(settings.graph_window, record.get("pixel_size_m"))
     transform, crs = mask_georeference(ds)
     columns = -(-ds.width // params.window)
     count = -(-window_count((ds.height, ds.width), params) // columns)
@@ -248,7 +249,7 @@ def plan_roads(job_id: str, storage: Storage, settings: Settings) -> list[int] |
     with raster.open_stored(storage, mask_key(jobs, record)) as ds:
         if ds.width * ds.height <= settings.graph_max_pixels:
             return None
-        _, _, _, count = _graph_geometry(ds, settings)
+        _, _, _, count = _graph_geometry(ds, settings, record)
     jobs.update(job_id, roads=ROADS_PENDING, roads_note=f"building the road network in {count} shards")
     return _roads_book(storage, job_id, count).pending()
 
@@ -258,7 +259,7 @@ def run_roads_shard(job_id: str, index: int, storage: Storage, settings: Setting
     jobs = prediction_store(storage)
     record = jobs.get(job_id)
     with failing_roads(jobs, job_id), raster.open_stored(storage, mask_key(jobs, record)) as ds:
-        params, scale, columns, count = _graph_geometry(ds, settings)
+        params, scale, columns, count = _graph_geometry(ds, settings, record)
         book = _roads_book(storage, job_id, count)
         if (settled := book.settled(index, job_failed=False)) is not None:
             return settled
@@ -274,7 +275,7 @@ def finish_roads(job_id: str, storage: Storage, settings: Settings) -> dict[str,
     started = time.perf_counter()
     with failing_roads(jobs, job_id):
         with raster.open_stored(storage, mask_key(jobs, record)) as ds:
-            params, scale, _, count = _graph_geometry(ds, settings)
+            params, scale, _, count = _graph_geometry(ds, settings, record)
         results = _roads_book(storage, job_id, count).results()
         pieces = [piece_from_json(piece) for result in results for piece in result["pieces"]]
         roads = graph_to_geojson(graph_from_pieces(pieces, scale, params))

@@ -73,15 +73,22 @@ def centreline_threshold(predictor: Any, override: float | None) -> float:
     return predictor.threshold(override, "band" if "band" in predictor.outputs else None)
 
 
+def band_width_m(settings: Settings) -> float:
+    """``ROADSEG_MISSING_BAND_WIDTH_M``, else the labeler's centreline band: the band the model's output learns."""
+    from roadseg.labeler.run import BAND_WIDTH_M
+
+    return settings.missing_band_width_m or BAND_WIDTH_M
+
+
 def default_tolerance_m(settings: Settings, pixel_size_m: float) -> float:
-    """``ROADSEG_MISSING_TOLERANCE_M``, else the centreline band plus 6 pixels.
+    """``ROADSEG_MISSING_TOLERANCE_M``, else half the centreline band plus 6 pixels.
 
     Why both: a predicted centreline lies within half a band of the true one, and mapped lines
     are drawn on other imagery, a few pixels off (Massachusetts' labels: ~1-2 px).
     """
     if settings.missing_tolerance_m is not None:
         return settings.missing_tolerance_m
-    return round(settings.missing_band_width_m + 6 * pixel_size_m, 2)
+    return round(band_width_m(settings) / 2 + 6 * pixel_size_m, 2)
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,11 @@
 """Review decisions as training labels: a plain folder dataset the trainer reads like any other source.
 
-An accepted candidate is road: 255 in the centreline band mask (``masks/``, ``ROADSEG_MISSING_BAND_WIDTH_M``
-wide) and in the surface mask (``surface_masks/``, the labeler's default road width). A rejected one is
-background along its corridor (0 in both, the road width wide). Everything else is ignored
-(:data:`~roadseg.mask_values.IGNORE`): the review says nothing about it. Tiles are cut only where a
-decided candidate passes. ``source.json`` says which targets the folder holds (``"both"``: band and surface,
-in the trainer's words) and its pixel size.
+An accepted candidate is road: 255 in the centreline band mask (``masks/``, as wide as the labeler's band
+unless ``ROADSEG_MISSING_BAND_WIDTH_M`` says otherwise) and in the surface mask (``surface_masks/``, the
+labeler's default road width). A rejected one is background along its corridor (0 in both, the road
+width wide). Everything else is ignored (:data:`~roadseg.mask_values.IGNORE`): the review says nothing
+about it. Tiles are cut only where a decided candidate passes. ``source.json`` says which targets the
+folder holds (``"both"``: band and surface, in the trainer's words) and its pixel size.
 
 Layout: ``train/images/<job>_r<row>_c<col>.png``, ``train/masks/...``, ``train/surface_masks/...``, ``source.json``.
 """
@@ -30,6 +30,7 @@ from roadseg.config import Settings
 from roadseg.errors import InvalidInput
 from roadseg.labeler.widths import DEFAULT_WIDTH_M
 from roadseg.mask_values import BACKGROUND, IGNORE, ROAD
+from roadseg.missing.compare import band_width_m
 from roadseg.missing.export import decided
 from roadseg.missing.frame import Frame
 from roadseg.missing.jobs import open_image
@@ -70,7 +71,7 @@ def export_dataset(
         "tiles": tiles,
         "candidates": counts,
         "mask_values": f"{BACKGROUND} background (rejected corridors), {ROAD} road (accepted), {IGNORE} unknown",
-        "band_width_m": settings.missing_band_width_m,
+        "band_width_m": band_width_m(settings),
         "surface_width_m": DEFAULT_WIDTH_M,
     }
     out.write_text("source.json", json.dumps(source, indent=2))
@@ -88,7 +89,7 @@ def _write_job(
 ) -> int:
     """Tiles of one job's image crossed by a decided candidate; returns how many were written."""
     frame = frame_of(record)
-    band = [_corridor(frame, c, settings.missing_band_width_m) for c in accepted]
+    band = [_corridor(frame, c, band_width_m(settings)) for c in accepted]
     surface = [_corridor(frame, c, DEFAULT_WIDTH_M) for c in accepted]
     background = [_corridor(frame, c, DEFAULT_WIDTH_M) for c in rejected]
     everything = band + surface + background

@@ -10,6 +10,7 @@ the correction dataset.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import tempfile
 from collections.abc import Iterator
@@ -17,8 +18,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from rasterio.io import DatasetReader
+from shapely.geometry import LineString, shape
 
 from roadseg.config import Settings
+from roadseg.documents import ROADS_FAILED
 from roadseg.errors import InvalidInput, RoadsegError, TooLarge
 from roadseg.jobs import DONE, FAILED
 from roadseg.missing.compare import centreline_layer
@@ -85,7 +88,8 @@ def submit(
         input_name = prediction["input_name"]
     else:
         assert image is not None
-        prediction = create_job(storage, image, image_name, settings, options.get("tta"))
+        # A plain image's pixel size scales the model's input and the road network to metres.
+        prediction = create_job(storage, image, image_name, settings, options.get("tta"), options.get("pixel_size_m"))
         input_name = prediction["input_name"]
     try:
         record = prepare_job(
@@ -132,12 +136,17 @@ def compare_prediction(storage: Storage, job_id: str, settings: Settings) -> str
         if record["stage"] != "predicting":
             jobs.update(job_id, stage="predicting")
         return PENDING
+    if network_pending(prediction, settings):
+        if record["stage"] != "tracing":
+            jobs.update(job_id, stage="tracing")
+        return PENDING
     layer = centreline_layer([name.removesuffix(".tif") for name in prediction["files"]])
     threshold = prediction["centerline_threshold"] if layer == "centerline_probability" else prediction["threshold"]
     key = prediction_store(storage).key(prediction["id"], f"{layer}.tif")
     try:
+        predicted = predicted_lines(storage, prediction, settings)
         with storage.open_raster(key) as probabilities:
-            run_comparison(storage, job_id, probabilities, settings, threshold, prediction.get("model"))
+            run_comparison(storage, job_id, probabilities, settings, threshold, prediction.get("model"), predicted)
     except Exception as exc:
         reason = str(exc) if isinstance(exc, RoadsegError) else f"internal error: {type(exc).__name__}"
         if not isinstance(exc, RoadsegError):
@@ -145,6 +154,37 @@ def compare_prediction(storage: Storage, job_id: str, settings: Settings) -> str
         jobs.update(job_id, status=FAILED, stage="failed", error=reason)
         raise
     return DONE
+
+
+def network_pending(prediction: dict[str, Any], settings: Settings) -> bool:
+    """Whether the ``predict`` workers are still tracing a large prediction's road network, shard by shard."""
+    from roadseg.gateway.predictions import has_road_network
+
+    info = prediction["info"]
+    return (
+        "roads.geojson" not in prediction["files"]
+        and has_road_network(prediction)
+        and prediction.get("roads") != ROADS_FAILED
+        and info["width"] * info["height"] > settings.graph_max_pixels
+    )
+
+
+def predicted_lines(storage: Storage, prediction: dict[str, Any], settings: Settings) -> list[LineString] | None:
+    """The predicted network of a done prediction: its road network's edges (scene coordinates).
+
+    The network the prediction builds anyway (:mod:`roadseg.gateway.predictions`, from the centreline
+    band of a two-output model): built here when the mask is small, else traced shard by shard by the
+    ``predict`` workers (:func:`roadseg.gateway.sharded.plan_roads`; :func:`network_pending` until then).
+    ``None`` for a prediction without one: the comparison then traces the probabilities itself.
+    Raises the reason when building it failed.
+    """
+    from roadseg.gateway.predictions import has_road_network, road_network
+
+    if "roads.geojson" not in prediction["files"] and not has_road_network(prediction):
+        return None
+    key, _ = road_network(prediction["id"], storage, settings)
+    data = json.loads(storage.read_text(key))
+    return [line for feature in data["features"] if isinstance(line := shape(feature["geometry"]), LineString)]
 
 
 @contextlib.contextmanager

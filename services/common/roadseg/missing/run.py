@@ -96,13 +96,19 @@ def run_comparison(
     settings: Settings,
     threshold: float,
     model: dict[str, Any] | None,
+    predicted: list[LineString] | None = None,
 ) -> dict[str, Any]:
-    """Trace the predicted network from ``probabilities``, compare it and store the candidates; marks the job done."""
+    """Compare the predicted network with the job's existing roads, store the candidates; marks the job done.
+
+    ``predicted`` is the prediction's road network (scene coordinates), built shard by shard for a whole
+    scene; without it the network is traced here from ``probabilities`` (the command's one process).
+    """
     jobs = missing_store(storage)
     record = jobs.update(job_id, status=RUNNING, stage="comparing", threshold=threshold, model=model)
     started = time.perf_counter()
     frame = frame_of(record)
-    predicted = predicted_network(probabilities, frame, threshold, settings.graph_window)
+    if predicted is None:
+        predicted = predicted_network(probabilities, frame, threshold, settings.graph_window)
     options = CompareOptions(record["tolerance_m"], record["min_length_m"], threshold)
     result = compare(predicted, existing_lines(storage, job_id), probabilities, frame, options)
     store_comparison(storage, job_id, result, record)
