@@ -1,4 +1,11 @@
-"""trainer: see the modules in this package.
+"""trainer: train, evaluate and export the road segmenter (a batch job: no server, no queue).
+
+``data`` samples crops from folder and TFRecord sources with augmentation, ``model`` builds DeepLabV3+ or
+the U-Net decoder on MobileNetV2, ``losses`` and ``schedule`` drive ``train`` (resumable to the batch,
+``checkpoints``), ``evaluate`` and ``validation`` measure whole images through the prediction path,
+``export`` and ``serving_model`` write a versioned SavedModel and its card (docs/contracts.md §5) into the
+model folder the gateway and TF Serving read. ``cli`` is ``roadseg train``, ``evaluate``, ``export`` and
+``validate``. Documentation: docs/training.md, docs/training-log.md.
 
 The choices of the trainer's settings (``BACKBONES``, ``LOSSES``, ``PHOTOMETRIC``, ``DECODER_STRIDES``,
 ``DECODERS``, ``TARGETS``, ``PRECISIONS``) live here, not beside the code that uses them (which imports
