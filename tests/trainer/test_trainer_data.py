@@ -185,7 +185,9 @@ def test_export_evaluation_specs_keep_storage_urls_whole():
     assert _parse_eval_spec("../data/cil:val") == ("../data/cil", ["val"])
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=str)
+@pytest.mark.parametrize(
+    "path", sorted([*(REPO / "configs").glob("*.yaml"), *(REPO / "configs" / "experiments").glob("*.yaml")]), ids=str
+)
 def test_every_config_file_loads_and_validates(path):
     from roadseg.trainer.train import TrainConfig
 
