@@ -125,6 +125,59 @@ def test_an_ingested_multi_file_scene_on_the_map(gateway, browser_page, tmp_path
     assert not [p for p in page.problems if "Content Security Policy" in p], page.problems
 
 
+def test_missing_road_candidates_on_the_map(gateway, browser_page, tmp_path):
+    """A missing-roads job's candidates over its prediction: served in lon/lat, drawn, counted, toggled."""
+    import json
+
+    from roadseg.config import get_settings
+    from roadseg.missing.jobs import compare_prediction
+    from roadseg.missing.run import prepare_job
+
+    page = browser_page
+    src = write_geotiff(tmp_path / "scene.tif", road_image(512, 512))
+    with open(src, "rb") as fh:
+        r = httpx.post(f"{gateway.url}/api/v1/predictions", files={"file": ("scene.tif", fh)}, timeout=120)
+    assert r.status_code == 201, r.text
+    job_id = r.json()["id"]
+    none_yet = httpx.get(f"{gateway.url}/api/v1/predictions/{job_id}/files/missing.geojson", timeout=10)
+    assert none_yet.status_code == 404 and "has no file 'missing.geojson'" in none_yet.json()["detail"]
+
+    # The map has every painted road (centres at 66, 216 and 366 px) but the horizontal one at row 366.
+    to_lonlat = Transformer.from_crs("EPSG:32611", "EPSG:4326", always_xy=True)
+
+    def line(points):
+        return [list(to_lonlat.transform(500000 + 0.5 * x, 4000000 - 0.5 * y)) for x, y in points]
+
+    mapped = [line([(0, c), (512, c)]) for c in (66, 216)] + [line([(c, 0), (c, 512)]) for c in (66, 216, 366)]
+    vectors = tmp_path / "roads.geojson"
+    features = [
+        {"type": "Feature", "properties": {}, "geometry": {"type": "LineString", "coordinates": c}} for c in mapped
+    ]
+    vectors.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    storage, settings = gateway.storage, get_settings()
+    prediction = json.loads(storage.read_text(f"predictions/{job_id}/status.json"))
+    missing = prepare_job(storage, settings, prediction["info"], vectors, input_name="scene.tif", prediction_id=job_id)
+    assert compare_prediction(storage, missing["id"], settings) == "done"
+
+    item = httpx.get(f"{gateway.url}/api/v1/predictions/{job_id}/item.json", timeout=10).json()
+    asset = item["assets"]["missing_geojson"]
+    assert asset["type"] == "application/geo+json" and asset["href"].endswith("/files/missing.geojson")
+    served = httpx.get(asset["href"], timeout=10).json()
+    row_lat = to_lonlat.transform(500000, 4000000 - 0.5 * 366)[1]
+    assert served["features"], served
+    for feature in served["features"]:  # on the unmapped road, within 2 m
+        assert all(abs(lat - row_lat) < 2e-5 for _, lat in feature["geometry"]["coordinates"])
+
+    page.goto(f"{gateway.url}/map?prediction={job_id}")
+    page.wait_for_function("() => window.roadsegMap && window.roadsegMap.getLayer('missing')", timeout=60_000)
+    wait_idle(page)
+    page.wait_for_function("() => window.roadsegMap.querySourceFeatures('missing').length > 0", timeout=30_000)
+    assert f"missing-road candidates ({len(served['features'])})" in page.inner_text("#layers")
+    page.uncheck("#toggle-missing")
+    assert page.evaluate("() => window.roadsegMap.getLayoutProperty('missing', 'visibility')") == "none"
+    assert not [p for p in page.problems if "Content Security Policy" in p], page.problems
+
+
 def test_a_basemap_setting_opens_the_policy_to_its_origin_only(settings_env, monkeypatch):
     from roadseg.config import get_settings
     from roadseg.gateway.api import create_app

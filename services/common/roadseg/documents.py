@@ -155,6 +155,10 @@ class LabelRunRecord(JobRecord):
 #: ``roads`` of a prediction record: to be built, built (``roads.geojson`` in its files), or failed. Records
 #: from before large masks were built in shards may also say ``skipped`` (too large then).
 ROADS_PENDING, ROADS_READY, ROADS_FAILED = "pending", "ready", "failed"
+#: A prediction made for a missing-roads job gets that job's candidate missing roads beside its own files,
+#: as written by :mod:`roadseg.missing` (RFC 7946 lon/lat; ``properties``: id, rank, score, length_m, ...):
+#: the gateway serves it to the map page without knowing the missing-roads room.
+MISSING_CANDIDATES_FILE = "missing.geojson"
 
 
 class PredictionRecord(JobRecord):

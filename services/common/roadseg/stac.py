@@ -41,6 +41,7 @@ PREDICTION_ASSETS: dict[str, tuple[str, list[str], str]] = {
     "centerline.png": (pystac.MediaType.PNG, ["visual"], "Road-centreline mask"),
     "centerline_overlay.png": (pystac.MediaType.PNG, ["overview"], "Centrelines over transparency"),
     "roads.geojson": (pystac.MediaType.GEOJSON, ["data"], "Road network (lines, the raster's CRS)"),
+    "missing.geojson": (pystac.MediaType.GEOJSON, ["data"], "Candidate missing roads (lon/lat), best first"),
 }
 SOURCE_MEDIA_TYPES = {
     ".tif": pystac.MediaType.GEOTIFF,

@@ -38,7 +38,7 @@ from rasterio.windows import Window
 from roadseg import raster
 from roadseg.cog import GDAL_ENV, tif_to_cog
 from roadseg.config import Settings
-from roadseg.documents import ROADS_FAILED, ROADS_PENDING, ROADS_READY, PredictionRecord
+from roadseg.documents import MISSING_CANDIDATES_FILE, ROADS_FAILED, ROADS_PENDING, ROADS_READY, PredictionRecord
 from roadseg.errors import InvalidInput, RoadsegError
 from roadseg.gateway.predictor import Predictor
 from roadseg.gateway.windows import (
@@ -88,6 +88,7 @@ MEDIA_TYPES = {
     "centerline_probability.tif": "image/tiff",
     "centerline.tif": "image/tiff",
     "roads.geojson": "application/geo+json",
+    MISSING_CANDIDATES_FILE: "application/geo+json",  # added by the missing-roads job that made the prediction
 }
 
 

@@ -18,6 +18,7 @@ from rasterio.io import DatasetReader
 from shapely.geometry import LineString, mapping, shape
 
 from roadseg.config import Settings
+from roadseg.documents import MISSING_CANDIDATES_FILE
 from roadseg.jobs import DONE, RUNNING, new_id
 from roadseg.missing.compare import (
     CompareOptions,
@@ -137,7 +138,19 @@ def store_comparison(storage: Storage, job_id: str, result: Comparison, record: 
         write_pages(storage, job_id, kind, candidates, record["page_size"])
         collection = candidates_geojson(candidates, record)
         storage.write_text(jobs.key(job_id, f"{kind}.geojson"), json.dumps(collection))
+        if kind == MISSING and record.get("prediction_id") and record["info"]["georeferenced"]:
+            add_to_prediction(storage, record["prediction_id"], collection)
     storage.write_text(scores_key(job_id), json.dumps([c.score for c in result.missing]))
+
+
+def add_to_prediction(storage: Storage, prediction_id: str, collection: dict[str, Any]) -> None:
+    """The candidates as one more file of the job's prediction: its STAC item and map page show them."""
+    from roadseg.gateway.predictions import prediction_store
+
+    predictions = prediction_store(storage)
+    storage.write_text(predictions.key(prediction_id, MISSING_CANDIDATES_FILE), json.dumps(collection))
+    files = predictions.get(prediction_id)["files"]
+    predictions.update(prediction_id, files=sorted({*files, MISSING_CANDIDATES_FILE}))
 
 
 def lines_geojson(lines: list[LineString], frame: Frame) -> dict[str, Any]:

@@ -224,7 +224,7 @@ def get_file(
     """Download one output file of a prediction.
 
     One of: mask.png (0/255), overlay.png (RGBA roads), image.png, probability.png/.tif, mask.tif, roads.geojson
-    (built now if it is not yet).
+    (built now if it is not yet), and missing.geojson for a prediction made by a missing-roads job.
     """
     record = jobs.get(job_id)
     if name not in MEDIA_TYPES or name not in public(record)["links"]:

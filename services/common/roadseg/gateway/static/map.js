@@ -59,6 +59,39 @@ function roadLines(map) {
   document.getElementById("layers").append(row);
 }
 
+async function missingRoads(map) {
+  // A prediction made by a missing-roads job lists its candidates among its files (lon/lat, best first):
+  // drawn thicker where the score is higher, with a toggle; a click shows one's rank, score and length.
+  const candidates = await json(`${api}/files/missing.geojson`);
+  map.addSource("missing", { type: "geojson", data: candidates });
+  map.addLayer({
+    id: "missing",
+    type: "line",
+    source: "missing",
+    paint: {
+      "line-color": "#f58231",
+      "line-width": ["interpolate", ["linear"], ["get", "score"], 0, 2, 1, 6],
+      "line-dasharray": [2, 1],
+    },
+  });
+  const row = document.createElement("div");
+  row.className = "layer";
+  const label = document.createElement("label");
+  const box = document.createElement("input");
+  box.type = "checkbox";
+  box.checked = true;
+  box.id = "toggle-missing";
+  box.addEventListener("change", () => map.setLayoutProperty("missing", "visibility", box.checked ? "visible" : "none"));
+  label.append(box, ` missing-road candidates (${candidates.features.length})`);
+  row.append(label);
+  document.getElementById("layers").append(row);
+  map.on("click", "missing", (event) => {
+    const p = event.features[0].properties;
+    status(`Candidate ${p.id}: rank ${p.rank + 1}, score ${p.score}, ${Math.round(p.length_m)} m` +
+      (p.connected ? "" : " (not joined to the map's roads)"));
+  });
+}
+
 function routing(map) {
   // Two clicks in lon/lat -> POST .../route with crs EPSG:4326 -> the path drawn and its length in metres.
   document.getElementById("route-panel").hidden = false;
@@ -66,6 +99,8 @@ function routing(map) {
   map.addLayer({ id: "route", type: "line", source: "route", paint: { "line-color": "#e6194b", "line-width": 4 } });
   let start = null;
   map.on("click", async (event) => {
+    // A click on a missing-road candidate shows it (missingRoads); a route point is a click beside one.
+    if (map.getLayer("missing") && map.queryRenderedFeatures(event.point, { layers: ["missing"] }).length) return;
     const point = [event.lngLat.lng, event.lngLat.lat];
     const result = document.getElementById("route-result");
     if (!start) { start = point; result.textContent = "Start set: click the end."; return; }
@@ -115,6 +150,7 @@ async function main() {
   map.on("load", () => {
     if (prediction) { roadLines(map); routing(map); }
     status("Map ready.");
+    if (item.assets.missing_geojson) missingRoads(map).catch((error) => status(`Missing roads: ${error.message}`));
   });
   map.on("error", (event) => status(event.error ? event.error.message : "map error"));
 }
