@@ -24,16 +24,18 @@ shard and never counts a unit twice.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from roadseg.config import get_settings
 from roadseg.errors import NotFound
-from roadseg.jobs import JobStore
+from roadseg.jobs import FAILED, RUNNING, JobStore
 from roadseg.storage import Storage
 
 #: Seconds between a shard's progress writes (each one is one small object write, and one listing).
@@ -176,21 +178,99 @@ def throttled(
     return on_progress
 
 
-def tile_shards(storage: Storage, kind: str, record: dict[str, Any]) -> tuple[list[Span], ShardBook]:
-    """The shards of a planned job counted in tiles (a scene, a label run) and their documents.
+def tile_plan(total: int, shard_tiles: int | None = None) -> dict[str, int]:
+    """The ``shards`` field of a tile job's record: ``total`` tiles cut into shards of ``shard_tiles``.
 
-    ``progress.total`` tiles cut by the plan's ``shards.per_shard``, under ``<kind>/<id>/shards/``.
+    ``shard_tiles`` defaults to ``ROADSEG_SHARD_TILES``; the planner writes the result once, so a
+    re-delivered plan (or a changed setting) keeps the cut the shards were queued with.
     """
-    cut = spans(record["progress"]["total"], record["shards"]["per_shard"])
-    return cut, ShardBook(storage, f"{kind}/{record['id']}", len(cut))
+    per_shard = shard_tiles or get_settings().shard_tiles
+    return {"count": len(spans(total, per_shard)), "per_shard": per_shard}
 
 
-def tile_progress(jobs: JobStore, job_id: str, echo: Callable[[int, int], None] | None) -> Callable[[int, int], None]:
-    """The ``publish`` of :func:`throttled` for tile jobs: ``progress`` {done, total} in the record, and ``echo``."""
+@dataclass
+class TileShard:
+    """Shard ``index`` of a tile job, as :meth:`TileJob.shard` finds it when its task starts."""
 
-    def publish(done: int, total: int) -> None:
-        jobs.update(job_id, progress={"done": done, "total": total})
-        if echo:
-            echo(done, total)
+    index: int
+    record: dict[str, Any]  # the job's record, read at the start of the shard
+    cut: list[Span]
+    book: ShardBook
+    #: ``None`` when the shard has work to do; otherwise whether every shard has finished
+    #: (:meth:`ShardBook.settled`: a finished shard is not redone, none runs for a failed job).
+    settled: bool | None
+    #: The per-unit progress callback for the shard's work (:func:`throttled`).
+    progress: Callable[[int, int], None]
 
-    return publish
+    @property
+    def span(self) -> Span:
+        """The tiles this shard owns."""
+        return self.cut[self.index]
+
+    def finish(self, result: dict[str, Any]) -> bool:
+        """Store the shard's result; returns whether every shard of the job has now finished."""
+        return self.book.finish(self.index, result)
+
+
+class TileJob:
+    """The shard skeleton of a job counted in tiles (a scene's tiling, a label run), around its own work.
+
+    Such a job's record holds ``progress.total`` tiles and, once planned, ``shards`` (:func:`tile_plan`);
+    its shard documents live under ``<kind>/<id>/shards/``. Its three steps then go:
+
+    * plan: :meth:`start` marks it running; the job computes what its shards share and writes it with
+      ``shards`` once; :meth:`pending` gives the shards still to queue;
+    * shard ``n``: :meth:`shard` reads the record and says whether there is work
+      (:attr:`TileShard.settled`); the work reports to :attr:`TileShard.progress` and ends with
+      :meth:`TileShard.finish`, which says whether the set is complete;
+    * finish (by the shard completing the set): :meth:`results` in shard order, joined by the job.
+
+    :meth:`failing` records an error of a step as the job's failure. The gateway's sharded predictions
+    (rows of windows, not tiles) use :class:`ShardBook` directly.
+    """
+
+    def __init__(self, jobs: JobStore, job_id: str):
+        """The job ``job_id`` among the records of ``jobs`` (whose storage holds its shard documents)."""
+        self.jobs = jobs
+        self.id = job_id
+
+    def start(self, **fields: Any) -> dict[str, Any]:
+        """Mark the job running with ``fields``, clearing an earlier run's error; returns the record."""
+        return self.jobs.update(self.id, status=RUNNING, error=None, **fields)
+
+    @contextlib.contextmanager
+    def failing(self, *errors: type[Exception]) -> Iterator[None]:
+        """An error of the ``errors`` kinds (any, by default) inside marks the job failed, then propagates."""
+        kinds = errors or (Exception,)
+        try:
+            yield
+        except kinds as exc:
+            self.jobs.update(self.id, status=FAILED, error=str(exc))
+            raise
+
+    def book(self, record: dict[str, Any]) -> tuple[list[Span], ShardBook]:
+        """The planned job's cut into shards and their documents."""
+        cut = spans(record["progress"]["total"], record["shards"]["per_shard"])
+        return cut, ShardBook(self.jobs.storage, self.jobs.key(self.id), len(cut))
+
+    def pending(self, record: dict[str, Any]) -> tuple[list[Span], list[int]]:
+        """(the cut, the indexes of the shards still to run): what a planner queues."""
+        cut, book = self.book(record)
+        return cut, book.pending()
+
+    def shard(self, index: int, echo: Callable[[int, int], None] | None = None) -> TileShard:
+        """Shard ``index`` as its task starts; its progress updates the record's ``progress`` and calls ``echo``."""
+        record = self.jobs.get(self.id)
+        cut, book = self.book(record)
+
+        def publish(done: int, total: int) -> None:
+            self.jobs.update(self.id, progress={"done": done, "total": total})
+            if echo:
+                echo(done, total)
+
+        progress = throttled(book, index, [s.size for s in cut], publish)
+        return TileShard(index, record, cut, book, book.settled(index, record["status"] == FAILED), progress)
+
+    def results(self, record: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every shard's result in shard order; raises :class:`NotFound` naming the first missing shard."""
+        return self.book(record)[1].results()

@@ -21,7 +21,6 @@ from typing import Any
 import rasterio
 from rasterio.io import DatasetReader
 
-from roadseg.config import get_settings
 from roadseg.documents import SceneRecord
 from roadseg.errors import RoadsegError
 from roadseg.ingest.tiling import (
@@ -33,10 +32,10 @@ from roadseg.ingest.tiling import (
     tile_cells,
     tile_grid,
 )
-from roadseg.jobs import DONE, FAILED, RUNNING, JobStore
+from roadseg.jobs import DONE, FAILED, JobStore
 from roadseg.mosaic import gcs_gdal_options
 from roadseg.raster import Stretch, compute_stretch, open_stored, scene_info, trusted_mosaics
-from roadseg.shards import spans, throttled, tile_progress, tile_shards
+from roadseg.shards import TileJob, tile_plan
 from roadseg.storage import Storage, split_url
 
 log = logging.getLogger(__name__)
@@ -153,21 +152,16 @@ def plan_scene(storage: Storage, scene_id: str, shard_tiles: int | None = None) 
     the source's values to the same 8-bit colours. A re-delivered planner finds the plan and keeps it.
     """
     jobs = scene_store(storage)
-    record = jobs.update(scene_id, status=RUNNING, error=None)
+    job = TileJob(jobs, scene_id)
+    record = job.start()
     if record.get("stretch") is None or record.get("shards") is None:
         source, key, _ = source_of(storage, record)
         params = params_of(record)
-        try:
-            with open_scene_source(source, key, bool(record.get("mosaic_files"))) as ds:
-                stretch = compute_stretch(ds, params.percentiles)
-        except RoadsegError as exc:
-            jobs.update(scene_id, status=FAILED, error=str(exc))
-            raise
-        per_shard = shard_tiles or get_settings().shard_tiles
-        count = len(spans(record["progress"]["total"], per_shard))
-        record = jobs.update(scene_id, stretch=stretch.to_dict(), shards={"count": count, "per_shard": per_shard})
-    cut, book = tile_shards(storage, KIND, record)
-    pending = book.pending()
+        with job.failing(RoadsegError), open_scene_source(source, key, bool(record.get("mosaic_files"))) as ds:
+            stretch = compute_stretch(ds, params.percentiles)
+        shards = tile_plan(record["progress"]["total"], shard_tiles)
+        record = jobs.update(scene_id, stretch=stretch.to_dict(), shards=shards)
+    cut, pending = job.pending(record)
     log.info("scene %s: %d shards of %d tiles, %d to run", scene_id, len(cut), cut[0].size, len(pending))
     return pending
 
@@ -178,34 +172,26 @@ def run_shard(storage: Storage, scene_id: str, index: int, echo: Progress | None
     A finished shard is not redone. Bad input fails the scene (recorded, re-raised) and the other
     shards then stop at their start instead of doing work nobody will use.
     """
-    jobs = scene_store(storage)
-    record = jobs.get(scene_id)
-    cut, book = tile_shards(storage, KIND, record)
-    if (settled := book.settled(index, record["status"] == FAILED)) is not None:
-        return settled
-    span = cut[index]
+    job = TileJob(scene_store(storage), scene_id)
+    shard = job.shard(index, echo)
+    if shard.settled is not None:
+        return shard.settled
+    record, span = shard.record, shard.span
     source, key, _ = source_of(storage, record)
     params = params_of(record)
-    sizes = [s.size for s in cut]
 
-    try:
-        with open_scene_source(source, key, bool(record.get("mosaic_files"))) as ds:
-            cells = tile_grid(ds.width, ds.height, params.tile_size, params.overlap)[span.start : span.stop]
-            stretch = Stretch.from_dict(record["stretch"])
-            progress = throttled(book, index, sizes, tile_progress(jobs, scene_id, echo))
-            tiles, skipped = tile_cells(storage, scene_id, ds, cells, stretch, params, progress)
-    except RoadsegError as exc:
-        jobs.update(scene_id, status=FAILED, error=str(exc))
-        raise
-    return book.finish(index, {"tiles": tiles, "skipped_empty": skipped})
+    with job.failing(RoadsegError), open_scene_source(source, key, bool(record.get("mosaic_files"))) as ds:
+        cells = tile_grid(ds.width, ds.height, params.tile_size, params.overlap)[span.start : span.stop]
+        stretch = Stretch.from_dict(record["stretch"])
+        tiles, skipped = tile_cells(storage, scene_id, ds, cells, stretch, params, shard.progress)
+    return shard.finish({"tiles": tiles, "skipped_empty": skipped})
 
 
 def finish_scene(storage: Storage, scene_id: str) -> dict[str, Any]:
     """Join the shards' tiles (grid order) into the manifest, written last, and mark the scene done."""
     jobs = scene_store(storage)
     record = jobs.get(scene_id)
-    _, book = tile_shards(storage, KIND, record)
-    results = book.results()
+    results = TileJob(jobs, scene_id).results(record)
     tiles = [tile for result in results for tile in result["tiles"]]
     skipped = sum(result["skipped_empty"] for result in results)
     _, _, reference = source_of(storage, record)

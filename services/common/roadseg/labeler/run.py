@@ -37,11 +37,10 @@ import rasterio
 from rasterio.io import MemoryFile
 from rasterio.windows import Window
 
-from roadseg.config import get_settings
 from roadseg.documents import LabelRunManifest, LabelRunRecord, SceneManifest
 from roadseg.errors import InvalidInput, NotFound
 from roadseg.geotiff import mask_geotiff
-from roadseg.jobs import DONE, FAILED, RUNNING, JobStore
+from roadseg.jobs import DONE, JobStore
 from roadseg.labeler import MODES, quality
 from roadseg.labeler.edges import edge_road_polygons
 from roadseg.labeler.rasterize import TileGrid, burn, centerline_shapes, expand_bounds
@@ -49,7 +48,7 @@ from roadseg.labeler.vectors import VectorSource, query_tile
 from roadseg.labeler.widths import WidthSpec
 from roadseg.mask_values import IGNORE
 from roadseg.raster import compute_stretch, read_rgb_window
-from roadseg.shards import spans, throttled, tile_progress, tile_shards
+from roadseg.shards import TileJob, tile_plan
 from roadseg.storage import LocalStorage, Storage, safe_filename, storage_from_url
 
 log = logging.getLogger(__name__)
@@ -417,16 +416,6 @@ def label_run(storage: Storage, run_id: str, progress: Progress | None = None, s
     return finish_label_run(storage, run_id)
 
 
-@contextlib.contextmanager
-def _failing(jobs: JobStore, run_id: str) -> Iterator[None]:
-    """Any error inside marks the run failed with its message, then propagates."""
-    try:
-        yield
-    except Exception as exc:
-        jobs.update(run_id, status=FAILED, error=str(exc))
-        raise
-
-
 def _scene_of(storage: Storage, record: dict) -> tuple[Storage, dict]:
     scene_storage = storage_from_url(record["scene_storage"]) if record.get("scene_storage") else storage
     return resolve_scene(record["scene_id"], scene_storage)
@@ -452,24 +441,23 @@ def plan_label_run(storage: Storage, run_id: str, shard_tiles: int | None = None
     every shard then uses. Returns the shards still to run.
     """
     jobs = run_store(storage)
-    record = jobs.update(run_id, status=RUNNING, error=None, started=time.time())
+    job = TileJob(jobs, run_id)
+    record = job.start(started=time.time())
     if record.get("shards") is None:
-        with _failing(jobs, run_id):
+        with job.failing():
             _, scene = _scene_of(storage, record)
             options = LabelOptions.from_dict(record["options"])
             with _vector_paths(storage, record) as (roads_path, edges_path):
                 labeler, report = open_sources(options, roads_path, edges_path, scene_bounds(scene), scene["crs"])
-        per_shard = shard_tiles or get_settings().shard_tiles
         total = len(scene["tiles"])
         record = jobs.update(
             run_id,
             vectors=report,
             reach_m=labeler.reach_m,
             progress={"done": 0, "total": total},
-            shards={"count": len(spans(total, per_shard)), "per_shard": per_shard},
+            shards=tile_plan(total, shard_tiles),
         )
-    cut, book = tile_shards(storage, KIND, record)
-    pending = book.pending()
+    cut, pending = job.pending(record)
     log.info(
         "run %s: %d tiles in %d shards (%d to run), %d road features in the scene",
         run_id,
@@ -486,14 +474,13 @@ def label_shard(storage: Storage, run_id: str, index: int, progress: Progress | 
 
     The shard reads only the features around its own tiles (its bounds grown by the scene's road reach).
     """
-    jobs = run_store(storage)
-    record = jobs.get(run_id)
-    cut, book = tile_shards(storage, KIND, record)
-    if (settled := book.settled(index, record["status"] == FAILED)) is not None:
-        return settled
-    span = cut[index]
+    job = TileJob(run_store(storage), run_id)
+    shard = job.shard(index, progress)
+    if shard.settled is not None:
+        return shard.settled
+    record, span = shard.record, shard.span
 
-    with _failing(jobs, run_id):
+    with job.failing():
         scene_storage, scene = _scene_of(storage, record)
         tiles = scene["tiles"][span.start : span.stop]
         options = LabelOptions.from_dict(record["options"])
@@ -502,7 +489,6 @@ def label_shard(storage: Storage, run_id: str, index: int, progress: Progress | 
         with _vector_paths(storage, record) as (roads_path, edges_path):
             labeler, _ = open_sources(options, roads_path, edges_path, bounds, crs, record["reach_m"])
         done_keys = set(storage.list(f"{KIND}/{run_id}/tiles"))
-        on_tile = throttled(book, index, [s.size for s in cut], tile_progress(jobs, run_id, progress))
         entries = []
         with rasterio.Env():  # one GDAL environment for the loop, not one per read, rasterize and encode
             for i, tile in enumerate(tiles, 1):
@@ -513,18 +499,18 @@ def label_shard(storage: Storage, run_id: str, index: int, progress: Progress | 
                     entry = _label_tile(storage, scene_storage, labeler, run_id, tile)
                     storage.write_text(rec_key, json.dumps(entry))
                 entries.append(entry)
-                on_tile(i, len(tiles))
-        return book.finish(index, {"tiles": entries})
+                shard.progress(i, len(tiles))
+        return shard.finish({"tiles": entries})
 
 
 def finish_label_run(storage: Storage, run_id: str) -> dict:
     """Join the shards' tile records (scene order) into the manifest, written last, and mark the run done."""
     jobs = run_store(storage)
+    job = TileJob(jobs, run_id)
     record = jobs.get(run_id)
-    with _failing(jobs, run_id):
+    with job.failing():
         _, scene = _scene_of(storage, record)
-        _, book = tile_shards(storage, KIND, record)
-        entries = [entry for result in book.results() for entry in result["tiles"]]
+        entries = [entry for result in job.results(record) for entry in result["tiles"]]
         options = LabelOptions.from_dict(record["options"])
         flagged = [e for e in entries if e["flags"]]
         counts = {"tiles": len(entries), "flagged": len(flagged)}
