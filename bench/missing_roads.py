@@ -12,7 +12,7 @@ tiles, pixel size not published: taken as 0.5 m) and for the SpaceNet Vegas tile
    rest is written to a GeoJSON as the map's existing roads (pixel coordinates for the plain images,
    EPSG:4326 for Vegas);
 3. the image goes through the same path as `roadseg missing`: prediction (centreline probabilities),
-   existing roads read from the file, predicted network, comparison (default tolerance: band + 6 px);
+   existing roads read from the file, predicted network, comparison (default tolerance: half the band + 6 px);
 4. recall = length of the removed edges within the tolerance of a missing candidate / removed length;
    precision = candidate length within the tolerance of a removed edge / candidate length (a candidate
    on a road the truth lacks counts as wrong); candidates per km² of image.
