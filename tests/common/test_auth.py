@@ -313,6 +313,10 @@ def test_a_browser_signs_in_with_an_api_key_and_keeps_it_in_an_httponly_cookie(r
         assert client.get("/api/v1/model", headers=html).status_code == 401  # API clients get no redirect
         wrong = client.post("/login", data={"key": "rsk_nope", "next": "/"})
         assert wrong.status_code == 401 and "unknown API key: try again" in wrong.text
+        form = client.get("/login", params={"next": '/x"><script>alert(1)</script>'})  # the page is autoescaped
+        assert form.status_code == 200 and form.headers["content-type"].startswith("text/html")
+        assert 'name="next" value="/x&#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt;"' in form.text
+        assert "<script>" not in form.text and 'role="alert"' not in form.text  # no message until a key fails
         signed_in = client.post("/login", data={"key": KEYS["viewer"], "next": "//evil.example/x"})
         assert signed_in.status_code == 303 and signed_in.headers["location"] == "/"  # no open redirect
         cookie = signed_in.headers["set-cookie"]

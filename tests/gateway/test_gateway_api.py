@@ -222,6 +222,20 @@ def test_model_card_fragment_names_resolution_and_test_time_augmentation():
     assert "<dt>Outputs (threshold)</dt><dd>road surface at 0.31; centreline band (7.0 m) at 0.27</dd>" in html
 
 
+def test_fragments_escape_what_they_show():
+    """The fragments' templates are autoescaped: text from a card, a record or an error never becomes markup."""
+    from roadseg.gateway.fragments import error, model_card, prediction
+
+    evil = "<img src=x onerror=alert(1)>"
+    assert error(evil) == (
+        '<div class="error" role="alert"><strong>Error:</strong> &lt;img src=x onerror=alert(1)&gt;</div>'
+    )
+    assert "<img" not in model_card({"name": evil, "backbone": evil, "created": evil})
+    assert "<img" not in prediction({"id": "x", "status": "failed", "error": evil})
+    running = prediction({"id": '"x', "status": "running", "stage": evil})
+    assert "<img" not in running and 'hx-get="/ui/predictions/&#34;x"' in running
+
+
 def test_test_time_augmentation_is_a_per_request_choice_the_version_must_offer(client):
     """The test model's card offers only ``none`` (its own): ``flip`` is refused before anything is stored."""
     image = ("a.png", png_bytes(road_image(64, 64)), "image/png")

@@ -1,16 +1,22 @@
-"""HTML fragments that htmx swaps into the page (model card, prediction result, errors).
+"""HTML fragments that htmx swaps into the gateway's page (model card, prediction result, errors).
 
-Plain functions with escaped f-strings: the fragments are small, and keeping them next to the
-API keeps the page free of client-side templating.
+The markup is in Jinja2 templates (``gateway/templates``, autoescaped, as the labeler's pages are);
+this module chooses what they show: which rows, layers and downloads, with the numbers formatted.
+Each function returns the fragment as text, which the ``/ui/`` routes answer as HTML.
 """
 
 from __future__ import annotations
 
-from html import escape
+from pathlib import Path
 from typing import Any
+
+from fastapi.templating import Jinja2Templates
 
 from roadseg.documents import ROADS_PENDING, ROADS_READY
 from roadseg.jobs import DONE, FAILED
+
+#: The fragments' templates (``.html``: autoescaped).
+templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))
 
 #: Human names of the downloadable outputs, in the order they are offered.
 DOWNLOADS = {
@@ -26,15 +32,20 @@ DOWNLOADS = {
 }
 
 
+def _render(template: str, **context: Any) -> str:
+    return templates.get_template(template).render(**context)
+
+
 def error(message: str) -> str:
-    """An alert box with the escaped message, swapped in by htmx when a ``/ui/`` request fails."""
-    return f'<div class="error" role="alert"><strong>Error:</strong> {escape(message)}</div>'
+    """An alert box with the (escaped) message, swapped in by htmx when a ``/ui/`` request fails."""
+    return _render("_error.html", message=message)
 
 
-def _fmt(value: Any) -> str:
+def _text(value: Any) -> str:
+    """A model card value as shown: floats with three decimals, anything else as it is."""
     if isinstance(value, float):
         return f"{value:.3f}"
-    return escape(str(value))
+    return str(value)
 
 
 #: Metrics worth a line on the page (the card may hold many more; /api/v1/model has them all).
@@ -55,7 +66,7 @@ def _metric_rows(metrics: dict[str, Any]) -> list[tuple[str, Any]]:
 def model_card(card: dict[str, Any]) -> str:
     """Version, backbone, threshold and the card's flat metrics as a definition list."""
     serving = card.get("serving", {})
-    rows = [
+    rows: list[tuple[str, Any]] = [
         ("Model", f"{card.get('name') or serving.get('model_name', '?')} v{serving.get('model_version', '?')}"),
         ("Backend", serving.get("backend", "?")),
         ("Backbone", card.get("backbone") or "unknown"),
@@ -76,23 +87,29 @@ def model_card(card: dict[str, Any]) -> str:
     if (card.get("tta") or "none") != "none":
         rows.append(("Test-time augmentation", card["tta"]))
     rows += _metric_rows(card.get("metrics") or {})
-    items = "".join(f"<dt>{escape(str(k))}</dt><dd>{_fmt(v)}</dd>" for k, v in rows)
-    created = f'<p class="muted">Created {escape(str(card["created"]))}</p>' if card.get("created") else ""
-    return f"<dl>{items}</dl>{created}"
+    shown = [(str(name), _text(value)) for name, value in rows]
+    return _render("_model_card.html", rows=shown, created=card.get("created"))
 
 
 #: Stages of a prediction as the page names them, in order (keys of the record's ``timings``).
 STAGES = {"upload": "upload", "predict": "predict", "pngs": "outputs", "roads": "road graph", "store": "store"}
 
 
+def _timings_context(record: dict[str, Any]) -> dict[str, Any]:
+    """What ``_timings.html`` shows: seconds per stage, and the test-time augmentation that ran."""
+    spent = record.get("timings") or {}
+    return {"timings": [(label, spent[key]) for key, label in STAGES.items() if key in spent], "tta": record.get("tta")}
+
+
 def timings(record: dict[str, Any]) -> str:
     """Where the time went, one line: seconds per stage (and the test-time augmentation that ran)."""
-    spent = record.get("timings") or {}
-    parts = [f"{label} {spent[key]:.1f} s" for key, label in STAGES.items() if key in spent]
-    if not parts:
-        return ""
-    tta = f" &middot; test-time augmentation: {escape(record['tta'])}" if record.get("tta") else ""
-    return f'<p class="muted" id="timings">Time: {" &middot; ".join(parts)}{tta}</p>'
+    return _render("_timings.html", **_timings_context(record))
+
+
+def _roads_context(record: dict[str, Any]) -> dict[str, Any]:
+    """What ``_roads_status.html`` shows: whether the road network is being built or ready."""
+    roads = record.get("roads")
+    return {"job_id": record["id"], "roads_pending": roads == ROADS_PENDING, "roads_ready": roads == ROADS_READY}
 
 
 def roads_status(record: dict[str, Any], oob_timings: bool = False) -> str:
@@ -101,16 +118,7 @@ def roads_status(record: dict[str, Any], oob_timings: bool = False) -> str:
     Only this line polls, so the viewer (opacity, clicked points) is never re-rendered. With
     ``oob_timings`` the answer also replaces the timings line out of band (htmx ``hx-swap-oob``).
     """
-    job_id = escape(record["id"])
-    if record.get("roads") == ROADS_PENDING:
-        return (
-            f'<p class="muted" id="roads-status" hx-get="/ui/predictions/{job_id}/roads" hx-trigger="every 1s" '
-            'hx-swap="outerHTML">Road network: being built; a route asked for now waits for it.</p>'
-        )
-    if record.get("roads") != ROADS_READY:
-        return ""
-    line = '<p class="muted" id="roads-status">Road network: ready.</p>'
-    return line + (timings(record).replace('id="timings"', 'id="timings" hx-swap-oob="true"') if oob_timings else "")
+    return _render("_roads_status.html", **_roads_context(record), **_timings_context(record), oob_timings=oob_timings)
 
 
 #: The road layers the viewer stacks on the image: (file, element id, label). The centreline band's
@@ -121,83 +129,35 @@ ROAD_LAYERS = (
 )
 
 
-def _road_layers(links: dict[str, str], width: int, height: int) -> tuple[str, str]:
-    """(the overlay images, a checkbox per overlay to show or hide it) for the layers a prediction has."""
-    present = [(name, ident, label) for name, ident, label in ROAD_LAYERS if name in links]
-    images = "".join(
-        f'<img id="{ident}" class="layer" src="{escape(links[name])}" alt="{label.lower()}" '
-        f'width="{width}" height="{height}">'
-        for name, ident, label in present
-    )
-    if len(present) < 2:
-        return images, ""
-    boxes = "".join(
-        f'<label><input type="checkbox" data-layer="{ident}" checked> {label}</label>' for _, ident, label in present
-    )
-    return images, f'<span class="layers" role="group" aria-label="layers">{boxes}</span>'
-
-
 def prediction(record: dict[str, Any]) -> str:
     """A running job polls itself every second; a finished one shows the viewer and the downloads."""
-    job_id = escape(record["id"])
     if record["status"] == FAILED:
         return error(f"prediction {record['id']} failed: {record.get('error')}")
     if record["status"] != DONE:
-        pct = round(100 * float(record.get("progress") or 0))
-        windows = ""
-        if record.get("windows_total"):
-            windows = f" &middot; window {record.get('windows_done') or 0} of {record['windows_total']}"
-        return (
-            f'<div class="status" hx-get="/ui/predictions/{job_id}" hx-trigger="every 1s" hx-swap="outerHTML">'
-            f"<p>{escape(record.get('stage') or record['status'])}: {pct}%{windows}</p>"
-            f'<progress max="100" value="{pct}" aria-label="prediction progress">{pct}%</progress></div>'
+        return _render(
+            "_progress.html",
+            job_id=record["id"],
+            stage=record.get("stage") or record["status"],
+            pct=round(100 * float(record.get("progress") or 0)),
+            windows_done=record.get("windows_done") or 0,
+            windows_total=record.get("windows_total"),
         )
     info, links = record["info"], record["links"]
-    width, height = info["width"], info["height"]
-    unit = "m" if info["georeferenced"] else "px"
-    downloads = "".join(
-        f'<li><a class="button" href="{escape(links[name])}" download>{label}</a></li>'
-        for name, label in DOWNLOADS.items()
-        if name in links
+    return _render(
+        "_prediction.html",
+        **_roads_context(record),
+        **_timings_context(record),
+        width=info["width"],
+        height=info["height"],
+        unit="m" if info["georeferenced"] else "px",
+        # Tiles from the COGs, routes in lon/lat: the map page (gateway/endpoints/map_page.py).
+        georeferenced=info["georeferenced"],
+        image_src=links["image.png"],
+        layers=[(ident, label, links[name]) for name, ident, label in ROAD_LAYERS if name in links],
+        downloads=[(links[name], label) for name, label in DOWNLOADS.items() if name in links],
+        roads_note=record.get("roads_note"),
+        resampling=record.get("resampling"),
+        road_fraction=record["road_fraction"],
+        threshold=record["threshold"],
+        seconds=record["seconds"],
     )
-    if info["georeferenced"]:  # tiles from the COGs, routes in lon/lat: the map page (gateway/endpoints/map_page.py)
-        downloads = f'<li><a class="button" href="/map?prediction={job_id}">Open on the map</a></li>' + downloads
-    roads_note = f'<p class="muted">{escape(record["roads_note"])}</p>' if record.get("roads_note") else ""
-    roads_note += roads_status(record)
-    roads_note += timings(record)
-    resampling = record.get("resampling")
-    if resampling:
-        roads_note += (
-            f'<p class="muted" id="resampling">Predicted at the model\'s {resampling["model_pixel_size_m"]:g} m '
-            f"pixels (this image: {resampling['image_pixel_size_m']:.2f} m), then mapped back to every pixel.</p>"
-        )
-    layers, toggles = _road_layers(links, width, height)
-    return f"""
-<section class="viewer" data-id="{job_id}" data-width="{width}" data-height="{height}" data-unit="{unit}"
-         aria-label="prediction result">
-  <div class="controls">
-    <label>Overlay opacity <input type="range" id="opacity" min="0" max="100" value="70"></label>
-    {toggles}
-    <span>{width} &times; {height} px &middot; roads {100 * record["road_fraction"]:.1f}% &middot;
-      threshold {record["threshold"]:.2f} &middot; {record["seconds"]:.1f} s</span>
-  </div>
-  <div class="stack" id="stack" title="Click two points on a road">
-    <img id="base" src="{escape(links["image.png"])}" alt="uploaded image" width="{width}" height="{height}">
-    {layers}
-    <svg id="route-layer" viewBox="0 0 {width} {height}" preserveAspectRatio="none" aria-hidden="true"></svg>
-  </div>
-  {roads_note}
-  <form id="route-form" class="route-form">
-    <fieldset>
-      <legend>Route: click two points on a road, or type pixel coordinates</legend>
-      <label>Start x <input name="sx" type="number" min="0" max="{width}" step="any" required></label>
-      <label>y <input name="sy" type="number" min="0" max="{height}" step="any" required></label>
-      <label>End x <input name="ex" type="number" min="0" max="{width}" step="any" required></label>
-      <label>y <input name="ey" type="number" min="0" max="{height}" step="any" required></label>
-      <button type="submit">Find route</button>
-      <button type="reset">Clear</button>
-    </fieldset>
-  </form>
-  <p id="route-info" aria-live="polite"></p>
-  <ul class="downloads" aria-label="downloads">{downloads}</ul>
-</section>"""
