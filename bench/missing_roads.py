@@ -191,7 +191,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from roadseg.config import get_settings
-    from roadseg.gateway.predictor import make_predictor
+    from roadseg.inference.predictor import make_predictor
     from roadseg.storage import LocalStorage
 
     settings = get_settings()

@@ -111,7 +111,7 @@ def direct_pass(version_dir: Path, image_path: Path, window: int, overlap: int, 
     ``window`` is the largest window; the gateway fits it to the image (:func:`windows.fit_window`).
     """
     import tensorflow as tf
-    from roadseg.gateway.windows import fit_window, window_starts
+    from roadseg.inference.windows import fit_window, window_starts
 
     fn = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
     with rasterio.open(image_path) as ds:

@@ -183,7 +183,7 @@ def run_chain(workers: int, image: Path, roads: Path, env: dict[str, str], logs:
     """The three stages with ``workers`` workers; seconds per stage and shards per job."""
     from roadseg.celery_app import app
     from roadseg.config import get_settings
-    from roadseg.gateway.predictions import create_job, create_scene_job, prediction_store
+    from roadseg.gateway.jobs import create_job, create_scene_job, prediction_store
     from roadseg.ingest.scenes import register_scene, scene_id_for_uri, scene_store
     from roadseg.ingest.tiling import TileParams
     from roadseg.labeler.run import LabelOptions, prepare_run, run_store

@@ -6,7 +6,7 @@
 Each configuration runs ``roadseg evaluate``'s own code (``evaluate_model``) with
 ``ROADSEG_PREDICT_WINDOW``/``_OVERLAP`` set, on the ``val`` split: the same reading, sliding windows,
 Hann blending and test-time augmentation as ``roadseg predict``, the API and the page; the window is
-the largest, fitted to each image as they do (``gateway.windows.fit_window``). Only images
+the largest, fitted to each image as they do (``inference.windows.fit_window``). Only images
 larger than the window are affected, so use a source of full scenes (the Massachusetts val tiles are
 1500 x 1500 px; the 400 px crops fit in any window).
 
@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def model_pixels_ratio(sizes: list[tuple[int, int]], largest: int, overlap: int) -> float:
     """Pixels the model sees per image pixel with these windows (1.0 = every pixel once)."""
-    from roadseg.gateway.windows import fit_window, window_starts
+    from roadseg.inference.windows import fit_window, window_starts
 
     seen = total = 0
     for height, width in sizes:
@@ -74,7 +74,7 @@ def main() -> None:
     configs = [(w, o) for w in map(int, args.windows.split(",")) for o in map(int, args.overlaps.split(","))]
     for window, overlap in [*configs, (whole, 0)]:
         summary, seconds = run(args.model, args.data, window, overlap, args.tta)
-        from roadseg.gateway.windows import count_windows, fit_window
+        from roadseg.inference.windows import count_windows, fit_window
 
         windows = np.mean([count_windows(h, w, fit_window(h, w, window, overlap), overlap) for h, w in sizes])
         label = "whole" if window == whole else str(window)

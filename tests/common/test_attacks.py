@@ -84,7 +84,7 @@ def secure(settings_env, monkeypatch, tmp_path) -> Iterator[dict[str, Any]]:
 
 def gateway_app() -> Any:
     from roadseg.gateway.api import create_app
-    from roadseg.gateway.predictor import EmbeddedPredictor
+    from roadseg.inference.predictor import EmbeddedPredictor
     from utils.gateway import dark_model
 
     return create_app(predictor=EmbeddedPredictor(dark_model() / "1"))

@@ -62,7 +62,7 @@ def required(settings_env, monkeypatch, tmp_path):
 
 
 def apps():
-    from roadseg.gateway.predictor import EmbeddedPredictor
+    from roadseg.inference.predictor import EmbeddedPredictor
     from utils.gateway import dark_model
 
     return service_apps(predictor=EmbeddedPredictor(dark_model() / "1"))
@@ -113,7 +113,7 @@ def test_every_route_needs_its_role_and_only_health_docs_and_static_are_open(req
 
 def test_api_keys_unknown_revoked_and_edited_without_restart(required, monkeypatch, tmp_path):
     from roadseg.gateway.api import create_app
-    from roadseg.gateway.predictor import EmbeddedPredictor
+    from roadseg.inference.predictor import EmbeddedPredictor
     from utils.gateway import dark_model
 
     keyfile = tmp_path / "keys.txt"
@@ -257,7 +257,7 @@ def test_bad_key_settings_stop_the_service(settings_env, monkeypatch):
 def test_changes_by_a_browser_identity_must_come_from_the_same_site(required):
     """CSRF: IAP's cookie rides along with any form another site posts; such a post is refused."""
     from roadseg.gateway.api import create_app
-    from roadseg.gateway.predictor import EmbeddedPredictor
+    from roadseg.inference.predictor import EmbeddedPredictor
     from utils.gateway import dark_model
 
     iap = {IAP_HEADER: required.assertion("bo@example.com")}
@@ -303,7 +303,7 @@ def test_each_identity_has_its_own_rate_limit(required, monkeypatch):
 def test_a_browser_signs_in_with_an_api_key_and_keeps_it_in_an_httponly_cookie(required):
     """Without IAP: pages redirect to /login; the key becomes a SameSite=Strict cookie; posts stay same-site."""
     from roadseg.gateway.api import create_app
-    from roadseg.gateway.predictor import EmbeddedPredictor
+    from roadseg.inference.predictor import EmbeddedPredictor
     from utils.gateway import dark_model
 
     html = {"Accept": "text/html,application/xhtml+xml"}

@@ -124,7 +124,7 @@ def test_any_bytes_are_read_or_refused_with_a_clear_error(data):
 def gateway_client(tmp_path_factory):
     """The gateway app in-process (open local mode, the dark test model, its own storage)."""
     from roadseg.gateway.api import create_app
-    from roadseg.gateway.predictor import EmbeddedPredictor
+    from roadseg.inference.predictor import EmbeddedPredictor
     from roadseg.storage import LocalStorage
     from utils.clients import local_client
     from utils.gateway import dark_model

@@ -213,7 +213,7 @@ def small_disk(tmp_path):
 def test_a_full_disk_is_a_clear_error_and_leaves_nothing_behind(settings_env, small_disk):
     """Local storage on a disk that fills up while the outputs are stored: 507 naming it, nothing left over."""
     from roadseg.gateway.api import create_app
-    from roadseg.gateway.predictor import EmbeddedPredictor
+    from roadseg.inference.predictor import EmbeddedPredictor
     from roadseg.storage import LocalStorage
     from utils.clients import local_client
 

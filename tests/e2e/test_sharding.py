@@ -76,7 +76,7 @@ def _use(env: dict[str, str], monkeypatch):
 
 def _submit(scene: Path, storage, settings) -> tuple[str, str]:
     """Register the scene and store a prediction job of the same image; returns their ids."""
-    from roadseg.gateway.predictions import create_job
+    from roadseg.gateway.jobs import create_job
     from roadseg.ingest.scenes import register_scene, scene_id_for_uri
     from roadseg.ingest.tiling import TileParams
     from roadseg.storage import split_url
@@ -123,8 +123,8 @@ def _pixels(storage, key: str) -> np.ndarray:
 @pytest.mark.slow
 def test_two_workers_share_every_job_and_match_one_process(tmp_path, redis_url, start_worker, monkeypatch):
     from roadseg.gateway import sharded
-    from roadseg.gateway.predictions import predict_raster, prediction_store, road_graph_geojson
-    from roadseg.gateway.predictor import EmbeddedPredictor
+    from roadseg.gateway.jobs import predict_raster, prediction_store, road_graph_geojson
+    from roadseg.inference.predictor import EmbeddedPredictor
     from roadseg.ingest.scenes import run_scene, scene_store
     from roadseg.labeler.run import LabelOptions, label_run, prepare_run, run_store
 

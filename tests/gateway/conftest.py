@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from roadseg.gateway.api import create_app
-from roadseg.gateway.predictor import EmbeddedPredictor
+from roadseg.inference.predictor import EmbeddedPredictor
 from roadseg.storage import get_storage
 from utils.clients import local_client
 from utils.gateway import dark_model

@@ -10,7 +10,7 @@ import pytest
 import rasterio
 from PIL import Image
 from roadseg.gateway.api import create_app
-from roadseg.gateway.predictor import EmbeddedPredictor
+from roadseg.inference.predictor import EmbeddedPredictor
 from roadseg.storage import get_storage
 from utils.clients import local_client
 from utils.gateway import dark_model, dark_two_output_model, road_image, write_geotiff
@@ -273,7 +273,7 @@ def test_page_panels_show_progress_per_window_and_where_the_time_went(client):
 def test_the_road_network_is_built_after_the_answer_or_on_first_use(client, settings_env, predictor, monkeypatch):
     """The answer comes once the rasters are stored; the graph follows it (or the first route/download builds it)."""
     from roadseg.config import get_settings
-    from roadseg.gateway.predictions import create_job, prediction_store, run_job
+    from roadseg.gateway.jobs import create_job, prediction_store, run_job
 
     r = client.post("/api/v1/predictions", files={"file": ("roads.png", png_bytes(road_image(256, 256)), "image/png")})
     body = r.json()

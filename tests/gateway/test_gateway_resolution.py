@@ -18,7 +18,7 @@ from rasterio.crs import CRS
 from rasterio.io import MemoryFile
 from rasterio.transform import from_origin
 from roadseg import raster
-from roadseg.gateway.windows import FACTOR_RANGE, model_resolution, resampled, resolution_factor
+from roadseg.inference.windows import FACTOR_RANGE, model_resolution, resampled, resolution_factor
 from roadseg.model_versions import latest_version
 from utils.paths import REPO
 
@@ -96,8 +96,8 @@ def test_resampled_predictions_keep_the_window_grid():
 def test_shipped_model_finds_vegas_streets_once_resampled(shared_dir):
     import geopandas as gpd
     from roadseg.config import get_settings
-    from roadseg.gateway.predictions import predict_raster
-    from roadseg.gateway.predictor import EmbeddedPredictor
+    from roadseg.gateway.jobs import predict_raster
+    from roadseg.inference.predictor import EmbeddedPredictor
     from roadseg.labeler.rasterize import TileGrid, burn, centerline_shapes
     from roadseg.labeler.widths import WidthSpec
 

@@ -10,7 +10,7 @@ from PIL import Image
 from roadseg.config import get_settings
 from roadseg.errors import RoadsegError
 from roadseg.gateway.api import create_app
-from roadseg.gateway.predictor import EmbeddedPredictor, GrpcPredictor, RestPredictor, make_predictor
+from roadseg.inference.predictor import EmbeddedPredictor, GrpcPredictor, RestPredictor, make_predictor
 from roadseg.model_versions import latest_version, read_card
 from roadseg.storage import get_storage
 from utils.clients import local_client

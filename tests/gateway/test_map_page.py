@@ -181,7 +181,7 @@ def test_missing_road_candidates_on_the_map(gateway, browser_page, tmp_path):
 def test_a_basemap_setting_opens_the_policy_to_its_origin_only(settings_env, monkeypatch):
     from roadseg.config import get_settings
     from roadseg.gateway.api import create_app
-    from roadseg.gateway.predictor import EmbeddedPredictor
+    from roadseg.inference.predictor import EmbeddedPredictor
     from utils.clients import local_client
 
     app = create_app(predictor=EmbeddedPredictor(dark_model() / "1"))

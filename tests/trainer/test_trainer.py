@@ -229,7 +229,7 @@ def test_test_time_augmentation_averages_the_views_mapped_back(tmp_path, tta):
 
     # Every export also serves the cheaper choices per request (signatures tta_<name>).
     from roadseg.errors import InvalidInput
-    from roadseg.gateway.predictor import EmbeddedPredictor
+    from roadseg.inference.predictor import EmbeddedPredictor
 
     assert read_card(out)["tta_options"] == sorted({tta, "none", "flip"})
     predictor = EmbeddedPredictor(out)

@@ -23,7 +23,7 @@ def main(folder: Path) -> dict:
     """What ingest, the labeler and the gateway answered, and what each left in storage."""
     from PIL import Image
     from roadseg.gateway.api import create_app as gateway_app
-    from roadseg.gateway.predictor import EmbeddedPredictor
+    from roadseg.inference.predictor import EmbeddedPredictor
     from roadseg.ingest.api import create_app as ingest_app
     from roadseg.ingest.scenes import run_scene, scene_store
     from roadseg.labeler.api import create_app as labeler_app

@@ -17,8 +17,8 @@ from pydantic import Field
 
 from roadseg.gateway import fragments
 from roadseg.gateway.endpoints import map_page, model, pages, predictions, stac, tiles
-from roadseg.gateway.predictor import Predictor, get_predictor
 from roadseg.http_api import Health, create_service_app
+from roadseg.inference.predictor import Predictor, get_predictor
 from roadseg.storage import Storage
 
 STATIC = Path(__file__).parent / "static"

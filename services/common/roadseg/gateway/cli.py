@@ -133,7 +133,7 @@ def predict_command(args: argparse.Namespace) -> int:
     from roadseg import raster
     from roadseg.config import get_settings
     from roadseg.errors import RoadsegError
-    from roadseg.gateway.predictor import make_predictor, warm_up
+    from roadseg.inference.predictor import make_predictor, warm_up
     from roadseg.mosaic import gcs_gdal_options
 
     settings = get_settings()
@@ -180,7 +180,7 @@ def _predict_file(source, predictor, settings, out: Path, threshold: float, args
 
     from roadseg import raster
     from roadseg.cog import tif_to_cog
-    from roadseg.gateway.predictions import predict_raster, road_graph_geojson
+    from roadseg.gateway.jobs import predict_raster, road_graph_geojson
 
     stem = Path(source).stem
     notes = []

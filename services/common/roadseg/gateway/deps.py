@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from roadseg.gateway.predictions import prediction_store
-from roadseg.gateway.predictor import Predictor
+from roadseg.gateway.jobs import prediction_store
 from roadseg.http_api import StorageDep
+from roadseg.inference.predictor import Predictor
 from roadseg.jobs import JobStore
 
 

@@ -4,9 +4,9 @@ A job is cut into shards of ``ROADSEG_SHARD_WINDOW_ROWS`` rows of prediction win
 (:mod:`roadseg.shards` explains the bookkeeping). Each shard also runs the first row of windows of
 the shard below it, its halo, so the rows it writes have seen every window that covers them, in
 the same order as a prediction of the whole image: the seams are not approximately but exactly
-the single-worker result (:func:`roadseg.gateway.windows.sliding_predict`).
+the single-worker result (:func:`roadseg.inference.windows.sliding_predict`).
 
-Storage of job ``{id}`` besides :mod:`roadseg.gateway.predictions`' files:
+Storage of job ``{id}`` besides :mod:`roadseg.gateway.jobs`' files:
 
 * ``predictions/{id}/bands/{n}/{layer}.tif``: shard ``n``'s band of each output layer (removed once joined);
 * ``predictions/{id}/shards/{n}.json``: its result (rows, road pixels, windows, seconds);
@@ -32,7 +32,7 @@ from xml.sax.saxutils import escape
 from roadseg import raster
 from roadseg.config import Settings
 from roadseg.documents import ROADS_FAILED, ROADS_PENDING
-from roadseg.gateway.predictions import (
+from roadseg.gateway.jobs import (
     BASE_LAYERS,
     LAYERS,
     ModelWindows,
@@ -52,8 +52,8 @@ from roadseg.gateway.predictions import (
     store_road_network,
     window_progress,
 )
-from roadseg.gateway.predictor import Predictor
-from roadseg.gateway.windows import count_windows
+from roadseg.inference.predictor import Predictor
+from roadseg.inference.windows import count_windows
 from roadseg.jobs import DONE, FAILED, RUNNING
 from roadseg.roadnet.graph import (
     GraphScale,

@@ -16,7 +16,7 @@ from roadseg.celery_app import app
 from roadseg.config import get_settings
 from roadseg.errors import RoadsegError
 from roadseg.gateway import sharded
-from roadseg.gateway.predictions import build_road_network_quietly, run_job
+from roadseg.gateway.jobs import build_road_network_quietly, run_job
 from roadseg.storage import get_storage
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def _warm_model(**_kwargs) -> None:
     """
     if not _predict_only:
         return
-    from roadseg.gateway.predictor import get_predictor, warm_up
+    from roadseg.inference.predictor import get_predictor, warm_up
 
     try:
         warm_up(get_predictor(), get_settings().predict_window)
@@ -62,7 +62,7 @@ def predict(job_id: str) -> dict:
     final record either way, so a re-delivery after a worker crash just redoes the job. Once the job
     is done (and visible as such), the same worker builds its road network.
     """
-    from roadseg.gateway.predictor import get_predictor
+    from roadseg.inference.predictor import get_predictor
 
     storage, settings, predictor = get_storage(), get_settings(), get_predictor()
     try:
@@ -83,7 +83,7 @@ def predict(job_id: str) -> dict:
 @app.task(name="roadseg.gateway.predict_shard")
 def predict_shard(job_id: str, index: int) -> dict:
     """Predict one band of a sharded job; the shard that completes the set writes the job's outputs."""
-    from roadseg.gateway.predictor import get_predictor
+    from roadseg.inference.predictor import get_predictor
 
     storage, settings, predictor = get_storage(), get_settings(), get_predictor()
     try:

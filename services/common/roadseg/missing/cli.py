@@ -88,7 +88,7 @@ def _compare(source: str, args: argparse.Namespace) -> int:
     from roadseg import raster
     from roadseg.config import get_settings
     from roadseg.errors import InvalidInput
-    from roadseg.gateway.predictor import make_predictor
+    from roadseg.inference.predictor import make_predictor
     from roadseg.missing.compare import centreline_probabilities, centreline_threshold
     from roadseg.missing.records import missing_store
     from roadseg.missing.run import prepare_job, run_comparison

@@ -51,10 +51,10 @@ def centreline_probabilities(
 ) -> Path:
     """A float32 GeoTIFF of the probability of a road centreline for every pixel of ``ds`` (same grid).
 
-    Runs the prediction path everybody uses (:func:`roadseg.gateway.predictions.predict_raster`) and keeps
+    Runs the prediction path everybody uses (:func:`roadseg.gateway.jobs.predict_raster`) and keeps
     the first of :data:`CENTRELINE_LAYERS` the model has.
     """
-    from roadseg.gateway.predictions import predict_raster
+    from roadseg.gateway.jobs import predict_raster
 
     threshold = predictor.threshold(settings.threshold)
     result = predict_raster(

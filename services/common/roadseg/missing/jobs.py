@@ -76,7 +76,7 @@ def submit(
     queued, so bad vectors cost nothing; the prediction made for a refused job is deleted again.
     """
     from roadseg.celery_app import app
-    from roadseg.gateway.predictions import create_job, create_scene_job, prediction_store
+    from roadseg.gateway.jobs import create_job, create_scene_job, prediction_store
     from roadseg.http_api import enqueue
     from roadseg.missing.tasks import compare
 
@@ -122,7 +122,7 @@ def submit(
 
 def compare_prediction(storage: Storage, job_id: str, settings: Settings) -> str:
     """The worker's step: wait for the job's prediction, then compare (``done``); ``pending`` while it runs."""
-    from roadseg.gateway.predictions import prediction_store
+    from roadseg.gateway.jobs import prediction_store
 
     jobs = missing_store(storage)
     record = jobs.get(job_id)
@@ -158,7 +158,7 @@ def compare_prediction(storage: Storage, job_id: str, settings: Settings) -> str
 
 def network_pending(prediction: dict[str, Any], settings: Settings) -> bool:
     """Whether the ``predict`` workers are still tracing a large prediction's road network, shard by shard."""
-    from roadseg.gateway.predictions import has_road_network
+    from roadseg.gateway.jobs import has_road_network
 
     info = prediction["info"]
     return (
@@ -172,13 +172,13 @@ def network_pending(prediction: dict[str, Any], settings: Settings) -> bool:
 def predicted_lines(storage: Storage, prediction: dict[str, Any], settings: Settings) -> list[LineString] | None:
     """The predicted network of a done prediction: its road network's edges (scene coordinates).
 
-    The network the prediction builds anyway (:mod:`roadseg.gateway.predictions`, from the centreline
+    The network the prediction builds anyway (:mod:`roadseg.gateway.jobs`, from the centreline
     band of a two-output model): built here when the mask is small, else traced shard by shard by the
     ``predict`` workers (:func:`roadseg.gateway.sharded.plan_roads`; :func:`network_pending` until then).
     ``None`` for a prediction without one: the comparison then traces the probabilities itself.
     Raises the reason when building it failed.
     """
-    from roadseg.gateway.predictions import has_road_network, road_network
+    from roadseg.gateway.jobs import has_road_network, road_network
 
     if "roads.geojson" not in prediction["files"] and not has_road_network(prediction):
         return None
@@ -193,7 +193,7 @@ def open_image(storage: Storage, record: dict[str, Any], settings: Settings) -> 
     from roadseg import raster
 
     if record.get("prediction_id"):
-        from roadseg.gateway.predictions import open_input, prediction_store
+        from roadseg.gateway.jobs import open_input, prediction_store
 
         with open_input(storage, prediction_store(storage).get(record["prediction_id"]), settings) as ds:
             yield ds

@@ -143,7 +143,7 @@ def predict_image(
 ) -> np.ndarray:
     """Probabilities float32 [H, W, C] (a channel per model output) of one RGB image through ``roadseg predict``'s path.
 
-    The image goes through :func:`roadseg.gateway.predictions.predict_raster` as an in-memory,
+    The image goes through :func:`roadseg.gateway.jobs.predict_raster` as an in-memory,
     non-georeferenced raster (like a PNG a user uploads): the same reading, sliding windows, Hann
     blending, batch size and test-time augmentation as the CLI, the API and the page, so the
     figures describe what users get on full images of any size.
@@ -151,7 +151,7 @@ def predict_image(
     import rasterio
     from rasterio.io import MemoryFile
 
-    from roadseg.gateway.predictions import predict_raster
+    from roadseg.gateway.jobs import predict_raster
 
     height, width = image.shape[:2]
     profile = {"driver": "GTiff", "width": width, "height": height, "count": 3, "dtype": "uint8"}
@@ -248,7 +248,7 @@ def _evaluate(
 ) -> dict:
     """The evaluation itself; ``cache`` holds local copies of data and the prediction rasters."""
     from roadseg.config import get_settings
-    from roadseg.gateway.predictor import EmbeddedPredictor
+    from roadseg.inference.predictor import EmbeddedPredictor
     from roadseg.trainer.data import iter_examples
 
     path = resolve_savedmodel(model)

@@ -92,8 +92,8 @@ def vegas_apls(model: str | Path, tile: str | Path, lines: str | Path, tta: str 
     import rasterio
 
     from roadseg.config import get_settings
-    from roadseg.gateway.predictions import predict_raster, road_graph_geojson
-    from roadseg.gateway.predictor import EmbeddedPredictor
+    from roadseg.gateway.jobs import predict_raster, road_graph_geojson
+    from roadseg.inference.predictor import EmbeddedPredictor
     from roadseg.model_versions import resolve_savedmodel
     from roadseg.roadnet.apls import AplsParams, apls
     from roadseg.roadnet.io import load_graph

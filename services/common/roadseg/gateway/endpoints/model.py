@@ -10,8 +10,8 @@ from pydantic import Field
 from roadseg.auth import Role, require
 from roadseg.documents import ModelCard
 from roadseg.gateway.deps import PredictorDep
-from roadseg.gateway.predictor import Predictor
 from roadseg.http_api import SettingsDep
+from roadseg.inference.predictor import Predictor
 
 router = APIRouter(prefix="/api/v1/model", tags=["model"], dependencies=[require(Role.viewer)])
 

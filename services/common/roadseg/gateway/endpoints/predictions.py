@@ -22,7 +22,7 @@ from roadseg.documents import ROADS_PENDING, PredictionRecord
 from roadseg.errors import NotFound, PredictionBudgetSpent
 from roadseg.gateway.deps import PredictionsDep, PredictorDep
 from roadseg.gateway.example import example_png
-from roadseg.gateway.predictions import (
+from roadseg.gateway.jobs import (
     MEDIA_TYPES,
     build_road_network_quietly,
     create_scene_job,
@@ -32,9 +32,9 @@ from roadseg.gateway.predictions import (
     run_job_in_background,
     submit_prediction,
 )
-from roadseg.gateway.predictor import Predictor
 from roadseg.gateway.routing import route_between
 from roadseg.http_api import SettingsDep, StorageDep, enqueue
+from roadseg.inference.predictor import Predictor
 from roadseg.jobs import DONE, QUEUED, RUNNING
 from roadseg.storage import Storage
 

@@ -40,8 +40,9 @@ from roadseg.cog import GDAL_ENV, tif_to_cog
 from roadseg.config import Settings
 from roadseg.documents import MISSING_CANDIDATES_FILE, ROADS_FAILED, ROADS_PENDING, ROADS_READY, PredictionRecord
 from roadseg.errors import InvalidInput, RoadsegError
-from roadseg.gateway.predictor import Predictor
-from roadseg.gateway.windows import (
+from roadseg.http_api import enqueue
+from roadseg.inference.predictor import Predictor
+from roadseg.inference.windows import (
     PredictBatch,
     fit_window,
     model_resolution,
@@ -51,7 +52,6 @@ from roadseg.gateway.windows import (
     sliding_predict,
     window_starts,
 )
-from roadseg.http_api import enqueue
 from roadseg.jobs import DONE, FAILED, RUNNING, JobStore, new_id
 from roadseg.png import PngWriter
 from roadseg.roadnet.params import GraphParams

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from roadseg.gateway.windows import count_windows, hann_weights, sliding_predict, window_starts
+from roadseg.inference.windows import count_windows, hann_weights, sliding_predict, window_starts
 
 
 def brightness(batch: np.ndarray) -> np.ndarray:
@@ -95,7 +95,7 @@ def test_blending_hides_window_seams():
 @pytest.mark.parametrize("window", [256, 512, 1024])
 def test_fitted_windows_are_no_more_and_no_larger_and_keep_the_overlap(window, overlap):
     """Per side: never more windows than the fixed size, never larger, the overlap kept, and less model input."""
-    from roadseg.gateway.windows import fit_window
+    from roadseg.inference.windows import fit_window
 
     for height, width in [(1500, 1500), (32768, 2048), (700, 900), (100, 3000), (window + 1, window), (64, 64)]:
         fitted = fit_window(height, width, window, overlap)
