@@ -45,7 +45,10 @@ class Frame:
         width, height = int(info["width"]), int(info["height"])
         if not info.get("georeferenced"):
             if not pixel_size_m or pixel_size_m <= 0:
-                raise InvalidInput("a plain image (no georeference) needs its pixel size in metres (--pixel-size)")
+                raise InvalidInput(
+                    "a plain image (no georeference) needs its pixel size in metres: --pixel-size on the command "
+                    'line, "pixel_size_m" in the API\'s options'
+                )
             return cls(None, (1.0, 0.0, 0.0, 0.0, 1.0, 0.0), width, height, float(pixel_size_m), None)
         crs = crs_string(info["crs"])
         transform = tuple(float(v) for v in info["transform"][:6])
