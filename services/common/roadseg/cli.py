@@ -9,10 +9,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import TypeAlias
 
 from roadseg import __version__
 from roadseg.errors import RoadsegError
 from roadseg.logs import setup_logging
+
+#: What each module's ``register(sub)`` receives: the ``roadseg`` parser's ``add_subparsers()`` (a string, since
+#: argparse's class is generic only to type checkers).
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 #: Modules that contribute sub-commands, in the order they appear in ``--help``.
 COMMAND_MODULES = [

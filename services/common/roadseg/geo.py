@@ -8,14 +8,22 @@ length times the CRS's linear unit.
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import shapely
+from numpy.typing import ArrayLike
 from pyproj import CRS, Geod, Transformer
 from shapely.geometry import LineString
+from shapely.geometry.base import BaseGeometry
 
-Affine6 = tuple[float, float, float, float, float, float]
+if TYPE_CHECKING:
+    import networkx as nx
+
+#: A rasterio-style affine's six numbers (a, b, c, d, e, f): a tuple, or the list a graph's JSON keeps.
+Affine6 = Sequence[float]
 
 
 @lru_cache(maxsize=64)
@@ -24,7 +32,7 @@ def to_crs(crs: str | None) -> CRS | None:
     return None if crs in (None, "", "pixel") else CRS.from_user_input(crs)
 
 
-def crs_string(crs) -> str | None:
+def crs_string(crs: object) -> str | None:
     """A compact, round-trippable string for a CRS (``EPSG:xxxx`` when it has one, else WKT)."""
     if crs is None:
         return None
@@ -33,7 +41,7 @@ def crs_string(crs) -> str | None:
     return f"EPSG:{epsg}" if epsg else crs.to_wkt()
 
 
-def oriented_line(line: LineString, g, u, v) -> LineString:
+def oriented_line(line: LineString, g: nx.MultiGraph, u: Hashable, v: Hashable) -> LineString:
     """``line`` (joining nodes ``u`` and ``v`` of ``g``) running from ``u`` to ``v``.
 
     Graphs report an undirected edge either way round, so the line's first point decides: kept when it
@@ -45,7 +53,7 @@ def oriented_line(line: LineString, g, u, v) -> LineString:
     return line if du <= dv else LineString(line.coords[::-1])
 
 
-def edge_line(g, u, v, k) -> LineString:
+def edge_line(g: nx.MultiGraph, u: Hashable, v: Hashable, k: int) -> LineString:
     """The ``geometry`` of edge (u, v, k) of a multigraph, running from ``u`` to ``v``."""
     return oriented_line(g.edges[u, v, k]["geometry"], g, u, v)
 
@@ -126,14 +134,16 @@ def transform_points(points: np.ndarray, src: str, dst: str) -> np.ndarray:
     return np.stack([x, y], axis=-1)
 
 
-def transform_geometry(geom, src: str, dst: str):
+def transform_geometry(geom: BaseGeometry, src: str, dst: str) -> BaseGeometry:
     """Reproject a shapely geometry."""
     if to_crs(src) == to_crs(dst):
         return geom
     return shapely.transform(geom, lambda xy: transform_points(xy, src, dst))
 
 
-def local_metric_crs(crs: str, lon_lat_point: tuple[float, float] | None = None, sample_xy=None) -> str:
+def local_metric_crs(
+    crs: str, lon_lat_point: tuple[float, float] | None = None, sample_xy: ArrayLike | None = None
+) -> str:
     """The CRS to measure in: ``crs`` itself when projected, else the UTM zone around the data."""
     parsed = to_crs(crs)
     if parsed is None or not parsed.is_geographic:

@@ -54,7 +54,7 @@ class Frame:
         transform = tuple(float(v) for v in info["transform"][:6])
         parsed = to_crs(crs)
         assert parsed is not None  # a georeferenced image has a CRS
-        size = measure(transform, crs, (height, width)) or 1.0  # type: ignore[arg-type]
+        size = measure(transform, crs, (height, width)) or 1.0
         if parsed.is_projected and parsed.axis_info[0].unit_conversion_factor == 1.0:
             metric = crs
         else:

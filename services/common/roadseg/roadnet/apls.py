@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+from collections.abc import Hashable
 from dataclasses import dataclass
 from itertools import count
 from typing import Any
@@ -97,7 +98,7 @@ def to_metric(g: nx.MultiGraph, crs: str | None, tag: str, pixel_size_m: float |
     return out
 
 
-def _split_edge(g: nx.MultiGraph, u, v, k, cuts: list[tuple[float, object]]) -> None:
+def _split_edge(g: nx.MultiGraph, u: Hashable, v: Hashable, k: int, cuts: list[tuple[float, object]]) -> None:
     """Split edge (u, v, k) at distances from u; ``cuts`` = sorted [(distance, new node id)]."""
     line = edge_line(g, u, v, k)
     g.remove_edge(u, v, k)

@@ -13,6 +13,7 @@ from itertools import count
 import networkx as nx
 import numpy as np
 import shapely
+from numpy.typing import ArrayLike
 from scipy.spatial import cKDTree
 from shapely.geometry import LineString
 
@@ -22,19 +23,19 @@ def polyline_length(pts: np.ndarray) -> float:
     return float(np.hypot(*np.diff(pts, axis=0).T).sum()) if len(pts) > 1 else 0.0
 
 
-def add_edge(g: nx.MultiGraph, u, v, pts) -> None:
+def add_edge(g: nx.MultiGraph, u: int, v: int, pts: ArrayLike) -> None:
     """Add an edge whose polyline starts at node ``u`` and ends at node ``v``."""
     pts = np.asarray(pts, dtype=float)
     g.add_edge(u, v, pts=pts, src=u, length=polyline_length(pts))
 
 
-def oriented(g: nx.MultiGraph, u, v, k) -> np.ndarray:
+def oriented(g: nx.MultiGraph, u: int, v: int, k: int) -> np.ndarray:
     """The polyline of edge (u, v, k) running from ``u`` to ``v``."""
     data = g.edges[u, v, k]
     return data["pts"] if data["src"] == u else data["pts"][::-1]
 
 
-def node_xy(g: nx.MultiGraph, n) -> np.ndarray:
+def node_xy(g: nx.MultiGraph, n: int) -> np.ndarray:
     """A node's (x, y) as an array."""
     return np.array([g.nodes[n]["x"], g.nodes[n]["y"]])
 
@@ -109,7 +110,7 @@ def remove_isolated(g: nx.MultiGraph) -> None:
     g.remove_nodes_from([n for n in list(g.nodes) if g.degree(n) == 0])
 
 
-def end_direction(g: nx.MultiGraph, n, look_back: float) -> np.ndarray | None:
+def end_direction(g: nx.MultiGraph, n: int, look_back: float) -> np.ndarray | None:
     """Unit vector pointing out of a dead end, measured over the last ``look_back`` pixels of its edge."""
     (_, other, k) = next(iter(g.edges(n, keys=True)))
     pts = oriented(g, other, n, k)
@@ -122,7 +123,7 @@ def end_direction(g: nx.MultiGraph, n, look_back: float) -> np.ndarray | None:
     return d / norm if norm > 0 else None
 
 
-def _close_in_graph(g: nx.MultiGraph, a, b, within: float) -> bool:
+def _close_in_graph(g: nx.MultiGraph, a: int, b: int, within: float) -> bool:
     """True when ``b`` is already reachable from ``a`` by a path shorter than ``within``."""
     try:
         return nx.dijkstra_path_length(g, a, b, weight="length") < within
@@ -130,7 +131,7 @@ def _close_in_graph(g: nx.MultiGraph, a, b, within: float) -> bool:
         return False
 
 
-def join_gaps(g: nx.MultiGraph, gap: float, new_id: count) -> int:
+def join_gaps(g: nx.MultiGraph, gap: float, new_id: count[int]) -> int:
     """Bridge dead ends that stop within ``gap`` of another road (end-to-end or end-to-edge).
 
     Returns the number of bridges added.

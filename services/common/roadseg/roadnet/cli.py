@@ -8,9 +8,13 @@ import sys
 import time
 from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from roadseg.errors import InvalidInput
 from roadseg.roadnet.params import GraphParams
+
+if TYPE_CHECKING:
+    from roadseg.cli import Subcommands
 
 GRAPH_EPILOG = """examples:
   roadseg graph pred_mask.tif --out roads.geojson
@@ -35,7 +39,7 @@ Feature with its length. Exit status 2 with a message when no road connects the 
 too far from any road."""
 
 
-def _params_from_args(args) -> GraphParams:
+def _params_from_args(args: argparse.Namespace) -> GraphParams:
     given = {f.name: getattr(args, f.name) for f in fields(GraphParams) if getattr(args, f.name, None) is not None}
     return GraphParams(**given)
 
@@ -134,7 +138,7 @@ def _route(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub) -> None:
+def register(sub: Subcommands) -> None:
     """Add the ``graph``, ``apls`` and ``route`` sub-commands."""
     fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser(

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import count
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import networkx as nx
 import numpy as np
@@ -31,6 +31,9 @@ from roadseg.geo import crs_string, crs_to_pixels, line_length_m, pixel_size_m, 
 from roadseg.roadnet import clean
 from roadseg.roadnet.params import GraphParams
 from roadseg.roadnet.skeleton import PixelGraph, skeletonize_mask, trace_skeleton
+
+if TYPE_CHECKING:
+    from rasterio.io import DatasetReader
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,7 @@ def window_count(shape: tuple[int, ...], params: GraphParams) -> int:
 
 
 def trace_windows(
-    mask,
+    mask: np.ndarray | RasterMask,
     params: GraphParams,
     hole_area_px: int,
     indexes: Iterable[int] | None = None,
@@ -109,7 +112,7 @@ def piece_to_json(piece: PixelGraph) -> dict:
 def piece_from_json(data: dict) -> PixelGraph:
     """The piece :func:`piece_to_json` wrote, with its node keys as tuples again."""
 
-    def key(value):
+    def key(value: object) -> object:
         return tuple(key(v) for v in value) if isinstance(value, list) else value
 
     nodes = {key(k): tuple(xy) for k, xy in data["nodes"]}
@@ -119,12 +122,12 @@ def piece_from_json(data: dict) -> PixelGraph:
 class RasterMask:
     """A single-band raster read lazily window by window (so huge masks never sit in memory at once)."""
 
-    def __init__(self, ds):
+    def __init__(self, ds: DatasetReader) -> None:
         """Wrap an open single-band dataset; ``shape`` is (rows, cols), as for an array."""
         self.ds = ds
         self.shape = (ds.height, ds.width)
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
         """Read ``mask[rows, cols]`` (two slices with explicit start and stop) from band 1."""
         from rasterio.windows import Window
 
@@ -148,7 +151,7 @@ def clean_pixel_graph(g: nx.MultiGraph, params: GraphParams, px_m: float) -> Non
     clean.simplify(g, params.simplify_m / px_m)
 
 
-def finalize(g: nx.MultiGraph, transform, crs: str | None, px_m: float | None) -> nx.MultiGraph:
+def finalize(g: nx.MultiGraph, transform: Sequence[float] | None, crs: str | None, px_m: float | None) -> nx.MultiGraph:
     """Pixel-stage graph -> output graph in CRS coordinates with lengths (docs/contracts.md §7)."""
     out = nx.MultiGraph(
         crs=crs,
@@ -176,9 +179,9 @@ def finalize(g: nx.MultiGraph, transform, crs: str | None, px_m: float | None) -
 
 
 def mask_to_graph(
-    mask,
-    transform=None,
-    crs=None,
+    mask: np.ndarray | RasterMask,
+    transform: Iterable[float] | None = None,
+    crs: object = None,
     params: GraphParams = GraphParams(),
     progress: Callable[[int, int], None] | None = None,
 ) -> nx.MultiGraph:
@@ -201,17 +204,20 @@ class GraphScale:
     px_m: float | None
 
     @classmethod
-    def of(cls, shape: tuple[int, ...], transform, crs, params: GraphParams) -> GraphScale:
+    def of(
+        cls, shape: tuple[int, ...], transform: Iterable[float] | None, crs: object, params: GraphParams
+    ) -> GraphScale:
         """Checked georeferencing of a mask of ``shape``; pixel size from it (or ``params.pixel_size_m``)."""
         h, w = shape[:2]
         if h == 0 or w == 0:
             raise InvalidInput("empty mask")
         transform = tuple(float(t) for t in tuple(transform)[:6]) if transform is not None else None
         crs = crs_string(crs) if crs is not None else None
-        if crs is not None and transform is None:
+        if crs is None:
+            return cls(transform, None, params.pixel_size_m)
+        if transform is None:
             raise InvalidInput("a CRS needs a transform")
-        px_m = pixel_size_m(transform, crs, (h, w)) if crs is not None else params.pixel_size_m
-        return cls(transform, crs, px_m)
+        return cls(transform, crs, pixel_size_m(transform, crs, (h, w)))
 
     def hole_area_px(self, params: GraphParams) -> int:
         """Holes smaller than this many pixels are filled before skeletonizing."""
@@ -258,7 +264,7 @@ def graph_to_geojson(g: nx.MultiGraph) -> dict:
     return out
 
 
-def _json_id(n):
+def _json_id(n: Hashable) -> int | float | str:
     """Node ids from foreign graphs may be numpy numbers or tuples; JSON needs plain values."""
     if isinstance(n, (int, np.integer)) or (isinstance(n, (float, np.floating)) and float(n).is_integer()):
         return int(n)
@@ -300,7 +306,7 @@ def graph_from_geojson(fc: dict) -> nx.MultiGraph:
     g = nx.MultiGraph(crs=crs, transform=transform, units=units, pixel_size_m=px_m)
     ids: dict[tuple[float, float], int] = {}
 
-    def node(c):
+    def node(c: tuple[float, float]) -> int:
         if c not in ids:
             ids[c] = len(ids)
             g.add_node(ids[c], x=c[0], y=c[1])
@@ -324,7 +330,7 @@ def graph_from_geojson(fc: dict) -> nx.MultiGraph:
     return g
 
 
-def _pixel_length(line: LineString, transform) -> float:
+def _pixel_length(line: LineString, transform: Sequence[float]) -> float:
     """Length in pixels of a CRS line on the raster grid ``transform``."""
     a, b, _, d, e, _ = transform
     return line.length / math.sqrt(abs(a * e - b * d))
@@ -344,7 +350,9 @@ def write_gpkg(g: nx.MultiGraph, path: str) -> None:
     )
 
 
-def graph_to_mask(g: nx.MultiGraph, shape: tuple[int, int], transform=None, width_px: int = 1) -> np.ndarray:
+def graph_to_mask(
+    g: nx.MultiGraph, shape: tuple[int, int], transform: Sequence[float] | None = None, width_px: int = 1
+) -> np.ndarray:
     """Rasterize the road centrelines onto a grid (``transform`` defaults to the graph's own), as uint8 0/255.
 
     Used to compare a graph with pixel masks via :mod:`roadseg.metrics` (relaxed precision/recall/F1).

@@ -22,7 +22,7 @@ from roadseg.geo import crs_string, line_length_m
 from roadseg.roadnet.graph import graph_from_geojson
 
 
-def _rebuild_old_networkx(obj) -> nx.Graph:
+def _rebuild_old_networkx(obj: nx.Graph) -> nx.Graph:
     """Rebuild a current graph from a networkx 1.x pickle, which keeps ``node``/``adj``, not ``_node``/``_adj``."""
     state = obj.__dict__
     multi = isinstance(obj, nx.MultiGraph)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from itertools import count
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 import shapely
+from numpy.typing import ArrayLike
 from pyproj import Geod
 from shapely.geometry import LineString, Point, mapping
 from shapely.ops import substring
@@ -44,8 +46,8 @@ class TooFarFromRoad(RoadsegError):
 class Snap:
     """Where a point lands on the graph: edge (u, v, k), distance along its geometry from u, and how far."""
 
-    u: object
-    v: object
+    u: Hashable
+    v: Hashable
     k: int
     along: float  # in graph weight units from u
     weight: float  # the edge's weight
@@ -54,7 +56,7 @@ class Snap:
     line: LineString  # edge geometry oriented from u to v
 
 
-def _to_graph_coords(g: nx.MultiGraph, xy, point_crs: str | None) -> np.ndarray:
+def _to_graph_coords(g: nx.MultiGraph, xy: ArrayLike, point_crs: str | None) -> np.ndarray:
     pt = np.asarray(xy, dtype=float).reshape(1, 2)
     gcrs, transform = g.graph.get("crs"), g.graph.get("transform")
     if point_crs == "pixel":
@@ -75,7 +77,7 @@ def _from_graph_coords(g: nx.MultiGraph, pts: np.ndarray, point_crs: str | None)
     return transform_points(pts, gcrs, point_crs)
 
 
-def _scale(g: nx.MultiGraph, u, v, k, line: LineString) -> float:
+def _scale(g: nx.MultiGraph, u: Hashable, v: Hashable, k: int, line: LineString) -> float:
     """Weight units per geometry unit along this edge (metres per degree, metres per pixel, ...)."""
     w = g.edges[u, v, k][weight_key(g)]
     return w / line.length if line.length > 0 else 1.0
@@ -109,7 +111,9 @@ def _distance(g: nx.MultiGraph, p: Point, on: Point, scale: float) -> float:
     return p.distance(on) * scale
 
 
-def _dijkstra(g: nx.MultiGraph, sources: dict, targets: dict, weight: str):
+def _dijkstra(
+    g: nx.MultiGraph, sources: dict, targets: dict, weight: str
+) -> tuple[float, Hashable | None, dict[Hashable, tuple[Hashable, int] | None]]:
     """Multi-source Dijkstra with start offsets; stops once no target can improve. Returns (cost, node, pred)."""
     dist: dict = {}
     pred: dict = {}
@@ -135,12 +139,14 @@ def _dijkstra(g: nx.MultiGraph, sources: dict, targets: dict, weight: str):
     return best[0], best[1], pred
 
 
-def _path_geometry(g: nx.MultiGraph, start: Snap, end: Snap, last, pred) -> list:
+def _path_geometry(
+    g: nx.MultiGraph, start: Snap, end: Snap, last: Hashable, pred: dict[Hashable, tuple[Hashable, int] | None]
+) -> list:
     """Coordinates from the start snap through the graph nodes to the end snap."""
     chain = []  # edges (a, b, k) from the start side to ``last``
     n = last
-    while pred[n] is not None:
-        a, k = pred[n]
+    while (step := pred[n]) is not None:
+        a, k = step
         chain.append((a, n, k))
         n = a
     chain.reverse()
@@ -162,8 +168,8 @@ def _path_geometry(g: nx.MultiGraph, start: Snap, end: Snap, last, pred) -> list
 
 def shortest_route(
     g: nx.MultiGraph,
-    start,
-    end,
+    start: Sequence[float],
+    end: Sequence[float],
     point_crs: str | None = "pixel",
     max_snap: float = DEFAULT_MAX_SNAP,
 ) -> dict:
@@ -197,8 +203,8 @@ def shortest_route(
     else:
         coords = _path_geometry(g, s, t, last, pred)
         nodes = [last]
-        while pred[nodes[-1]] is not None:
-            nodes.append(pred[nodes[-1]][0])
+        while (step := pred[nodes[-1]]) is not None:
+            nodes.append(step[0])
         nodes.reverse()
     out = _from_graph_coords(g, np.asarray(coords, dtype=float), point_crs)
     if len(out) < 2:

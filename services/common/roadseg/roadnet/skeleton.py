@@ -77,7 +77,7 @@ class _Tracer:
 
     def __init__(
         self, skel: np.ndarray, core: tuple[int, int, int, int] | None, origin: tuple[int, int], window_id: int
-    ):
+    ) -> None:
         h, w = skel.shape
         r0, r1, c0, c1 = core if core is not None else (0, h, 0, w)
         self.wp = w + 2

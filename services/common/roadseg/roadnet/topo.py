@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import networkx as nx
@@ -36,7 +37,7 @@ class TopoParams:
     seed: int = 0
 
 
-def _points_around(g: nx.MultiGraph, origin, tree: cKDTree, nodes: list, params: TopoParams) -> np.ndarray:
+def _points_around(g: nx.MultiGraph, origin: Hashable, tree: cKDTree, nodes: list, params: TopoParams) -> np.ndarray:
     """Holes/marbles of the neighbourhood of ``origin``: its nearby connected nodes plus interval points."""
     ox, oy = g.nodes[origin]["x"], g.nodes[origin]["y"]
     near = [nodes[i] for i in tree.query_ball_point((ox, oy), params.radius_m)]
