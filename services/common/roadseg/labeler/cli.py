@@ -6,9 +6,15 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from roadseg.labeler import MODES
+
+if TYPE_CHECKING:
+    from roadseg.cli import Subcommands
+    from roadseg.labeler.datasets import Sample
+    from roadseg.labeler.run import LabelOptions
+    from roadseg.storage import Storage
 
 LABEL_EPILOG = """\
 examples:
@@ -51,7 +57,7 @@ Output: {split}-{i:05d}-of-{n:05d}.tfrecord shards and manifest.json (read by ro
 class _Bar:
     """A tqdm progress bar on stderr, created on the first update (so nothing shows for instant work)."""
 
-    def __init__(self, desc: str, unit: str):
+    def __init__(self, desc: str, unit: str) -> None:
         self.desc, self.unit = desc, unit
         self.bar: Any = None  # tqdm, imported on first use
 
@@ -67,7 +73,7 @@ class _Bar:
             self.bar.close()
 
 
-def _options(args: argparse.Namespace):
+def _options(args: argparse.Namespace) -> LabelOptions:
     from roadseg.config import get_settings
     from roadseg.labeler.quality import QualityParams
     from roadseg.labeler.run import LabelOptions
@@ -138,7 +144,7 @@ def _label(args: argparse.Namespace) -> int:
     return 0 if args.no_wait else _wait(storage, run_id)
 
 
-def _wait(storage, run_id: str) -> int:
+def _wait(storage: Storage, run_id: str) -> int:
     from roadseg.jobs import DONE, FAILED
     from roadseg.labeler.run import run_store
 
@@ -199,7 +205,7 @@ def _dataset_import(args: argparse.Namespace) -> int:
     return _write(samples, args, {**_export_info(args), "folder": str(Path(args.folder).resolve())})
 
 
-def _write(samples, args: argparse.Namespace, info: dict) -> int:
+def _write(samples: list[Sample], args: argparse.Namespace, info: dict) -> int:
     from roadseg.labeler.datasets import write_dataset
 
     bar = _Bar("writing", "example")
@@ -227,7 +233,7 @@ def _add_dataset_common(p: argparse.ArgumentParser) -> None:
     )
 
 
-def register(sub) -> None:
+def register(sub: Subcommands) -> None:
     """Add the ``label``, ``label-status`` and ``dataset export|import-folder`` sub-commands."""
     fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser(

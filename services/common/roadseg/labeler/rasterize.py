@@ -17,8 +17,10 @@ import shapely
 from affine import Affine
 from pyproj import CRS, Transformer
 from rasterio.features import rasterize
+from rasterio.io import DatasetReader
 from rasterio.transform import array_bounds
 from shapely.geometry import MultiPolygon, Polygon
+from shapely.geometry.base import BaseGeometry
 
 from roadseg.errors import InvalidInput
 from roadseg.labeler.widths import WidthSpec
@@ -43,7 +45,7 @@ class TileGrid:
     height: int
 
     @classmethod
-    def from_dataset(cls, ds) -> TileGrid:
+    def from_dataset(cls, ds: DatasetReader) -> TileGrid:
         """The grid of an open raster; raises :class:`InvalidInput` without a CRS (vectors cannot be placed)."""
         if ds.crs is None:
             raise InvalidInput("the raster has no CRS; vector labels need a georeferenced scene")
@@ -70,11 +72,11 @@ def metric_crs(grid: TileGrid) -> CRS:
 # Every tile of a scene shares its CRS and most share a UTM zone, so transformers and CRSs are built
 # once (pyproj >= 3.1 makes both thread-safe, so the caches may be shared). Keyed by the text each CRS
 # was made from: hashing a pyproj CRS exports its WKT, which cost more than the cache saved.
-def _transformer(source, target) -> Transformer:
+def _transformer(source: object, target: object) -> Transformer:
     return _transformer_between(_crs_text(source), _crs_text(target))
 
 
-def _crs_text(crs) -> str:
+def _crs_text(crs: object) -> str:
     return crs.srs if isinstance(crs, CRS) else CRS.from_user_input(crs).srs  # e.g. a rasterio CRS
 
 
@@ -95,7 +97,9 @@ def _reproject(geoms: np.ndarray, source: CRS, target: CRS) -> np.ndarray:
     return shapely.transform(geoms, _transformer(source, target).transform, include_z=None, interleaved=False)
 
 
-def expand_bounds(bounds: tuple[float, float, float, float], metres: float, crs) -> tuple[float, float, float, float]:
+def expand_bounds(
+    bounds: tuple[float, float, float, float], metres: float, crs: object
+) -> tuple[float, float, float, float]:
     """``bounds`` grown by at least ``metres`` on every side, in the units of ``crs``.
 
     Used to find the roads whose *buffer* reaches into a tile although their centerline stays
@@ -140,7 +144,7 @@ def centerline_shapes(frame: gpd.GeoDataFrame, spec: WidthSpec, grid: TileGrid) 
     return shapes
 
 
-def _geojson(geom):
+def _geojson(geom: BaseGeometry) -> dict | BaseGeometry:
     """A polygon as a GeoJSON-like mapping built from its coordinate arrays; other geometries as they are.
 
     What rasterio would get from ``__geo_interface__``, which builds a Python tuple per vertex: for

@@ -32,9 +32,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
+import geopandas as gpd
 import numpy as np
 import rasterio
-from rasterio.io import MemoryFile
+from pyproj import CRS
+from rasterio.io import DatasetReader, MemoryFile
 from rasterio.windows import Window
 
 from roadseg.documents import LabelRunManifest, LabelRunRecord, SceneManifest
@@ -260,7 +262,13 @@ def write_mask_bytes(mask: np.ndarray, grid: TileGrid) -> bytes:
 class TileLabeler:
     """Turns the features of a scene into one tile's mask; reused for every tile of the run."""
 
-    def __init__(self, options: LabelOptions, roads, edges=None, reach_m: float | None = None):
+    def __init__(
+        self,
+        options: LabelOptions,
+        roads: gpd.GeoDataFrame,
+        edges: gpd.GeoDataFrame | None = None,
+        reach_m: float | None = None,
+    ) -> None:
         """Hold the features; for centerlines, also how far the widest road's buffer reaches.
 
         ``reach_m`` is the whole scene's (from the run's plan), so that a shard holding only part
@@ -274,12 +282,16 @@ class TileLabeler:
         own_reach = float(options.widths.widths(roads).max()) / 2 + 1.0 if centerline else 0.0
         self.reach_m = own_reach if reach_m is None else reach_m
 
-    def mask(self, grid: TileGrid, valid: np.ndarray | None, query_bounds=None) -> tuple[np.ndarray, int]:
+    def mask(
+        self, grid: TileGrid, valid: np.ndarray | None, query_bounds: tuple[float, float, float, float] | None = None
+    ) -> tuple[np.ndarray, int]:
         """(road surface mask, number of road features used) for a tile; ``query_bounds`` in the features' CRS."""
         surface, _, used = self.masks(grid, valid, query_bounds)
         return surface, used
 
-    def masks(self, grid: TileGrid, valid: np.ndarray | None, query_bounds=None) -> tuple[np.ndarray, np.ndarray, int]:
+    def masks(
+        self, grid: TileGrid, valid: np.ndarray | None, query_bounds: tuple[float, float, float, float] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, int]:
         """(road surface mask, centreline band mask, number of road features used) for a tile.
 
         The surface is each road at its width (or the edge polygons); the band is every centreline at
@@ -309,10 +321,12 @@ class TileLabeler:
         return self.band_width_m / 2 + 1.0
 
     @staticmethod
-    def _in_tile_crs(frame, grid: TileGrid):
+    def _in_tile_crs(frame: gpd.GeoDataFrame, grid: TileGrid) -> gpd.GeoDataFrame:
         return frame if frame.empty or frame.crs == grid.crs else frame.to_crs(grid.crs)
 
-    def label_dataset(self, ds, query_bounds=None) -> tuple[np.ndarray, np.ndarray, dict, TileGrid]:
+    def label_dataset(
+        self, ds: DatasetReader, query_bounds: tuple[float, float, float, float] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, dict, TileGrid]:
         """Surface mask, band mask and quality record for an open tile (its per-dataset mask marks nodata)."""
         grid = TileGrid.from_dataset(ds)
         image, valid = read_rgb_window(ds, Window(0, 0, ds.width, ds.height), compute_stretch(ds))
@@ -323,7 +337,12 @@ class TileLabeler:
 
 
 def open_sources(
-    options: LabelOptions, roads_path, edges_path, bounds, crs, reach_m: float | None = None
+    options: LabelOptions,
+    roads_path: str | Path,
+    edges_path: str | Path | None,
+    bounds: tuple[float, float, float, float],
+    crs: CRS | str,
+    reach_m: float | None = None,
 ) -> tuple[TileLabeler, dict]:
     """Read the features of a scene area; returns the labeler and a report for the manifest.
 

@@ -15,6 +15,7 @@ fallback width (``--width``, default 6 m), so one odd feature never stops a run.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,7 +140,7 @@ class WidthSpec:
             return np.full(n, self.width)
         return np.where(np.isfinite(values) & (values > 0), values, self.width)
 
-    def check_columns(self, columns) -> str | None:
+    def check_columns(self, columns: Iterable[object]) -> str | None:
         """A warning text when the chosen attribute is not in the data (every road then gets the fallback)."""
         attr = self.width_attr or self.table_attr
         if attr and attr not in columns:
@@ -147,7 +148,7 @@ class WidthSpec:
         return None
 
 
-def _table_key(value) -> str | None:
+def _table_key(value: object) -> str | None:
     """Table keys are strings; SpaceNet stores ``road_type`` as "5" or 5 or 5.0 depending on the file."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
