@@ -12,6 +12,10 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from roadseg.cli import Subcommands
 
 VEGAS = (
     "data/spacenet-vegas/RGB-PanSharpen_AOI_2_Vegas_img0.tif",
@@ -79,7 +83,7 @@ def _latest(model_dir: Path) -> int:
     return version
 
 
-def register(sub) -> None:
+def register(sub: Subcommands) -> None:
     """Add the ``demo`` sub-command (the whole pipeline against the running stack)."""
     p = sub.add_parser(
         "demo",

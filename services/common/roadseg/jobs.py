@@ -29,7 +29,7 @@ def new_id() -> str:
 class JobStore:
     """Status records of one kind of job (``scenes``, ``labels``, ``predictions``)."""
 
-    def __init__(self, storage: Storage, kind: str, model: type[JobRecord] = JobRecord):
+    def __init__(self, storage: Storage, kind: str, model: type[JobRecord] = JobRecord) -> None:
         """Keep the records of ``kind`` jobs in ``storage``, one ``<kind>/<id>/status.json`` per job, as ``model``."""
         self.storage = storage
         self.kind = kind
@@ -48,7 +48,7 @@ class JobStore:
         """Storage key inside a job's folder; refuses ids with path tricks."""
         return safe_key(self.kind, job_id, *parts)
 
-    def create(self, job_id: str, **fields: Any) -> dict[str, Any]:
+    def create(self, job_id: str, **fields: object) -> dict[str, Any]:
         """Write a new ``queued`` record with ``fields`` (replacing any earlier one) and return it."""
         now = time.time()
         return self._write(
@@ -62,7 +62,7 @@ class JobStore:
         except NotFound as exc:
             raise NotFound(f"no {self.kind[:-1] if self.kind.endswith('s') else self.kind} with id {job_id!r}") from exc
 
-    def update(self, job_id: str, **fields: Any) -> dict[str, Any]:
+    def update(self, job_id: str, **fields: object) -> dict[str, Any]:
         """Merge ``fields`` into the record and stamp ``updated``; safe because a job has one writer at a time."""
         record = self.get(job_id)
         record.update(fields, updated=time.time())

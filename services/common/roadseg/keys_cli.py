@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from roadseg.cli import Subcommands
 
 EPILOG = """examples:
   roadseg keys create ci --role operator --file var/api-keys.txt      # prints the key once
@@ -16,7 +20,7 @@ EPILOG = """examples:
 Scripts send the key as 'Authorization: Bearer <key>' (roadseg demo: ROADSEG_API_KEY)."""
 
 
-def register(sub) -> None:
+def register(sub: Subcommands) -> None:
     """Add ``keys create|revoke|list``."""
     p = sub.add_parser(
         "keys",

@@ -66,7 +66,7 @@ def spans(units: int, per_shard: int) -> list[Span]:
 class ShardBook:
     """The shard documents of one job, under ``<prefix>/shards/`` in the job's storage."""
 
-    def __init__(self, storage: Storage, prefix: str, count: int):
+    def __init__(self, storage: Storage, prefix: str, count: int) -> None:
         """Track ``count`` shards of the job whose folder is ``prefix`` (``scenes/<id>``, ``labels/<id>``...)."""
         self.storage = storage
         self.prefix = f"{prefix.rstrip('/')}/shards"
@@ -229,12 +229,12 @@ class TileJob:
     (rows of windows, not tiles) use :class:`ShardBook` directly.
     """
 
-    def __init__(self, jobs: JobStore, job_id: str):
+    def __init__(self, jobs: JobStore, job_id: str) -> None:
         """The job ``job_id`` among the records of ``jobs`` (whose storage holds its shard documents)."""
         self.jobs = jobs
         self.id = job_id
 
-    def start(self, **fields: Any) -> dict[str, Any]:
+    def start(self, **fields: object) -> dict[str, Any]:
         """Mark the job running with ``fields``, clearing an earlier run's error; returns the record."""
         return self.jobs.update(self.id, status=RUNNING, error=None, **fields)
 

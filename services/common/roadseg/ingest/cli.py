@@ -11,6 +11,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from roadseg.cli import Subcommands
 
 USAGE = """\
 %(prog)s [scene] SCENE [--out STORAGE_URL] [--tile-size N] [--overlap N] [--stretch LOW HIGH]
@@ -35,7 +39,7 @@ running the same command again resumes an interrupted run instead of starting ov
 """
 
 
-def register(sub) -> None:
+def register(sub: Subcommands) -> None:
     """Add the ``ingest`` sub-command."""
     parser = sub.add_parser(
         "ingest",

@@ -94,7 +94,7 @@ def open_scene_source(source: Storage, key: str, mosaic: bool = False) -> Iterat
 
 
 def register_scene(
-    storage: Storage, scene_id: str, source: Storage, key: str, params: TileParams, **fields: Any
+    storage: Storage, scene_id: str, source: Storage, key: str, params: TileParams, **fields: object
 ) -> dict[str, Any]:
     """Validate the source from its header and create (or reset) the scene's status record.
 

@@ -9,6 +9,7 @@ retried with exponential backoff; bad input is recorded in the scene's status an
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Any
 
 from celery import Task, group
 
@@ -17,22 +18,29 @@ from roadseg.errors import RoadsegError
 from roadseg.jobs import FAILED, QUEUED
 from roadseg.storage import get_storage
 
+if TYPE_CHECKING:
+    from billiard.einfo import ExceptionInfo
+
 log = logging.getLogger(__name__)
 
 
 class SceneTask(Task):
     """Records retries and final failures in the scene's status record."""
 
-    def on_retry(self, exc, task_id, args, kwargs, einfo) -> None:
+    def on_retry(
+        self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any], einfo: ExceptionInfo
+    ) -> None:
         """Show the scene as queued again, with the transient error, while Celery waits to retry it."""
         _record(args[0], status=QUEUED, error=f"retrying after a transient error: {type(exc).__name__}: {exc}")
 
-    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any], einfo: ExceptionInfo
+    ) -> None:
         """Record the scene as failed once Celery gives up (retries exhausted or an error not retried)."""
         _record(args[0], status=FAILED, error=f"tiling failed: {type(exc).__name__}: {exc}")
 
 
-def _record(scene_id: str, **fields) -> None:
+def _record(scene_id: str, **fields: object) -> None:
     from roadseg.ingest.scenes import scene_store
 
     try:
@@ -53,7 +61,7 @@ RETRIES = {
 
 
 @app.task(base=SceneTask, name="roadseg.ingest.tile_scene", bind=True, **RETRIES)
-def tile_scene(self, scene_id: str) -> dict:
+def tile_scene(self: SceneTask, scene_id: str) -> dict:
     """Plan scene ``scene_id`` and queue one :func:`tile_shard` per unfinished shard (a Celery group).
 
     The workers of the ``ingest`` queue then share the scene; the last shard to finish writes the manifest.
@@ -75,7 +83,7 @@ def tile_scene(self, scene_id: str) -> dict:
 
 
 @app.task(base=SceneTask, name="roadseg.ingest.tile_shard", bind=True, **RETRIES)
-def tile_shard(self, scene_id: str, index: int) -> dict:
+def tile_shard(self: SceneTask, scene_id: str, index: int) -> dict:
     """Cut the tiles of one shard of a planned scene; the shard that completes the set writes the manifest."""
     from roadseg.ingest.scenes import finish_scene, run_shard
 

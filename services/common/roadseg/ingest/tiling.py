@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import rasterio
+from affine import Affine
 from rasterio.crs import CRS
 from rasterio.io import DatasetReader, MemoryFile
 from rasterio.windows import Window
@@ -132,7 +133,7 @@ def manifest_key(scene_id: str) -> str:
     return f"scenes/{scene_id}/manifest.json"
 
 
-def encode_tile(rgb: np.ndarray, valid: np.ndarray, tile_size: int, transform, crs) -> bytes:
+def encode_tile(rgb: np.ndarray, valid: np.ndarray, tile_size: int, transform: Affine, crs: CRS | None) -> bytes:
     """A complete tile GeoTIFF in memory: ``rgb``/``valid`` padded to ``tile_size``, padding masked out."""
     height, width = valid.shape
     padded = np.zeros((3, tile_size, tile_size), dtype=np.uint8)
