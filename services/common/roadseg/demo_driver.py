@@ -63,7 +63,7 @@ class FinetuneParams:
 class Pipeline:
     """Runs the steps one by one, printing what each produced."""
 
-    def __init__(self, endpoints: Endpoints, echo: Echo = print, poll_s: float = 1.0, timeout_s: float = 1800):
+    def __init__(self, endpoints: Endpoints, echo: Echo = print, poll_s: float = 1.0, timeout_s: float = 1800) -> None:
         """Talk to ``endpoints``; ``echo`` shows progress; waits poll every ``poll_s`` s for up to ``timeout_s`` s."""
         self.endpoints = endpoints
         self.echo = echo
@@ -146,7 +146,13 @@ class Pipeline:
         self.echo(f"  label run {run_id}: {json.dumps(record.get('counts', {}))}")
         return record
 
-    def export(self, run_ids: list[str], name: str, fractions=(0.6, 0.2, 0.2), block_tiles: int = 2) -> dict[str, Any]:
+    def export(
+        self,
+        run_ids: list[str],
+        name: str,
+        fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+        block_tiles: int = 2,
+    ) -> dict[str, Any]:
         """Export the runs as a dataset, flagged tiles included (no one reviews a demo); returns its manifest."""
         self.echo(f"[3/6] export dataset {name!r} from runs {', '.join(run_ids)}")
         manifest = self._json(

@@ -37,7 +37,7 @@ class Document(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _legacy(cls, data: Any) -> Any:
+    def _legacy(cls, data: object) -> object:
         """A file without ``schema_version`` predates typed documents: version 1, same fields."""
         if isinstance(data, dict) and "schema_version" not in data:
             return {**data, "schema_version": LEGACY_VERSION}

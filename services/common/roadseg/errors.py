@@ -86,7 +86,7 @@ class RateLimited(RoadsegError):
 
     status_code = 429
 
-    def __init__(self, message: str, retry_after: int):
+    def __init__(self, message: str, retry_after: int) -> None:
         """``retry_after``: seconds until the next minute starts."""
         super().__init__(message)
         self.headers = {"Retry-After": str(retry_after)}

@@ -43,7 +43,7 @@ class PngWriter:
     checks that exactly ``height`` rows came, so a cut-short image is an error, not a truncated file.
     """
 
-    def __init__(self, path: Path, width: int, height: int, channels: int, level: int = 1):
+    def __init__(self, path: Path, width: int, height: int, channels: int, level: int = 1) -> None:
         """Open ``path`` and write the header; ``level`` is ISA-L's (0 fastest, 3 smallest; 1 measured best)."""
         if channels not in COLOUR_TYPES:
             raise ValueError(f"a PNG has 1, 3 or 4 channels here, not {channels}")

@@ -20,10 +20,13 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import unquote, urlparse
 
 from roadseg.errors import MissingFile, NotFound, StorageFull, TooLarge, UnsafeName
+
+if TYPE_CHECKING:
+    from rasterio.io import DatasetReader
 
 _CHUNK = 1024 * 1024
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -147,7 +150,7 @@ class Storage(ABC):
             yield self.download(key, Path(tmp) / f"object{suffix}")
 
     @contextlib.contextmanager
-    def open_raster(self, key: str):
+    def open_raster(self, key: str) -> Iterator[DatasetReader]:
         """Open a stored raster with rasterio, reading only the byte ranges it needs."""
         import rasterio
 
@@ -158,7 +161,7 @@ class Storage(ABC):
 class LocalStorage(Storage):
     """Files under a root folder; the embedded default (``var/storage``)."""
 
-    def __init__(self, root: str | os.PathLike[str]):
+    def __init__(self, root: str | os.PathLike[str]) -> None:
         """Use the folder ``root`` (created if missing); keys resolve inside it."""
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -298,7 +301,7 @@ class LocalStorage(Storage):
         yield path
 
     @contextlib.contextmanager
-    def open_raster(self, key: str):
+    def open_raster(self, key: str) -> Iterator[DatasetReader]:
         """Open the file directly: GDAL reads local files without the byte-range opener."""
         import rasterio
 
@@ -314,7 +317,7 @@ class GCSStorage(Storage):
     credentials are used and the bucket is created if missing.
     """
 
-    def __init__(self, bucket: str, prefix: str = "", project: str | None = None):
+    def __init__(self, bucket: str, prefix: str = "", project: str | None = None) -> None:
         """Use ``bucket``; with ``STORAGE_EMULATOR_HOST`` set, anonymously, creating the bucket if missing."""
         from google.cloud import storage as gcs
 

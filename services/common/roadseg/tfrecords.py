@@ -18,8 +18,12 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 #: Optional file in a dataset's root declaring its masks' targets and pixel size for the trainer:
 #: ``{"targets": "band" | "surface" | "both", "pixel_size_m": ...}`` (roadseg.trainer.data.Source).
@@ -42,7 +46,7 @@ def _png_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _features():
+def _features() -> dict[str, tf.io.FixedLenFeature]:
     import tensorflow as tf
 
     return {
@@ -54,7 +58,7 @@ def _features():
     }
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> dict[str, tf.io.FixedLenFeature]:
     # FEATURES needs TensorFlow; build it lazily so importing this module (for encode_example
     # in the labeler) does not load TensorFlow.
     if name == "FEATURES":
@@ -106,7 +110,7 @@ def encode_example(
     return example.SerializeToString()
 
 
-def parse_example(serialized):
+def parse_example(serialized: tf.Tensor | bytes) -> tuple[tf.Tensor, tf.Tensor]:
     """Decode one serialized example into (image uint8 [H,W,3], mask uint8 [H,W,1]) with tf ops.
 
     Usable inside ``tf.data.Dataset.map``.
@@ -119,7 +123,7 @@ def parse_example(serialized):
     return image, mask
 
 
-def parse_band(serialized):
+def parse_band(serialized: tf.Tensor | bytes) -> np.ndarray | None:
     """The centreline band mask uint8 [H,W] of one serialized example, or None when it has none."""
     import tensorflow as tf
 
@@ -129,7 +133,7 @@ def parse_band(serialized):
     return tf.io.decode_png(parsed["band/png"], channels=1).numpy()[..., 0]
 
 
-def parse_metadata(serialized) -> dict:
+def parse_metadata(serialized: tf.Tensor | bytes) -> dict:
     """The non-pixel fields of one example (tile id, bounds, crs) as plain Python values, for tools and tests."""
     import tensorflow as tf
 

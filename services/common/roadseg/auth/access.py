@@ -7,10 +7,10 @@ or IAP's signed header; in open local mode it is ``local`` (an admin) when it co
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import Depends, Request
-from fastapi.security import HTTPBearer
+from fastapi import Depends, Request, params
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from roadseg import limits
 from roadseg.auth.csrf import UNSAFE_METHODS, check_same_origin
@@ -65,14 +65,14 @@ def identify(request: Request, settings: Settings) -> Identity:
 BEARER = HTTPBearer(auto_error=False, description="An API key from `roadseg keys create`.")
 
 
-def require(role: Role) -> Any:
+def require(role: Role) -> params.Depends:
     """Dependency for a router or route: the caller's :class:`Identity`, which must hold ``role`` or above.
 
     Each identity's requests count against ``ROADSEG_RATE_LIMIT_PER_MINUTE`` (429), and changes made
     by a browser identity must come from this site's own pages (:func:`check_same_origin`).
     """
 
-    def dependency(request: Request, _: Annotated[Any, Depends(BEARER)]) -> Identity:
+    def dependency(request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> Identity:
         settings = get_settings()
         # A request with a body was identified before its body was read (roadseg.http_api.RequestGuard).
         identity = getattr(request.state, "identity", None) or identify(request, settings)

@@ -83,7 +83,7 @@ def write_key_file(path: Path, keys: list[ApiKey]) -> None:
 class KeyRing:
     """The configured API keys: ``ROADSEG_API_KEYS`` plus ``ROADSEG_API_KEYS_FILE``, re-read when the file changes."""
 
-    def __init__(self, inline: str, path: str | None):
+    def __init__(self, inline: str, path: str | None) -> None:
         """Parse the inline keys now (bad entries stop the service); the file is read on first use."""
         self._inline = parse_keys(inline, "ROADSEG_API_KEYS")
         self._path = Path(path) if path else None
