@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from roadseg.storage import Storage
+
+if TYPE_CHECKING:
+    import keras
 
 LAST = "checkpoints/last.keras"
 BEST = "checkpoints/best.keras"
@@ -25,7 +29,7 @@ def snapshot_key(step: int) -> str:
     return f"checkpoints/step-{step:06d}.keras"
 
 
-def save_to(storage: Storage, key: str, model) -> None:
+def save_to(storage: Storage, key: str, model: keras.Model) -> None:
     """Save a Keras model to ``key`` in storage (written locally, then copied atomically)."""
     with tempfile.TemporaryDirectory(prefix="roadseg-ckpt-") as tmp:
         path = Path(tmp) / Path(key).name
@@ -33,7 +37,7 @@ def save_to(storage: Storage, key: str, model) -> None:
         storage.write_file(key, path)
 
 
-def load_checkpoint(storage: Storage, key: str, compile: bool = True):
+def load_checkpoint(storage: Storage, key: str, compile: bool = True) -> keras.Model:
     """A Keras model from a ``.keras`` file in storage; compiled (with optimizer state) unless told not to.
 
     The optimizer state only restores under the dtype policy the run trained with (a mixed_float16

@@ -7,11 +7,15 @@ import dataclasses
 import json
 import shlex
 import sys
+from typing import TYPE_CHECKING
 
 from roadseg.errors import InvalidInput
 from roadseg.model_versions import TTA_OPTIONS, TTA_VIEWS
 from roadseg.trainer import BACKBONES, DECODER_STRIDES, DECODERS, LOSSES, PRECISIONS, TARGETS
 from roadseg.trainer.checkpoints import CONFIG
+
+if TYPE_CHECKING:
+    from roadseg.cli import Subcommands
 
 TRAIN_EPILOG = """examples:
   roadseg train --config configs/shipped.yaml
@@ -156,7 +160,7 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub) -> None:
+def register(sub: Subcommands) -> None:
     """Add the ``train``, ``evaluate``, ``export`` and ``validate`` sub-commands."""
     p = sub.add_parser(
         "train",

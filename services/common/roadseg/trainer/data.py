@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,7 +142,7 @@ def _why_no_pairs(root: str, split: str) -> str:
     return f"none of the {len(names)} images has a mask, e.g. {Path(root) / split / 'masks' / (names[0].stem + '.png')}"
 
 
-def _decode_pair(image_path, mask_path):
+def _decode_pair(image_path: str, mask_path: str) -> tuple[tf.Tensor, tf.Tensor]:
     image = tf.io.decode_image(tf.io.read_file(image_path), channels=3, expand_animations=False)
     mask = tf.io.decode_image(tf.io.read_file(mask_path), channels=1, expand_animations=False)
     return image, mask
@@ -256,7 +256,7 @@ def load_examples(source: Source, split: str, outputs: int = 1, band_width_m: fl
     return examples
 
 
-def _pad_to(image, mask, size: int):
+def _pad_to(image: tf.Tensor, mask: tf.Tensor, size: int | tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Pad up to ``size`` on each side: image with zeros, mask with the ignore value."""
     shape = tf.shape(image)
     pad_h = tf.maximum(size - shape[0], 0)
@@ -289,20 +289,20 @@ class Augmentation:
     photometric: str = "basic"
 
 
-def _log_uniform(low: float, high: float, seed):
+def _log_uniform(low: float, high: float, seed: tf.Tensor) -> tf.Tensor:
     return tf.exp(tf.random.stateless_uniform([], seed, math.log(low), math.log(high)))
 
 
-def _uniform(seed, low: float = 0.0, high: float = 1.0):
+def _uniform(seed: tf.Tensor, low: float = 0.0, high: float = 1.0) -> tf.Tensor:
     return tf.random.stateless_uniform([], seed, low, high)
 
 
-def _seeds(seed, count: int) -> list:
+def _seeds(seed: tf.Tensor, count: int) -> list[tf.Tensor]:
     """``count`` independent stateless seeds from one (every random choice of a crop has its own)."""
     return list(tf.unstack(tf.random.experimental.stateless_split(seed, count)))
 
 
-def _scale_for(aug: Augmentation, pixel_size_m, seed):
+def _scale_for(aug: Augmentation, pixel_size_m: tf.Tensor | float, seed: tf.Tensor) -> tf.Tensor:
     """The resize factor (output px per input px) of one crop; ``pixel_size_m`` 0 means unknown."""
     jitter_seed, target_seed, coin_seed = _seeds(seed, 3)
     jitter = _log_uniform(*aug.scale_range, jitter_seed)
@@ -314,7 +314,9 @@ def _scale_for(aug: Augmentation, pixel_size_m, seed):
     return tf.where(rescale, pixel_size_m / target, jitter)
 
 
-def _scaled_crop(image, mask, crop_size: int, scale, seed):
+def _scaled_crop(
+    image: tf.Tensor, mask: tf.Tensor, crop_size: int, scale: tf.Tensor, seed: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
     """A random square of ``crop_size / scale`` input pixels, resized to ``crop_size``.
 
     Cropping before resizing keeps the cost per crop independent of the image size (full tiles).
@@ -332,12 +334,14 @@ def _scaled_crop(image, mask, crop_size: int, scale, seed):
     return tf.clip_by_value(image, 0.0, 255.0), mask
 
 
-def _maybe(probability: float, fn, image, seed):
+def _maybe(
+    probability: float, fn: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], image: tf.Tensor, seed: tf.Tensor
+) -> tf.Tensor:
     coin_seed, fn_seed = _seeds(seed, 2)
     return tf.cond(_uniform(coin_seed) < probability, lambda: fn(image, fn_seed), lambda: image)
 
 
-def _gaussian_blur(image, seed, max_sigma: float = 1.5, size: int = 7):
+def _gaussian_blur(image: tf.Tensor, seed: tf.Tensor, max_sigma: float = 1.5, size: int = 7) -> tf.Tensor:
     """Blur with a random sigma (defocus, haze, coarser optics); reflect-padded so edges stay bright."""
     sigma = _uniform(seed, 0.4, max_sigma)
     x = tf.range(size, dtype=tf.float32) - (size - 1) / 2
@@ -351,20 +355,20 @@ def _gaussian_blur(image, seed, max_sigma: float = 1.5, size: int = 7):
     return tf.nn.depthwise_conv2d(out, cols, [1, 1, 1, 1], "VALID")[0]
 
 
-def _noise(image, seed, max_sigma: float = 0.04):
+def _noise(image: tf.Tensor, seed: tf.Tensor, max_sigma: float = 0.04) -> tf.Tensor:
     sigma_seed, noise_seed = _seeds(seed, 2)
     return image + tf.random.stateless_normal(tf.shape(image), noise_seed) * _uniform(sigma_seed, 0.0, max_sigma)
 
 
-def _jpeg(image, seed, low: int = 25, high: int = 95):
+def _jpeg(image: tf.Tensor, seed: tf.Tensor, low: int = 25, high: int = 95) -> tf.Tensor:
     return tf.image.stateless_random_jpeg_quality(tf.clip_by_value(image, 0.0, 1.0), low, high + 1, seed)
 
 
-def _grey(image, seed):
+def _grey(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(image))
 
 
-def photometric(image, kind: str = "basic", seed=(0, 0)):
+def photometric(image: tf.Tensor, kind: str = "basic", seed: tf.Tensor | tuple[int, int] = (0, 0)) -> tf.Tensor:
     """Appearance augmentation of a float [0, 255] RGB crop; ``kind`` is one of roadseg.trainer.PHOTOMETRIC.
 
     ``seed`` (two integers) fixes every random choice: the same seed gives the same crop.
@@ -388,7 +392,13 @@ def photometric(image, kind: str = "basic", seed=(0, 0)):
     return tf.clip_by_value(image, 0.0, 1.0) * 255.0
 
 
-def augment(image, mask, aug: Augmentation, pixel_size_m=None, seed=(0, 0)):
+def augment(
+    image: tf.Tensor,
+    mask: tf.Tensor,
+    aug: Augmentation,
+    pixel_size_m: tf.Tensor | float | None = None,
+    seed: tf.Tensor | tuple[int, int] = (0, 0),
+) -> tuple[tf.Tensor, tf.Tensor]:
     """Random scale and crop, flips, 90-degree turns and appearance changes of one uint8 pair.
 
     Returns image float32 [crop,crop,3] in [0, 255] and mask uint8 [crop,crop,C] (C as given).
@@ -411,7 +421,7 @@ def augment(image, mask, aug: Augmentation, pixel_size_m=None, seed=(0, 0)):
     return image, mask
 
 
-def center_crop(image, mask, size: int):
+def center_crop(image: tf.Tensor, mask: tf.Tensor, size: int) -> tuple[tf.Tensor, tf.Tensor]:
     """Deterministic crop (after padding when smaller) for validation batches of one shape."""
     image, mask = _pad_to(tf.cast(image, tf.float32), mask, size)
     shape = tf.shape(image)
@@ -447,13 +457,13 @@ def training_dataset(
     chances = weights / weights.sum()
     pixel_sizes = [np.float32(s.declared().pixel_size_m or 0.0) for s in sources]
 
-    def pick(index: np.int64):
+    def pick(index: np.int64) -> tuple[np.ndarray, np.ndarray, np.float32]:
         rng = np.random.default_rng([seed, int(index)])
         k = int(rng.choice(len(pools), p=chances))
         image, mask = pools[k][int(rng.integers(len(pools[k])))]
         return image, mask, pixel_sizes[k]
 
-    def load(index):
+    def load(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         image, mask, pixel = tf.numpy_function(pick, [index], [tf.uint8, tf.uint8, tf.float32], stateful=False)
         image.set_shape([None, None, 3])
         mask.set_shape([None, None, outputs])

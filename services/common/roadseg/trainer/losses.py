@@ -8,13 +8,19 @@ surrogate of the road IoU itself, best used to fine-tune a model first trained w
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import keras
 from keras import ops
 
 from roadseg.trainer import LOSSES, TARGETS
 
+if TYPE_CHECKING:
+    # Keras runs on TensorFlow here, so its tensors are TensorFlow's (to mypy Any: TensorFlow ships no types).
+    import tensorflow as tf
 
-def _targets(y_true, dtype="float32"):
+
+def _targets(y_true: tf.Tensor, dtype: str = "float32") -> tuple[tf.Tensor, tf.Tensor]:
     """(road target in {0,1}, valid weight in {0,1}) from a raw mask."""
     y_true = ops.cast(y_true, "float32")
     road = ops.cast(ops.equal(y_true, 255.0), dtype)
@@ -22,7 +28,7 @@ def _targets(y_true, dtype="float32"):
     return road, valid
 
 
-def masked_bce(y_true, logits):
+def masked_bce(y_true: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     """Binary cross-entropy on logits, averaged over valid pixels only."""
     road, valid = _targets(y_true)
     logits = ops.cast(logits, "float32")
@@ -30,13 +36,13 @@ def masked_bce(y_true, logits):
     return ops.sum(per_pixel * valid) / ops.maximum(ops.sum(valid), 1.0)
 
 
-def _columns(x):
+def _columns(x: tf.Tensor) -> tf.Tensor:
     """``x`` as [pixels, outputs]: an image batch [N, H, W, C] by its channels, anything else as one output."""
     channels = x.shape[-1] if len(x.shape) == 4 else 1
     return ops.reshape(x, (-1, channels))
 
 
-def masked_soft_dice(y_true, logits, smooth: float = 1.0):
+def masked_soft_dice(y_true: tf.Tensor, logits: tf.Tensor, smooth: float = 1.0) -> tf.Tensor:
     """Sum over outputs (channels) of 1 - soft Dice of the road class over the batch, valid pixels only.
 
     Per channel: a two-output model's surface and band are different road definitions, and a batch
@@ -49,7 +55,7 @@ def masked_soft_dice(y_true, logits, smooth: float = 1.0):
     return ops.sum(1.0 - dice)
 
 
-def _lovasz_gradient(road_sorted):
+def _lovasz_gradient(road_sorted: tf.Tensor) -> tf.Tensor:
     """Gradient of the Lovasz extension of the Jaccard loss for errors sorted in decreasing order."""
     roads = ops.sum(road_sorted)
     intersection = roads - ops.cumsum(road_sorted)
@@ -58,13 +64,13 @@ def _lovasz_gradient(road_sorted):
     return ops.concatenate([jaccard[:1], jaccard[1:] - jaccard[:-1]], axis=0)
 
 
-def masked_lovasz_hinge(y_true, logits):
+def masked_lovasz_hinge(y_true: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     """Sum over outputs (channels) of the Lovasz hinge of the road class over the batch (:func:`_lovasz_channel`)."""
     y_true, logits = _columns(y_true), _columns(logits)
     return sum(_lovasz_channel(y_true[:, k], logits[:, k]) for k in range(logits.shape[-1]))
 
 
-def _lovasz_channel(y_true, logits):
+def _lovasz_channel(y_true: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     """Lovasz hinge of the road class over the whole batch, valid pixels only.
 
     Ignored pixels get a negative error below every valid one, so they sort last and their hinge is
@@ -86,14 +92,14 @@ def _lovasz_channel(y_true, logits):
 class RoadLoss(keras.losses.Loss):
     """One of :data:`LOSSES` (``a_b`` is the sum of both) on road logits with ignore handling."""
 
-    def __init__(self, kind: str = "bce_dice", name: str = "road_loss", **kwargs):
+    def __init__(self, kind: str = "bce_dice", name: str = "road_loss", **kwargs: object) -> None:
         """``kind`` is one of :data:`LOSSES`; an unknown one fails here, not in the middle of training."""
         if kind not in LOSSES:
             raise ValueError(f"unknown loss {kind!r}; choose one of {', '.join(LOSSES)}")
         super().__init__(name=name, **kwargs)
         self.kind = kind
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         """Sum of the losses named in ``kind``, for raw masks ``y_true`` and road logits ``y_pred``."""
         loss = 0.0
         parts = self.kind.split("_")
@@ -114,7 +120,7 @@ class RoadLoss(keras.losses.Loss):
 class RoadIoU(keras.metrics.Metric):
     """Road IoU at a probability threshold, accumulated over an epoch, valid pixels only."""
 
-    def __init__(self, threshold: float = 0.5, name: str = "road_iou", channel: int = 0, **kwargs):
+    def __init__(self, threshold: float = 0.5, name: str = "road_iou", channel: int = 0, **kwargs: object) -> None:
         """Count true positives, false positives and false negatives of output ``channel`` at ``threshold``."""
         super().__init__(name=name, **kwargs)
         self.threshold = threshold
@@ -123,7 +129,7 @@ class RoadIoU(keras.metrics.Metric):
         self.fp = self.add_variable(shape=(), initializer="zeros", name="fp")
         self.fn = self.add_variable(shape=(), initializer="zeros", name="fn")
 
-    def update_state(self, y_true, y_pred, sample_weight=None):
+    def update_state(self, y_true: tf.Tensor, y_pred: tf.Tensor, sample_weight: tf.Tensor | None = None) -> None:
         """Add a batch's counts (sigmoid of the logits against the threshold); ``sample_weight`` is ignored."""
         k = self.channel
         road, valid = _targets(y_true[..., k : k + 1])
@@ -132,11 +138,11 @@ class RoadIoU(keras.metrics.Metric):
         self.fp.assign_add(ops.sum(pred * (1.0 - road) * valid))
         self.fn.assign_add(ops.sum((1.0 - pred) * road))
 
-    def result(self):
+    def result(self) -> tf.Tensor:
         """TP / (TP + FP + FN) over everything seen since the last reset; 0 when nothing was counted."""
         return self.tp / ops.maximum(self.tp + self.fp + self.fn, 1.0)
 
-    def reset_state(self):
+    def reset_state(self) -> None:
         """Zero the counts (Keras calls this at the start of each epoch and evaluation)."""
         for var in (self.tp, self.fp, self.fn):
             var.assign(0.0)

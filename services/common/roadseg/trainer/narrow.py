@@ -13,7 +13,7 @@ export are exactly zero the narrow model computes the export's function (tested)
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -31,7 +31,7 @@ _DECODER_INPUTS: dict[str, tuple[str, ...]] = {
 Shapes = Mapping[str, tuple[int, ...]]
 
 
-def _aspp_branches(names) -> tuple[str, ...]:
+def _aspp_branches(names: Iterable[str]) -> tuple[str, ...]:
     """The ASPP's concat order: 1x1, the atrous branches by rate (as built), image pooling."""
     rates = sorted(int(m.group(1)) for n in names if (m := re.fullmatch(r"aspp_r(\d+)_conv/kernel", n)))
     return ("aspp_1x1", *(f"aspp_r{r}" for r in rates), "aspp_pool_proj")

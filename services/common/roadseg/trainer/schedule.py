@@ -7,23 +7,27 @@ first steps; cosine decay ends training at a small rate so the last checkpoint i
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import keras
 from keras import ops
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 
 @keras.saving.register_keras_serializable(package="roadseg")
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """``peak * (step + 1) / warmup`` for ``warmup`` steps, then cosine from ``peak`` to ``peak * floor``."""
 
-    def __init__(self, peak: float, warmup_steps: int, total_steps: int, floor: float = 0.01):
+    def __init__(self, peak: float, warmup_steps: int, total_steps: int, floor: float = 0.01) -> None:
         """``total_steps`` is raised to at least ``warmup_steps + 1`` so the cosine phase is never empty."""
         self.peak = float(peak)
         self.warmup_steps = int(warmup_steps)
         self.total_steps = max(int(total_steps), self.warmup_steps + 1)
         self.floor = float(floor)
 
-    def __call__(self, step):
+    def __call__(self, step: tf.Tensor) -> tf.Tensor:
         """The rate at ``step``; warm-up starts at ``peak / warmup`` rather than 0, so the first step is not wasted."""
         step = ops.cast(step, "float32")
         warm = self.peak * (step + 1.0) / float(max(self.warmup_steps, 1))
