@@ -27,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-from service_processes import free_port, start_gateway, tree_rss_mib, wait_http
+from service_processes import CELERY_WORKER, free_port, start_gateway, tree_rss_mib, wait_http
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -76,18 +76,22 @@ def main() -> int:
         try:
             procs["redis"] = subprocess.Popen(
                 [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                stdout=logs["redis"], stderr=subprocess.STDOUT,
-            )  # fmt: skip
+                stdout=logs["redis"],
+                stderr=subprocess.STDOUT,
+            )
             procs["gateway"] = start_gateway(env, port, logs["gateway"])
             procs["worker"] = subprocess.Popen(
-                [str(BIN / "celery"), "-A", "roadseg.celery_app", "worker", "-Q", "predict", "-c", "1",
-                 "-n", f"load-{port}@%h", "--loglevel", "WARNING"],
-                env=env, stdout=logs["worker"], stderr=subprocess.STDOUT,
-            )  # fmt: skip
+                [*CELERY_WORKER, "-Q", "predict", "-c", "1", "-n", f"load-{port}@%h", "--loglevel", "WARNING"],
+                env=env,
+                stdout=logs["worker"],
+                stderr=subprocess.STDOUT,
+            )
             url = f"http://127.0.0.1:{port}"
             wait_http(f"{url}/healthz", procs["gateway"])
-            print(f"gateway {url}, model {args.model}; {args.users} users for {args.seconds} s; {os.cpu_count()} CPUs",
-                  flush=True)  # fmt: skip
+            print(
+                f"gateway {url}, model {args.model}; {args.users} users for {args.seconds} s; {os.cpu_count()} CPUs",
+                flush=True,
+            )
 
             samples: list[tuple[float, dict[str, float]]] = []
             stop = threading.Event()
@@ -98,13 +102,17 @@ def main() -> int:
             )
             sampler.start()
             prefix = tmp / "locust"
+            locust = [str(BIN / "locust"), "-f", str(REPO / "bench" / "locustfile.py"), "--headless", "--host", url]
+            users = ["-u", str(args.users), "-r", str(args.spawn_rate), "-t", f"{args.seconds}s"]
+            report = ["--csv", str(prefix), "--only-summary", "--stop-timeout", "30"]
             subprocess.run(
-                [str(BIN / "locust"), "-f", str(REPO / "bench" / "locustfile.py"), "--headless", "--host", url,
-                 "-u", str(args.users), "-r", str(args.spawn_rate), "-t", f"{args.seconds}s", "--csv", str(prefix),
-                 "--only-summary", "--stop-timeout", "30"],
-                env=env, stdout=logs["locust"], stderr=subprocess.STDOUT, check=False,
+                [*locust, *users, *report],
+                env=env,
+                stdout=logs["locust"],
+                stderr=subprocess.STDOUT,
+                check=False,
                 timeout=args.seconds + 180,
-            )  # fmt: skip
+            )
             finished = drain(tmp / "storage" / "predictions", 120)
             stop.set()
             sampler.join(5)
@@ -122,8 +130,10 @@ def main() -> int:
         rows = stats_rows(prefix)
         print(f"\n{'request':<38} {'count':>6} {'fail':>5} {'req/s':>6} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}")
         for row in rows:
-            print(f"{row['Name']:<38} {row['Request Count']:>6} {row['Failure Count']:>5} "
-                  f"{float(row['Requests/s']):>6.2f} {row['50%']:>7} {row['95%']:>7} {row['99%']:>7}")  # fmt: skip
+            print(
+                f"{row['Name']:<38} {row['Request Count']:>6} {row['Failure Count']:>5} "
+                f"{float(row['Requests/s']):>6.2f} {row['50%']:>7} {row['95%']:>7} {row['99%']:>7}"
+            )
         failures = (tmp / "locust_failures.csv").read_text().strip().splitlines()[1:]
         for line in failures[:10]:
             print(f"  failure: {line}")

@@ -44,8 +44,13 @@ class GatewayUser(HttpUser):
     @task(4)
     def predict_small(self) -> None:
         files = {"file": ("small.png", random.choice(SMALL), "image/png")}
-        with self.client.post("/api/v1/predictions", files=files, data={"tta": "none"}, name="POST predictions (sync)",
-                              catch_response=True) as r:  # fmt: skip
+        with self.client.post(
+            "/api/v1/predictions",
+            files=files,
+            data={"tta": "none"},
+            name="POST predictions (sync)",
+            catch_response=True,
+        ) as r:
             if r.status_code == 201:
                 self.done.append(r.json()["id"])
                 r.success()
@@ -83,8 +88,9 @@ class GatewayUser(HttpUser):
             return
         job = random.choice(self.done)
         body = {"start": [45, random.randint(10, 200)], "end": [random.randint(10, 200), 141]}
-        with self.client.post(f"/api/v1/predictions/{job}/route", json=body, name="POST route",
-                              catch_response=True) as r:  # fmt: skip
+        with self.client.post(
+            f"/api/v1/predictions/{job}/route", json=body, name="POST route", catch_response=True
+        ) as r:
             if r.status_code in (200, 404, 422):
                 r.success()
 

@@ -32,10 +32,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from service_processes import free_port, tree_rss_mib
+from service_processes import CELERY_WORKER, free_port, tree_rss_mib
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 ORIGIN = (500000.0, 4000000.0)
 ROAD_EVERY = 150
 
@@ -49,8 +48,17 @@ def make_scene(folder: Path, width: int, height: int, pixel_m: float) -> tuple[P
     from shapely.geometry import LineString
 
     image = folder / "scene.tif"
-    profile = {"driver": "GTiff", "width": width, "height": height, "count": 3, "dtype": "uint8", "crs": "EPSG:32611",
-               "transform": from_origin(*ORIGIN, pixel_m, pixel_m), "tiled": True, "compress": "deflate"}  # fmt: skip
+    profile = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": 3,
+        "dtype": "uint8",
+        "crs": "EPSG:32611",
+        "transform": from_origin(*ORIGIN, pixel_m, pixel_m),
+        "tiled": True,
+        "compress": "deflate",
+    }
     rng = np.random.default_rng(0)
     with rasterio.open(image, "w", **profile) as ds:
         for row in range(0, height, 512):
@@ -130,8 +138,12 @@ def bare_model_ceiling(model: str, env: dict[str, str], pin: bool, calls: int = 
     def run(count: int) -> list[float]:
         start = str(time.time() + 15)  # after TensorFlow and the model have loaded in each process
         command = [sys.executable, "-c", BARE_MODEL, model, str(calls), start]
-        procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                  preexec_fn=one_core(i, pin)) for i in range(count)]  # fmt: skip
+        procs = [
+            subprocess.Popen(
+                command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=one_core(i, pin)
+            )
+            for i in range(count)
+        ]
         seconds = []
         for proc in procs:  # TensorFlow's start-up lines are shown only when a process fails
             out, err = proc.communicate()
@@ -150,15 +162,18 @@ def bare_model_ceiling(model: str, env: dict[str, str], pin: bool, calls: int = 
 def start_workers(count: int, env: dict[str, str], logs: Path, pin: bool) -> list[subprocess.Popen]:
     """``count`` Celery workers on the ingest, label and predict queues; returns once each says it is ready."""
     procs = []
+    quiet = ["--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]
     for i in range(count):
         log = logs / f"worker-{count}-{i}.log"
-        procs.append(subprocess.Popen(
-            [str(BIN / "celery"), "-A", "roadseg.celery_app", "worker", "-Q", "ingest,label,predict", "-c", "1",
-             "-n", f"scale-{count}-{i}@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-             "--without-heartbeat"],
-            env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115 - closed with the process
-            preexec_fn=one_core(i, pin),
-        ))  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                [*CELERY_WORKER, "-Q", "ingest,label,predict", "-c", "1", "-n", f"scale-{count}-{i}@%h", *quiet],
+                env=env,
+                stdout=open(log, "wb"),  # noqa: SIM115 - closed with the process
+                stderr=subprocess.STDOUT,
+                preexec_fn=one_core(i, pin),
+            )
+        )
     deadline = time.monotonic() + 120
     for i, proc in enumerate(procs):
         log = logs / f"worker-{count}-{i}.log"
@@ -280,15 +295,19 @@ def main() -> None:
         os.environ["ROADSEG_REDIS_URL"] = env["ROADSEG_REDIS_URL"]  # this process only sends tasks
         redis = subprocess.Popen(
             [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
         try:
             image, roads = make_scene(tmp, args.width, args.height, args.pixel_m)
             megapixels = args.width * args.height / 1e6
-            print(f"scene {args.width} x {args.height} ({megapixels:.1f} Mpx), tiles {args.tile_size}, "
-                  f"{args.shard_tiles} tiles / {args.shard_rows} window rows per shard; model {args.model}; "
-                  f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, "
-                  f"{'one CPU per worker' if args.pin else 'workers unpinned'}", flush=True)  # fmt: skip
+            print(
+                f"scene {args.width} x {args.height} ({megapixels:.1f} Mpx), tiles {args.tile_size}, "
+                f"{args.shard_tiles} tiles / {args.shard_rows} window rows per shard; model {args.model}; "
+                f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, "
+                f"{'one CPU per worker' if args.pin else 'workers unpinned'}",
+                flush=True,
+            )
             results = {}
             logs = args.logs or tmp
             logs.mkdir(parents=True, exist_ok=True)
@@ -301,8 +320,10 @@ def main() -> None:
             redis.wait(10)
 
     one, two = results[1], results[2]
-    print(f"\nshards per job: {one['shards']}; peak RSS per worker (MiB): {one['peak_rss_mib']} with 1, "
-          f"{two['peak_rss_mib']} with 2")  # fmt: skip
+    print(
+        f"\nshards per job: {one['shards']}; peak RSS per worker (MiB): {one['peak_rss_mib']} with 1, "
+        f"{two['peak_rss_mib']} with 2"
+    )
     print(f"{'stage':<8} {'1 worker s':>11} {'2 workers s':>12} {'speed-up':>9} {'Mpx/min per worker':>19}")
     for stage in ("ingest", "label", "predict"):
         rate = megapixels / one[stage] * 60
@@ -315,8 +336,15 @@ def main() -> None:
     ceiling = bare_model_ceiling(args.model, env, args.pin)
     print(f"this machine's ceiling: the bare model in 2 processes vs 1: {ceiling:.2f}x")
     if args.json:
-        figures = {"one": one, "two": two, "megapixels": megapixels, "pixel_m": args.pixel_m,
-                   "mpx_per_min_per_worker": per_worker, "km2_per_min_per_worker": km2, "ceiling": ceiling}  # fmt: skip
+        figures = {
+            "one": one,
+            "two": two,
+            "megapixels": megapixels,
+            "pixel_m": args.pixel_m,
+            "mpx_per_min_per_worker": per_worker,
+            "km2_per_min_per_worker": km2,
+            "ceiling": ceiling,
+        }
         args.json.write_text(json.dumps(figures, indent=2))
     print(f"scaling 2 workers vs 1: {total_one / total_two:.2f}x")
 

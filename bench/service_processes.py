@@ -17,6 +17,8 @@ import httpx
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
+#: ``celery worker`` of the package's app from this interpreter's environment; callers add -Q, -c, -n ...
+CELERY_WORKER = [str(Path(sys.executable).parent / "celery"), "-A", "roadseg.celery_app", "worker"]
 
 
 def free_port() -> int:
@@ -28,8 +30,8 @@ def free_port() -> int:
 
 def start_gateway(env: dict[str, str], port: int, log: IO[bytes] | int = subprocess.DEVNULL) -> subprocess.Popen:
     """The gateway as `make up` runs it (uvicorn on 127.0.0.1), with ``env``; output to ``log``."""
-    argv = [sys.executable, "-m", "uvicorn", "--app-dir", str(REPO / "services" / "gateway"), "main:app",
-            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    app = ["--app-dir", str(REPO / "services" / "gateway"), "main:app"]
+    argv = [sys.executable, "-m", "uvicorn", *app, "--host", "127.0.0.1", "--port", str(port)]
     return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
