@@ -123,8 +123,10 @@ def _pixels(storage, key: str) -> np.ndarray:
 @pytest.mark.slow
 def test_two_workers_share_every_job_and_match_one_process(tmp_path, redis_url, start_worker, monkeypatch):
     from roadseg.gateway import sharded
-    from roadseg.gateway.jobs import predict_raster, prediction_store, road_graph_geojson
+    from roadseg.gateway.jobs import prediction_store
+    from roadseg.inference.predict import predict_raster
     from roadseg.inference.predictor import EmbeddedPredictor
+    from roadseg.inference.road_graph import road_graph_geojson
     from roadseg.ingest.scenes import run_scene, scene_store
     from roadseg.labeler.run import LabelOptions, label_run, prepare_run, run_store
 

@@ -96,7 +96,7 @@ def test_resampled_predictions_keep_the_window_grid():
 def test_shipped_model_finds_vegas_streets_once_resampled(shared_dir):
     import geopandas as gpd
     from roadseg.config import get_settings
-    from roadseg.gateway.jobs import predict_raster
+    from roadseg.inference.predict import predict_raster
     from roadseg.inference.predictor import EmbeddedPredictor
     from roadseg.labeler.rasterize import TileGrid, burn, centerline_shapes
     from roadseg.labeler.widths import WidthSpec

@@ -16,10 +16,10 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 from roadseg.cli import main  # noqa: E402
-from roadseg.model_versions import load_exported_weights, read_card  # noqa: E402
+from roadseg.model_versions import read_card  # noqa: E402
 from roadseg.trainer.export import export_savedmodel  # noqa: E402
 from roadseg.trainer.model import GroupNorm, build_model  # noqa: E402
-from roadseg.trainer.serving_model import batch_norm_folds, serving_model  # noqa: E402
+from roadseg.trainer.serving_model import batch_norm_folds, load_exported_weights, serving_model  # noqa: E402
 
 
 def _randomise_batch_norms(model, seed: int) -> None:

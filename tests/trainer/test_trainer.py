@@ -300,7 +300,7 @@ def test_evaluation_scores_whole_images_per_source_like_roadseg_predict(shared_d
 
 def test_stride2_decoder_starts_from_a_stride4_export(tmp_path):
     """The stride-2 decoder keeps every layer of the stride-4 model: an export initialises all but its new stage."""
-    from roadseg.model_versions import load_exported_weights
+    from roadseg.trainer.serving_model import load_exported_weights
 
     small = {"weights": None, "aspp_filters": 16, "decoder_filters": 16}
     stride4 = build_model(**small)
@@ -327,8 +327,8 @@ def test_narrower_head_keeps_the_strongest_groups_of_an_export(tmp_path):
     same logits: every reader of a narrowed block (concat offsets, depthwise convs, GroupNorm groups of
     the next block, the logits) took the same channels.
     """
-    from roadseg.model_versions import load_exported_weights
     from roadseg.trainer.narrow import head_indices
+    from roadseg.trainer.serving_model import load_exported_weights
 
     wide = build_model(weights=None, aspp_filters=32, decoder_filters=32)
     rng = np.random.default_rng(5)

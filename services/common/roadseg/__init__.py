@@ -6,7 +6,9 @@ process (``services/<name>/main.py``) is a thin entry point around the modules h
 * ``ingest``: scenes in, georeferenced RGB tiles and a manifest out (the ingest service, queue ``ingest``);
 * ``labeler``: road masks from road vectors, their review page, TFRecord datasets (queue ``label``);
 * ``trainer``: train, evaluate, validate and export versioned SavedModels (a batch job);
-* ``gateway``: the web page, prediction and route API, map tiles, STAC (queue ``predict``);
+* ``gateway``: the web page, prediction jobs and the route API, map tiles, STAC (queue ``predict``);
+* ``inference``: the model applied to an image (predictor backends, sliding windows, ``predict_raster``),
+  below the gateway, the trainer's evaluation, ``missing`` and ``roadseg predict``, which all use it;
 * ``roadnet``: road mask to road graph, shortest routes, APLS (used by the gateway and the CLI);
 * ``missing``: roads a map lacks, from a prediction against the map's vectors (served by the labeler);
 * ``auth``: who may do what: API keys, Identity-Aware Proxy, sign-in sessions, roles per route.

@@ -2,16 +2,13 @@
 
 ``<model_dir>/<version>/`` holds one exported SavedModel (see :mod:`roadseg.trainer.export`) with
 ``model_card.json`` beside it. This module only *reads* that layout, so the gateway and ``roadseg
-evaluate`` use it without importing the trainer's export code (and without TensorFlow, except
-:func:`load_exported_weights`).
+evaluate`` use it without importing the trainer's export code, and without TensorFlow (the trainer
+loads an export's weights into a Keras model: :func:`roadseg.trainer.serving_model.load_exported_weights`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-
-import numpy as np
 
 from roadseg.documents import ModelCard
 from roadseg.errors import InvalidInput, MissingFile
@@ -29,8 +26,6 @@ TTA_VIEWS: dict[str, list[tuple[int, bool]]] = {
     "flip": [(0, False), (0, True)],
     "d4": [(turns, mirror) for mirror in (False, True) for turns in range(4)],
 }
-#: Export values and model shapes by ``layer/weight`` -> the export's index per axis of each narrowed variable.
-Narrowing = Callable[[dict[str, np.ndarray], dict[str, tuple[int, ...]]], dict[str, tuple[np.ndarray, ...]]]
 
 
 def signature_for(tta: str | None, card: dict) -> str:
@@ -78,60 +73,6 @@ def resolve_savedmodel(path: str | Path) -> Path:
     if version is None:
         raise MissingFile(f"no SavedModel in {path} (expected saved_model.pb or numbered versions)")
     return path / str(version)
-
-
-def load_exported_weights(keras_model, savedmodel: str | Path, narrow: Narrowing | None = None) -> list[str]:
-    """Copy an exported version's weights into a freshly built model; returns the names left fresh.
-
-    The export tracks ``model_variables`` (named by layer, e.g. ``decoder_sep1_conv/kernel``), so a
-    SavedModel is all that is needed to fine-tune a served model: no separate Keras checkpoint ships
-    with it. Variables are matched by name, so a model that adds layers (a stride-2 decoder) starts
-    from every layer the export has and initialises only the new ones. A narrower model (fewer ASPP
-    or decoder filters) starts from the export only when ``narrow`` is given: it maps the export's
-    values and the model's shapes to the export's index on every axis of each narrowed variable
-    (:func:`roadseg.trainer.narrow.head_indices`). Any other variable of another shape, or a model
-    sharing no variable with the export, is an error. Exports since the serving copy hold their
-    BatchNorms folded into the convolutions; they are unfolded into an exact identity BatchNorm
-    (:func:`roadseg.trainer.serving_model.unfold_batch_norms`), so the model computes the served function.
-    """
-    import tensorflow as tf
-
-    from roadseg.trainer.serving_model import unfold_batch_norms
-
-    loaded = tf.saved_model.load(str(resolve_savedmodel(savedmodel)))
-    source = {n: v.numpy() for n, v in _by_name(getattr(loaded, "model_variables", []), "name").items()}
-    source = unfold_batch_norms(source, keras_model)  # exports store their served copy, BatchNorms folded
-    target = _by_name(keras_model.variables, "path")
-    if len(target) != len([v for v in keras_model.variables if not _is_rng_state(v.path)]):
-        raise ValueError(f"{keras_model.name} has variables of the same layer/weight name; cannot match by name")
-    plan = narrow(source, {n: tuple(v.shape) for n, v in target.items()}) if narrow else {}
-    picked = {n: source[n][np.ix_(*index)] for n, index in plan.items()}
-    clashes = [n for n in target if n in source and tuple(picked.get(n, source[n]).shape) != tuple(target[n].shape)]
-    if clashes or not set(source) & set(target):
-        raise InvalidInput(
-            f"{savedmodel} does not match this architecture ({len(source)} vs {len(target)} variables, "
-            f"{len(clashes)} of other shapes{': ' + ', '.join(clashes[:4]) if clashes else ''}): use the backbone "
-            "and filter sizes of its model card"
-        )
-    for name, variable in target.items():
-        if name in source:
-            variable.assign(picked.get(name, source[name]))
-    return [name for name in target if name not in source]
-
-
-def _is_rng_state(name: str) -> bool:
-    """Dropout's random-generator state: not a weight, and named by a process-wide counter."""
-    return "seed_generator" in name
-
-
-def _by_name(variables, attribute: str) -> dict:
-    """Weights keyed ``layer/weight`` (from TF names ``layer/weight:0`` or nested Keras paths)."""
-    named = {}
-    for variable in variables:
-        name = getattr(variable, attribute)
-        if not _is_rng_state(name):
-            named["/".join(name.removesuffix(":0").split("/")[-2:])] = variable
-    return named
 
 
 def read_card(savedmodel: str | Path) -> dict:

@@ -180,7 +180,8 @@ def _predict_file(source, predictor, settings, out: Path, threshold: float, args
 
     from roadseg import raster
     from roadseg.cog import tif_to_cog
-    from roadseg.gateway.jobs import predict_raster, road_graph_geojson
+    from roadseg.inference.predict import predict_raster
+    from roadseg.inference.road_graph import road_graph_geojson
 
     stem = Path(source).stem
     notes = []

@@ -33,26 +33,19 @@ from roadseg import raster
 from roadseg.config import Settings
 from roadseg.documents import ROADS_FAILED, ROADS_PENDING
 from roadseg.gateway.jobs import (
-    BASE_LAYERS,
-    LAYERS,
-    ModelWindows,
-    RasterPrediction,
-    available_layers,
-    centerline_channel,
     failing_job,
-    failing_roads,
-    graph_params,
-    mask_georeference,
-    mask_key,
     open_input,
     page_layers,
     predict_job,
     prediction_store,
     store_outputs,
-    store_road_network,
     window_progress,
 )
+from roadseg.gateway.road_network import failing_roads, mask_key, store_road_network
+from roadseg.inference.layers import BASE_LAYERS, LAYERS, available_layers
+from roadseg.inference.predict import ModelWindows, RasterPrediction, centerline_channel
 from roadseg.inference.predictor import Predictor
+from roadseg.inference.road_graph import graph_params, mask_georeference
 from roadseg.inference.windows import count_windows
 from roadseg.jobs import DONE, FAILED, RUNNING
 from roadseg.roadnet.graph import (

@@ -16,7 +16,9 @@ from roadseg.celery_app import app
 from roadseg.config import get_settings
 from roadseg.errors import RoadsegError
 from roadseg.gateway import sharded
-from roadseg.gateway.jobs import build_road_network_quietly, run_job
+from roadseg.gateway.jobs import run_job
+from roadseg.gateway.road_network import build_road_network_quietly
+from roadseg.inference.predictor import get_predictor, warm_up
 from roadseg.storage import get_storage
 
 log = logging.getLogger(__name__)
@@ -46,8 +48,6 @@ def _warm_model(**_kwargs) -> None:
     """
     if not _predict_only:
         return
-    from roadseg.inference.predictor import get_predictor, warm_up
-
     try:
         warm_up(get_predictor(), get_settings().predict_window)
     except Exception:  # the worker must start anyway; the job reports what is wrong
@@ -62,8 +62,6 @@ def predict(job_id: str) -> dict:
     final record either way, so a re-delivery after a worker crash just redoes the job. Once the job
     is done (and visible as such), the same worker builds its road network.
     """
-    from roadseg.inference.predictor import get_predictor
-
     storage, settings, predictor = get_storage(), get_settings(), get_predictor()
     try:
         pending = sharded.plan_job(job_id, storage, predictor, settings)
@@ -83,8 +81,6 @@ def predict(job_id: str) -> dict:
 @app.task(name="roadseg.gateway.predict_shard")
 def predict_shard(job_id: str, index: int) -> dict:
     """Predict one band of a sharded job; the shard that completes the set writes the job's outputs."""
-    from roadseg.inference.predictor import get_predictor
-
     storage, settings, predictor = get_storage(), get_settings(), get_predictor()
     try:
         if not sharded.run_shard(job_id, index, storage, predictor, settings):

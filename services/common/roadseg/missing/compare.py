@@ -29,6 +29,7 @@ from shapely.geometry import LineString, MultiLineString
 from shapely.geometry.base import BaseGeometry
 
 from roadseg.config import Settings
+from roadseg.inference.predict import predict_raster
 from roadseg.missing.frame import Frame
 from roadseg.missing.records import MISSING, UNSUPPORTED, Candidate
 
@@ -51,11 +52,9 @@ def centreline_probabilities(
 ) -> Path:
     """A float32 GeoTIFF of the probability of a road centreline for every pixel of ``ds`` (same grid).
 
-    Runs the prediction path everybody uses (:func:`roadseg.gateway.jobs.predict_raster`) and keeps
+    Runs the prediction path everybody uses (:func:`roadseg.inference.predict.predict_raster`) and keeps
     the first of :data:`CENTRELINE_LAYERS` the model has.
     """
-    from roadseg.gateway.jobs import predict_raster
-
     threshold = predictor.threshold(settings.threshold)
     result = predict_raster(
         ds, predictor, out_dir, settings, threshold, layers=CENTRELINE_LAYERS, progress=progress, tta=tta

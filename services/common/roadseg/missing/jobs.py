@@ -23,6 +23,8 @@ from shapely.geometry import LineString, shape
 from roadseg.config import Settings
 from roadseg.documents import ROADS_FAILED
 from roadseg.errors import InvalidInput, RoadsegError, TooLarge
+from roadseg.gateway.jobs import create_job, create_scene_job, open_input, prediction_store
+from roadseg.gateway.road_network import has_road_network, road_network
 from roadseg.jobs import DONE, FAILED
 from roadseg.missing.compare import centreline_layer
 from roadseg.missing.records import missing_store
@@ -76,7 +78,6 @@ def submit(
     queued, so bad vectors cost nothing; the prediction made for a refused job is deleted again.
     """
     from roadseg.celery_app import app
-    from roadseg.gateway.jobs import create_job, create_scene_job, prediction_store
     from roadseg.http_api import enqueue
     from roadseg.missing.tasks import compare
 
@@ -122,8 +123,6 @@ def submit(
 
 def compare_prediction(storage: Storage, job_id: str, settings: Settings) -> str:
     """The worker's step: wait for the job's prediction, then compare (``done``); ``pending`` while it runs."""
-    from roadseg.gateway.jobs import prediction_store
-
     jobs = missing_store(storage)
     record = jobs.get(job_id)
     if record["status"] == DONE:
@@ -158,8 +157,6 @@ def compare_prediction(storage: Storage, job_id: str, settings: Settings) -> str
 
 def network_pending(prediction: dict[str, Any], settings: Settings) -> bool:
     """Whether the ``predict`` workers are still tracing a large prediction's road network, shard by shard."""
-    from roadseg.gateway.jobs import has_road_network
-
     info = prediction["info"]
     return (
         "roads.geojson" not in prediction["files"]
@@ -172,14 +169,12 @@ def network_pending(prediction: dict[str, Any], settings: Settings) -> bool:
 def predicted_lines(storage: Storage, prediction: dict[str, Any], settings: Settings) -> list[LineString] | None:
     """The predicted network of a done prediction: its road network's edges (scene coordinates).
 
-    The network the prediction builds anyway (:mod:`roadseg.gateway.jobs`, from the centreline
+    The network the prediction builds anyway (:mod:`roadseg.gateway.road_network`, from the centreline
     band of a two-output model): built here when the mask is small, else traced shard by shard by the
     ``predict`` workers (:func:`roadseg.gateway.sharded.plan_roads`; :func:`network_pending` until then).
     ``None`` for a prediction without one: the comparison then traces the probabilities itself.
     Raises the reason when building it failed.
     """
-    from roadseg.gateway.jobs import has_road_network, road_network
-
     if "roads.geojson" not in prediction["files"] and not has_road_network(prediction):
         return None
     key, _ = road_network(prediction["id"], storage, settings)
@@ -193,8 +188,6 @@ def open_image(storage: Storage, record: dict[str, Any], settings: Settings) -> 
     from roadseg import raster
 
     if record.get("prediction_id"):
-        from roadseg.gateway.jobs import open_input, prediction_store
-
         with open_input(storage, prediction_store(storage).get(record["prediction_id"]), settings) as ds:
             yield ds
     elif record.get("scene_id"):

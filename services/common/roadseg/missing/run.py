@@ -19,6 +19,7 @@ from shapely.geometry import LineString, mapping, shape
 
 from roadseg.config import Settings
 from roadseg.documents import MISSING_CANDIDATES_FILE
+from roadseg.gateway.jobs import prediction_store
 from roadseg.jobs import DONE, RUNNING, new_id
 from roadseg.missing.compare import (
     CompareOptions,
@@ -145,8 +146,6 @@ def store_comparison(storage: Storage, job_id: str, result: Comparison, record: 
 
 def add_to_prediction(storage: Storage, prediction_id: str, collection: dict[str, Any]) -> None:
     """The candidates as one more file of the job's prediction: its STAC item and map page show them."""
-    from roadseg.gateway.jobs import prediction_store
-
     predictions = prediction_store(storage)
     storage.write_text(predictions.key(prediction_id, MISSING_CANDIDATES_FILE), json.dumps(collection))
     files = predictions.get(prediction_id)["files"]

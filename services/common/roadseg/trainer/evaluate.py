@@ -22,6 +22,8 @@ from tqdm import tqdm
 
 from roadseg import metrics
 from roadseg.errors import InvalidInput, MissingFile
+from roadseg.inference.predict import predict_raster
+from roadseg.inference.predictor import EmbeddedPredictor
 from roadseg.model_versions import resolve_savedmodel
 from roadseg.trainer import TARGETS
 
@@ -143,15 +145,13 @@ def predict_image(
 ) -> np.ndarray:
     """Probabilities float32 [H, W, C] (a channel per model output) of one RGB image through ``roadseg predict``'s path.
 
-    The image goes through :func:`roadseg.gateway.jobs.predict_raster` as an in-memory,
+    The image goes through :func:`roadseg.inference.predict.predict_raster` as an in-memory,
     non-georeferenced raster (like a PNG a user uploads): the same reading, sliding windows, Hann
     blending, batch size and test-time augmentation as the CLI, the API and the page, so the
     figures describe what users get on full images of any size.
     """
     import rasterio
     from rasterio.io import MemoryFile
-
-    from roadseg.gateway.jobs import predict_raster
 
     height, width = image.shape[:2]
     profile = {"driver": "GTiff", "width": width, "height": height, "count": 3, "dtype": "uint8"}
@@ -248,7 +248,6 @@ def _evaluate(
 ) -> dict:
     """The evaluation itself; ``cache`` holds local copies of data and the prediction rasters."""
     from roadseg.config import get_settings
-    from roadseg.inference.predictor import EmbeddedPredictor
     from roadseg.trainer.data import iter_examples
 
     path = resolve_savedmodel(model)

@@ -39,7 +39,7 @@ from roadseg.model_versions import (
 from roadseg.storage import split_suffix
 from roadseg.trainer import TARGETS
 from roadseg.trainer.checkpoints import COMMAND, CONFIG, load_checkpoint
-from roadseg.trainer.serving_model import serving_model
+from roadseg.trainer.serving_model import load_exported_weights, serving_model
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +254,6 @@ def keras_model_of(version_dir: str | Path):
 
     ``build_model``'s defaults stand in for config keys an older card lacks.
     """
-    from roadseg.model_versions import load_exported_weights
     from roadseg.trainer.model import build_model
 
     card = read_card(version_dir)

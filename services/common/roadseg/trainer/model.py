@@ -281,7 +281,7 @@ def build_model(
     ``weights``: None (random), "imagenet" (Keras download, or the KERAS_HOME cache) or a path to a
     backbone weights file. H and W must be multiples of 16. Layers keep their names across these
     choices where they exist in both, so an export can initialise a model that adds layers (see
-    :func:`roadseg.model_versions.load_exported_weights`).
+    :func:`roadseg.trainer.serving_model.load_exported_weights`).
     """
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")

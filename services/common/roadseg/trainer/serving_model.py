@@ -16,21 +16,29 @@ none of which changes what it computes beyond float rounding:
   compute policy per layer, which TF Serving on CPU would run as slow, less accurate float16 kernels.
 
 An export stores the served copy's weights only (a second copy would double the model on disk);
-:func:`unfold_batch_norms` turns them back into the trained model's form (same function) for fine-tuning.
+:func:`unfold_batch_norms` turns them back into the trained model's form (same function), and
+:func:`load_exported_weights` loads an exported version into a freshly built model for fine-tuning.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tensorflow as tf
 
+from roadseg.errors import InvalidInput
+from roadseg.model_versions import resolve_savedmodel
 from roadseg.trainer.model import GroupNorm
 
 log = logging.getLogger(__name__)
+
+#: Export values and model shapes by ``layer/weight`` -> the export's index per axis of each narrowed variable.
+Narrowing = Callable[[dict[str, np.ndarray], dict[str, tuple[int, ...]]], dict[str, tuple[np.ndarray, ...]]]
 
 _CONVOLUTIONS = ("Conv2D", "DepthwiseConv2D")
 
@@ -110,6 +118,56 @@ def unfold_batch_norms(source: Mapping[str, np.ndarray], keras_model) -> dict[st
         unfolded[f"{norm}/moving_mean"] = np.zeros_like(shift)
         unfolded[f"{norm}/moving_variance"] = np.full_like(shift, 1.0 - norm_layer.epsilon)
     return unfolded
+
+
+def load_exported_weights(keras_model, savedmodel: str | Path, narrow: Narrowing | None = None) -> list[str]:
+    """Copy an exported version's weights into a freshly built model; returns the names left fresh.
+
+    The export tracks ``model_variables`` (named by layer, e.g. ``decoder_sep1_conv/kernel``), so a
+    SavedModel is all that is needed to fine-tune a served model: no separate Keras checkpoint ships
+    with it. Variables are matched by name, so a model that adds layers (a stride-2 decoder) starts
+    from every layer the export has and initialises only the new ones. A narrower model (fewer ASPP
+    or decoder filters) starts from the export only when ``narrow`` is given: it maps the export's
+    values and the model's shapes to the export's index on every axis of each narrowed variable
+    (:func:`roadseg.trainer.narrow.head_indices`). Any other variable of another shape, or a model
+    sharing no variable with the export, is an error. Exports since the serving copy hold their
+    BatchNorms folded into the convolutions; they are unfolded into an exact identity BatchNorm
+    (:func:`unfold_batch_norms`), so the model computes the served function.
+    """
+    loaded = tf.saved_model.load(str(resolve_savedmodel(savedmodel)))
+    source = {n: v.numpy() for n, v in _by_name(getattr(loaded, "model_variables", []), "name").items()}
+    source = unfold_batch_norms(source, keras_model)  # exports store their served copy, BatchNorms folded
+    target = _by_name(keras_model.variables, "path")
+    if len(target) != len([v for v in keras_model.variables if not _is_rng_state(v.path)]):
+        raise ValueError(f"{keras_model.name} has variables of the same layer/weight name; cannot match by name")
+    plan = narrow(source, {n: tuple(v.shape) for n, v in target.items()}) if narrow else {}
+    picked = {n: source[n][np.ix_(*index)] for n, index in plan.items()}
+    clashes = [n for n in target if n in source and tuple(picked.get(n, source[n]).shape) != tuple(target[n].shape)]
+    if clashes or not set(source) & set(target):
+        raise InvalidInput(
+            f"{savedmodel} does not match this architecture ({len(source)} vs {len(target)} variables, "
+            f"{len(clashes)} of other shapes{': ' + ', '.join(clashes[:4]) if clashes else ''}): use the backbone "
+            "and filter sizes of its model card"
+        )
+    for name, variable in target.items():
+        if name in source:
+            variable.assign(picked.get(name, source[name]))
+    return [name for name in target if name not in source]
+
+
+def _is_rng_state(name: str) -> bool:
+    """Dropout's random-generator state: not a weight, and named by a process-wide counter."""
+    return "seed_generator" in name
+
+
+def _by_name(variables, attribute: str) -> dict:
+    """Weights keyed ``layer/weight`` (from TF names ``layer/weight:0`` or nested Keras paths)."""
+    named = {}
+    for variable in variables:
+        name = getattr(variable, attribute)
+        if not _is_rng_state(name):
+            named["/".join(name.removesuffix(":0").split("/")[-2:])] = variable
+    return named
 
 
 def _fold(source: dict[str, np.ndarray], folds: dict[str, str], layers: dict) -> dict[str, np.ndarray]:

@@ -24,7 +24,6 @@ from pathlib import Path
 import yaml
 
 from roadseg.errors import InvalidInput, MissingFile
-from roadseg.model_versions import load_exported_weights
 from roadseg.storage import Storage, storage_from_url
 from roadseg.trainer import BACKBONES, DECODER_STRIDES, DECODERS, LOSSES, PHOTOMETRIC, PRECISIONS, TARGETS
 from roadseg.trainer.checkpoints import (
@@ -315,6 +314,7 @@ def _train(config: TrainConfig, strategy, cache: Path, resume: bool, verbose: in
     from roadseg.trainer.model import build_model
     from roadseg.trainer.narrow import head_indices
     from roadseg.trainer.schedule import WarmupCosine
+    from roadseg.trainer.serving_model import load_exported_weights
 
     start = time.monotonic()
     keras.utils.set_random_seed(config.seed)

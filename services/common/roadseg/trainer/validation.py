@@ -29,6 +29,9 @@ import numpy as np
 import yaml
 
 from roadseg.errors import InvalidInput, MissingFile
+from roadseg.inference.predict import predict_raster
+from roadseg.inference.predictor import EmbeddedPredictor
+from roadseg.inference.road_graph import road_graph_geojson
 from roadseg.storage import storage_from_url
 
 log = logging.getLogger(__name__)
@@ -92,8 +95,6 @@ def vegas_apls(model: str | Path, tile: str | Path, lines: str | Path, tta: str 
     import rasterio
 
     from roadseg.config import get_settings
-    from roadseg.gateway.jobs import predict_raster, road_graph_geojson
-    from roadseg.inference.predictor import EmbeddedPredictor
     from roadseg.model_versions import resolve_savedmodel
     from roadseg.roadnet.apls import AplsParams, apls
     from roadseg.roadnet.io import load_graph

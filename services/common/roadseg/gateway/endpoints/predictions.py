@@ -8,6 +8,7 @@ are queued on the ``predict`` Celery queue (202) and report progress in their st
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Iterator
 from typing import Annotated, Any, BinaryIO, Literal
 
@@ -19,24 +20,18 @@ from roadseg import limits
 from roadseg.auth import CallerDep, Identity, Role, require
 from roadseg.config import Settings
 from roadseg.documents import ROADS_PENDING, PredictionRecord
-from roadseg.errors import NotFound, PredictionBudgetSpent
+from roadseg.errors import NotFound, PredictionBudgetSpent, RoadsegError
 from roadseg.gateway.deps import PredictionsDep, PredictorDep
 from roadseg.gateway.example import example_png
-from roadseg.gateway.jobs import (
-    MEDIA_TYPES,
-    build_road_network_quietly,
-    create_scene_job,
-    has_road_network,
-    prediction_store,
-    road_network,
-    run_job_in_background,
-    submit_prediction,
-)
+from roadseg.gateway.jobs import MEDIA_TYPES, create_scene_job, prediction_store, run_job, submit_prediction
+from roadseg.gateway.road_network import build_road_network_quietly, has_road_network, road_network
 from roadseg.gateway.routing import route_between
 from roadseg.http_api import SettingsDep, StorageDep, enqueue
 from roadseg.inference.predictor import Predictor
 from roadseg.jobs import DONE, QUEUED, RUNNING
 from roadseg.storage import Storage
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/v1/predictions", tags=["predictions"], dependencies=[require(Role.viewer)])
 
@@ -127,6 +122,18 @@ def submit(
         pixels = record["info"]["width"] * record["info"]["height"]
         limits.add_queued_pixels(settings.redis_url, identity.name, record["id"], pixels)
     return record, status
+
+
+def run_job_in_background(job_id: str, storage: Storage, predictor: Predictor, settings: Settings) -> None:
+    """:func:`run_job` (then its road network) after the response was sent; outcomes are in the job record."""
+    try:
+        run_job(job_id, storage, predictor, settings)
+    except RoadsegError as exc:
+        log.info("prediction %s failed: %s", job_id, exc)
+        return
+    except Exception:  # noqa: BLE001 - already logged with its traceback and recorded by run_job
+        return
+    build_road_network_quietly(job_id, storage, settings)
 
 
 def check_queued_budget(storage: Storage, settings: Settings, identity: Identity) -> None:

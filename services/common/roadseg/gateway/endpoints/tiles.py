@@ -26,7 +26,7 @@ from roadseg.auth import Role, require
 from roadseg.config import Settings
 from roadseg.errors import InvalidInput, NotFound
 from roadseg.gateway.deps import PredictionsDep
-from roadseg.gateway.jobs import road_network
+from roadseg.gateway.road_network import road_network
 from roadseg.gateway.tiles import PREDICTION_LAYERS, TileSource, prediction_source, render_tile, scene_source
 from roadseg.geo import transform_geometry
 from roadseg.http_api import SettingsDep, StorageDep
