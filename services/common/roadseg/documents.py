@@ -14,7 +14,7 @@ Unknown fields are kept (``extra="allow"``): a rolling upgrade never loses what 
 
 from __future__ import annotations
 
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -176,8 +176,10 @@ class PredictionRecord(JobRecord):
     centerline_threshold: float | None = Field(
         default=None, description="Threshold of the centreline mask (models with a centreline output)."
     )
-    pixel_size_m: float | None = Field(
-        default=None, gt=0, description="Ground pixel size (m) the caller gave for a plain (not georeferenced) image."
+    pixel_size_m: Annotated[float, Field(gt=0)] | Literal["auto"] | None = Field(
+        default=None,
+        description="Ground pixel size (m) the caller gave for a plain (not georeferenced) image, or 'auto' (the "
+        "model chose the scale: see resampling).",
     )
     road_fraction: float | None = None
     seconds: float | None = None

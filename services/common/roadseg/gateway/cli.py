@@ -65,10 +65,11 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--pixel-size",
-        type=_positive_float,
-        metavar="M",
+        type=_pixel_size,
+        metavar="M|auto",
         help="ground pixel size in metres of plain images (PNG/JPEG without georeference): they are resampled to "
-        "the model's resolution as georeferenced ones are (default: taken to be the model's own)",
+        "the model's resolution as georeferenced ones are; 'auto': the model chooses the scale at which it finds "
+        "roads most surely, and the line printed says which (default: taken to be the model's own)",
     )
     p.add_argument("--geojson", action="store_true", help="also write the road network as DIR/<stem>.geojson")
     p.add_argument(
@@ -105,12 +106,14 @@ def register(sub) -> None:
     m.set_defaults(func=seed_models_command)
 
 
-def _positive_float(text: str) -> float:
-    """A number above 0 (argparse type), so ``--pixel-size 0`` or ``nan`` is refused before any work."""
+def _pixel_size(text: str) -> float | str:
+    """Metres above 0 or ``auto`` (argparse type), so ``--pixel-size 0`` or ``nan`` is refused before any work."""
+    if text.strip().lower() == "auto":
+        return "auto"
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not a number of metres or 'auto': {text!r}") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number of metres, got {text!r}")
     return value
@@ -180,7 +183,7 @@ def _predict_file(source, predictor, settings, out: Path, threshold: float, args
 
     from roadseg import raster
     from roadseg.cog import tif_to_cog
-    from roadseg.inference.predict import predict_raster
+    from roadseg.inference.predict import plain_pixel_size, predict_raster
     from roadseg.inference.road_graph import road_graph_geojson
 
     stem = Path(source).stem
@@ -218,9 +221,8 @@ def _predict_file(source, predictor, settings, out: Path, threshold: float, args
         if args.geojson:
             # The road network follows the centreline band where there is one (mask_key says why).
             with raster.open_checked(result.files["centerline" if "centerline" in masks else "mask"]) as mask:
-                roads = road_graph_geojson(
-                    mask, settings.graph_max_pixels, settings.graph_window, pixel_size_m=args.pixel_size
-                )
+                metres = plain_pixel_size(args.pixel_size, result.resampling)
+                roads = road_graph_geojson(mask, settings.graph_max_pixels, settings.graph_window, pixel_size_m=metres)
             if roads is None:
                 notes.append("too large for a road graph (ROADSEG_GRAPH_MAX_PIXELS)")
             else:
@@ -233,6 +235,10 @@ def _predict_file(source, predictor, settings, out: Path, threshold: float, args
                 os.replace(cog, out / f"{name}.tif")
                 written.append(out / f"{name}.tif")
     width, height = result.info["width"], result.info["height"]
+    if (resampling := result.resampling or {}).get("estimated"):
+        metres = resampling["image_pixel_size_m"]
+        scale = f"{metres:g} m pixels" if metres else f"resampling factor {resampling['factor']:g}"
+        notes.append(f"scale chosen by the model: {scale}")
     note = f" ({'; '.join(notes)})" if notes else ""
     return (
         f"{source}: {width}x{height} px, roads {result.road_pixels / (width * height):.1%}, "

@@ -30,7 +30,7 @@ from roadseg.documents import MISSING_CANDIDATES_FILE, ROADS_PENDING, Prediction
 from roadseg.errors import InvalidInput, RoadsegError
 from roadseg.http_api import enqueue
 from roadseg.inference.layers import BASE_LAYERS, LAYERS, PNG_LAYERS, tif_to_png
-from roadseg.inference.predict import RasterPrediction, predict_raster
+from roadseg.inference.predict import PixelSize, RasterPrediction, predict_raster
 from roadseg.inference.predictor import Predictor
 from roadseg.jobs import DONE, FAILED, RUNNING, JobStore, new_id
 from roadseg.storage import Storage, safe_filename
@@ -71,7 +71,7 @@ def create_job(
     filename: str,
     settings: Settings,
     tta: str | None = None,
-    pixel_size_m: float | None = None,
+    pixel_size_m: PixelSize = None,
 ) -> dict[str, Any]:
     """Store an upload as a new prediction job after checking its header; nothing is kept if it is refused.
 
@@ -114,7 +114,7 @@ def submit_prediction(
     queue: Callable[[str], Any],
     tta: str | None = None,
     background: Callable[[str], Any] | None = None,
-    pixel_size_m: float | None = None,
+    pixel_size_m: PixelSize = None,
 ) -> tuple[dict[str, Any], int]:
     """Store and check an upload, then predict it now (small: 201) or ``queue`` its id (large: 202).
 

@@ -21,6 +21,7 @@ from roadseg.config import Settings
 from roadseg.documents import ROADS_FAILED, ROADS_PENDING, ROADS_READY
 from roadseg.errors import InvalidInput, RoadsegError
 from roadseg.gateway.jobs import prediction_store
+from roadseg.inference.predict import plain_pixel_size
 from roadseg.inference.road_graph import road_graph_geojson
 from roadseg.jobs import DONE, JobStore
 from roadseg.storage import Storage
@@ -67,8 +68,13 @@ def road_network(job_id: str, storage: Storage, settings: Settings) -> tuple[str
             return key, record
         started = time.perf_counter()
         with failing_roads(jobs, job_id), raster.open_stored(storage, mask_key(jobs, record)) as ds:
-            roads = road_graph_geojson(ds, settings.graph_max_pixels, settings.graph_window, record.get("pixel_size_m"))
+            roads = road_graph_geojson(ds, settings.graph_max_pixels, settings.graph_window, graph_pixel_size(record))
         return key, store_road_network(storage, job_id, roads, time.perf_counter() - started)
+
+
+def graph_pixel_size(record: dict[str, Any]) -> float | None:
+    """The metres of a plain image's pixel for its road network: the caller's, or what ``auto`` chose."""
+    return plain_pixel_size(record.get("pixel_size_m"), record.get("resampling"))
 
 
 def mask_key(jobs: JobStore, record: dict[str, Any]) -> str:

@@ -41,7 +41,7 @@ from roadseg.gateway.jobs import (
     store_outputs,
     window_progress,
 )
-from roadseg.gateway.road_network import failing_roads, mask_key, store_road_network
+from roadseg.gateway.road_network import failing_roads, graph_pixel_size, mask_key, store_road_network
 from roadseg.inference.layers import BASE_LAYERS, LAYERS, available_layers
 from roadseg.inference.predict import ModelWindows, RasterPrediction, centerline_channel
 from roadseg.inference.predictor import Predictor
@@ -223,7 +223,7 @@ def _roads_book(storage: Storage, job_id: str, count: int) -> ShardBook:
 
 def _graph_geometry(ds, settings: Settings, record: dict[str, Any]) -> tuple[GraphParams, GraphScale, int, int]:
     """Vectorization settings, georeferencing, windows per row of windows (one shard) and shards of an open mask."""
-    params = graph_params(settings.graph_window, record.get("pixel_size_m"))
+    params = graph_params(settings.graph_window, graph_pixel_size(record))
     transform, crs = mask_georeference(ds)
     columns = -(-ds.width // params.window)
     count = -(-window_count((ds.height, ds.width), params) // columns)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import rasterio
@@ -30,6 +30,7 @@ from rasterio.windows import Window
 from roadseg import raster
 from roadseg.cog import GDAL_ENV
 from roadseg.config import Settings
+from roadseg.errors import InvalidInput
 from roadseg.inference.layers import (
     BASE_LAYERS,
     LAYERS,
@@ -40,6 +41,7 @@ from roadseg.inference.layers import (
     output_profile,
 )
 from roadseg.inference.predictor import Predictor
+from roadseg.inference.scale import choose_factor
 from roadseg.inference.windows import (
     PredictBatch,
     fit_window,
@@ -54,6 +56,33 @@ from roadseg.png import PngWriter
 
 log = logging.getLogger(__name__)
 
+#: ``--pixel-size auto``: a plain image's scale chosen by the model (:mod:`roadseg.inference.scale`).
+AUTO: Literal["auto"] = "auto"
+#: A plain image's ground pixel size as users give it: metres, :data:`AUTO`, or None (the model's own).
+PixelSize = float | Literal["auto"] | None
+
+
+def parse_pixel_size(text: str | None) -> PixelSize:
+    """A pixel size as a user types it: empty is None, ``auto``, or metres above 0 and at most 1000."""
+    if text is None or not text.strip():
+        return None
+    if text.strip().lower() == AUTO:
+        return AUTO
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidInput(f"the pixel size must be a number of metres or 'auto', got {text[:40]!r}") from None
+    if not 0 < value <= 1000:
+        raise InvalidInput(f"the pixel size must be above 0 and at most 1000 m, got {value:g}")
+    return value
+
+
+def plain_pixel_size(pixel_size_m: PixelSize, resampling: dict[str, Any] | None) -> float | None:
+    """The metres of a plain image's pixel after a prediction: the user's, or the one ``auto`` chose."""
+    if isinstance(pixel_size_m, str):  # AUTO
+        return (resampling or {}).get("image_pixel_size_m")
+    return pixel_size_m
+
 
 @dataclass
 class RasterPrediction:
@@ -65,8 +94,9 @@ class RasterPrediction:
     road_pixels: int = 0
     windows: int = 0
     seconds: float = 0.0
-    #: Set when the image was resampled to the model's resolution: both pixel sizes and the factor.
-    resampling: dict[str, float] | None = None
+    #: Set when the image was resampled to the model's resolution: both pixel sizes and the factor
+    #: (``estimated`` when the model chose the scale: ``--pixel-size auto``).
+    resampling: dict[str, Any] | None = None
     #: The test-time augmentation that ran (the request's, else the model card's).
     tta: str = "none"
     #: The centreline mask's threshold (two-output models), else None.
@@ -80,27 +110,52 @@ class ModelWindows:
     window: tuple[int, int]
     overlap: int
     factor: float = 1.0
-    resampling: dict[str, float] | None = None
+    resampling: dict[str, Any] | None = None
 
     @classmethod
     def of(
-        cls, ds: DatasetReader, predictor: Predictor, settings: Settings, pixel_size_m: float | None = None
+        cls, ds: DatasetReader, predictor: Predictor, settings: Settings, pixel_size_m: PixelSize = None
     ) -> ModelWindows:
         """At most ``predict_window`` px per side, fitted to the image (:func:`windows.fit_window`).
 
         Windows grow by the resampling factor, so the model still sees at most ~``predict_window`` px per side.
         The image's ground pixel size is its georeference's; ``pixel_size_m`` (what the user says) stands in
-        for a plain image's, which has none. Without either, a plain image is taken to be at the model's
-        own resolution.
+        for a plain image's, which has none: metres, or :data:`AUTO` to let the model choose the scale
+        (:mod:`roadseg.inference.scale`). Without either, a plain image is taken to be at the model's own
+        resolution.
         """
         window, overlap = settings.predict_window, settings.predict_overlap
-        image_m = raster.ground_pixel_size_m(ds) or pixel_size_m
+        image_m = raster.ground_pixel_size_m(ds)
+        if image_m is None and pixel_size_m == AUTO and settings.match_resolution:
+            return cls.estimated(ds, predictor, settings)
+        image_m = image_m or (pixel_size_m if isinstance(pixel_size_m, float | int) else None)
         model_m = model_resolution(image_m, predictor.card)
         factor = resolution_factor(image_m, model_m) if settings.match_resolution else 1.0
         if image_m is None or model_m is None or factor == 1.0:
             return cls(fit_window(ds.height, ds.width, window, overlap), overlap)
         resampling = {"image_pixel_size_m": round(image_m, 4), "model_pixel_size_m": model_m, "factor": factor}
         window, overlap = round(window * factor), round(overlap * factor)
+        return cls(fit_window(ds.height, ds.width, window, overlap), overlap, factor, resampling)
+
+    @classmethod
+    def estimated(cls, ds: DatasetReader, predictor: Predictor, settings: Settings) -> ModelWindows:
+        """The windows of a plain image at the scale the model itself finds roads best (:func:`choose_factor`).
+
+        ``resampling`` records the choice (``estimated``), even a factor of 1, with the pixel size it
+        implies for a model trained at one pixel size.
+        """
+        stretch = raster.compute_stretch(ds, settings.stretch_percentiles)
+        choice = choose_factor(ds, lambda images: predictor.predict(images, "none"), predictor.threshold(), stretch)
+        model_m = predictor.card.get("pixel_size_m")
+        resampling: dict[str, Any] = {
+            "image_pixel_size_m": choice.pixel_size_m(model_m),
+            "model_pixel_size_m": model_m,
+            "factor": choice.factor,
+            "estimated": True,
+        }
+        log.info("scale chosen by the model: factor %.3f (road confidence per factor %s)", choice.factor, choice.scores)
+        factor = choice.factor
+        window, overlap = round(settings.predict_window * factor), round(settings.predict_overlap * factor)
         return cls(fit_window(ds.height, ds.width, window, overlap), overlap, factor, resampling)
 
     def row_count(self, height: int) -> int:
@@ -136,13 +191,13 @@ def predict_raster(
     window_rows: tuple[int, int] | None = None,
     pngs: Collection[str] = (),
     centerline_threshold: float | None = None,
-    pixel_size_m: float | None = None,
+    pixel_size_m: PixelSize = None,
 ) -> RasterPrediction:
     """Predict ``ds`` window by window into GeoTIFFs (``layers`` of :data:`LAYERS`) and PNGs in ``out_dir``.
 
     ``threshold`` makes the road (surface) mask; ``centerline_threshold`` (default: the card's) the
     centreline mask of a two-output model. Centreline layers asked of a single-output model are left out.
-    ``pixel_size_m`` is the ground pixel size of a plain image (see :meth:`ModelWindows.of`).
+    ``pixel_size_m`` is the ground pixel size of a plain image, or ``"auto"`` (see :meth:`ModelWindows.of`).
 
     ``tta`` (``none``/``flip``; None: the model card's) is checked against the serving version
     before any work, so an unavailable choice is a 400 and not a half-done job. ``model_lock`` is
@@ -167,7 +222,7 @@ def predict_raster(
 
     geometry = ModelWindows.of(ds, predictor, settings, pixel_size_m)
     predict: PredictBatch = model if geometry.factor == 1.0 else resampled(model, geometry.factor)
-    if geometry.resampling:
+    if geometry.resampling and not geometry.resampling.get("estimated"):
         log.info(
             "resampling %.3f m pixels to the model's %.3f m (factor %.2f)",
             *(geometry.resampling[k] for k in ("image_pixel_size_m", "model_pixel_size_m", "factor")),

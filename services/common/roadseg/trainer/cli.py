@@ -152,7 +152,7 @@ def _validate(args: argparse.Namespace) -> int:
         prepare_vegas(tile, lines, args.vegas)
     sources = load_sources(args.sources)
     if args.model:
-        print(json.dumps(measure(args.model, sources, args.tta, args.withhold_pixel_size), indent=2))
+        print(json.dumps(measure(args.model, sources, args.tta, args.plain_pixel_size), indent=2))
         return 0
     steps = [int(s) for s in args.steps.split(",")] if args.steps else None
     validate_run(args.run_dir, sources, args.tta, steps)
@@ -282,9 +282,11 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--tta", choices=TTA_OPTIONS, default="none", help="test-time augmentation (default none)")
     p.add_argument("--prepare-vegas", action="store_true", help="make the Vegas source folder first (once)")
     p.add_argument(
-        "--withhold-pixel-size",
-        action="store_true",
-        help="with --model: predict plain images as users who give no --pixel-size do (georeferenced ones keep theirs)",
+        "--plain-pixel-size",
+        choices=("given", "withheld", "auto"),
+        default="given",
+        help="with --model: how plain images get their pixel size: the source's, as --pixel-size M (given), none, "
+        "as users who give no --pixel-size (withheld), or --pixel-size auto (auto); georeferenced ones keep theirs",
     )
     p.add_argument("--shared", default="../shared", help="the shared data folder (for --prepare-vegas)")
     p.add_argument("--vegas", default="var/data/vegas", help="where --prepare-vegas writes the Vegas source")

@@ -15,14 +15,14 @@ import logging
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from tqdm import tqdm
 
 from roadseg import metrics
 from roadseg.errors import InvalidInput, MissingFile
-from roadseg.inference.predict import predict_raster
+from roadseg.inference.predict import AUTO, PixelSize, predict_raster
 from roadseg.inference.predictor import EmbeddedPredictor
 from roadseg.model_versions import resolve_savedmodel
 from roadseg.trainer import TARGETS
@@ -36,6 +36,8 @@ BINS = 100
 #: What a data source can be scored on (``PATH=OUTPUT``): a two-output model's outputs, or a one-output model's.
 OUTPUT_NAMES = (*TARGETS, "road")
 WORST_TILES = 4
+#: How a source's plain images get their pixel size: the source's (as ``--pixel-size``), none, or ``auto``.
+PlainPixelSize = Literal["given", "withheld", "auto"]
 
 
 def _histograms(prob: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -141,7 +143,7 @@ class _Tally:
 
 
 def predict_image(
-    image: np.ndarray, predictor, settings, work: Path, tta: str | None = None, pixel_size_m: float | None = None
+    image: np.ndarray, predictor, settings, work: Path, tta: str | None = None, pixel_size_m: PixelSize = None
 ) -> np.ndarray:
     """Probabilities float32 [H, W, C] (a channel per model output) of one RGB image through ``roadseg predict``'s path.
 
@@ -201,7 +203,7 @@ def evaluate_model(
     threshold: float | None = None,
     tta: str | None = None,
     output: str | None = None,
-    withhold_pixel_size: bool = False,
+    plain_pixel_size: PlainPixelSize = "given",
 ) -> dict:
     """Predict every example of ``splits`` of each ``data`` folder with the SavedModel and score it.
 
@@ -209,8 +211,9 @@ def evaluate_model(
     pixel_size_m}``, as in a training config). Each source is scored on one output
     (:func:`scored_output`: the ``=OUTPUT``, else ``output``, else what its masks hold), at that output's
     threshold; its summary names the output. Images are plain arrays, so a source's ``pixel_size_m`` is
-    handed to the prediction as a user's ``--pixel-size`` would be, unless ``withhold_pixel_size``
-    (to measure how a model does on images of unknown resolution).
+    handed to the prediction as a user's ``--pixel-size`` would be (``plain_pixel_size`` ``given``), or
+    not (``withheld``: how a model does on images of unknown resolution), or ``auto`` in its place (the
+    model chooses the scale, :mod:`roadseg.inference.scale`).
 
     Images are predicted whole, as ``roadseg predict`` does (:func:`predict_image`), with the window,
     overlap and batch of the settings (``ROADSEG_PREDICT_*``). ``threshold`` defaults to the model
@@ -221,7 +224,7 @@ def evaluate_model(
     ``tta`` asks for another test-time augmentation than the card's, as a request can.
     """
     with tempfile.TemporaryDirectory(prefix="roadseg-eval-") as cache:
-        return _evaluate(model, data, splits, out, rho, threshold, Path(cache), tta, output, withhold_pixel_size)
+        return _evaluate(model, data, splits, out, rho, threshold, Path(cache), tta, output, plain_pixel_size)
 
 
 def source_of(spec: str | dict) -> tuple[Source, str | None]:
@@ -244,7 +247,7 @@ def _evaluate(
     cache: Path,
     tta: str | None,
     output: str | None,
-    withhold_pixel_size: bool,
+    plain_pixel_size: PlainPixelSize,
 ) -> dict:
     """The evaluation itself; ``cache`` holds local copies of data and the prediction rasters."""
     from roadseg.config import get_settings
@@ -262,7 +265,7 @@ def _evaluate(
     for spec in data:
         source, named = source_of(spec)
         folder = source.path
-        pixel_size_m = None if withhold_pixel_size else source.pixel_size_m
+        pixel_size_m = {"given": source.pixel_size_m, "withheld": None, "auto": AUTO}[plain_pixel_size]
         source = source.localized(cache)
         scored_as = scored_output(predictor, source, named or output)
         cut = predictor.threshold(threshold, scored_as)

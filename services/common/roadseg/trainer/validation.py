@@ -23,7 +23,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
@@ -33,6 +33,9 @@ from roadseg.inference.predict import predict_raster
 from roadseg.inference.predictor import EmbeddedPredictor
 from roadseg.inference.road_graph import road_graph_geojson
 from roadseg.storage import storage_from_url
+
+if TYPE_CHECKING:
+    from roadseg.trainer.evaluate import PlainPixelSize
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +117,12 @@ def vegas_apls(model: str | Path, tile: str | Path, lines: str | Path, tta: str 
 
 
 def measure(
-    model: str | Path, sources: Sequence[dict], tta: str | None = None, withhold_pixel_size: bool = False
+    model: str | Path, sources: Sequence[dict], tta: str | None = None, plain_pixel_size: PlainPixelSize = "given"
 ) -> dict[str, Any]:
     """Road IoU per source of an exported model, at per-output thresholds chosen on these sources.
 
-    ``withhold_pixel_size`` predicts every plain image as a user who gives no ``--pixel-size`` would.
+    ``plain_pixel_size`` (:data:`~roadseg.trainer.evaluate.PlainPixelSize`): ``withheld`` predicts every plain
+    image as a user who gives no ``--pixel-size`` would, ``auto`` as one who gives ``--pixel-size auto``.
 
     Returns ``{"iou": {source: IoU}, "outputs": {source: output}, "thresholds": {output: t}, "mean": m,
     "apls": {source: APLS}}``; a source prepared by :func:`prepare_vegas` also gets its APLS.
@@ -126,7 +130,7 @@ def measure(
     from roadseg.trainer.evaluate import best_threshold_of, evaluate_model, iou_at, source_of
 
     reports = {
-        Path(source_of(s)[0].path).name: evaluate_model(model, [s], tta=tta, withhold_pixel_size=withhold_pixel_size)
+        Path(source_of(s)[0].path).name: evaluate_model(model, [s], tta=tta, plain_pixel_size=plain_pixel_size)
         for s in sources
     }
     outputs = {name: report["summary"]["outputs"][0] for name, report in reports.items()}

@@ -13,13 +13,13 @@ from fastapi import APIRouter, BackgroundTasks, File, Form, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse
 
 from roadseg.auth import CallerDep, Role, require
-from roadseg.errors import InvalidInput
 from roadseg.gateway import fragments
 from roadseg.gateway.deps import PredictionsDep, PredictorDep
 from roadseg.gateway.endpoints.model import served_card
 from roadseg.gateway.endpoints.predictions import public, submit
 from roadseg.gateway.example import example_png
 from roadseg.http_api import SettingsDep, StorageDep
+from roadseg.inference.predict import parse_pixel_size
 
 STATIC = Path(__file__).resolve().parents[1] / "static"
 
@@ -51,24 +51,11 @@ def ui_create(
 ) -> str:
     """Upload from the page: a panel that polls the job (progress per window) until it shows the result."""
     upload, name = file.file, file.filename or "upload"
-    pixel = _pixel_size(pixel_size_m)
+    pixel = parse_pixel_size(pixel_size_m)
     record, _ = submit(
         storage, predictor, settings, upload, name, background, identity, tta or None, page=True, pixel_size_m=pixel
     )
     return fragments.prediction(public(record))
-
-
-def _pixel_size(text: str) -> float | None:
-    """The page's pixel-size field: empty is None, anything but a positive number of metres a 400."""
-    if not text.strip():
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise InvalidInput(f"the pixel size must be a number of metres, got {text[:40]!r}") from None
-    if not 0 < value <= 1000:
-        raise InvalidInput(f"the pixel size must be above 0 and at most 1000 m, got {value:g}")
-    return value
 
 
 @router.post("/ui/predictions/example", response_class=HTMLResponse)

@@ -27,6 +27,7 @@ from roadseg.gateway.jobs import MEDIA_TYPES, create_scene_job, prediction_store
 from roadseg.gateway.road_network import build_road_network_quietly, has_road_network, road_network
 from roadseg.gateway.routing import route_between
 from roadseg.http_api import SettingsDep, StorageDep, enqueue
+from roadseg.inference.predict import PixelSize, parse_pixel_size
 from roadseg.inference.predictor import Predictor
 from roadseg.jobs import DONE, QUEUED, RUNNING
 from roadseg.storage import Storage
@@ -76,8 +77,9 @@ def public(record: dict[str, Any]) -> dict[str, Any]:
 TTA = Literal["none", "flip"]
 PIXEL_SIZE_HELP = (
     "Ground size of a pixel in metres, for plain images (PNG/JPEG) that do not carry it: the image is resampled "
-    "to the model's resolution as a georeferenced one is. Omitted: taken to be the model's own. Georeferenced "
-    "images use their own."
+    "to the model's resolution as a georeferenced one is; `auto`: the model chooses the scale at which it finds "
+    "roads most surely (recorded in `resampling`). Omitted: taken to be the model's own. Georeferenced images "
+    "use their own."
 )
 
 
@@ -91,7 +93,7 @@ def submit(
     identity: Identity,
     tta: str | None = None,
     page: bool = False,
-    pixel_size_m: float | None = None,
+    pixel_size_m: PixelSize = None,
 ) -> tuple[dict[str, Any], int]:
     """Predict an upload now, or after the response for the ``page``, or queue it on the ``predict`` workers.
 
@@ -170,12 +172,13 @@ def create_prediction(
     tta: Annotated[
         TTA | None, Form(description="Test-time augmentation: none (fast) or flip; default: the card's")
     ] = None,
-    pixel_size_m: Annotated[float | None, Form(gt=0, le=1000, description=PIXEL_SIZE_HELP)] = None,
+    pixel_size_m: Annotated[str | None, Form(description=PIXEL_SIZE_HELP, examples=["0.5", "auto"])] = None,
 ) -> dict[str, Any]:
     """Upload an image. 201 with the finished prediction, or 202 when it was queued (poll its ``self`` link)."""
     upload, name = file.file, file.filename or "upload"
+    pixel = parse_pixel_size(pixel_size_m)
     record, response.status_code = submit(
-        storage, predictor, settings, upload, name, tasks, identity, tta, pixel_size_m=pixel_size_m
+        storage, predictor, settings, upload, name, tasks, identity, tta, pixel_size_m=pixel
     )
     return public(record)
 
