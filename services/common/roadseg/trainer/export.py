@@ -17,8 +17,9 @@ import json
 import logging
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import yaml
@@ -41,10 +42,17 @@ from roadseg.trainer import TARGETS
 from roadseg.trainer.checkpoints import COMMAND, CONFIG, load_checkpoint
 from roadseg.trainer.serving_model import load_exported_weights, serving_model
 
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
+    #: What an export serves: uint8 images [N,H,W,3] -> ``{"probabilities": float32 [N,H,W,C]}`` (a tf.function).
+    Serve = Callable[[tf.Tensor], dict[str, tf.Tensor]]
+
 log = logging.getLogger(__name__)
 
 
-def serving_function(keras_model, tta: str = "none", jit_compile: bool = False):
+def serving_function(keras_model: keras.Model, tta: str = "none", jit_compile: bool = False) -> Serve:
     """A tf.function from uint8 images of any size to road probabilities of the same size.
 
     With ``tta``, the probabilities are the mean over the views of :data:`TTA_VIEWS`, each mapped back
@@ -57,7 +65,7 @@ def serving_function(keras_model, tta: str = "none", jit_compile: bool = False):
         raise ValueError(f"unknown test-time augmentation {tta!r}; choose one of {', '.join(TTA_VIEWS)}")
     views = TTA_VIEWS[tta]
 
-    def view_probabilities(padded, turns: int, mirror: bool):
+    def view_probabilities(padded: tf.Tensor, turns: int, mirror: bool) -> tf.Tensor:
         x = tf.image.rot90(padded, turns) if turns else padded
         x = tf.reverse(x, axis=[2]) if mirror else x
         p = tf.sigmoid(tf.cast(keras_model(x, training=False), tf.float32))
@@ -67,7 +75,7 @@ def serving_function(keras_model, tta: str = "none", jit_compile: bool = False):
     @tf.function(
         input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")], jit_compile=jit_compile
     )
-    def serve(images):
+    def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
         shape = tf.shape(images)
         height, width = shape[1], shape[2]
         pad_h = (STRIDE - height % STRIDE) % STRIDE
@@ -91,7 +99,7 @@ def code_version() -> str:
     return head
 
 
-def export_savedmodel(keras_model, out_dir: str | Path, card: dict, tta: str = "none") -> Path:
+def export_savedmodel(keras_model: keras.Model, out_dir: str | Path, card: dict, tta: str = "none") -> Path:
     """Write the SavedModel and ``model_card.json`` to ``out_dir`` (atomically: built aside, then renamed).
 
     ``card`` is completed with ``created`` and ``code_version`` when missing, and gets ``tta``: the
@@ -249,7 +257,7 @@ def export_version(
     return _publish(model, model_dir, version, card, evaluate, tta or old.get("tta") or "none")
 
 
-def keras_model_of(version_dir: str | Path):
+def keras_model_of(version_dir: str | Path) -> keras.Model:
     """The Keras model of an exported version: built from its card's backbone and config, weights loaded.
 
     ``build_model``'s defaults stand in for config keys an older card lacks.
@@ -267,7 +275,9 @@ def keras_model_of(version_dir: str | Path):
     return model
 
 
-def _publish(model, model_dir: str | Path, version: int, card: dict, evaluate: Sequence[str], tta: str) -> Path:
+def _publish(
+    model: keras.Model, model_dir: str | Path, version: int, card: dict, evaluate: Sequence[str], tta: str
+) -> Path:
     """Export to ``<model_dir>/<version>`` (a local folder, or built locally then uploaded to a URL)."""
     if not is_url(model_dir):
         return _export_and_measure(model, Path(model_dir) / str(version), card, evaluate, tta)
@@ -294,7 +304,7 @@ def _inherited_pixel_size(init_from: str) -> float | None:
     return card.get("pixel_size_m")
 
 
-def _export_and_measure(model, out: Path, card: dict, evaluate: Sequence[str], tta: str) -> Path:
+def _export_and_measure(model: keras.Model, out: Path, card: dict, evaluate: Sequence[str], tta: str) -> Path:
     """Export, then measure each ``evaluate`` source into the card.
 
     The threshold is the best-F1 one over the validation splits pooled; ``val_mean_iou_road`` is the

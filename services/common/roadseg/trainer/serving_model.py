@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tensorflow as tf
@@ -34,6 +34,9 @@ import tensorflow as tf
 from roadseg.errors import InvalidInput
 from roadseg.model_versions import resolve_savedmodel
 from roadseg.trainer.model import GroupNorm
+
+if TYPE_CHECKING:
+    import keras
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +46,7 @@ Narrowing = Callable[[dict[str, np.ndarray], dict[str, tuple[int, ...]]], dict[s
 _CONVOLUTIONS = ("Conv2D", "DepthwiseConv2D")
 
 
-def serving_model(keras_model):
+def serving_model(keras_model: keras.Model) -> keras.Model:
     """A float32 copy of ``keras_model`` with BatchNorms folded and fast GroupNorms (module docstring).
 
     Its outputs equal the model's in inference mode up to float32 rounding (tested); ``keras_model``
@@ -92,7 +95,7 @@ def batch_norm_folds(config: dict) -> dict[str, str]:
     return folds
 
 
-def unfold_batch_norms(source: Mapping[str, np.ndarray], keras_model) -> dict[str, np.ndarray]:
+def unfold_batch_norms(source: Mapping[str, np.ndarray], keras_model: keras.Model) -> dict[str, np.ndarray]:
     """Weights of a served copy (``layer/weight`` -> value) in the form of the trained ``keras_model``.
 
     For every foldable pair of ``keras_model`` whose BatchNorm weights ``source`` lacks but whose
@@ -120,7 +123,9 @@ def unfold_batch_norms(source: Mapping[str, np.ndarray], keras_model) -> dict[st
     return unfolded
 
 
-def load_exported_weights(keras_model, savedmodel: str | Path, narrow: Narrowing | None = None) -> list[str]:
+def load_exported_weights(
+    keras_model: keras.Model, savedmodel: str | Path, narrow: Narrowing | None = None
+) -> list[str]:
     """Copy an exported version's weights into a freshly built model; returns the names left fresh.
 
     The export tracks ``model_variables`` (named by layer, e.g. ``decoder_sep1_conv/kernel``), so a
@@ -160,7 +165,7 @@ def _is_rng_state(name: str) -> bool:
     return "seed_generator" in name
 
 
-def _by_name(variables, attribute: str) -> dict:
+def _by_name(variables: Iterable[tf.Variable], attribute: str) -> dict[str, tf.Variable]:
     """Weights keyed ``layer/weight`` (from TF names ``layer/weight:0`` or nested Keras paths)."""
     named = {}
     for variable in variables:
@@ -191,7 +196,7 @@ def _fold(source: dict[str, np.ndarray], folds: dict[str, str], layers: dict) ->
     return weights
 
 
-def _rewrite(config, folds: dict[str, str]):
+def _rewrite(config: object, folds: dict[str, str]) -> object:
     """The model config with float32 everywhere, folded BatchNorms as Identity, GroupNorms as ours."""
     if isinstance(config, list):
         return [_rewrite(item, folds) for item in config]
@@ -225,7 +230,7 @@ def _functional_graphs(config: dict) -> Iterator[dict]:
             yield from _functional_graphs(entry["config"])
 
 
-def _sources(nodes) -> list[str]:
+def _sources(nodes: object) -> list[str]:
     """Names of the layers whose outputs a layer's inbound nodes read (Keras tensors, at any depth)."""
     if isinstance(nodes, dict):
         if nodes.get("class_name") == "__keras_tensor__":
@@ -236,7 +241,7 @@ def _sources(nodes) -> list[str]:
     return []
 
 
-def _layers_by_name(model) -> dict:
+def _layers_by_name(model: keras.Model) -> dict[str, keras.layers.Layer]:
     """Every layer of ``model`` and of the models nested in it, by name."""
     found = {}
     for layer in model.layers:

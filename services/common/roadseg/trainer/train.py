@@ -20,6 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import yaml
 
@@ -38,6 +39,12 @@ from roadseg.trainer.checkpoints import (
     save_to,
     snapshot_key,
 )
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
+    from roadseg.trainer.data import Augmentation
 
 log = logging.getLogger(__name__)
 
@@ -168,14 +175,16 @@ class TrainConfig:
                 data[name] = tuple(data[name])
         return cls(**data)
 
-    def augmentation(self):
+    def augmentation(self) -> Augmentation:
         """The training-crop recipe these settings describe (a roadseg.trainer.data.Augmentation)."""
         from roadseg.trainer.data import Augmentation
 
+        # tuple(): a config built in code may hold lists; pairs, as validate() checks.
+        pixel_range = self.pixel_size_range_m
         return Augmentation(
             crop_size=self.crop_size,
-            scale_range=tuple(self.scale_range),
-            pixel_size_range_m=tuple(self.pixel_size_range_m) if self.pixel_size_range_m else None,
+            scale_range=cast("tuple[float, float]", tuple(self.scale_range)),
+            pixel_size_range_m=cast("tuple[float, float]", tuple(pixel_range)) if pixel_range else None,
             rescale_probability=self.rescale_probability,
             photometric=self.photometric,
         )
@@ -186,7 +195,7 @@ class TrainConfig:
         return yaml.safe_dump(values, sort_keys=False)
 
 
-def _setup_devices(precision: str):
+def _setup_devices(precision: str) -> tuple[tf.distribute.Strategy, str]:
     """MirroredStrategy on GPUs, the default strategy on CPU; returns (strategy, dtype policy name).
 
     "auto" precision is mixed_float16 on GPUs (tensor cores) and float32 on CPU, where float16 has no
@@ -210,7 +219,7 @@ class _TensorBoardLog:
     so any storage backend works; a resumed run adds a new event file, which TensorBoard merges.
     """
 
-    def __init__(self, storage: Storage, staging: Path):
+    def __init__(self, storage: Storage, staging: Path) -> None:
         import tensorflow as tf
 
         self.storage = storage
@@ -237,7 +246,9 @@ def _score(logs: dict) -> float:
     return float(sum(values) / len(values))
 
 
-def _callbacks(config: TrainConfig, storage: Storage, start: float, best_so_far: float, staging: Path):
+def _callbacks(
+    config: TrainConfig, storage: Storage, start: float, best_so_far: float, staging: Path
+) -> list[keras.callbacks.Callback]:
     import keras
 
     tensorboard = _TensorBoardLog(storage, staging)
@@ -245,15 +256,15 @@ def _callbacks(config: TrainConfig, storage: Storage, start: float, best_so_far:
     class StorageCheckpoint(keras.callbacks.Callback):
         """After each epoch: append to log.csv, save last (and best) checkpoint, stop on the time budget."""
 
-        def __init__(self):
+        def __init__(self) -> None:
             super().__init__()
             self.best = best_so_far
             self.epoch_start = time.monotonic()
 
-        def on_epoch_begin(self, epoch, logs=None):
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
             self.epoch_start = time.monotonic()
 
-        def on_epoch_end(self, epoch, logs=None):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             logs = dict(logs or {})
             lr = self.model.optimizer.learning_rate
             seconds = time.monotonic() - self.epoch_start
@@ -304,7 +315,14 @@ def train(config: TrainConfig, resume: bool = False, verbose: int | None = None,
         keras.mixed_precision.set_global_policy(previous)
 
 
-def _train(config: TrainConfig, strategy, cache: Path, resume: bool, verbose: int | None, command: str | None) -> dict:
+def _train(
+    config: TrainConfig,
+    strategy: tf.distribute.Strategy,
+    cache: Path,
+    resume: bool,
+    verbose: int | None,
+    command: str | None,
+) -> dict:
     """The run itself; ``cache`` holds local copies of data given as storage URLs."""
     import keras
     import tensorflow as tf
