@@ -26,10 +26,27 @@ os.environ.setdefault("ROADSEG_AUTH_MODE", "open-local")
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    """``../shared`` (or ROADSEG_SHARED_DIR); tests that need it skip with the reason when absent."""
+    """``../shared`` (or ROADSEG_SHARED_DIR); tests that need it skip with the reason when absent.
+
+    Only for real imagery, real reference outputs and real weights; a test that just needs a scene, road
+    vectors or image folders of the right format reads the synthetic copies in tests/data (``utils.paths.DATA``).
+    """
     if not (SHARED / "data").is_dir():
-        pytest.skip(f"shared data folder not found at {SHARED} (set ROADSEG_SHARED_DIR)")
+        pytest.skip(f"needs ../shared (real imagery, reference outputs): not found at {SHARED}; set ROADSEG_SHARED_DIR")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def large_vegas(tmp_path_factory) -> Path:
+    """A folder with a 1300 px Vegas-like scene (the real tile's size) and its roads, made at test time.
+
+    For drills that kill a worker or a server mid-job: on the 280 px copy in tests/data the job would be
+    over before the kill.
+    """
+    from utils.geodata import write_vegas_like
+
+    image, _ = write_vegas_like(tmp_path_factory.mktemp("vegas-1300"), 1300)
+    return image.parent
 
 
 @pytest.fixture(scope="session")

@@ -23,9 +23,11 @@ from roadseg.raster import (
     to_uint8_rgb,
 )
 from roadseg.storage import LocalStorage
+from utils.paths import DATA
 
-VEGAS = "data/spacenet-vegas/RGB-PanSharpen_AOI_2_Vegas_img0.tif"
-SOLARIS = "data/solaris-road-mask/road_mask_input.tif"
+#: Synthetic stand-ins in tests/data (utils.geodata): a 280 px RGBA uint8 scene, a 200 px uint16 one.
+VEGAS = DATA / "spacenet-vegas" / "RGB-PanSharpen_AOI_2_Vegas_img0.tif"
+SOLARIS = DATA / "solaris-road-mask" / "road_mask_input.tif"
 
 
 def write_tif(path: Path, data: np.ndarray, **profile) -> Path:
@@ -44,27 +46,32 @@ def write_tif(path: Path, data: np.ndarray, **profile) -> Path:
     return path
 
 
-def test_uint8_rgb_alpha_passes_through(shared_dir):
-    with open_checked(shared_dir / VEGAS) as ds:
+def test_uint8_rgb_alpha_passes_through():
+    with open_checked(VEGAS) as ds:
         assert rgb_band_indexes(ds) == (1, 2, 3)
         stretch = compute_stretch(ds)
         assert stretch.mode == "none"
-        window = Window(100, 200, 64, 48)
+        window = Window(0, 216, 64, 64)  # the bottom-left corner, with the scene's alpha-0 triangle
         rgb, valid = read_rgb_window(ds, window, stretch)
         np.testing.assert_array_equal(rgb, np.moveaxis(ds.read((1, 2, 3), window=window), 0, -1))
         np.testing.assert_array_equal(valid, ds.read(4, window=window) > 0)
         info = scene_info(ds)
+    # Alpha is 0 where row - col > 262: 1 + 2 + ... + 17 pixels of rows 263..279.
+    assert int((~valid).sum()) == 153 and not valid[-1, 0] and valid[-1, 17]
     assert info["georeferenced"] and info["crs"] == "EPSG:4326"
-    assert info["width"] == info["height"] == 1300 and info["bands"] == 4
+    assert info["width"] == info["height"] == 280 and info["bands"] == 4
     assert info["pixel_size"] == pytest.approx([2.7e-06, 2.7e-06])
 
 
-def test_uint16_is_stretched_to_uint8(shared_dir):
-    with open_checked(shared_dir / SOLARIS) as ds:
+def test_uint16_is_stretched_to_uint8(monkeypatch):
+    from roadseg import raster
+
+    monkeypatch.setattr(raster, "STRETCH_SAMPLE_PIXELS", 100 * 100)  # the 200 px scene is read at 100 px
+    with open_checked(SOLARIS) as ds:
         stretch = compute_stretch(ds, (2, 98))
         raw = ds.read(1).astype(np.float64)
         rgb, valid = read_rgb_window(ds, Window(0, 0, ds.width, ds.height), stretch)
-    # The full read here is a 1300^2 test scene; the stretch itself came from a decimated read.
+    # The full read here is the whole scene; the stretch itself came from a read decimated 2x.
     low, high = np.percentile(raw, [2, 98])
     assert stretch.mode == "percentile"
     assert stretch.low[0] == pytest.approx(low, rel=0.02) and stretch.high[0] == pytest.approx(high, rel=0.02)

@@ -23,8 +23,9 @@ from roadseg.model_versions import latest_version
 from utils.paths import REPO
 from utils.processes import Service
 
-VEGAS = "data/spacenet-vegas/RGB-PanSharpen_AOI_2_Vegas_img0.tif"
-ROADS = "data/spacenet-vegas/AOI_2_Vegas_img0_roads.geojson"
+#: In the ``large_vegas`` folder: a 1300 px Vegas-like scene and its roads, made at test time (utils.geodata).
+VEGAS = "RGB-PanSharpen_AOI_2_Vegas_img0.tif"
+ROADS = "AOI_2_Vegas_img0_roads.geojson"
 LANES = {"widths": {"width_attr": "lane_number", "lane_width": 3.7}}
 TILE = 128
 
@@ -43,7 +44,7 @@ def _first_model(model_dir: Path) -> None:
 
 
 @pytest.fixture
-def stack(shared_dir, fake_gcs, redis_url, tmp_path, start_worker, monkeypatch):
+def stack(large_vegas, fake_gcs, redis_url, tmp_path, start_worker, monkeypatch):
     """Every service and worker of the stack, storage on fake-gcs-server; yields (pipeline, env, services)."""
     from roadseg.config import get_settings
 
@@ -57,8 +58,7 @@ def stack(shared_dir, fake_gcs, redis_url, tmp_path, start_worker, monkeypatch):
         "ROADSEG_MODEL_DIR": str(model_dir),
         "ROADSEG_BROKER_VISIBILITY_TIMEOUT": "5",  # a killed worker's task comes back after 5 s
         "ROADSEG_SYNC_PREDICT_MAX_PIXELS": str(512 * 512),  # the 1300 x 1300 scene goes to the worker
-        "ROADSEG_INGEST_FILE_ROOTS": json.dumps([str(shared_dir)]),
-        "ROADSEG_SHARED_DIR": str(shared_dir),
+        "ROADSEG_INGEST_FILE_ROOTS": json.dumps([str(large_vegas)]),
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -77,9 +77,9 @@ def stack(shared_dir, fake_gcs, redis_url, tmp_path, start_worker, monkeypatch):
 
 
 @pytest.mark.slow
-def test_scene_to_served_model_with_failure_drills(stack, shared_dir, tmp_path, start_worker, artifacts_dir):
+def test_scene_to_served_model_with_failure_drills(stack, large_vegas, tmp_path, start_worker, artifacts_dir):
     pipeline, env, services, workers, model_dir, log = stack
-    scene_path = shared_dir / VEGAS
+    scene_path = large_vegas / VEGAS
 
     # 1. ingest through the API and the ingest worker
     scene = pipeline.ingest(scene_path, TILE)
@@ -88,7 +88,7 @@ def test_scene_to_served_model_with_failure_drills(stack, shared_dir, tmp_path, 
 
     # 2. label through the labeler API; SIGKILL the label worker once it has finished some masks
     labeler = services["labeler"].url
-    with open(shared_dir / ROADS, "rb") as fh:
+    with open(large_vegas / ROADS, "rb") as fh:
         form = {"scene_id": scene["id"], "options": json.dumps(LANES)}
         response = httpx.post(
             f"{labeler}/api/v1/label-runs", data=form, files={"vectors": ("roads.geojson", fh)}, timeout=120
@@ -155,8 +155,12 @@ def test_scene_to_served_model_with_failure_drills(stack, shared_dir, tmp_path, 
     # before/after metrics on the new dataset, as `roadseg demo` prints them
     before = pipeline.evaluate(model_dir / "1", dataset["url"])
     after = pipeline.evaluate(model_dir / "2", dataset["url"])
+    evaluated = sum(dataset["splits"].get(split, {}).get("examples", 0) for split in ("val", "test"))
     for summary in (before, after):
-        assert 0.0 <= summary["iou_road"] <= 1.0 and summary["tiles"] > 0
+        assert summary["tiles"] == evaluated > 0  # every val and test example of the exported dataset
+        iou = summary["iou_road"]  # TP / (TP + FP + FN), so F1 = 2 TP / (2 TP + FP + FN) = 2 IoU / (1 + IoU)
+        assert summary["f1"] == pytest.approx(2 * iou / (1 + iou))
+        assert summary["iou_mean"] == pytest.approx((iou + summary["iou_background"]) / 2)
     (artifacts_dir / "pipeline_e2e.log").write_text(
         "\n".join(log) + f"\nbefore: {json.dumps(before)}\nafter: {json.dumps(after)}\n"
     )

@@ -20,14 +20,16 @@ from rasterio.transform import from_origin
 from roadseg import raster
 from roadseg.inference.windows import FACTOR_RANGE, model_resolution, resampled, resolution_factor
 from roadseg.model_versions import latest_version
-from utils.paths import REPO
+from utils.paths import DATA, REPO
 
 VEGAS = "data/spacenet-vegas/RGB-PanSharpen_AOI_2_Vegas_img0.tif"
 ROADS = "data/spacenet-vegas/AOI_2_Vegas_img0_roads.geojson"
+#: Its synthetic stand-in in tests/data: the real tile's corner and 2.7e-6 degree pixels, 280 px.
+VEGAS_STANDIN = DATA / "spacenet-vegas" / "RGB-PanSharpen_AOI_2_Vegas_img0.tif"
 
 
-def test_ground_pixel_size_of_a_geographic_scene_matches_geodesic_distances(shared_dir):
-    with rasterio.open(shared_dir / VEGAS) as ds:
+def test_ground_pixel_size_of_a_geographic_scene_matches_geodesic_distances():
+    with rasterio.open(VEGAS_STANDIN) as ds:
         size = raster.ground_pixel_size_m(ds)
         left, bottom, right, top = ds.bounds
         lon, lat = (left + right) / 2, (bottom + top) / 2
@@ -35,7 +37,8 @@ def test_ground_pixel_size_of_a_geographic_scene_matches_geodesic_distances(shar
         dx = geod.inv(lon, lat, lon + ds.transform.a, lat)[2]
         dy = geod.inv(lon, lat, lon, lat + abs(ds.transform.e))[2]
     assert size == pytest.approx((dx + dy) / 2, rel=0.005)
-    assert 0.25 < size < 0.3
+    # 0.300 m north-south and 0.242 m east-west at 36.24 degrees north (WGS84)
+    assert dy == pytest.approx(0.2997, abs=5e-4) and dx == pytest.approx(0.2425, abs=5e-4)
 
 
 # EPSG:2263 is in US survey feet (1200/3937 m).

@@ -1,4 +1,8 @@
-"""The ingest API with a real Redis and real Celery workers: uploads, URIs, GCS, a killed worker, bad input."""
+"""The ingest API with a real Redis and real Celery workers: uploads, URIs, GCS, a killed worker, bad input.
+
+Scenes are the synthetic stand-ins in tests/data (280 px RGBA uint8 and 200 px uint16, EPSG:4326) and, for
+the killed worker, a 1300 px one made at test time (the ``large_vegas`` fixture), long enough to kill.
+"""
 
 from __future__ import annotations
 
@@ -19,17 +23,18 @@ from roadseg.ingest.api import create_app
 from roadseg.ingest.tiling import tile_grid
 from roadseg.storage import Storage, get_storage
 from utils.clients import local_client
+from utils.paths import DATA
 
-VEGAS = "data/spacenet-vegas/RGB-PanSharpen_AOI_2_Vegas_img0.tif"
-SOLARIS = "data/solaris-road-mask/road_mask_input.tif"
+VEGAS = DATA / "spacenet-vegas" / "RGB-PanSharpen_AOI_2_Vegas_img0.tif"
+SOLARIS = DATA / "solaris-road-mask" / "road_mask_input.tif"
 
 
 @pytest.fixture
-def ingest_env(settings_env, shared_dir, monkeypatch) -> dict[str, str]:
-    """Local storage + Redis, file:// URIs allowed under shared/, and a short broker re-delivery delay."""
+def ingest_env(settings_env, monkeypatch) -> dict[str, str]:
+    """Local storage + Redis, file:// URIs allowed under tests/data, and a short broker re-delivery delay."""
     env = {
         **settings_env,
-        "ROADSEG_INGEST_FILE_ROOTS": json.dumps([str(shared_dir)]),
+        "ROADSEG_INGEST_FILE_ROOTS": json.dumps([str(DATA)]),
         "ROADSEG_BROKER_VISIBILITY_TIMEOUT": "3",
     }
     for key, value in env.items():
@@ -72,19 +77,19 @@ def assert_tiles_readable(storage: Storage, scene_id: str) -> list[str]:
     return keys
 
 
-def test_upload_and_uri_are_tiled_by_a_worker(ingest_env, start_worker, shared_dir):
+def test_upload_and_uri_are_tiled_by_a_worker(ingest_env, start_worker):
     worker = start_worker("ingest", ingest_env)
     client = local_client(create_app())
     assert client.get("/healthz").json() == {"status": "ok"}
     assert "/api/v1/scenes" in client.get("/openapi.json").json()["paths"]
 
-    accepted = submit_file(client, shared_dir / VEGAS)
+    accepted = submit_file(client, VEGAS, tile_size="128")
     assert accepted["status"] == "queued"
     record = wait_for(client, accepted["id"], finished)
     assert record["status"] == "done", record
-    assert record["tile_count"] == 9 and record["progress"] == {"done": 9, "total": 9}
+    assert record["tile_count"] == 9 and record["progress"] == {"done": 9, "total": 9}  # 280 px in 3 x 3 tiles
     assert record["crs"] == "EPSG:4326" and record["georeferenced"] is True
-    with rasterio.open(shared_dir / VEGAS) as ds:
+    with rasterio.open(VEGAS) as ds:
         assert record["bounds"] == pytest.approx(list(ds.bounds))
         assert record["pixel_size"] == pytest.approx([ds.res[0], ds.res[1]])
     storage = get_storage()
@@ -92,15 +97,15 @@ def test_upload_and_uri_are_tiled_by_a_worker(ingest_env, start_worker, shared_d
     assert len(manifest["tiles"]) == 9 and manifest["source_key"] == record["source_key"]
 
     assert "warm in" not in worker.log_path.read_text(errors="replace")  # only predict workers load the model
-    again = submit_file(client, shared_dir / VEGAS, name="renamed.tif")
+    again = submit_file(client, VEGAS, name="renamed.tif", tile_size="128")
     assert again["id"] == accepted["id"] and again["status"] == "done"
     assert len(assert_tiles_readable(storage, accepted["id"])) == 9
 
-    uri = (shared_dir / SOLARIS).as_uri()
-    by_uri = client.post("/api/v1/scenes", json={"uri": uri, "tile_size": 256})
+    uri = SOLARIS.as_uri()
+    by_uri = client.post("/api/v1/scenes", json={"uri": uri, "tile_size": 64})
     assert by_uri.status_code == 202, by_uri.text
     record = wait_for(client, by_uri.json()["id"], finished)
-    assert record["status"] == "done" and record["tile_count"] == 36 and record["dtype"] == "uint16"
+    assert record["status"] == "done" and record["tile_count"] == 16 and record["dtype"] == "uint16"  # 200 px: 4 x 4
     assert not storage.exists(f"scenes/{record['id']}/source")  # read in place, never copied
     listed = client.get("/api/v1/scenes").json()["scenes"]
     assert {s["id"] for s in listed} == {accepted["id"], record["id"]}
@@ -111,15 +116,15 @@ def test_upload_and_uri_are_tiled_by_a_worker(ingest_env, start_worker, shared_d
     assert elsewhere.status_code == 400 and "ingest_gs_buckets" in elsewhere.json()["detail"]
 
 
-def test_scenes_on_gcs(ingest_env, start_worker, shared_dir, fake_gcs, monkeypatch):
+def test_scenes_on_gcs(ingest_env, start_worker, fake_gcs, monkeypatch):
     env = {**ingest_env, "ROADSEG_STORAGE_URL": f"gs://ingest-{uuid.uuid4().hex[:8]}/roadseg"}
     monkeypatch.setenv("ROADSEG_STORAGE_URL", env["ROADSEG_STORAGE_URL"])
     get_settings.cache_clear()
     start_worker("ingest", env)
     client = local_client(create_app())
-    accepted = submit_file(client, shared_dir / SOLARIS, tile_size="512")
+    accepted = submit_file(client, SOLARIS, tile_size="80")
     record = wait_for(client, accepted["id"], finished)
-    assert record["status"] == "done" and record["tile_count"] == 9, record
+    assert record["status"] == "done" and record["tile_count"] == 9, record  # 200 px: origins 0, 80, 160
     storage = get_storage()
     assert storage.url.startswith("gs://")
     assert len(assert_tiles_readable(storage, accepted["id"])) == 9
@@ -127,10 +132,11 @@ def test_scenes_on_gcs(ingest_env, start_worker, shared_dir, fake_gcs, monkeypat
     assert manifest["dtype"] == "uint16" and manifest["stretch"]["mode"] == "percentile"
 
 
-def test_killed_worker_leaves_no_partial_tile_and_the_scene_completes(ingest_env, start_worker, shared_dir):
+def test_killed_worker_leaves_no_partial_tile_and_the_scene_completes(ingest_env, start_worker, large_vegas):
+    scene = large_vegas / VEGAS.name
     client = local_client(create_app())
     worker = start_worker("ingest", ingest_env)
-    accepted = submit_file(client, shared_dir / VEGAS, tile_size="64")
+    accepted = submit_file(client, scene, tile_size="64")
     scene_id = accepted["id"]
     expected = len(tile_grid(1300, 1300, 64, 0))
     storage = get_storage()
@@ -152,7 +158,7 @@ def test_killed_worker_leaves_no_partial_tile_and_the_scene_completes(ingest_env
     keys = assert_tiles_readable(storage, scene_id)
     assert len(keys) == expected and set(keys_after_kill) <= set(keys)
 
-    again = submit_file(client, shared_dir / VEGAS, tile_size="64")
+    again = submit_file(client, scene, tile_size="64")
     assert again["id"] == scene_id
     assert len(storage.list(f"scenes/{scene_id}/tiles")) == expected
 
@@ -254,7 +260,7 @@ def test_upload_over_the_size_limit_is_refused(ingest_env, tmp_path, monkeypatch
     assert get_storage().list() == []
 
 
-def test_a_full_queue_answers_503_with_retry_after_and_keeps_the_scene(settings_env, monkeypatch, shared_dir):
+def test_a_full_queue_answers_503_with_retry_after_and_keeps_the_scene(settings_env, monkeypatch):
     """Back-pressure: beyond ROADSEG_MAX_QUEUED_TASKS waiting tasks, nothing more is queued."""
     import redis
     from roadseg.config import get_settings
@@ -267,7 +273,7 @@ def test_a_full_queue_answers_503_with_retry_after_and_keeps_the_scene(settings_
     queue.rpush("ingest", "waiting-1", "waiting-2")  # two tasks nobody is working on yet
     try:
         client = local_client(create_app())
-        with open(shared_dir / VEGAS, "rb") as fh:
+        with open(VEGAS, "rb") as fh:
             r = client.post("/api/v1/scenes", files={"file": ("vegas.tif", fh)})
         assert r.status_code == 503 and r.headers["retry-after"] == "30", r.text
         assert "2 tasks are waiting on the ingest queue (limit 2)" in r.json()["detail"]

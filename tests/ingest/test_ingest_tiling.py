@@ -1,4 +1,8 @@
-"""Tiling real georeferenced scenes: bounds, pixels, CRS/transform, stretch, idempotency, CLI, GCS."""
+"""Tiling georeferenced scenes: bounds, pixels, CRS/transform, stretch, idempotency, CLI, GCS.
+
+The scenes are the synthetic stand-ins in tests/data (utils.geodata), in the formats of the SpaceNet Vegas
+tile (280 px RGBA uint8, EPSG:4326) and the solaris input (200 px, one uint16 band).
+"""
 
 from __future__ import annotations
 
@@ -16,9 +20,11 @@ from rasterio.windows import Window
 from roadseg.ingest.tiling import TileParams, manifest_key, tile_grid, tile_scene
 from roadseg.raster import Stretch, read_rgb_window
 from roadseg.storage import GCSStorage, LocalStorage, Storage, split_url
+from utils.paths import DATA
 
-VEGAS = "data/spacenet-vegas/RGB-PanSharpen_AOI_2_Vegas_img0.tif"
-SOLARIS = "data/solaris-road-mask/road_mask_input.tif"
+VEGAS = DATA / "spacenet-vegas" / "RGB-PanSharpen_AOI_2_Vegas_img0.tif"
+SOLARIS = DATA / "solaris-road-mask" / "road_mask_input.tif"
+VEGAS_SIZE, SOLARIS_SIZE = 280, 200
 
 
 def tile_file(storage: Storage, path: Path, scene_id: str, params: TileParams) -> dict:
@@ -47,17 +53,18 @@ def check_tiles_against_scene(storage: Storage, manifest: dict, scene_path: Path
             assert entry["padded"] == (width < size or height < size)
 
 
-@pytest.mark.parametrize(("tile_size", "overlap"), [(512, 0), (256, 32)])
-def test_vegas_tiles_reassemble_the_scene(shared_dir, tmp_path, tile_size, overlap):
+@pytest.mark.parametrize(("tile_size", "overlap"), [(128, 0), (96, 16)])
+def test_vegas_tiles_reassemble_the_scene(tmp_path, tile_size, overlap):
     storage = LocalStorage(tmp_path / "store")
-    scene = shared_dir / VEGAS
+    scene = VEGAS
     manifest = tile_file(storage, scene, "vegas", TileParams(tile_size, overlap))
     with rasterio.open(scene) as ds:
         bounds, crs, transform = ds.bounds, ds.crs, ds.transform
     assert manifest["crs"] == "EPSG:4326" and manifest["georeferenced"] is True
     assert manifest["transform"] == list(transform)[:6]
-    assert manifest["width"] == manifest["height"] == 1300 and manifest["bands"] == 4
-    cells = tile_grid(1300, 1300, tile_size, overlap)
+    assert manifest["width"] == manifest["height"] == VEGAS_SIZE and manifest["bands"] == 4
+    cells = tile_grid(VEGAS_SIZE, VEGAS_SIZE, tile_size, overlap)
+    assert len(cells) == {128: 3 * 3, 96: 4 * 4}[tile_size]  # origins 0, 128, 256 / 0, 80, 160, 240
     assert len(manifest["tiles"]) == len(cells) and manifest["skipped_empty"] == 0
     assert [t["id"] for t in manifest["tiles"]] == [c.tile_id for c in cells]
     assert storage.list("scenes/vegas/tiles") == sorted(t["key"] for t in manifest["tiles"])
@@ -68,7 +75,7 @@ def test_vegas_tiles_reassemble_the_scene(shared_dir, tmp_path, tile_size, overl
     assert tile_bounds[:, 2].max() == pytest.approx(bounds.right, abs=1e-12)
     assert tile_bounds[:, 3].max() == pytest.approx(bounds.top, abs=1e-12)
     # ...and the windows cover every scene pixel (exactly once without overlap).
-    coverage = np.zeros((1300, 1300), dtype=np.int32)
+    coverage = np.zeros((VEGAS_SIZE, VEGAS_SIZE), dtype=np.int32)
     for t in manifest["tiles"]:
         col_off, row_off, width, height = t["window"]
         coverage[row_off : row_off + height, col_off : col_off + width] += 1
@@ -79,28 +86,31 @@ def test_vegas_tiles_reassemble_the_scene(shared_dir, tmp_path, tile_size, overl
         assert tile.crs == crs
 
 
-def test_uint16_scene_is_stretched_into_uint8_tiles(shared_dir, tmp_path):
+def test_uint16_scene_is_stretched_into_uint8_tiles(tmp_path):
     storage = LocalStorage(tmp_path / "store")
-    manifest = tile_file(storage, shared_dir / SOLARIS, "solaris", TileParams(512, 0, (1.0, 99.0)))
+    manifest = tile_file(storage, SOLARIS, "solaris", TileParams(64, 0, (1.0, 99.0)))
     assert manifest["dtype"] == "uint16" and manifest["stretch"]["mode"] == "percentile"
     assert manifest["stretch"]["percentiles"] == [1.0, 99.0]
-    check_tiles_against_scene(storage, manifest, shared_dir / SOLARIS)
-    with storage.open_raster(manifest["tiles"][0]["key"]) as tile:
-        band = tile.read(1)
-    assert band.min() == 0 and band.max() == 255  # the full 8-bit range is used
+    assert len(manifest["tiles"]) == 4 * 4
+    check_tiles_against_scene(storage, manifest, SOLARIS)
+    bands = []
+    for entry in manifest["tiles"]:
+        with storage.open_raster(entry["key"]) as tile:
+            bands.append(tile.read(1, masked=True))
+    assert min(b.min() for b in bands) == 0 and max(b.max() for b in bands) == 255  # the full 8-bit range is used
 
 
-def test_rerun_skips_existing_tiles_and_restores_missing_ones(shared_dir, tmp_path):
+def test_rerun_skips_existing_tiles_and_restores_missing_ones(tmp_path):
     storage = LocalStorage(tmp_path / "store")
-    params = TileParams(256, 0)
-    first = tile_file(storage, shared_dir / VEGAS, "again", params)
+    params = TileParams(64, 0)
+    first = tile_file(storage, VEGAS, "again", params)
     keys = storage.list("scenes/again/tiles")
     removed = first["tiles"][7]["key"]
     original = storage.read_bytes(removed)
     storage.delete(removed)
     storage.delete(manifest_key("again"))
     before = {k: storage.path(k).stat().st_mtime_ns for k in keys if k != removed}
-    second = tile_file(storage, shared_dir / VEGAS, "again", params)
+    second = tile_file(storage, VEGAS, "again", params)
     assert second == first
     assert storage.list("scenes/again/tiles") == keys
     assert storage.read_bytes(removed) == original  # deterministic tile content
@@ -146,18 +156,18 @@ def test_png_without_georeferencing_tiles_in_pixel_space(tmp_path):
         np.testing.assert_array_equal(tile.read()[:, :6, :26], data[:, 64:, 64:])
 
 
-def test_cli_ingests_into_a_storage_url(shared_dir, tmp_path):
+def test_cli_ingests_into_a_storage_url(tmp_path):
     out = tmp_path / "cli-store"
     cmd = [
         sys.executable,
         "-m",
         "roadseg.cli",
         "ingest",
-        str(shared_dir / SOLARIS),
+        str(SOLARIS),
         "--out",
         out.as_uri(),
         "--tile-size",
-        "256",
+        "64",
         "--overlap",
         "16",
         "--stretch",
@@ -166,25 +176,25 @@ def test_cli_ingests_into_a_storage_url(shared_dir, tmp_path):
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, check=True)
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary["tiles"] == len(tile_grid(1300, 1300, 256, 16)) == 36
+    assert summary["tiles"] == len(tile_grid(SOLARIS_SIZE, SOLARIS_SIZE, 64, 16)) == 16  # origins 0, 48, 96, 144
     assert "tiling" in result.stderr and "EPSG:4326" in result.stderr
     storage = LocalStorage(out)
     manifest = json.loads(storage.read_text(f"scenes/{summary['scene_id']}/manifest.json"))
     assert manifest["overlap"] == 16 and manifest["stretch"]["percentiles"] == [1.0, 99.0]
     record = json.loads(storage.read_text(f"scenes/{summary['scene_id']}/status.json"))
-    assert record["status"] == "done" and record["progress"] == {"done": 36, "total": 36}
+    assert record["status"] == "done" and record["progress"] == {"done": 16, "total": 16}
     again = subprocess.run(cmd, capture_output=True, text=True, check=True)
     assert json.loads(again.stdout.strip().splitlines()[-1]) == summary
-    assert len(storage.list(f"scenes/{summary['scene_id']}/tiles")) == 36
+    assert len(storage.list(f"scenes/{summary['scene_id']}/tiles")) == 16
 
 
-def test_scene_and_tiles_on_gcs(shared_dir, tmp_path, fake_gcs):
+def test_scene_and_tiles_on_gcs(tmp_path, fake_gcs):
     storage = GCSStorage(f"ingest-{uuid.uuid4().hex[:8]}", "roadseg")
-    storage.write_file("inputs/vegas.tif", shared_dir / VEGAS)
-    manifest = tile_scene(storage, "gcs", storage, "inputs/vegas.tif", TileParams(512, 0))
+    storage.write_file("inputs/vegas.tif", VEGAS)
+    manifest = tile_scene(storage, "gcs", storage, "inputs/vegas.tif", TileParams(128, 0))
     assert len(manifest["tiles"]) == 9
     assert storage.list("scenes/gcs/tiles") == sorted(t["key"] for t in manifest["tiles"])
-    check_tiles_against_scene(storage, manifest, shared_dir / VEGAS)
+    check_tiles_against_scene(storage, manifest, VEGAS)
 
 
 def test_jp2_scene_is_tiled(tmp_path):

@@ -10,15 +10,27 @@ from roadseg.errors import InvalidInput
 from roadseg.labeler.run import LabelOptions, label_raster_file
 from roadseg.labeler.vectors import VectorSource
 from roadseg.labeler.widths import WidthSpec
+from utils.geodata import DEGREES_PER_PX, SOLARIS_ORIGIN
 from utils.labeler import line_feature, write_geojson
+from utils.paths import DATA
 
-#: Inside the solaris fixture (Las Vegas, EPSG:4326): a west-east line across the image.
-INSIDE = [[-115.2335, 36.1405], [-115.2305, 36.1405]]
+#: The solaris-like stand-in in tests/data: 200 px of 2.7e-6 degrees (0.30 m north-south) in Las Vegas.
+IMAGE = DATA / "solaris-road-mask" / "road_mask_input.tif"
+LEFT, TOP = SOLARIS_ORIGIN
+
+
+def lonlat(row: float, col: float) -> list[float]:
+    """The EPSG:4326 position of a pixel centre of ``IMAGE``."""
+    return [LEFT + (col + 0.5) * DEGREES_PER_PX, TOP - (row + 0.5) * DEGREES_PER_PX]
+
+
+#: A west-east line across the image, along row 100.
+INSIDE = [lonlat(100, 20), lonlat(100, 180)]
 
 
 @pytest.fixture
-def image(shared_dir):
-    return shared_dir / "data" / "solaris-road-mask" / "road_mask_input.tif"
+def image():
+    return IMAGE
 
 
 def _label(image, vectors, tmp_path, **options):
@@ -51,7 +63,7 @@ def test_vectors_outside_the_scene_are_reported(image, tmp_path):
 
 
 def test_invalid_null_and_point_geometries_are_repaired_or_dropped_with_counts(image, tmp_path):
-    x0, x1, y0, y1 = -115.2330, -115.2310, 36.1395, 36.1415
+    (x0, y0), (x1, y1) = lonlat(180, 40), lonlat(120, 160)
     features = [
         line_feature(INSIDE),
         {"type": "Feature", "properties": {}, "geometry": None},
@@ -69,8 +81,8 @@ def test_invalid_null_and_point_geometries_are_repaired_or_dropped_with_counts(i
     assert report["repaired"] == 1
     assert report["unsupported"] == 1 and report["unsupported_types"] == ["Point"]
     with rasterio.open(image) as ds:
-        row, col = ds.index(x0 + 0.0002, (y0 + y1) / 2)  # inside the left triangle of the bow tie
-        line_row, line_col = ds.index(-115.232, 36.1405)
+        row, col = ds.index(x0 + 10 * DEGREES_PER_PX, (y0 + y1) / 2)  # inside the left triangle of the bow tie
+        line_row, line_col = ds.index(*lonlat(100, 60))
     assert mask[row, col] == 255
     assert mask[line_row, line_col] == 255
 
@@ -88,7 +100,10 @@ def test_crs_less_shapefile_needs_assume_crs(image, tmp_path, capsys):
     assert main(["label", str(image), "--vectors", str(path), "--out", str(tmp_path / "m.tif")]) == 2
     assert "--assume-crs" in capsys.readouterr().err
     record, mask = _label(image, path, tmp_path, assume_crs="EPSG:4326", widths=WidthSpec(width=4.0))
-    assert (mask == 255).sum() > 0 and record["vectors"]["roads"]["kept"] == 1
+    # 4 m is 13 to 14 rows of 0.30 m; the line crosses columns 20..180 (plus its round ends).
+    assert np.count_nonzero(mask[:, 100] == 255) == pytest.approx(4.0 / 0.2997, abs=1)
+    assert np.flatnonzero(mask[100] == 255)[[0, -1]].tolist() == pytest.approx([20 - 8, 180 + 8], abs=1)
+    assert record["vectors"]["roads"]["kept"] == 1
 
 
 def test_missing_layer_lists_the_available_ones(tmp_path):
@@ -104,7 +119,8 @@ def test_missing_layer_lists_the_available_ones(tmp_path):
 
 def test_osm_file_uses_lines_layer_and_keeps_only_highways(image, tmp_path):
     """OSM data (XML here; PBF goes through the same GDAL OSM driver) has rivers too: only highway=* is road."""
-    nodes = [(1, -115.2335, 36.1405), (2, -115.2305, 36.1405), (3, -115.2335, 36.1395), (4, -115.2305, 36.1395)]
+    road, canal = [lonlat(60, 20), lonlat(60, 180)], [lonlat(150, 20), lonlat(150, 180)]
+    nodes = [(i + 1, lon, lat) for i, (lon, lat) in enumerate(road + canal)]
     xml = ['<?xml version="1.0" encoding="UTF-8"?>', '<osm version="0.6" generator="test">']
     xml += [f'<node id="{i}" lat="{lat}" lon="{lon}" version="1"/>' for i, lon, lat in nodes]
     xml += [
@@ -118,8 +134,8 @@ def test_osm_file_uses_lines_layer_and_keeps_only_highways(image, tmp_path):
     assert (source.layer, source.driver, source.where) == ("lines", "OSM", "highway IS NOT NULL")
     record, mask = _label(image, path, tmp_path, widths=WidthSpec(table_attr="highway"))
     with rasterio.open(image) as ds:
-        road_row, col = ds.index(-115.232, 36.1405)
-        canal_row, _ = ds.index(-115.232, 36.1395)
+        road_row, col = ds.index(*lonlat(60, 100))
+        canal_row, _ = ds.index(*lonlat(150, 100))
     assert record["vectors"]["roads"]["kept"] == 1
     assert mask[road_row, col] == 255 and mask[canal_row, col] == 0
     # residential = 7 m wide: about 23 px north-south at 0.3 m/px

@@ -10,6 +10,7 @@ from roadseg.labeler.decisions import get_decisions
 from roadseg.labeler.run import LabelOptions, label_run, prepare_run, review_key
 from roadseg.storage import LocalStorage
 from utils.labeler import VEGAS_IMAGE, VEGAS_ROADS, ingest_scene
+from utils.paths import DATA
 from utils.processes import free_port, wait_for_port
 
 pytestmark = pytest.mark.browser
@@ -17,13 +18,14 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture
-def review_server(tmp_path, shared_dir):
+def review_server(tmp_path):
+    """The review page of a run on the Vegas-like stand-in in tests/data (25 tiles of 64 px)."""
     import uvicorn
     from roadseg.labeler.api import create_app
 
     storage = LocalStorage(tmp_path / "storage")
-    folder = shared_dir / "data" / "spacenet-vegas"
-    ingest_scene(storage, "vegas", folder, VEGAS_IMAGE, 256)
+    folder = DATA / "spacenet-vegas"
+    ingest_scene(storage, "vegas", folder, VEGAS_IMAGE, 64)
     run_id = prepare_run(storage, "vegas", folder / VEGAS_ROADS, LabelOptions())["id"]
     label_run(storage, run_id)
     port = free_port()
@@ -49,7 +51,7 @@ def test_keys_accept_reject_and_undo(review_server):
         focused = lambda: page.evaluate("() => document.activeElement.dataset.tile")  # noqa: E731
         assert focused() == tiles[0]
         undecided = int(page.inner_text("#undecided"))
-        assert undecided == len(tiles)  # a fresh run
+        assert undecided == len(tiles) == 25  # a fresh run
 
         def counted(n: int) -> None:
             page.wait_for_function(f"() => document.getElementById('undecided').innerText === '{n}'")

@@ -1,4 +1,8 @@
-"""Labeling runs end to end: CLI in-process, re-runs reuse work, and a real Celery worker killed mid-run."""
+"""Labeling runs end to end: CLI in-process, re-runs reuse work, and a real Celery worker killed mid-run.
+
+The scene is the synthetic Vegas-like stand-in in tests/data (280 px, four roads; utils.geodata) and, for the
+killed worker, its 1300 px version made at test time (``large_vegas``), long enough to kill mid-run.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,9 @@ from roadseg.jobs import JobStore
 from roadseg.labeler.run import KIND, resolve_scene
 from roadseg.storage import get_storage
 from utils.labeler import VEGAS_IMAGE, VEGAS_ROADS, ingest_scene
+from utils.paths import DATA
+
+VEGAS = DATA / "spacenet-vegas"
 
 LANES = ["--width-attr", "lane_number", "--lane-width", "3.7"]
 
@@ -28,41 +35,42 @@ def _mtimes(storage, prefix: str) -> dict[str, float]:
     return {key: storage.path(key).stat().st_mtime_ns for key in storage.list(prefix)}
 
 
-def test_cli_label_run_then_rerun_reuses_every_tile(label_env, shared_dir, capsys):
+def test_cli_label_run_then_rerun_reuses_every_tile(label_env, capsys):
     storage = get_storage()
-    folder = shared_dir / "data" / "spacenet-vegas"
-    ingest_scene(storage, "vegas", folder, VEGAS_IMAGE, 256)
-    argv = ["label", "vegas", "--vectors", str(folder / VEGAS_ROADS), *LANES]
+    ingest_scene(storage, "vegas", VEGAS, VEGAS_IMAGE, 64)
+    argv = ["label", "vegas", "--vectors", str(VEGAS / VEGAS_ROADS), *LANES]
     assert main(argv) == 0
     out = capsys.readouterr().out
     run_id = out.split()[2]
-    assert f"run {run_id}: 36 masks" in out and "no_road 13" in out
+    # 5 x 5 tiles; no road in the top row (desert), nor in 7 tiles between and beside the streets.
+    assert f"run {run_id}: 25 masks" in out and "no_road 12" in out
     record = JobStore(storage, KIND).get(run_id)
-    assert record["status"] == "done" and record["progress"] == {"done": 36, "total": 36}
+    assert record["status"] == "done" and record["progress"] == {"done": 25, "total": 25}
     masks = _mtimes(storage, f"{KIND}/{run_id}/masks")
-    assert len(masks) == 36
+    assert len(masks) == 25
 
     assert main(argv) == 0  # same scene, vectors and options: same run id, nothing relabeled
     assert capsys.readouterr().out.split()[2] == run_id
     assert _mtimes(storage, f"{KIND}/{run_id}/masks") == masks
     # A different width is a different run.
     assert main([*argv, "--width", "5", "--run-id", "other"]) == 0
-    assert "run other: 36 masks" in capsys.readouterr().out
+    assert "run other: 25 masks" in capsys.readouterr().out
 
     # A scene can also be named by the path of its manifest, wherever its storage is.
     scene_storage, manifest = resolve_scene(str(storage.path("scenes/vegas/manifest.json")), storage)
     assert manifest["scene_id"] == "vegas" and scene_storage.url == storage.url
 
 
-def test_celery_worker_killed_mid_run_leaves_a_completable_run(label_env, start_worker, shared_dir, capsys):
+def test_celery_worker_killed_mid_run_leaves_a_completable_run(label_env, start_worker, large_vegas, capsys):
     from roadseg.labeler.run import LabelOptions, prepare_run
     from roadseg.labeler.tasks import label_scene
     from roadseg.labeler.widths import WidthSpec
 
     storage = get_storage()
-    folder = shared_dir / "data" / "spacenet-vegas"
+    folder = large_vegas
     scene = ingest_scene(storage, "vegas128", folder, VEGAS_IMAGE, 128)
     total = len(scene["tiles"])
+    assert total == 11 * 11  # 1300 px in 128 px tiles
     options = LabelOptions(widths=WidthSpec(width_attr="lane_number", lane_width=3.7))
     run_id = prepare_run(storage, "vegas128", folder / VEGAS_ROADS, options)["id"]
     jobs = JobStore(storage, KIND)
@@ -114,7 +122,7 @@ def drained_gcs(monkeypatch):
     server.stop()
 
 
-def test_label_run_and_export_on_gcs(drained_gcs, shared_dir, tmp_path):
+def test_label_run_and_export_on_gcs(drained_gcs, tmp_path):
     """Workers on GKE keep everything in a bucket: tiles are range-read, vectors downloaded with their sidecars."""
     import geopandas as gpd
     from roadseg.labeler.datasets import samples_from_runs, write_dataset
@@ -123,16 +131,17 @@ def test_label_run_and_export_on_gcs(drained_gcs, shared_dir, tmp_path):
     from roadseg.storage import storage_from_url
 
     storage = storage_from_url("gs://roadseg-label-test/runs")
-    folder = shared_dir / "data" / "spacenet-vegas"
-    ingest_scene(storage, "vegas", folder, VEGAS_IMAGE, 512)
+    folder = VEGAS
+    ingest_scene(storage, "vegas", folder, VEGAS_IMAGE, 128)
     shapefile = tmp_path / "roads.shp"  # a shapefile needs its .shx/.dbf/.prj beside it on the worker
     gpd.read_file(folder / VEGAS_ROADS).to_file(shapefile)
     options = LabelOptions(widths=WidthSpec(table_attr="road_type"))
     run_id = prepare_run(storage, "vegas", shapefile, options)["id"]
     assert {k.rsplit(".", 1)[1] for k in storage.list(f"{KIND}/{run_id}/vectors")} >= {"shp", "shx", "dbf", "prj"}
     manifest = label_run(storage, run_id)
-    assert manifest["counts"]["tiles"] == 9 and manifest["vectors"]["roads"]["kept"] == 38
-    assert sum(e["road_fraction"] > 0 for e in manifest["tiles"]) >= 4
+    assert manifest["counts"]["tiles"] == 9 and manifest["vectors"]["roads"]["kept"] == 4
+    # Every 128 px tile holds road but the bottom-right corner (rows and columns 256..279).
+    assert [e["id"] for e in manifest["tiles"] if e["road_fraction"] == 0] == ["r0002_c0002"]
     samples, _ = samples_from_runs(storage, [run_id], include_flagged=True)
     dataset = write_dataset(samples, "gs://roadseg-label-test/datasets/vegas", shard_size=4)
     assert sum(p["examples"] for p in dataset["splits"].values()) == 9

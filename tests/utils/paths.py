@@ -1,4 +1,4 @@
-"""Where the repository, the shared data and the test artifacts are."""
+"""Where the repository, the shared data, the committed test data and the test artifacts are."""
 
 from __future__ import annotations
 
@@ -7,4 +7,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("ROADSEG_SHARED_DIR", REPO.parent / "shared"))
+#: Small synthetic stand-ins of ../shared/data, same names and formats (tests/data/make_fixtures.py writes them).
+DATA = REPO / "tests" / "data"
 ARTIFACTS = REPO / "test-artifacts"
