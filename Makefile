@@ -10,7 +10,7 @@ export KERAS_HOME ?= $(abspath ../shared/weights/keras-home)
 # process loads TensorFlow and may start its own Redis, workers and browser.
 PYTEST_WORKERS ?= $(shell nproc 2>/dev/null | awk '{print ($$1 < 4 ? $$1 : 4)}')
 
-.PHONY: help install system-deps up test lint bench deploy-check demo clean
+.PHONY: help install system-deps up test test-fast lint bench deploy-check demo clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -44,6 +44,11 @@ test: install  ## run the whole test suite (installs redis-server and chromium w
 	$(BIN)/ruff format --check --no-cache .
 	$(BIN)/mypy
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+
+test-fast: install  ## the quick loop: tests not marked slow or browser, stopping at the first failure (a few minutes)
+	$(MAKE) --no-print-directory system-deps
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -x \
+		-m "not slow and not browser" $(PYTEST_ARGS)
 
 lint:  ## ruff (lint and format check) and mypy
 	$(BIN)/ruff check --no-cache .

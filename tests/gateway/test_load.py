@@ -11,10 +11,12 @@ import os
 import subprocess
 import sys
 
+import pytest
 from utils.gateway import dark_model
 from utils.paths import REPO
 
 
+@pytest.mark.slow  # a 12 s load run, plus a gateway and a worker to start
 def test_users_uploading_predicting_and_routing_get_no_errors_and_lose_nothing(tmp_path):
     report_path = tmp_path / "load.json"
     done = subprocess.run(

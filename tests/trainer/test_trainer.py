@@ -70,6 +70,7 @@ def _tiny_config(data: Path, run: Path, **overrides):
     return TrainConfig(**{**settings, **overrides})
 
 
+@pytest.mark.slow  # ~1 min on two cores: three epochs, an export, a served graph and an evaluation
 def test_train_resume_export_serve(tmp_path, caplog):
     from roadseg.trainer.checkpoints import LAST, load_checkpoint
     from roadseg.trainer.evaluate import evaluate_model
@@ -104,7 +105,7 @@ def test_train_resume_export_serve(tmp_path, caplog):
     assert card["config"]["crop_size"] == 64
     assert 0 < card["threshold"] < 1
     summary = card["metrics"]["data:val"]
-    assert summary["tiles"] == 2 and 0.0 <= summary["iou_road"] <= 1.0
+    assert summary["tiles"] == 2
     assert card["val_iou_road"]["data"] == pytest.approx(summary["iou_road"], abs=1e-3)
 
     # The served graph equals the Keras model on a size that is not a multiple of 16.
@@ -113,7 +114,6 @@ def test_train_resume_export_serve(tmp_path, caplog):
     image = np.random.default_rng(1).integers(0, 256, (1, 50, 70, 3), dtype=np.uint8)
     probabilities = serve(images=tf.constant(image))["probabilities"].numpy()
     assert probabilities.shape == (1, 50, 70, 1) and probabilities.dtype == np.float32
-    assert probabilities.min() >= 0.0 and probabilities.max() <= 1.0
     padded = np.zeros((1, 64, 80, 3), np.float32)
     padded[:, :50, :70] = image
     expected = tf.sigmoid(keras_model(padded, training=False)).numpy()[:, :50, :70]
@@ -121,11 +121,18 @@ def test_train_resume_export_serve(tmp_path, caplog):
 
     report = evaluate_model(models, [str(data)], splits=["val"], out=tmp_path / "report")
     assert report["summary"]["threshold"] == card["threshold"]
-    for name in ("report.json", "tiles.csv", "thresholds.csv", "report.png"):
-        assert (tmp_path / "report" / name).stat().st_size > 0
+    # The figures the export wrote into the card are what evaluating the exported model measures.
+    for key in ("tiles", "iou_road", "precision", "recall", "relaxed_f1"):
+        assert report["summary"][key] == pytest.approx(summary[key], abs=1e-6), key
     assert len(report["thresholds"]) == 99
+    written = tmp_path / "report"
+    assert json.loads((written / "report.json").read_text()) == json.loads(json.dumps(report))
+    assert len((written / "tiles.csv").read_text().splitlines()) == 1 + 2  # a header, the 2 val images
+    assert len((written / "thresholds.csv").read_text().splitlines()) == 1 + 99
+    assert (written / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # ~50 s on two cores
 def test_mixed_precision_run_exports_a_float32_graph(tmp_path, caplog, recwarn):
     """A mixed_float16 run (what GPUs get) trains, resumes with its optimizer state, exports float32 compute."""
     import keras
@@ -204,7 +211,7 @@ def test_export_refuses_to_overwrite_a_version(tmp_path):
     assert latest_version(tmp_path) is None
 
 
-@pytest.mark.parametrize("tta", ["flip", "d4"])
+@pytest.mark.parametrize("tta", ["flip", pytest.param("d4", marks=pytest.mark.slow)])  # d4: 8 views, ~40 s
 def test_test_time_augmentation_averages_the_views_mapped_back(tmp_path, tta):
     """Each view (turned k quarters, maybe mirrored) is predicted, mapped back and averaged, on a
     non-square image whose size is not a multiple of 16 (padding comes before the views)."""
@@ -359,6 +366,7 @@ def test_unet_decoder_gives_both_outputs_at_full_size():
     assert model.get_layer("targets_logits_stride2").filters == 2
 
 
+@pytest.mark.slow  # ~2 min on two cores: three training processes
 def test_two_output_run_resumes_exactly_and_serves_both_outputs(tmp_path, capsys):
     """Two epochs straight and one epoch + `roadseg train --resume RUN_DIR` end with the same weights;
     the export serves surface and centreline, each with a threshold chosen on val; `roadseg predict`
