@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import subprocess
@@ -11,10 +12,24 @@ import pytest
 from roadseg.config import InvalidSettings, Settings, get_settings
 
 
+def _subcommands(parser: argparse.ArgumentParser) -> list[str]:
+    """The names of a parser's subcommands, in the order they were added (aliases left out)."""
+    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return [choice.dest for choice in action._choices_actions]
+
+
 def test_cli_help_lists_every_service():
+    """``roadseg --help`` lists exactly the parser's subcommands, one per line, and they cover every service."""
+    from roadseg.cli import build_parser
+
+    commands = _subcommands(build_parser())
+    assert set(commands) >= {"ingest", "label", "dataset", "train", "evaluate", "export", "predict", "serve"}
+    assert set(commands) >= {"graph", "apls", "route", "missing", "demo"}
     out = subprocess.run([sys.executable, "-m", "roadseg.cli", "--help"], capture_output=True, text=True, check=True)
-    for command in ("ingest", "label", "train", "evaluate", "predict", "graph", "apls", "demo"):
-        assert command in out.stdout
+    # The subcommand list: the lines indented by four spaces under "COMMAND", up to "options:".
+    listing = out.stdout.split("COMMAND\n", 1)[1].split("\noptions:", 1)[0]
+    listed = re.findall(r"^    (\S+)", listing, flags=re.MULTILINE)
+    assert listed == commands
 
 
 def test_building_the_parser_imports_no_tensorflow_or_geopandas():

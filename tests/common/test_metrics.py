@@ -73,5 +73,11 @@ def test_relaxed_metrics_by_hand_with_ignore():
 
 def test_all_scores_has_every_figure():
     scores = metrics.all_scores(PRED, TRUTH)
-    for key in ["iou_background", "iou_road", "iou_mean", "precision", "recall", "f1", "relaxed_f1"]:
-        assert 0.0 <= scores[key] <= 1.0
+    # rho = 3 reaches across the whole 2 x 3 array: both scored predictions (the ignored one is not) lie near
+    # a road pixel and all 3 road pixels near a prediction.
+    relaxed = {"relaxed_precision": 1.0, "relaxed_recall": 1.0, "relaxed_f1": 1.0}
+    iou = {"iou_background": 1 / 4, "iou_road": 1 / 4, "iou_mean": 1 / 4}
+    assert scores == pytest.approx({**iou, "precision": 1 / 2, "recall": 1 / 3, "f1": 2 / 5, **relaxed})
+    assert metrics.relaxed_counts(PRED, TRUTH, rho=3) == {
+        "pred_total": 2, "pred_matched": 2, "truth_total": 3, "truth_matched": 3,
+    }  # fmt: skip

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pystac
 import pytest
 import rasterio
@@ -23,6 +25,16 @@ def unordered_links(body: dict) -> dict:
     return {**body, "links": sorted(body["links"], key=lambda link: (link["rel"], link["href"]))}
 
 
+def lonlat_bbox(crs: str, bounds: list[float]) -> list[float]:
+    """The lon/lat box of a small projected rectangle: the extremes of its four corners (pyproj)."""
+    from pyproj import Transformer
+
+    to_lonlat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    left, bottom, right, top = bounds
+    lons, lats = to_lonlat.transform([left, right, right, left], [bottom, bottom, top, top])
+    return [min(lons), min(lats), max(lons), max(lats)]
+
+
 def centre_lonlat(path) -> Point:
     with rasterio.open(path) as ds:
         x, y = (ds.bounds.left + ds.bounds.right) / 2, (ds.bounds.bottom + ds.bounds.top) / 2
@@ -35,9 +47,11 @@ def test_prediction_item_round_trips_and_its_hrefs_answer(client, tmp_path):
     r = client.get(f"/api/v1/predictions/{record['id']}/item.json")
     assert r.status_code == 200, r.text
     item = round_trip(r.json(), pystac.Item)
-    assert item.id == record["id"] and item.datetime is not None
+    assert item.id == record["id"] and item.datetime == dt.datetime.fromtimestamp(record["created"], dt.UTC)
     assert shape(item.geometry).contains(centre_lonlat(src))
-    assert item.bbox is not None and shape(item.geometry).bounds == pytest.approx(item.bbox, abs=1e-9)
+    # 512 px of 0.5 m from (500000, 4000000) in UTM 11N: 256 m square, to about a centimetre
+    assert item.bbox == pytest.approx(lonlat_bbox("EPSG:32611", [500000, 3999744, 500256, 4000000]), abs=1e-7)
+    assert shape(item.geometry).bounds == pytest.approx(item.bbox, abs=1e-9)
     props = item.properties
     assert props["proj:code"] == "EPSG:32611" and props["proj:shape"] == [512, 512]
     assert props["proj:transform"] == [0.5, 0.0, 500000.0, 0.0, -0.5, 4000000.0]
@@ -81,7 +95,9 @@ def test_scene_items_and_the_collection_a_stac_browser_opens(client, tmp_path):
     assert round_trip(client.get(f"/api/v1/scenes/{record['id']}/item.json").json(), pystac.Item).id == item.id
     assert item.properties["proj:shape"] == [400, 600] and item.properties["roadseg:mosaic_files"] == 2
     assert item.assets["source"].href.endswith("source.vrt") and item.assets["source"].roles == ["data"]
-    assert item.bbox is not None and collection.extent.spatial.bboxes[0] == pytest.approx(item.bbox)
+    # two 300 x 400 px parts of 0.5 m side by side from (500000, 4000000): 300 m x 200 m
+    assert item.bbox == pytest.approx(lonlat_bbox("EPSG:32611", [500000, 3999800, 500300, 4000000]), abs=1e-7)
+    assert collection.extent.spatial.bboxes[0] == pytest.approx(item.bbox)
     (xyz,) = [link.href for link in item.links if link.rel == "xyz"]
     assert client.get(xyz.format(z=0, x=0, y=0)).status_code == 200
     assert client.get("/api/v1/scenes/nope/item.json").status_code == 404
