@@ -349,6 +349,6 @@ def test_a_two_output_model_serves_surface_and_centreline_at_the_given_pixel_siz
         upload = {"file": ("a.png", image, "image/png")}
         for bad in ("0", "-1", "nan", "inf"):
             r = client.post("/api/v1/predictions", files=upload, data={"pixel_size_m": bad})
-            assert r.status_code == 422, (bad, r.text)
+            assert r.status_code == 400 and "pixel size must be above 0" in r.json()["detail"], (bad, r.text)
         r = client.post("/ui/predictions", files=upload, data={"pixel_size_m": "x"})
-        assert r.status_code == 400 and "pixel size must be a number" in r.text
+        assert r.status_code == 400 and "pixel size must be a number of metres or &#39;auto&#39;" in r.text
