@@ -18,8 +18,9 @@ import logging
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -33,6 +34,8 @@ INPUT, OUTPUT = "images", "probabilities"
 DEFAULT_THRESHOLD = 0.5
 #: The outputs of a model whose card does not list them: one road channel (every version up to 3).
 SINGLE_OUTPUT = ["road"]
+#: A TF Serving gRPC reply (a protobuf message; its type depends on the method called).
+_Reply = TypeVar("_Reply")
 
 
 class BackendError(RoadsegError):
@@ -52,7 +55,7 @@ class Predictor(ABC):
 
     backend: str
 
-    def __init__(self, name: str, version: int | None = None):
+    def __init__(self, name: str, version: int | None = None) -> None:
         """A model called ``name``; ``version`` stays None until a load or ``refresh`` knows it (unless pinned)."""
         self.name = name
         self._version: int | None = version
@@ -136,7 +139,7 @@ class EmbeddedPredictor(Predictor):
 
     backend = "embedded"
 
-    def __init__(self, path: str | Path, name: str = "roads", version: int | None = None, require: bool = True):
+    def __init__(self, path: str | Path, name: str = "roads", version: int | None = None, require: bool = True) -> None:
         """Load the pinned or latest version now; with ``require=False`` an empty folder is accepted and watched."""
         super().__init__(name)
         self.path = Path(path)
@@ -202,7 +205,7 @@ class EmbeddedPredictor(Predictor):
 class _ServingPredictor(Predictor):
     """Shared part of the TF Serving clients: version discovery and the model card."""
 
-    def __init__(self, name: str, version: int | None, model_dir: str):
+    def __init__(self, name: str, version: int | None, model_dir: str) -> None:
         super().__init__(name, version)
         self.pinned_version = version
         self.model_dir = model_dir.rstrip("/")  # a folder or a gs:// URL: TF Serving reads the same place
@@ -227,7 +230,7 @@ class RestPredictor(_ServingPredictor):
 
     backend = "tfserving-rest"
 
-    def __init__(self, url: str, name: str, version: int | None, model_dir: str, timeout: float = 300.0):
+    def __init__(self, url: str, name: str, version: int | None, model_dir: str, timeout: float = 300.0) -> None:
         """Talk to TF Serving's REST API at ``url`` and look up the served version (raises if none is available)."""
         import httpx
 
@@ -244,11 +247,11 @@ class RestPredictor(_ServingPredictor):
         body = self._request("GET", f"{self.base}/v1/models/{self.name}")
         return [int(s["version"]) for s in body.get("model_version_status", []) if s.get("state") == "AVAILABLE"]
 
-    def _request(self, method: str, url: str, **kwargs: Any) -> Any:
+    def _request(self, method: str, url: str, json: dict[str, Any] | None = None) -> dict[str, Any]:
         import httpx
 
         try:
-            response = self.client.request(method, url, **kwargs)
+            response = self.client.request(method, url, json=json)
         except httpx.HTTPError as exc:
             raise BackendError(f"TF Serving at {self.base} unreachable: {exc}") from exc
         if response.status_code != 200:
@@ -270,7 +273,7 @@ class GrpcPredictor(_ServingPredictor):
 
     backend = "tfserving-grpc"
 
-    def __init__(self, target: str, name: str, version: int | None, model_dir: str, timeout: float = 300.0):
+    def __init__(self, target: str, name: str, version: int | None, model_dir: str, timeout: float = 300.0) -> None:
         """Open a channel to ``target`` (512 MiB messages, for big batches) and look up the served version."""
         import grpc
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
@@ -285,7 +288,7 @@ class GrpcPredictor(_ServingPredictor):
         self.models = model_service_pb2_grpc.ModelServiceStub(channel)
         self.refresh()
 
-    def _call(self, method, request):
+    def _call(self, method: Callable[..., _Reply], request: object) -> _Reply:
         import grpc
 
         try:
@@ -381,8 +384,12 @@ def warm_up(predictor: Predictor, window: int, ttas: list[str] | None = None) ->
         predictor.predict(blank, tta)
     log.info(
         "model %s v%s warm in %.1f s (%d px window, tta %s)",
-        predictor.name, predictor.version, time.perf_counter() - started, window, ", ".join(options),
-    )  # fmt: skip
+        predictor.name,
+        predictor.version,
+        time.perf_counter() - started,
+        window,
+        ", ".join(options),
+    )
 
 
 def get_predictor() -> Predictor:

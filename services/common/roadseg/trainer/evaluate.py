@@ -23,11 +23,12 @@ from tqdm import tqdm
 from roadseg import metrics
 from roadseg.errors import InvalidInput, MissingFile
 from roadseg.inference.predict import AUTO, PixelSize, predict_raster
-from roadseg.inference.predictor import EmbeddedPredictor
+from roadseg.inference.predictor import EmbeddedPredictor, Predictor
 from roadseg.model_versions import resolve_savedmodel
 from roadseg.trainer import TARGETS
 
 if TYPE_CHECKING:
+    from roadseg.config import Settings
     from roadseg.trainer.data import Source
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,12 @@ class _Tally:
 
 
 def predict_image(
-    image: np.ndarray, predictor, settings, work: Path, tta: str | None = None, pixel_size_m: PixelSize = None
+    image: np.ndarray,
+    predictor: Predictor,
+    settings: Settings,
+    work: Path,
+    tta: str | None = None,
+    pixel_size_m: PixelSize = None,
 ) -> np.ndarray:
     """Probabilities float32 [H, W, C] (a channel per model output) of one RGB image through ``roadseg predict``'s path.
 
@@ -180,7 +186,7 @@ def split_output(spec: str) -> tuple[str, str | None]:
     return path, output
 
 
-def scored_output(predictor, source, output: str | None) -> str:
+def scored_output(predictor: Predictor, source: Source, output: str | None) -> str:
     """Which of the model's outputs a source is scored on: ``output`` if given, else the one its masks hold.
 
     A source's ``targets`` (or its ``source.json``) say what its masks are: "band" sources score the
@@ -238,10 +244,10 @@ def source_of(spec: str | dict) -> tuple[Source, str | None]:
 
 
 def _evaluate(
-    model,
-    data,
-    splits,
-    out,
+    model: str | Path,
+    data: Sequence[str | dict],
+    splits: Sequence[str],
+    out: str | Path | None,
     rho: int,
     threshold: float | None,
     cache: Path,
