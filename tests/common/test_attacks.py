@@ -156,12 +156,17 @@ def attack_vectors_sqlite_tables_and_sql_where(env: dict[str, Any], outbound: li
         assert "secret_payroll" not in r.text
         vectors = {"vectors": ("roads.geojson", ROAD_GEOJSON)}
         sql = json.dumps({"where": "1=1 UNION SELECT name FROM sqlite_master"})
-        r = client.post("/api/v1/label-runs", data={"scene_id": "s1", "options": sql}, files=vectors,
-                        headers=bearer("operator"))  # fmt: skip
+        r = client.post(
+            "/api/v1/label-runs", data={"scene_id": "s1", "options": sql}, files=vectors, headers=bearer("operator")
+        )
         assert r.status_code == 400 and "not accepted over HTTP" in r.json()["detail"]
         bad_filter = json.dumps({"attribute_filter": {"highway": "primary' OR '1'='1"}})
-        r = client.post("/api/v1/label-runs", data={"scene_id": "s1", "options": bad_filter}, files=vectors,
-                        headers=bearer("operator"))  # fmt: skip
+        r = client.post(
+            "/api/v1/label-runs",
+            data={"scene_id": "s1", "options": bad_filter},
+            files=vectors,
+            headers=bearer("operator"),
+        )
         assert r.status_code == 400 and "attribute_filter must map" in r.json()["detail"]
 
 
@@ -178,8 +183,9 @@ def attack_json_cap_dodged_by_headers(env: dict[str, Any], outbound: list[Any], 
             headers = bearer("viewer") | ({"Content-Type": content_type} if content_type else {})
             declared = client.post(url, content=body, headers=headers)
             assert declared.status_code == 413, (content_type, declared.text[:200])
-            chunked = client.post(url, content=iter([body[i : i + 8192] for i in range(0, len(body), 8192)]),
-                                  headers=headers)  # fmt: skip
+            chunked = client.post(
+                url, content=iter([body[i : i + 8192] for i in range(0, len(body), 8192)]), headers=headers
+            )
             assert chunked.status_code == 413 and "limit of 65536 bytes" in chunked.text, content_type
         # A multipart body to a route that takes no upload has the JSON cap too.
         multipart = client.post(url, files={"file": ("a.bin", b"x" * 100_000)}, headers=bearer("viewer"))
@@ -237,8 +243,11 @@ def attack_viewer_fills_the_queue(env: dict[str, Any], outbound: list[Any], monk
     image = png(300, 300)
     with local_client(gateway_app()) as client:
         # Above the in-request budget (default 1024^2 px), so queued: a 2047^2 PNG is no longer predicted inline.
-        big = client.post("/api/v1/predictions", files={"file": ("big.png", png(2047, 2047, mode="1"))},
-                          headers={IAP_HEADER: env["issuer"].assertion("bo@example.com")})  # fmt: skip
+        big = client.post(
+            "/api/v1/predictions",
+            files={"file": ("big.png", png(2047, 2047, mode="1"))},
+            headers={IAP_HEADER: env["issuer"].assertion("bo@example.com")},
+        )
         assert big.status_code == 202, big.text
         monkeypatch.setenv("ROADSEG_SYNC_PREDICT_MAX_PIXELS", "1")
         get_settings.cache_clear()
@@ -258,12 +267,19 @@ def attack_viewer_fills_the_queue(env: dict[str, Any], outbound: list[Any], monk
 
 def attack_error_bodies_name_no_internals(env: dict[str, Any], outbound: list[Any]) -> None:
     with local_client(labeler_app()) as client:
-        missing_scene = client.post("/api/v1/label-runs", data={"scene_id": "nope"},
-                                    files={"vectors": ("roads.geojson", ROAD_GEOJSON)},
-                                    headers=bearer("operator"))  # fmt: skip
+        missing_scene = client.post(
+            "/api/v1/label-runs",
+            data={"scene_id": "nope"},
+            files={"vectors": ("roads.geojson", ROAD_GEOJSON)},
+            headers=bearer("operator"),
+        )
         assert missing_scene.status_code == 404 and "'nope'" in missing_scene.json()["detail"]
-        broken = client.post("/api/v1/label-runs", data={"scene_id": "nope"},
-                             files={"vectors": ("roads.geojson", b"garbage")}, headers=bearer("operator"))  # fmt: skip
+        broken = client.post(
+            "/api/v1/label-runs",
+            data={"scene_id": "nope"},
+            files={"vectors": ("roads.geojson", b"garbage")},
+            headers=bearer("operator"),
+        )
         assert broken.status_code == 400 and "roads.geojson: not a vector format" in broken.json()["detail"]
         revoked = client.get("/api/v1/auth/me", headers={"Authorization": "Bearer rsk_gone"})
         assert revoked.status_code == 401 and "gone" not in revoked.json()["detail"]
@@ -311,8 +327,13 @@ def attack_copied_cookie_outlives_logout(env: dict[str, Any], outbound: list[Any
 
 
 def attack_forged_iap_assertions(env: dict[str, Any], outbound: list[Any]) -> None:
-    claims = {"iss": IAP_ISSUER, "aud": AUDIENCE, "email": "bo@example.com", "iat": int(time.time()),
-              "exp": int(time.time()) + 600}  # fmt: skip
+    claims = {
+        "iss": IAP_ISSUER,
+        "aud": AUDIENCE,
+        "email": "bo@example.com",
+        "iat": int(time.time()),
+        "exp": int(time.time()) + 600,
+    }
     unsigned = jwt.encode(claims, None, algorithm="none", headers={"kid": "k1"})
     hs256 = jwt.encode(claims, "k1", algorithm="HS256", headers={"kid": "k1"})
     with local_client(labeler_app()) as client:
@@ -371,8 +392,10 @@ def test_unknown_iap_key_ids_refetch_the_keys_at_most_once_per_interval(tmp_path
         url = f"http://127.0.0.1:{server.server_port}/keys"
         verifier = IapVerifier(AUDIENCE, None, refetch_s=1.0, keys_url=url)
         assert verifier.verify(issuer.assertion("bo@example.com")) == "bo@example.com"
-        unknown = [jwt.encode({"email": "x"}, issuer.private, algorithm="ES256", headers={"kid": f"k{i}"})
-                   for i in range(2, 40)]  # fmt: skip
+        unknown = [
+            jwt.encode({"email": "x"}, issuer.private, algorithm="ES256", headers={"kid": f"k{i}"})
+            for i in range(2, 40)
+        ]
         for token in unknown:
             with pytest.raises(Unauthenticated, match="unknown key"):
                 verifier.verify(token)
@@ -435,14 +458,19 @@ def secure_ingest(tmp_path_factory, redis_url) -> Iterator[dict[str, Any]]:
 def test_an_unknown_caller_gets_401_before_sending_the_body(secure_ingest):
     """The answer arrives while the client has sent 64 KiB of a body that would be 1 MiB or 400 MB."""
     port, spool = secure_ingest["service"].port, secure_ingest["tmp"]
-    chunked = ("POST /api/v1/scenes HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-               "Transfer-Encoding: chunked\r\n")  # fmt: skip
+    chunked = (
+        "POST /api/v1/scenes HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        "Transfer-Encoding: chunked\r\n"
+    )
     status, answer = raw_request(port, chunked, b"10000\r\n" + b" " * 0x10000 + b"\r\n")
     assert status == 401 and b"authentication required" in answer
-    multipart = ("POST /api/v1/scenes HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                 "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 400000000\r\n")  # fmt: skip
-    status, answer = raw_request(port, multipart, b"--b\r\nContent-Disposition: form-data; name=\"file\"; "
-                                 b"filename=\"a.tif\"\r\n\r\n" + b"x" * 65536)  # fmt: skip
+    multipart = (
+        "POST /api/v1/scenes HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 400000000\r\n"
+    )
+    status, answer = raw_request(
+        port, multipart, b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.tif"\r\n\r\n' + b"x" * 65536
+    )
     assert status == 401
     assert list(spool.iterdir()) == []  # nothing was spooled to disk
 
@@ -450,8 +478,10 @@ def test_an_unknown_caller_gets_401_before_sending_the_body(secure_ingest):
 def test_a_known_caller_is_cut_off_at_the_limit_on_the_bytes_received(secure_ingest):
     """Chunked, so no length is declared: the 413 comes once 64 KiB have arrived, not after the whole body."""
     port = secure_ingest["service"].port
-    head = (f"POST /api/v1/scenes HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEYS['operator']}\r\n"
-            "Content-Type: Application/JSON\r\nTransfer-Encoding: chunked\r\n")  # fmt: skip
+    head = (
+        f"POST /api/v1/scenes HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEYS['operator']}\r\n"
+        "Content-Type: Application/JSON\r\nTransfer-Encoding: chunked\r\n"
+    )
     chunk = b"10000\r\n" + b" " * 0x10000 + b"\r\n"
     status, answer = raw_request(port, head, chunk * 2)
     assert status == 413 and b"limit of 65536 bytes" in answer, answer

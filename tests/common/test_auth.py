@@ -215,8 +215,8 @@ def test_open_local_mode_refuses_to_listen_on_other_addresses(settings_env, monk
     get_settings.cache_clear()
     assert main(["serve", "--host", "0.0.0.0"]) == 2
     assert "listens on 127.0.0.1 only, not 0.0.0.0" in capsys.readouterr().err
-    argv = [sys.executable, "-m", "uvicorn", "--app-dir", str(REPO / "services" / "ingest"), "main:app",
-            "--host", "0.0.0.0", "--port", str(free_port())]  # fmt: skip
+    app = ["--app-dir", str(REPO / "services" / "ingest"), "main:app"]
+    argv = [sys.executable, "-m", "uvicorn", *app, "--host", "0.0.0.0", "--port", str(free_port())]
     done = subprocess.run(argv, env=dict(os.environ), capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "listens on 127.0.0.1 only, not 0.0.0.0" in done.stderr
 

@@ -14,8 +14,16 @@ from roadseg import cog
 def write_tif(path: Path, data: np.ndarray, rows_per_strip: int | None = None) -> Path:
     """A plain single-band GeoTIFF of ``data`` (zstd, stripped, as a prediction's layers)."""
     height, width = data.shape
-    profile = {"driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": data.dtype.name,
-               "compress": "zstd", "crs": "EPSG:32611", "transform": rasterio.Affine(1, 0, 0, 0, -1, 0)}  # fmt: skip
+    profile = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": 1,
+        "dtype": data.dtype.name,
+        "compress": "zstd",
+        "crs": "EPSG:32611",
+        "transform": rasterio.Affine(1, 0, 0, 0, -1, 0),
+    }
     with rasterio.open(path, "w", **profile) as ds:
         ds.write(data, 1)
     return path
@@ -86,8 +94,10 @@ def test_mask_overviews_stay_0_255_and_odd_edges_average_what_is_there(tmp_path)
         f'ySize="{size}"/></SimpleSource>'
         for path, start, size in rows
     )
-    vrt.write_text(f'<VRTDataset rasterXSize="3001" rasterYSize="2051"><VRTRasterBand dataType="Byte" band="1">'
-                   f"{sources}</VRTRasterBand></VRTDataset>")  # fmt: skip
+    vrt.write_text(
+        f'<VRTDataset rasterXSize="3001" rasterYSize="2051"><VRTRasterBand dataType="Byte" band="1">'
+        f"{sources}</VRTRasterBand></VRTDataset>"
+    )
     levels = overview_levels(cog.tif_to_cog(vrt, tmp_path / "mask.cog.tif", "nearest"))
     assert [level.shape for level in levels] == [(1026, 1501), (513, 751), (257, 376)]
     for factor, level in zip((2, 4, 8), levels, strict=True):

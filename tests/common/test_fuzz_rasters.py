@@ -134,8 +134,13 @@ def gateway_client(tmp_path_factory):
         yield client, storage
 
 
-@settings(max_examples=max(10, EXAMPLES // 5), deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])  # fmt: skip
+@settings(
+    max_examples=max(10, EXAMPLES // 5),
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(data=mutated())
 def test_uploads_of_any_bytes_are_predicted_or_refused_and_leave_nothing(gateway_client, data):
     """Through the API: 201 with outputs, or a 4xx naming the problem; a refused upload stores nothing."""

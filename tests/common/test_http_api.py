@@ -143,8 +143,9 @@ def test_oversized_requests_are_refused_before_they_are_read(settings_env, tmp_p
             big = client.post("/api/v1/nope", content=b"x" * (json_limit + 1))
             assert big.status_code == 413 and f"limit of {json_limit} bytes" in big.json()["detail"], service
     with local_client(_apps(tmp_path)["ingest"]) as client:
-        big_json = client.post("/api/v1/scenes", content=b"{" + b" " * json_limit + b"}",
-                               headers={"content-type": "application/json"})  # fmt: skip
+        big_json = client.post(
+            "/api/v1/scenes", content=b"{" + b" " * json_limit + b"}", headers={"content-type": "application/json"}
+        )
         assert big_json.status_code == 413 and f"limit of {json_limit} bytes" in big_json.json()["detail"]
         big_upload = client.post("/api/v1/scenes", files={"file": ("a.tif", b"x" * (70 * 1024))})
         assert big_upload.status_code == 413 and "upload exceeds the limit of 1000 bytes" in big_upload.json()["detail"]

@@ -78,6 +78,5 @@ def test_all_scores_has_every_figure():
     relaxed = {"relaxed_precision": 1.0, "relaxed_recall": 1.0, "relaxed_f1": 1.0}
     iou = {"iou_background": 1 / 4, "iou_road": 1 / 4, "iou_mean": 1 / 4}
     assert scores == pytest.approx({**iou, "precision": 1 / 2, "recall": 1 / 3, "f1": 2 / 5, **relaxed})
-    assert metrics.relaxed_counts(PRED, TRUTH, rho=3) == {
-        "pred_total": 2, "pred_matched": 2, "truth_total": 3, "truth_matched": 3,
-    }  # fmt: skip
+    counts = {"pred_total": 2, "pred_matched": 2, "truth_total": 3, "truth_matched": 3}
+    assert metrics.relaxed_counts(PRED, TRUTH, rho=3) == counts

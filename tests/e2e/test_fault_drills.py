@@ -56,8 +56,8 @@ def redis_server(folder: Path) -> tuple[Restartable, str]:
     if exe is None:
         pytest.fail("redis-server is not installed; run `make test`")
     port = free_port()
-    argv = [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--appendonly", "yes",
-            "--appendfsync", "always", "--save", ""]  # fmt: skip
+    durable = ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+    argv = [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), *durable]
     return Restartable(argv, port), f"redis://127.0.0.1:{port}/0"
 
 
@@ -67,8 +67,9 @@ def fake_gcs_server(folder: Path) -> tuple[Restartable, str]:
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    argv = [str(_get_binary_path()), "-scheme", "http", "-backend", "filesystem", "-filesystem-root", str(folder),
-            "-host", "127.0.0.1", "-port", str(port), "-external-url", url]  # fmt: skip
+    files = ["-backend", "filesystem", "-filesystem-root", str(folder)]
+    address = ["-host", "127.0.0.1", "-port", str(port), "-external-url", url]
+    argv = [str(_get_binary_path()), "-scheme", "http", *files, *address]
     return Restartable(argv, port), url
 
 
@@ -148,8 +149,9 @@ def test_storage_down_for_30_seconds_mid_ingest(large_vegas, redis_url, tmp_path
         ingest.wait()
         start_worker("ingest", env)
         with open(large_vegas / VEGAS, "rb") as fh:
-            r = httpx.post(f"{ingest.url}/api/v1/scenes", files={"file": ("vegas.tif", fh)}, data={"tile_size": "64"},
-                           timeout=120)  # fmt: skip
+            r = httpx.post(
+                f"{ingest.url}/api/v1/scenes", files={"file": ("vegas.tif", fh)}, data={"tile_size": "64"}, timeout=120
+            )
         assert r.status_code == 202, r.text
         url = f"{ingest.url}/api/v1/scenes/{r.json()['id']}"
         wait_status(url, lambda rec: rec["status"] == "running" and rec["progress"]["done"] > 0, 120)

@@ -19,12 +19,14 @@ from utils.paths import REPO
 @pytest.mark.slow  # a 12 s load run, plus a gateway and a worker to start
 def test_users_uploading_predicting_and_routing_get_no_errors_and_lose_nothing(tmp_path):
     report_path = tmp_path / "load.json"
+    load = [sys.executable, str(REPO / "bench" / "load.py"), "--users", "3", "--seconds", "12"]
     done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "load.py"), "--users", "3", "--seconds", "12",
-         "--model", str(dark_model()), "--json", str(report_path)],
+        [*load, "--model", str(dark_model()), "--json", str(report_path)],
         env={**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"},
-        capture_output=True, text=True, timeout=400,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     report = json.loads(report_path.read_text())
     by_name = {row["Name"]: row for row in report["requests"]}

@@ -219,7 +219,12 @@ def test_tensorflow_threads_follow_the_setting(tmp_path):
         "tf.config.threading.get_inter_op_parallelism_threads()); sys.exit(rc)"
     )
     env = {**os.environ, "ROADSEG_TF_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-c", code, "predict", str(image), "--out", str(tmp_path / "out"),
-                           "--model", model], capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", code, "predict", str(image), "--out", str(tmp_path / "out"), "--model", model],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "threads 1 1" in done.stdout and "TensorFlow threads: 1 intra-op, 1 inter-op" in done.stderr

@@ -96,9 +96,18 @@ def write_vegas_like(folder: Path, size: int = VEGAS_SIZE, seed: int = 0) -> tup
     rgb[alpha == 0] = 0
     image = folder / "RGB-PanSharpen_AOI_2_Vegas_img0.tif"
     profile = {
-        "driver": "GTiff", "width": size, "height": size, "count": 4, "dtype": "uint8", "crs": "EPSG:4326",
-        "transform": transform, "photometric": "RGB", "alpha": "YES", "compress": "deflate", "predictor": 2,
-    }  # fmt: skip
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": 4,
+        "dtype": "uint8",
+        "crs": "EPSG:4326",
+        "transform": transform,
+        "photometric": "RGB",
+        "alpha": "YES",
+        "compress": "deflate",
+        "predictor": 2,
+    }
     with rasterio.open(image, "w", **profile) as dst:
         dst.write(np.concatenate([np.moveaxis(rgb, -1, 0), alpha[None]]))
     vectors = folder / "AOI_2_Vegas_img0_roads.geojson"
@@ -126,9 +135,16 @@ def write_solaris_like(folder: Path, size: int = SOLARIS_SIZE) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "road_mask_input.tif"
     profile = {
-        "driver": "GTiff", "width": size, "height": size, "count": 1, "dtype": "uint16", "crs": "EPSG:4326",
-        "transform": _transform(SOLARIS_ORIGIN), "compress": "deflate", "predictor": 2,
-    }  # fmt: skip
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": 1,
+        "dtype": "uint16",
+        "crs": "EPSG:4326",
+        "transform": _transform(SOLARIS_ORIGIN),
+        "compress": "deflate",
+        "predictor": 2,
+    }
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(solaris_values(size)[None])
     return path
