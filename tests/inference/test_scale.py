@@ -1,7 +1,7 @@
 """``--pixel-size auto``: the shipped model picks a plain image's scale from its own output, on real imagery.
 
-The Vegas tile is 0.3 m and Massachusetts 1 m; both are read here as plain images (no georeference used),
-as a user's PNG or JPEG would be.
+The Vegas tile is 0.27 m (the nearest candidate: 0.3 m) and Massachusetts 1 m; both are read here as
+plain images (no georeference used), as a user's PNG or JPEG would be.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A plain image's scale chosen from the model's own output: ``--pixel-size auto``.
 
 A PNG or JPEG says nothing about its ground pixel size, and a model finds roads only near the scales it
-was trained on: v3 (1 m) finds nothing on the 0.3 m Vegas tile taken as 1 m, and 0.31 IoU once it is
+was trained on: v3 (1 m) finds nothing on the 0.27 m Vegas tile taken as 1 m, and 0.31 IoU once it is
 brought to 1 m. ``auto`` runs the model on the image's central crop (:data:`CROP` px) resampled by each
 of :data:`CANDIDATE_FACTORS` (image pixels per model pixel, as :func:`~roadseg.inference.windows.resampled`
 takes them) and keeps the factor whose roads the model is surest of: the mean probability over the
