@@ -18,6 +18,8 @@ LINKED_DOCS = [
     *sorted((REPO / "docs").glob("*.md")),
     REPO / "models" / "roads" / "README.md",
     REPO / "deploy" / "README.md",
+    *sorted((REPO / "services").glob("*/README.md")),
+    REPO / "tests" / "data" / "README.md",
 ]
 CONTRACTS = REPO / "docs" / "contracts.md"
 #: Where citations live: the code, its tests, the docs and the configs (not .venv, var or test artifacts).
