@@ -20,16 +20,25 @@ async function json(url, options) {
   return body;
 }
 
-function layerControls(map, name) {
+function toggle(map, id, text, checked) {
+  // A row of the layer panel whose checkbox shows or hides map layer `id`; returned for more controls.
   const row = document.createElement("div");
   row.className = "layer";
   const label = document.createElement("label");
   const box = document.createElement("input");
   box.type = "checkbox";
-  box.checked = Boolean(SHOWN[name]);
-  box.id = `toggle-${name}`;
-  box.addEventListener("change", () => map.setLayoutProperty(name, "visibility", box.checked ? "visible" : "none"));
-  label.append(box, ` ${name}`);
+  box.checked = checked;
+  box.id = `toggle-${id}`;
+  box.addEventListener("change", () => map.setLayoutProperty(id, "visibility", box.checked ? "visible" : "none"));
+  label.append(box, ` ${text}`);
+  row.append(label);
+  document.getElementById("layers").append(row);
+  return row;
+}
+
+function layerControls(map, name) {
+  // A raster layer: its toggle and an opacity slider.
+  const row = toggle(map, name, name, Boolean(SHOWN[name]));
   const slider = document.createElement("input");
   slider.type = "range";
   slider.min = "0";
@@ -38,25 +47,14 @@ function layerControls(map, name) {
   slider.value = String(DEFAULT_OPACITY[name] ?? 1);
   slider.setAttribute("aria-label", `${name} opacity`);
   slider.addEventListener("input", () => map.setPaintProperty(name, "raster-opacity", Number(slider.value)));
-  row.append(label, slider);
-  document.getElementById("layers").append(row);
+  row.append(slider);
 }
 
 function roadLines(map) {
   // The predicted road network as vector lines (GeoJSON in lon/lat, built on first use), with a toggle.
   map.addSource("roads", { type: "geojson", data: `${api}/roads.geojson` });
   map.addLayer({ id: "roads", type: "line", source: "roads", paint: { "line-color": "#4363d8", "line-width": 2 } });
-  const row = document.createElement("div");
-  row.className = "layer";
-  const label = document.createElement("label");
-  const box = document.createElement("input");
-  box.type = "checkbox";
-  box.checked = true;
-  box.id = "toggle-roads";
-  box.addEventListener("change", () => map.setLayoutProperty("roads", "visibility", box.checked ? "visible" : "none"));
-  label.append(box, " road network (lines)");
-  row.append(label);
-  document.getElementById("layers").append(row);
+  toggle(map, "roads", "road network (lines)", true);
 }
 
 async function missingRoads(map) {
@@ -74,17 +72,7 @@ async function missingRoads(map) {
       "line-dasharray": [2, 1],
     },
   });
-  const row = document.createElement("div");
-  row.className = "layer";
-  const label = document.createElement("label");
-  const box = document.createElement("input");
-  box.type = "checkbox";
-  box.checked = true;
-  box.id = "toggle-missing";
-  box.addEventListener("change", () => map.setLayoutProperty("missing", "visibility", box.checked ? "visible" : "none"));
-  label.append(box, ` missing-road candidates (${candidates.features.length})`);
-  row.append(label);
-  document.getElementById("layers").append(row);
+  toggle(map, "missing", `missing-road candidates (${candidates.features.length})`, true);
   map.on("click", "missing", (event) => {
     const p = event.features[0].properties;
     status(`Candidate ${p.id}: rank ${p.rank + 1}, score ${p.score}, ${Math.round(p.length_m)} m` +
