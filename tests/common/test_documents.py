@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from roadseg.documents import SCHEMA_VERSION, ModelCard, PredictionRecord, SceneRecord
+from roadseg.documents import SCHEMA_VERSION, ModelCard, PredictionRecord, SceneRecord, Status
 from roadseg.errors import InvalidInput
 from roadseg.jobs import JobStore
 from roadseg.storage import LocalStorage
@@ -46,10 +46,11 @@ def test_a_record_written_before_schema_versions_reads_and_is_upgraded_on_update
     storage.write_text("scenes/s0123/status.json", json.dumps(LEGACY_SCENE))
     jobs = JobStore(storage, "scenes", SceneRecord)
     record = jobs.get("s0123")
-    assert record["schema_version"] == 1 and record["tile_count"] == 9 and record["progress"] == {"done": 9, "total": 9}
+    assert record.schema_version == 1 and record.tile_count == 9
+    assert record.progress.model_dump() == {"done": 9, "total": 9}
     updated = jobs.update("s0123", error="note")
     stored = json.loads(storage.read_text("scenes/s0123/status.json"))
-    assert updated["schema_version"] == stored["schema_version"] == SCHEMA_VERSION
+    assert updated.schema_version == stored["schema_version"] == SCHEMA_VERSION
     kept = {k: v for k, v in LEGACY_SCENE.items() if k not in ("updated", "error")}
     assert {k: stored[k] for k in kept} == kept  # nothing lost; fields it lacked get their defaults
     assert stored["source_url"] is None
@@ -59,7 +60,9 @@ def test_unknown_fields_are_kept_and_a_newer_layout_is_refused_by_name(tmp_path)
     storage = LocalStorage(tmp_path)
     jobs = JobStore(storage, "scenes", SceneRecord)
     storage.write_text("scenes/s1/status.json", json.dumps({**LEGACY_SCENE, "id": "s1", "added_later": [1, 2]}))
-    assert jobs.update("s1", status="failed")["added_later"] == [1, 2]
+    updated = jobs.update("s1", status="failed")
+    assert updated.status == Status.FAILED and updated.model_extra == {"added_later": [1, 2]}
+    assert json.loads(storage.read_text("scenes/s1/status.json"))["added_later"] == [1, 2]
     storage.write_text("scenes/s2/status.json", json.dumps({**LEGACY_SCENE, "id": "s2", "schema_version": 99}))
     with pytest.raises(InvalidInput, match=r"scenes/s2/status.json is not a valid SceneRecord: .*newer roadseg"):
         jobs.get("s2")

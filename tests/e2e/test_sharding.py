@@ -86,7 +86,7 @@ def _submit(scene: Path, storage, settings) -> tuple[str, str]:
     scene_id = scene_id_for_uri(scene.as_uri(), scene.stat().st_size, params)
     register_scene(storage, scene_id, source, key, params, source_url=scene.as_uri())
     with open(scene, "rb") as fh:
-        job_id = create_job(storage, fh, "scene.tif", settings)["id"]
+        job_id = create_job(storage, fh, "scene.tif", settings).id
     return scene_id, job_id
 
 
@@ -106,12 +106,12 @@ def _celery_call(env: dict[str, str], task: str, *args: str) -> None:
     subprocess.run(command, env={**os.environ, **env}, check=True, capture_output=True, timeout=120)
 
 
-def _wait(read, what: str, workers, timeout: float = 240.0) -> dict:
+def _wait(read, what: str, workers, timeout: float = 240.0):
     deadline = time.monotonic() + timeout
-    while (record := read())["status"] not in ("done", "failed"):
-        assert time.monotonic() < deadline, f"{what} still {record['status']}: " + workers[0].output()[-3000:]
+    while (record := read()).status not in ("done", "failed"):
+        assert time.monotonic() < deadline, f"{what} still {record.status}: " + workers[0].output()[-3000:]
         time.sleep(0.2)
-    assert record["status"] == "done", record
+    assert record.status == "done", record
     return record
 
 
@@ -139,7 +139,7 @@ def test_two_workers_share_every_job_and_match_one_process(tmp_path, redis_url, 
     one, settings = _use(one_env, monkeypatch)
     scene_id, job_one = _submit(scene, one, settings)
     one_scene = run_scene(one, scene_id)
-    run_id = prepare_run(one, scene_id, roads, options)["id"]
+    run_id = prepare_run(one, scene_id, roads, options).id
     one_labels = label_run(one, run_id)
     pending = sharded.plan_job(job_one, one, predictor, settings)
     assert pending == [0, 1, 2]
@@ -149,9 +149,9 @@ def test_two_workers_share_every_job_and_match_one_process(tmp_path, redis_url, 
     # A late duplicate of the last shard (re-delivered after the job finished, its bands already joined and
     # removed) is a no-op: the job stays done.
     assert sharded.run_shard(job_one, 0, one, predictor, settings) is True
-    assert sharded.finish_job(job_one, one, predictor, settings)["status"] == "done"
-    assert prediction_store(one).get(job_one)["status"] == "done"
-    assert len(one_scene["tiles"]) == 16 and scene_store(one).get(scene_id)["shards"]["count"] == 6
+    assert sharded.finish_job(job_one, one, predictor, settings).status == "done"
+    assert prediction_store(one).get(job_one).status == "done"
+    assert len(one_scene["tiles"]) == 16 and scene_store(one).get(scene_id).shards.count == 6
 
     # The shards' seams are the whole-image prediction's, bit for bit.
     with rasterio.open(scene) as ds:
@@ -169,7 +169,7 @@ def test_two_workers_share_every_job_and_match_one_process(tmp_path, redis_url, 
     assert scene_id_two == scene_id
     _celery_call(two_env, "roadseg.ingest.tile_scene", scene_id)
     _wait(lambda: scene_store(two).get(scene_id), "the scene", workers)
-    assert prepare_run(two, scene_id, roads, options)["id"] == run_id
+    assert prepare_run(two, scene_id, roads, options).id == run_id
     _celery_call(two_env, "roadseg.labeler.label_scene", run_id)
     _wait(lambda: run_store(two).get(run_id), "the label run", workers)
     _celery_call(two_env, "roadseg.gateway.predict", job_two)
@@ -186,20 +186,21 @@ def test_two_workers_share_every_job_and_match_one_process(tmp_path, redis_url, 
     jobs_two = prediction_store(two)
     for name in ("probability.tif", "mask.tif"):
         assert np.array_equal(_pixels(two, jobs_two.key(job_two, name)), _pixels(one, jobs_one.key(job_one, name)))
-    assert record["road_fraction"] == prediction_store(one).get(job_one)["road_fraction"] > 0.05
-    assert record["windows_total"] == 25 and record["progress"] == 1.0
+    assert record.road_fraction == prediction_store(one).get(job_one).road_fraction
+    assert record.road_fraction is not None and record.road_fraction > 0.05
+    assert record.windows_total == 25 and record.progress == 1.0
     assert not two.list(jobs_two.key(job_two, "bands"))  # the bands were joined, then removed
 
     # The road network of the large mask: traced in 4 shards by the workers, merged, equal to one process's.
     deadline = time.monotonic() + 120
-    while (record := prediction_store(two).get(job_two))["roads"] != "ready":
-        assert record["roads"] == "pending" and time.monotonic() < deadline, record
+    while (record := prediction_store(two).get(job_two)).roads != "ready":
+        assert record.roads == "pending" and time.monotonic() < deadline, record
         time.sleep(0.2)
     with one.open_raster(jobs_one.key(job_one, "mask.tif")) as mask:
         expected_roads = json.loads(json.dumps(road_graph_geojson(mask, 10**9, window=256)))
     roads = json.loads(two.read_text(jobs_two.key(job_two, "roads.geojson")))
     assert roads == expected_roads and len(roads["features"]) > 20
-    assert "roads.geojson" in record["files"]
+    assert "roads.geojson" in record.files
 
     # The ingested scene predicted where it is (no upload), through the gateway API: COGs, no PNGs, same pixels.
     from roadseg.celery_app import app as celery_app
@@ -213,10 +214,10 @@ def test_two_workers_share_every_job_and_match_one_process(tmp_path, redis_url, 
         assert response.status_code == 202, response.text
         scene_job = response.json()["id"]
         deadline = time.monotonic() + 240
-        while (record := prediction_store(two).get(scene_job))["roads"] != "ready":
-            assert record["status"] != "failed" and time.monotonic() < deadline, (record.get("error"), record)
+        while (record := prediction_store(two).get(scene_job)).roads != "ready":
+            assert record.status != "failed" and time.monotonic() < deadline, (record.error, record)
             time.sleep(0.2)
-        assert record["files"] == ["mask.tif", "probability.tif", "roads.geojson"] and record["scene_id"] == scene_id
+        assert record.files == ["mask.tif", "probability.tif", "roads.geojson"] and record.scene_id == scene_id
         probability = _pixels(two, jobs_two.key(scene_job, "probability.tif"))
         assert np.array_equal(probability, _pixels(one, jobs_one.key(job_one, "probability.tif")))
         with two.open_raster(jobs_two.key(scene_job, "mask.tif")) as cog:
@@ -263,8 +264,8 @@ def test_finished_shards_are_not_redone_and_a_lost_shard_is(tmp_path, monkeypatc
 
     # A label run cut differently (one shard per tile) gives the same masks.
     by_tile = prepare_run(storage, scene_id, roads, LabelOptions(), run_id="per-tile")
-    per_tile = label_run(storage, by_tile["id"], shard_tiles=1)
-    default = label_run(storage, prepare_run(storage, scene_id, roads, LabelOptions())["id"])
+    per_tile = label_run(storage, by_tile.id, shard_tiles=1)
+    default = label_run(storage, prepare_run(storage, scene_id, roads, LabelOptions()).id)
     assert [t["id"] for t in per_tile["tiles"]] == [t["id"] for t in default["tiles"]]
     keys = ("mask_key", "band_key")
     for a, b in zip(per_tile["tiles"], default["tiles"], strict=True):

@@ -27,6 +27,15 @@ def png_bytes(rgb: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def shown(**fields):
+    """A prediction as the page's fragments get it: a status record with its links, ``fields`` over a queued one."""
+    from roadseg.gateway.endpoints.predictions import Prediction
+
+    info = {"georeferenced": False, "transform": [1, 0, 0, 0, 1, 0], "width": 64, "height": 64, "bands": 3}
+    queued = {"created": 0.0, "updated": 0.0, "input_name": "a.png", "input_bytes": 1, "progress": 0.0}
+    return Prediction.model_validate({**queued, "info": {**info, "dtype": "uint8"}, "stage": "queued", **fields})
+
+
 def read_raster(content: bytes):
     with rasterio.MemoryFile(content) as mem, mem.open() as ds:
         return ds.read(), ds.crs, ds.transform
@@ -232,8 +241,8 @@ def test_fragments_escape_what_they_show():
         '<div class="error" role="alert"><strong>Error:</strong> &lt;img src=x onerror=alert(1)&gt;</div>'
     )
     assert "<img" not in model_card({"name": evil, "backbone": evil, "created": evil})
-    assert "<img" not in prediction({"id": "x", "status": "failed", "error": evil})
-    running = prediction({"id": '"x', "status": "running", "stage": evil})
+    assert "<img" not in prediction(shown(id="x", status="failed", error=evil, links={}))
+    running = prediction(shown(id='"x', status="running", stage=evil, links={}))
     assert "<img" not in running and 'hx-get="/ui/predictions/&#34;x"' in running
 
 
@@ -254,14 +263,7 @@ def test_page_panels_show_progress_per_window_and_where_the_time_went(client):
     from roadseg.gateway.fragments import prediction
 
     running = prediction(
-        {
-            "id": "x",
-            "status": "running",
-            "progress": 0.25,
-            "stage": "predicting",
-            "windows_done": 4,
-            "windows_total": 16,
-        }
+        shown(id="x", status="running", progress=0.25, stage="predicting", windows_done=4, windows_total=16, links={})
     )
     assert "window 4 of 16" in running and 'value="25"' in running and "every 1s" in running
     panel = client.post("/ui/predictions", files={"file": ("a.png", png_bytes(road_image(64, 64)), "image/png")})
@@ -290,7 +292,7 @@ def test_the_road_network_is_built_after_the_answer_or_on_first_use(client, sett
     # The page: only the road line polls while the graph is built, then swaps in the timings with "road graph".
     from roadseg.gateway.fragments import prediction
 
-    pending = prediction({**body, "links": body["links"]})
+    pending = prediction(shown(**body))
     assert f'hx-get="/ui/predictions/{body["id"]}/roads" hx-trigger="every 1s"' in pending
     ready = client.get(f"/ui/predictions/{body['id']}/roads").text
     assert "Road network: ready" in ready and 'id="timings" hx-swap-oob="true"' in ready and "road graph " in ready
@@ -298,12 +300,12 @@ def test_the_road_network_is_built_after_the_answer_or_on_first_use(client, sett
     # A job nobody built a graph for (the worker died right after the rasters): the first route builds it.
     storage, settings = get_storage(), get_settings()
     job = create_job(storage, io.BytesIO(png_bytes(road_image(256, 256))), "late.png", settings)
-    run_job(job["id"], storage, predictor, settings)
-    assert not storage.exists(f"predictions/{job['id']}/roads.geojson")
-    r = client.post(f"/api/v1/predictions/{job['id']}/route", json={"start": [66, 20], "end": [200, 216]})
+    run_job(job.id, storage, predictor, settings)
+    assert not storage.exists(f"predictions/{job.id}/roads.geojson")
+    r = client.post(f"/api/v1/predictions/{job.id}/route", json={"start": [66, 20], "end": [200, 216]})
     assert r.status_code == 200 and r.json()["properties"]["length_px"] == pytest.approx(330, rel=0.1)
-    record = prediction_store(storage).get(job["id"])
-    assert record["roads"] == "ready" and "roads.geojson" in record["files"]
+    record = prediction_store(storage).get(job.id)
+    assert record.roads == "ready" and "roads.geojson" in record.files
 
     # Too large for one process: the predict workers build it in shards; until then a route says so.
     monkeypatch.setenv("ROADSEG_GRAPH_MAX_PIXELS", "1000")

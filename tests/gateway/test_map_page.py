@@ -130,6 +130,7 @@ def test_missing_road_candidates_on_the_map(gateway, browser_page, tmp_path):
     import json
 
     from roadseg.config import get_settings
+    from roadseg.documents import PredictionRecord
     from roadseg.missing.jobs import compare_prediction
     from roadseg.missing.run import prepare_job
 
@@ -155,9 +156,9 @@ def test_missing_road_candidates_on_the_map(gateway, browser_page, tmp_path):
     ]
     vectors.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
     storage, settings = gateway.storage, get_settings()
-    prediction = json.loads(storage.read_text(f"predictions/{job_id}/status.json"))
-    missing = prepare_job(storage, settings, prediction["info"], vectors, input_name="scene.tif", prediction_id=job_id)
-    assert compare_prediction(storage, missing["id"], settings) == "done"
+    prediction = PredictionRecord.model_validate_json(storage.read_text(f"predictions/{job_id}/status.json"))
+    missing = prepare_job(storage, settings, prediction.info, vectors, input_name="scene.tif", prediction_id=job_id)
+    assert compare_prediction(storage, missing.id, settings) == "done"
 
     item = httpx.get(f"{gateway.url}/api/v1/predictions/{job_id}/item.json", timeout=10).json()
     asset = item["assets"]["missing_geojson"]

@@ -279,6 +279,6 @@ def test_a_full_queue_answers_503_with_retry_after_and_keeps_the_scene(settings_
         assert "2 tasks are waiting on the ingest queue (limit 2)" in r.json()["detail"]
         assert queue.llen("ingest") == 2  # nothing was added
         (record,) = scene_store(get_storage()).list()
-        assert record["status"] == "failed" and "limit 2" in record["error"]  # kept: submitting again queues it
+        assert record.status == "failed" and "limit 2" in str(record.error)  # kept: submitting again queues it
     finally:
         queue.delete("ingest")

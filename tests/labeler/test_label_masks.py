@@ -48,7 +48,7 @@ def _lane_run(folder, tile_size, tmp_path_factory):
     ingest_scene(storage, "vegas", folder, VEGAS_IMAGE, tile_size)
     options = LabelOptions(widths=WidthSpec(width_attr="lane_number", lane_width=3.7))
     record = prepare_run(storage, "vegas", folder / VEGAS_ROADS, options)
-    return storage, label_run(storage, record["id"])
+    return storage, label_run(storage, record.id)
 
 
 def test_vegas_lane_widths_put_road_pixels_on_visible_roads(shared_dir, artifacts_dir, tmp_path_factory):

@@ -26,7 +26,7 @@ def review_server(tmp_path):
     storage = LocalStorage(tmp_path / "storage")
     folder = DATA / "spacenet-vegas"
     ingest_scene(storage, "vegas", folder, VEGAS_IMAGE, 64)
-    run_id = prepare_run(storage, "vegas", folder / VEGAS_ROADS, LabelOptions())["id"]
+    run_id = prepare_run(storage, "vegas", folder / VEGAS_ROADS, LabelOptions()).id
     label_run(storage, run_id)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(storage), host="127.0.0.1", port=port, log_level="warning"))

@@ -11,8 +11,7 @@ import time
 
 import pytest
 from roadseg.cli import main
-from roadseg.jobs import JobStore
-from roadseg.labeler.run import KIND, resolve_scene
+from roadseg.labeler.run import KIND, resolve_scene, run_store
 from roadseg.storage import get_storage
 from utils.labeler import VEGAS_IMAGE, VEGAS_ROADS, ingest_scene
 from utils.paths import DATA
@@ -44,8 +43,8 @@ def test_cli_label_run_then_rerun_reuses_every_tile(label_env, capsys):
     run_id = out.split()[2]
     # 5 x 5 tiles; no road in the top row (desert), nor in 7 tiles between and beside the streets.
     assert f"run {run_id}: 25 masks" in out and "no_road 12" in out
-    record = JobStore(storage, KIND).get(run_id)
-    assert record["status"] == "done" and record["progress"] == {"done": 25, "total": 25}
+    record = run_store(storage).get(run_id)
+    assert record.status == "done" and (record.progress.done, record.progress.total) == (25, 25)
     masks = _mtimes(storage, f"{KIND}/{run_id}/masks")
     assert len(masks) == 25
 
@@ -72,17 +71,17 @@ def test_celery_worker_killed_mid_run_leaves_a_completable_run(label_env, start_
     total = len(scene["tiles"])
     assert total == 11 * 11  # 1300 px in 128 px tiles
     options = LabelOptions(widths=WidthSpec(width_attr="lane_number", lane_width=3.7))
-    run_id = prepare_run(storage, "vegas128", folder / VEGAS_ROADS, options)["id"]
-    jobs = JobStore(storage, KIND)
+    run_id = prepare_run(storage, "vegas128", folder / VEGAS_ROADS, options).id
+    jobs = run_store(storage)
 
     worker = start_worker("label", label_env)
     label_scene.apply_async((run_id,))
     deadline = time.monotonic() + 60
-    while jobs.get(run_id)["progress"]["done"] == 0:
+    while jobs.get(run_id).progress.done == 0:
         assert time.monotonic() < deadline, worker.output()
         time.sleep(0.02)
     worker.kill()
-    assert jobs.get(run_id)["status"] == "running"
+    assert jobs.get(run_id).status == "running"
     finished_before = _mtimes(storage, f"{KIND}/{run_id}/tiles")
     assert 0 < len(finished_before) < total
     assert not storage.exists(f"{KIND}/{run_id}/manifest.json")
@@ -98,7 +97,7 @@ def test_celery_worker_killed_mid_run_leaves_a_completable_run(label_env, start_
     assert len(storage.list(f"{KIND}/{run_id}/masks")) == total
     after = _mtimes(storage, f"{KIND}/{run_id}/tiles")
     assert {key: after[key] for key in finished_before} == finished_before  # finished tiles were not redone
-    assert jobs.get(run_id)["status"] == "done"
+    assert jobs.get(run_id).status == "done"
 
 
 @pytest.fixture
@@ -136,7 +135,7 @@ def test_label_run_and_export_on_gcs(drained_gcs, tmp_path):
     shapefile = tmp_path / "roads.shp"  # a shapefile needs its .shx/.dbf/.prj beside it on the worker
     gpd.read_file(folder / VEGAS_ROADS).to_file(shapefile)
     options = LabelOptions(widths=WidthSpec(table_attr="road_type"))
-    run_id = prepare_run(storage, "vegas", shapefile, options)["id"]
+    run_id = prepare_run(storage, "vegas", shapefile, options).id
     assert {k.rsplit(".", 1)[1] for k in storage.list(f"{KIND}/{run_id}/vectors")} >= {"shp", "shx", "dbf", "prj"}
     manifest = label_run(storage, run_id)
     assert manifest["counts"]["tiles"] == 9 and manifest["vectors"]["roads"]["kept"] == 4

@@ -134,7 +134,7 @@ def test_job_review_export_and_training_from_the_decisions(labeler, tmp_path):
     source, key = split_url(image.resolve().as_uri())
     scene = register_scene(storage, "synthetic", source, key, TileParams(), source_url=image.resolve().as_uri())
     files = {"vectors": ("roads.geojson", write_vectors(tmp_path / "again.geojson").read_bytes())}
-    answer = httpx.post(f"{url}/api/v1/missing", data={"scene_id": scene["id"]}, files=files, timeout=60)
+    answer = httpx.post(f"{url}/api/v1/missing", data={"scene_id": scene.id}, files=files, timeout=60)
     assert answer.status_code == 202, answer.text
     assert _wait_done(url, answer.json()["id"])["job"]["counts"] == status["job"]["counts"]
     again = httpx.get(f"{url}/api/v1/missing/{answer.json()['id']}/candidates", timeout=10).json()["candidates"]

@@ -17,6 +17,7 @@ import pytest
 import rasterio
 from roadseg import raster
 from roadseg.config import get_settings
+from roadseg.documents import ImageInfo
 from roadseg.errors import InvalidInput
 from roadseg.missing.export import candidates_geojson, decided, osm_change
 from roadseg.missing.records import (
@@ -49,19 +50,19 @@ def scene(tmp_path):
 def _job(storage, image: Path, vectors: Path, probabilities: Path, **options):
     settings = get_settings()
     with rasterio.open(image) as ds:
-        info = raster.scene_info(ds)
+        info = ImageInfo.model_validate(raster.scene_info(ds))
     record = prepare_job(
         storage, settings, info, vectors, input_name=image.name, image_url=image.resolve().as_uri(), **options
     )
     with rasterio.open(probabilities) as prob:
-        return run_comparison(storage, record["id"], prob, settings, 0.5, MODEL)
+        return run_comparison(storage, record.id, prob, settings, 0.5, MODEL)
 
 
 def test_missing_road_found_where_the_map_lacks_it(tmp_path, scene):
     image, probabilities = scene
     storage = LocalStorage(tmp_path / "storage")
     record = _job(storage, image, write_vectors(tmp_path / "roads.geojson"), probabilities)
-    assert record["status"] == "done" and record["tolerance_m"] == 6.5
+    assert record.status == "done" and record.tolerance_m == 6.5
     missing = list(all_candidates(storage, record, MISSING))
     # The south road, cut where it crosses the mapped central road and the phantom road (6.5 m either side).
     assert len(missing) == 3
@@ -85,7 +86,7 @@ def test_missing_road_found_where_the_map_lacks_it(tmp_path, scene):
     assert all(c.mean_probability == pytest.approx(0.02, abs=0.01) for c in unsupported)
     assert sum(c.length_m for c in unsupported) == pytest.approx(SIZE * PIXEL - 4 * TOLERANCE, abs=6.0)
 
-    collection = json.loads(storage.read_text(f"missing/{record['id']}/missing.geojson"))
+    collection = json.loads(storage.read_text(f"missing/{record.id}/missing.geojson"))
     assert collection["roadseg"]["crs"] == "EPSG:4326" and collection["roadseg"]["scene_crs"] == "EPSG:32611"
     assert collection["features"][0]["geometry"]["coordinates"] == missing[0].coordinates_wgs84
 
@@ -117,7 +118,7 @@ def test_vectors_in_another_crs_osm_pbf_and_zipped_shapefile_give_the_same_candi
         writer.add_way(way)
     writer.close()
     osm = _job(storage, image, pbf, probabilities)
-    assert osm["existing"]["lines"] == 3
+    assert osm.existing["lines"] == 3
 
     import zipfile
 
@@ -167,12 +168,12 @@ def test_review_decisions_bulk_reject_and_exports(tmp_path, scene):
     storage = LocalStorage(tmp_path / "storage")
     record = _job(storage, image, write_vectors(tmp_path / "roads.geojson"), probabilities)
     best, second, third = read_page(storage, record, MISSING, 0)
-    set_decision(storage, record["id"], best, "reject", "ana")
-    set_decision(storage, record["id"], best, "accept", "ana")  # changed her mind: one decision remains
-    set_decision(storage, record["id"], second, "accept", "bo")
-    set_decision(storage, record["id"], second, "clear", "bo")
-    set_decision(storage, record["id"], second, "skip", "ana")
-    assert len(storage.list(f"missing/{record['id']}/review")) == 2
+    set_decision(storage, record.id, best, "reject", "ana")
+    set_decision(storage, record.id, best, "accept", "ana")  # changed her mind: one decision remains
+    set_decision(storage, record.id, second, "accept", "bo")
+    set_decision(storage, record.id, second, "clear", "bo")
+    set_decision(storage, record.id, second, "skip", "ana")
+    assert len(storage.list(f"missing/{record.id}/review")) == 2
     assert review_progress(storage, record).model_dump() == {
         "total": 3,
         "accepted": 1,
@@ -182,7 +183,7 @@ def test_review_decisions_bulk_reject_and_exports(tmp_path, scene):
         "undecided": 1,
         "bulk_below": None,
     }
-    bulk_reject(storage, record["id"], below=second.score + 1e-4, reviewer="bo")  # the skipped and the third
+    bulk_reject(storage, record.id, below=second.score + 1e-4, reviewer="bo")  # the skipped and the third
     progress = review_progress(storage, record)
     assert (progress.accepted, progress.bulk_rejected, progress.skipped, progress.undecided) == (1, 2, 0, 0)
     assert get_candidate(storage, record, third.id) == third
@@ -214,10 +215,10 @@ def test_decisions_become_a_dataset_of_band_and_surface_masks(tmp_path, scene):
     storage = LocalStorage(tmp_path / "storage")
     record = _job(storage, image, write_vectors(tmp_path / "roads.geojson"), probabilities)
     best, second, _ = read_page(storage, record, MISSING, 0)
-    set_decision(storage, record["id"], best, "accept", "ana")
-    set_decision(storage, record["id"], second, "reject", "ana")  # the same road, but a reviewer may say no
+    set_decision(storage, record.id, best, "accept", "ana")
+    set_decision(storage, record.id, second, "reject", "ana")  # the same road, but a reviewer may say no
     out = tmp_path / "dataset"
-    source = export_dataset(storage, [record["id"]], str(out), get_settings(), tile_px=256)
+    source = export_dataset(storage, [record.id], str(out), get_settings(), tile_px=256)
     assert source["targets"] == "both" and source["pixel_size_m"] == PIXEL
     assert json.loads((out / "source.json").read_text())["candidates"] == {"accepted": 1, "rejected": 1}
     stems = sorted(p.stem for p in (out / "train" / "images").iterdir())

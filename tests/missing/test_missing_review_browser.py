@@ -10,6 +10,7 @@ import threading
 import pytest
 import rasterio
 from roadseg import raster
+from roadseg.documents import ImageInfo
 from roadseg.missing.records import bulk_rule, decisions
 from roadseg.missing.run import prepare_job, run_comparison
 from roadseg.storage import LocalStorage
@@ -30,7 +31,7 @@ def review_server(tmp_path, monkeypatch):
     storage = LocalStorage(tmp_path / "storage")
     image = write_scene(tmp_path)
     with rasterio.open(image) as ds:
-        info = raster.scene_info(ds)
+        info = ImageInfo.model_validate(raster.scene_info(ds))
     record = prepare_job(
         storage,
         get_settings(),
@@ -40,9 +41,9 @@ def review_server(tmp_path, monkeypatch):
         image_url=image.resolve().as_uri(),
     )
     with rasterio.open(write_probabilities(tmp_path / "probability.tif")) as prob:
-        run_comparison(storage, record["id"], prob, get_settings(), 0.5, MODEL)
+        run_comparison(storage, record.id, prob, get_settings(), 0.5, MODEL)
     with _serve(storage) as url:
-        yield url, storage, record["id"]
+        yield url, storage, record.id
     get_settings.cache_clear()
 
 

@@ -39,7 +39,7 @@ def main(folder: Path) -> dict:
         out["ingest"] = {
             "status": answer.status_code,
             "body": answer.json(),
-            "record": scene_store(storage).get(scene_id),
+            "record": scene_store(storage).get(scene_id).dump(),
         }
         out["ingest"]["keys"] = sorted(storage.list(f"scenes/{scene_id}"))
 
@@ -58,7 +58,7 @@ def main(folder: Path) -> dict:
         out["labeler"] = {
             "status": answer.status_code,
             "body": answer.json(),
-            "record": records[0] if records else None,
+            "record": records[0].dump() if records else None,
         }
 
     png = io.BytesIO()

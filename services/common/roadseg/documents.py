@@ -14,6 +14,7 @@ Unknown fields are kept (``extra="allow"``): a rolling upgrade never loses what 
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -25,7 +26,14 @@ SCHEMA_VERSION = 2
 #: Files written before ``schema_version`` existed.
 LEGACY_VERSION = 1
 
-Status = Literal["queued", "running", "done", "failed"]
+
+class Status(StrEnum):
+    """Where a job is: the one status type of every job record (stored and served as its string value)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
 
 
 class Document(BaseModel):

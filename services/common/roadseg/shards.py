@@ -31,11 +31,12 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from roadseg.config import get_settings
+from roadseg.documents import LabelRunRecord, SceneRecord, Status
 from roadseg.errors import NotFound
-from roadseg.jobs import FAILED, RUNNING, JobStore
+from roadseg.jobs import JobStore
 from roadseg.storage import Storage
 
 #: Seconds between a shard's progress writes (each one is one small object write, and one listing).
@@ -188,12 +189,16 @@ def tile_plan(total: int, shard_tiles: int | None = None) -> dict[str, int]:
     return {"count": len(spans(total, per_shard)), "per_shard": per_shard}
 
 
+#: The record of a job counted in tiles: a scene's tiling or a label run.
+TR = TypeVar("TR", bound="SceneRecord | LabelRunRecord")
+
+
 @dataclass
-class TileShard:
+class TileShard(Generic[TR]):
     """Shard ``index`` of a tile job, as :meth:`TileJob.shard` finds it when its task starts."""
 
     index: int
-    record: dict[str, Any]  # the job's record, read at the start of the shard
+    record: TR  # the job's record, read at the start of the shard
     cut: list[Span]
     book: ShardBook
     #: ``None`` when the shard has work to do; otherwise whether every shard has finished
@@ -212,7 +217,7 @@ class TileShard:
         return self.book.finish(self.index, result)
 
 
-class TileJob:
+class TileJob(Generic[TR]):
     """The shard skeleton of a job counted in tiles (a scene's tiling, a label run), around its own work.
 
     Such a job's record holds ``progress.total`` tiles and, once planned, ``shards`` (:func:`tile_plan`);
@@ -229,14 +234,14 @@ class TileJob:
     (rows of windows, not tiles) use :class:`ShardBook` directly.
     """
 
-    def __init__(self, jobs: JobStore, job_id: str) -> None:
+    def __init__(self, jobs: JobStore[TR], job_id: str) -> None:
         """The job ``job_id`` among the records of ``jobs`` (whose storage holds its shard documents)."""
         self.jobs = jobs
         self.id = job_id
 
-    def start(self, **fields: object) -> dict[str, Any]:
+    def start(self, **fields: object) -> TR:
         """Mark the job running with ``fields``, clearing an earlier run's error; returns the record."""
-        return self.jobs.update(self.id, status=RUNNING, error=None, **fields)
+        return self.jobs.update(self.id, status=Status.RUNNING, error=None, **fields)
 
     @contextlib.contextmanager
     def failing(self, *errors: type[Exception]) -> Iterator[None]:
@@ -245,20 +250,22 @@ class TileJob:
         try:
             yield
         except kinds as exc:
-            self.jobs.update(self.id, status=FAILED, error=str(exc))
+            self.jobs.update(self.id, status=Status.FAILED, error=str(exc))
             raise
 
-    def book(self, record: dict[str, Any]) -> tuple[list[Span], ShardBook]:
+    def book(self, record: TR) -> tuple[list[Span], ShardBook]:
         """The planned job's cut into shards and their documents."""
-        cut = spans(record["progress"]["total"], record["shards"]["per_shard"])
+        if record.shards is None:
+            raise ValueError(f"job {self.id} is not planned into shards")
+        cut = spans(record.progress.total, record.shards.per_shard)
         return cut, ShardBook(self.jobs.storage, self.jobs.key(self.id), len(cut))
 
-    def pending(self, record: dict[str, Any]) -> tuple[list[Span], list[int]]:
+    def pending(self, record: TR) -> tuple[list[Span], list[int]]:
         """(the cut, the indexes of the shards still to run): what a planner queues."""
         cut, book = self.book(record)
         return cut, book.pending()
 
-    def shard(self, index: int, echo: Callable[[int, int], None] | None = None) -> TileShard:
+    def shard(self, index: int, echo: Callable[[int, int], None] | None = None) -> TileShard[TR]:
         """Shard ``index`` as its task starts; its progress updates the record's ``progress`` and calls ``echo``."""
         record = self.jobs.get(self.id)
         cut, book = self.book(record)
@@ -269,8 +276,8 @@ class TileJob:
                 echo(done, total)
 
         progress = throttled(book, index, [s.size for s in cut], publish)
-        return TileShard(index, record, cut, book, book.settled(index, record["status"] == FAILED), progress)
+        return TileShard(index, record, cut, book, book.settled(index, record.status == Status.FAILED), progress)
 
-    def results(self, record: dict[str, Any]) -> list[dict[str, Any]]:
+    def results(self, record: TR) -> list[dict[str, Any]]:
         """Every shard's result in shard order; raises :class:`NotFound` naming the first missing shard."""
         return self.book(record)[1].results()

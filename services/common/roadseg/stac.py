@@ -19,8 +19,8 @@ import pystac
 from pystac.extensions.projection import ProjectionExtension
 from rasterio.warp import transform_bounds, transform_geom
 
+from roadseg.documents import ImageInfo, JobRecord, PredictionRecord, SceneRecord, Status
 from roadseg.errors import InvalidInput
-from roadseg.jobs import DONE
 from roadseg.storage import Storage
 
 #: Web-map links extension: ``xyz`` links to the tile routes, so a STAC browser can show the layers.
@@ -68,27 +68,27 @@ def footprint(crs: str, bounds: list[float]) -> tuple[dict[str, Any], list[float
     return dict(geometry), list(transform_bounds(crs, "EPSG:4326", left, bottom, right, top, densify_pts=21))
 
 
-def _base_item(kind: str, record: dict[str, Any], info: dict[str, Any], url: str) -> pystac.Item:
+def _base_item(kind: str, record: JobRecord, info: ImageInfo, url: str) -> pystac.Item:
     """An item with footprint, time, ``proj:`` fields and its self link, from a record's image facts."""
-    if not info.get("georeferenced") or not info.get("crs") or not info.get("bounds"):
-        raise InvalidInput(f"{kind} {record['id']} is not georeferenced: it has no STAC item")
-    geometry, bbox = footprint(info["crs"], info["bounds"])
+    if not info.georeferenced or not info.crs or not info.bounds:
+        raise InvalidInput(f"{kind} {record.id} is not georeferenced: it has no STAC item")
+    geometry, bbox = footprint(info.crs, info.bounds)
     item = pystac.Item(
-        id=record["id"],
+        id=record.id,
         geometry=geometry,
         bbox=bbox,
-        datetime=dt.datetime.fromtimestamp(record["created"], dt.UTC),
+        datetime=dt.datetime.fromtimestamp(record.created, dt.UTC),
         properties={
-            "created": _iso(record["created"]),
-            "updated": _iso(record["updated"]),
+            "created": _iso(record.created),
+            "updated": _iso(record.updated),
             "roadseg:kind": kind,
         },
     )
     proj = ProjectionExtension.ext(item, add_if_missing=True)
-    proj.code = info["crs"]
-    proj.shape = [info["height"], info["width"]]
-    proj.transform = [float(v) for v in info["transform"][:6]]
-    proj.bbox = [float(v) for v in info["bounds"]]
+    proj.code = info.crs
+    proj.shape = [info.height, info.width]
+    proj.transform = [float(v) for v in info.transform[:6]]
+    proj.bbox = [float(v) for v in info.bounds]
     item.set_self_href(url)
     return item
 
@@ -105,19 +105,19 @@ def _tile_links(item: pystac.Item, tiles: str, layers: list[str]) -> None:
         item.add_link(pystac.Link(rel="xyz", target=href, media_type=pystac.MediaType.PNG, title=layer))
 
 
-def prediction_item(record: dict[str, Any], base_url: str, files: list[str]) -> dict[str, Any]:
+def prediction_item(record: PredictionRecord, base_url: str, files: list[str]) -> dict[str, Any]:
     """The STAC item of a finished georeferenced prediction; ``files`` are its downloadable outputs."""
-    if record["status"] != DONE:
-        raise InvalidInput(f"prediction {record['id']} is {record['status']}: it has a STAC item once it is done")
-    api = f"{base_url}/api/v1/predictions/{record['id']}"
-    item = _base_item("prediction", record, record["info"], f"{api}/item.json")
-    model = record.get("model") or {}
+    if record.status != Status.DONE:
+        raise InvalidInput(f"prediction {record.id} is {record.status}: it has a STAC item once it is done")
+    api = f"{base_url}/api/v1/predictions/{record.id}"
+    item = _base_item("prediction", record, record.info, f"{api}/item.json")
+    model = record.model or {}
     item.properties |= {
         "roadseg:model_name": model.get("model_name"),
         "roadseg:model_version": model.get("model_version"),
         "roadseg:model_backend": model.get("backend"),
-        "roadseg:threshold": record.get("threshold"),
-        "roadseg:input_name": record["input_name"],
+        "roadseg:threshold": record.threshold,
+        "roadseg:input_name": record.input_name,
     }
     for name in files:
         if name in PREDICTION_ASSETS:
@@ -126,22 +126,26 @@ def prediction_item(record: dict[str, Any], base_url: str, files: list[str]) -> 
             item.add_asset(key, pystac.Asset(f"{api}/files/{name}", title, media_type=media_type, roles=roles))
     layers = ["image", "surface", "centerline", "probability"]
     _tile_links(item, f"{api}/tiles", layers)
-    if record.get("scene_id"):
-        scene = f"{base_url}/api/v1/scenes/{record['scene_id']}/item.json"
+    if record.scene_id:
+        scene = f"{base_url}/api/v1/scenes/{record.scene_id}/item.json"
         item.add_link(pystac.Link(rel="derived_from", target=scene, media_type=pystac.MediaType.GEOJSON))
     return item.to_dict(transform_hrefs=False)
 
 
-def scene_item(storage: Storage, record: dict[str, Any], base_url: str) -> dict[str, Any]:
+def scene_item(storage: Storage, record: SceneRecord, base_url: str) -> dict[str, Any]:
     """The STAC item of an ingested scene: its source (storage URL) and, once cut, its tile manifest."""
-    api = f"{base_url}/api/v1/scenes/{record['id']}"
+    api = f"{base_url}/api/v1/scenes/{record.id}"
     item = _base_item("scene", record, record, f"{api}/item.json")
-    item.properties |= {"roadseg:status": record["status"], "roadseg:mosaic_files": record.get("mosaic_files")}
-    source = record.get("source_url") or storage.url_for(record["source_key"])
+    item.properties |= {"roadseg:status": str(record.status), "roadseg:mosaic_files": record.mosaic_files}
+    source = record.source_url
+    if not source:
+        if record.source_key is None:
+            raise InvalidInput(f"scene {record.id} has neither a source_key nor a source_url")
+        source = storage.url_for(record.source_key)
     media_type = SOURCE_MEDIA_TYPES.get(PurePosixPath(source).suffix.lower())
     item.add_asset("source", pystac.Asset(source, "Source image", media_type=media_type, roles=["data"]))
-    if record.get("manifest_key"):
-        manifest = storage.url_for(record["manifest_key"])
+    if record.manifest_key:
+        manifest = storage.url_for(record.manifest_key)
         item.add_asset(
             "manifest", pystac.Asset(manifest, "Tile manifest", media_type=pystac.MediaType.JSON, roles=["metadata"])
         )
@@ -149,16 +153,16 @@ def scene_item(storage: Storage, record: dict[str, Any], base_url: str) -> dict[
     return item.to_dict(transform_hrefs=False)
 
 
-def scenes_collection(records: list[dict[str, Any]], base_url: str) -> dict[str, Any]:
+def scenes_collection(records: list[SceneRecord], base_url: str) -> dict[str, Any]:
     """A static collection linking the item of every georeferenced scene, with their joint extent."""
-    scenes = [r for r in records if r.get("georeferenced") and r.get("crs") and r.get("bounds")]
-    boxes = [footprint(r["crs"], r["bounds"])[1] for r in scenes]
+    scenes = [(r, r.crs, r.bounds) for r in records if r.georeferenced and r.crs and r.bounds]
+    boxes = [footprint(crs, bounds)[1] for _, crs, bounds in scenes]
     bbox = (
         [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
         if boxes
         else [-180.0, -90.0, 180.0, 90.0]
     )
-    times = [dt.datetime.fromtimestamp(r["created"], dt.UTC) for r in scenes]
+    times = [dt.datetime.fromtimestamp(r.created, dt.UTC) for r, _, _ in scenes]
     interval: list[dt.datetime | None] = [min(times), max(times)] if times else [None, None]
     collection = pystac.Collection(
         id=COLLECTION_ID,
@@ -169,7 +173,7 @@ def scenes_collection(records: list[dict[str, Any]], base_url: str) -> dict[str,
     )
     collection.set_self_href(f"{base_url}/api/v1/stac/catalog.json")
     collection.set_root(collection)
-    for record in scenes:
-        href = f"{base_url}/api/v1/scenes/{record['id']}/item.json"
+    for record, _, _ in scenes:
+        href = f"{base_url}/api/v1/scenes/{record.id}/item.json"
         collection.add_link(pystac.Link(rel="item", target=href, media_type=pystac.MediaType.GEOJSON))
     return collection.to_dict(transform_hrefs=False)

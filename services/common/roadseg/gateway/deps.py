@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from roadseg.documents import PredictionRecord
 from roadseg.gateway.jobs import prediction_store
 from roadseg.http_api import StorageDep
 from roadseg.inference.predictor import Predictor
@@ -17,10 +18,10 @@ def predictor_dep(request: Request) -> Predictor:
     return request.app.state.predictor
 
 
-def predictions_dep(storage: StorageDep) -> JobStore:
+def predictions_dep(storage: StorageDep) -> JobStore[PredictionRecord]:
     """The prediction job records in the app's storage."""
     return prediction_store(storage)
 
 
 PredictorDep = Annotated[Predictor, Depends(predictor_dep)]
-PredictionsDep = Annotated[JobStore, Depends(predictions_dep)]
+PredictionsDep = Annotated[JobStore[PredictionRecord], Depends(predictions_dep)]

@@ -8,12 +8,14 @@ Each function returns the fragment as text, which the ``/ui/`` routes answer as 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi.templating import Jinja2Templates
 
-from roadseg.documents import ROADS_PENDING, ROADS_READY
-from roadseg.jobs import DONE, FAILED
+from roadseg.documents import ROADS_PENDING, ROADS_READY, PredictionRecord, Status
+
+if TYPE_CHECKING:
+    from roadseg.gateway.endpoints.predictions import Prediction
 
 #: The fragments' templates (``.html``: autoescaped).
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))
@@ -95,24 +97,24 @@ def model_card(card: dict[str, Any]) -> str:
 STAGES = {"upload": "upload", "predict": "predict", "pngs": "outputs", "roads": "road graph", "store": "store"}
 
 
-def _timings_context(record: dict[str, Any]) -> dict[str, Any]:
+def _timings_context(record: PredictionRecord) -> dict[str, Any]:
     """What ``_timings.html`` shows: seconds per stage, and the test-time augmentation that ran."""
-    spent = record.get("timings") or {}
-    return {"timings": [(label, spent[key]) for key, label in STAGES.items() if key in spent], "tta": record.get("tta")}
+    spent = record.timings or {}
+    return {"timings": [(label, spent[key]) for key, label in STAGES.items() if key in spent], "tta": record.tta}
 
 
-def timings(record: dict[str, Any]) -> str:
+def timings(record: PredictionRecord) -> str:
     """Where the time went, one line: seconds per stage (and the test-time augmentation that ran)."""
     return _render("_timings.html", **_timings_context(record))
 
 
-def _roads_context(record: dict[str, Any]) -> dict[str, Any]:
+def _roads_context(record: PredictionRecord) -> dict[str, Any]:
     """What ``_roads_status.html`` shows: whether the road network is being built or ready."""
-    roads = record.get("roads")
-    return {"job_id": record["id"], "roads_pending": roads == ROADS_PENDING, "roads_ready": roads == ROADS_READY}
+    roads = record.roads
+    return {"job_id": record.id, "roads_pending": roads == ROADS_PENDING, "roads_ready": roads == ROADS_READY}
 
 
-def roads_status(record: dict[str, Any], oob_timings: bool = False) -> str:
+def roads_status(record: PredictionRecord, oob_timings: bool = False) -> str:
     """The road network's line: polls every second while it is built, then says so (and what it cost).
 
     Only this line polls, so the viewer (opacity, clicked points) is never re-rendered. With
@@ -129,35 +131,35 @@ ROAD_LAYERS = (
 )
 
 
-def prediction(record: dict[str, Any]) -> str:
+def prediction(record: Prediction) -> str:
     """A running job polls itself every second; a finished one shows the viewer and the downloads."""
-    if record["status"] == FAILED:
-        return error(f"prediction {record['id']} failed: {record.get('error')}")
-    if record["status"] != DONE:
+    if record.status == Status.FAILED:
+        return error(f"prediction {record.id} failed: {record.error}")
+    if record.status != Status.DONE:
         return _render(
             "_progress.html",
-            job_id=record["id"],
-            stage=record.get("stage") or record["status"],
-            pct=round(100 * float(record.get("progress") or 0)),
-            windows_done=record.get("windows_done") or 0,
-            windows_total=record.get("windows_total"),
+            job_id=record.id,
+            stage=record.stage or record.status,
+            pct=round(100 * float(record.progress or 0)),
+            windows_done=record.windows_done or 0,
+            windows_total=record.windows_total,
         )
-    info, links = record["info"], record["links"]
+    info, links = record.info, record.links
     return _render(
         "_prediction.html",
         **_roads_context(record),
         **_timings_context(record),
-        width=info["width"],
-        height=info["height"],
-        unit="m" if info["georeferenced"] else "px",
+        width=info.width,
+        height=info.height,
+        unit="m" if info.georeferenced else "px",
         # Tiles from the COGs, routes in lon/lat: the map page (gateway/endpoints/map_page.py).
-        georeferenced=info["georeferenced"],
+        georeferenced=info.georeferenced,
         image_src=links["image.png"],
         layers=[(ident, label, links[name]) for name, ident, label in ROAD_LAYERS if name in links],
         downloads=[(links[name], label) for name, label in DOWNLOADS.items() if name in links],
-        roads_note=record.get("roads_note"),
-        resampling=record.get("resampling"),
-        road_fraction=record["road_fraction"],
-        threshold=record["threshold"],
-        seconds=record["seconds"],
+        roads_note=record.roads_note,
+        resampling=record.resampling,
+        road_fraction=record.road_fraction,
+        threshold=record.threshold,
+        seconds=record.seconds,
     )

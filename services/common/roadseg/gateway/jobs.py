@@ -26,13 +26,13 @@ from rasterio.io import DatasetReader
 from roadseg import raster
 from roadseg.cog import tif_to_cog
 from roadseg.config import Settings
-from roadseg.documents import MISSING_CANDIDATES_FILE, ROADS_PENDING, PredictionRecord
+from roadseg.documents import MISSING_CANDIDATES_FILE, ROADS_PENDING, ImageInfo, PredictionRecord, Status
 from roadseg.errors import InvalidInput, RoadsegError
 from roadseg.http_api import enqueue
 from roadseg.inference.layers import BASE_LAYERS, LAYERS, PNG_LAYERS, tif_to_png
 from roadseg.inference.predict import PixelSize, RasterPrediction, predict_raster
 from roadseg.inference.predictor import Predictor
-from roadseg.jobs import DONE, FAILED, RUNNING, JobStore, new_id
+from roadseg.jobs import JobStore, new_id
 from roadseg.storage import Storage, safe_filename
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 KIND = "predictions"
 
 
-def prediction_store(storage: Storage) -> JobStore:
+def prediction_store(storage: Storage) -> JobStore[PredictionRecord]:
     """The status records of predictions, kept at ``predictions/<id>/status.json`` beside the outputs."""
     return JobStore(storage, KIND, PredictionRecord)
 
@@ -72,7 +72,7 @@ def create_job(
     settings: Settings,
     tta: str | None = None,
     pixel_size_m: PixelSize = None,
-) -> dict[str, Any]:
+) -> PredictionRecord:
     """Store an upload as a new prediction job after checking its header; nothing is kept if it is refused.
 
     ``timings.upload`` is the time to store and check it (the client's transfer happened before).
@@ -115,7 +115,7 @@ def submit_prediction(
     tta: str | None = None,
     background: Callable[[str], Any] | None = None,
     pixel_size_m: PixelSize = None,
-) -> tuple[dict[str, Any], int]:
+) -> tuple[PredictionRecord, int]:
     """Store and check an upload, then predict it now (small: 201) or ``queue`` its id (large: 202).
 
     With ``background`` (the page), a small upload is handed to it instead of being predicted during
@@ -125,8 +125,8 @@ def submit_prediction(
     """
     predictor.signature(tta)  # an unavailable test-time augmentation is refused before anything is stored
     record = create_job(storage, upload, filename, settings, tta, pixel_size_m)
-    job_id = record["id"]
-    if record["info"]["width"] * record["info"]["height"] <= settings.sync_predict_max_pixels:
+    job_id = record.id
+    if record.info.width * record.info.height <= settings.sync_predict_max_pixels:
         if background is not None:
             background(job_id)
             return record, 202
@@ -144,7 +144,7 @@ def submit_prediction(
     return record, 202
 
 
-def window_progress(jobs: JobStore, job_id: str) -> Callable[[int, int], None]:
+def window_progress(jobs: JobStore[PredictionRecord], job_id: str) -> Callable[[int, int], None]:
     """``record(done, total)``: windows predicted so far into the job's record (fraction and counts)."""
 
     def record(done: int, total: int) -> None:
@@ -153,7 +153,7 @@ def window_progress(jobs: JobStore, job_id: str) -> Callable[[int, int], None]:
     return record
 
 
-def progress_writer(jobs: JobStore, job_id: str) -> Callable[[int, int], None]:
+def progress_writer(jobs: JobStore[PredictionRecord], job_id: str) -> Callable[[int, int], None]:
     """A ``progress(done, total)`` callback (in windows) writing the job's record at most every 0.5 s."""
     record = window_progress(jobs, job_id)
     last_write = 0.0
@@ -169,7 +169,7 @@ def progress_writer(jobs: JobStore, job_id: str) -> Callable[[int, int], None]:
 
 
 @contextlib.contextmanager
-def failing_job(jobs: JobStore, job_id: str) -> Iterator[None]:
+def failing_job(jobs: JobStore[PredictionRecord], job_id: str) -> Iterator[None]:
     """Any error inside marks the job failed (bad input with its message), then propagates.
 
     A job that is already done stays done: the error then comes from a late duplicate of its last
@@ -180,35 +180,35 @@ def failing_job(jobs: JobStore, job_id: str) -> Iterator[None]:
     except Exception as exc:
         if not isinstance(exc, RoadsegError):
             log.exception("prediction %s failed", job_id)
-        if jobs.get(job_id)["status"] != DONE:
+        if jobs.get(job_id).status != Status.DONE:
             error = str(exc) if isinstance(exc, RoadsegError) else f"internal error: {type(exc).__name__}"
-            jobs.update(job_id, status=FAILED, stage="failed", error=error)
+            jobs.update(job_id, status=Status.FAILED, stage="failed", error=error)
         raise
 
 
 @contextlib.contextmanager
-def open_input(storage: Storage, record: dict[str, Any], settings: Settings) -> Iterator[DatasetReader]:
+def open_input(storage: Storage, record: PredictionRecord, settings: Settings) -> Iterator[DatasetReader]:
     """The job's input image: its stored upload (its header checked again), or the ingested scene it names."""
-    if record.get("scene_id"):
+    if record.scene_id:
         from roadseg.ingest.scenes import open_scene_source, scene_store, source_of
 
-        scene = scene_store(storage).get(record["scene_id"])
+        scene = scene_store(storage).get(record.scene_id)
         source, key, _ = source_of(storage, scene)
-        with open_scene_source(source, key, bool(scene.get("mosaic_files"))) as ds:
+        with open_scene_source(source, key, bool(scene.mosaic_files)) as ds:
             yield ds
         return
-    key = prediction_store(storage).key(record["id"], "input", record["input_name"])
+    key = prediction_store(storage).key(record.id, "input", record.input_name)
     # Probed whole when it was uploaded (create_job), and a stored upload never changes.
     with raster.open_stored(storage, key, settings.max_scene_pixels, probe=False) as ds:
         yield ds
 
 
-def page_layers(record: dict[str, Any]) -> bool:
+def page_layers(record: PredictionRecord) -> bool:
     """Whether a job makes the page's layers (image, overlay, PNGs): uploads yes, whole scenes no."""
-    return not record.get("scene_id")
+    return not record.scene_id
 
 
-def create_scene_job(storage: Storage, scene_id: str, tta: str | None = None) -> dict[str, Any]:
+def create_scene_job(storage: Storage, scene_id: str, tta: str | None = None) -> PredictionRecord:
     """A queued prediction of an ingested scene (read in place: a city-sized image or a mosaic of tiles).
 
     Its outputs are Cloud-Optimized GeoTIFFs (probability and mask) and the road network; a browser
@@ -217,12 +217,11 @@ def create_scene_job(storage: Storage, scene_id: str, tta: str | None = None) ->
     from roadseg.ingest.scenes import scene_store
 
     scene = scene_store(storage).get(scene_id)
-    info = {k: scene.get(k) for k in ("georeferenced", "crs", "transform", "width", "height", "bands", "dtype")}
-    info |= {k: scene.get(k) for k in ("bounds", "pixel_size", "driver")}
+    info = ImageInfo.model_validate(scene.model_dump(include=set(ImageInfo.model_fields)))
     return prediction_store(storage).create(
         new_id(),
-        input_name=scene.get("filename") or scene_id,
-        input_bytes=scene.get("bytes") or 0,
+        input_name=scene.filename or scene_id,
+        input_bytes=scene.bytes or 0,
         info=info,
         progress=0.0,
         stage="queued",
@@ -232,7 +231,7 @@ def create_scene_job(storage: Storage, scene_id: str, tta: str | None = None) ->
     )
 
 
-def run_job(job_id: str, storage: Storage, predictor: Predictor, settings: Settings) -> dict[str, Any]:
+def run_job(job_id: str, storage: Storage, predictor: Predictor, settings: Settings) -> PredictionRecord:
     """Run one stored prediction job to the end in this process; returns the final record.
 
     The job is done once its rasters are stored; its road network is built afterwards
@@ -247,7 +246,7 @@ def run_job(job_id: str, storage: Storage, predictor: Predictor, settings: Setti
     """
     jobs = prediction_store(storage)
     predictor.refresh()
-    jobs.update(job_id, status=RUNNING, progress=0.0, stage="predicting")
+    jobs.update(job_id, status=Status.RUNNING, progress=0.0, stage="predicting")
     with failing_job(jobs, job_id), tempfile.TemporaryDirectory(prefix="roadseg-predict-") as tmp:
         record = jobs.get(job_id)
         with open_input(storage, record, settings) as ds:
@@ -257,7 +256,7 @@ def run_job(job_id: str, storage: Storage, predictor: Predictor, settings: Setti
 
 def predict_job(
     ds: DatasetReader,
-    record: dict[str, Any],
+    record: PredictionRecord,
     predictor: Predictor,
     settings: Settings,
     out: Path,
@@ -282,16 +281,16 @@ def predict_job(
         threshold,
         layers,
         progress,
-        tta=record.get("tta"),
+        tta=record.tta,
         window_rows=window_rows,
         pngs=pngs,
-        pixel_size_m=record.get("pixel_size_m"),
+        pixel_size_m=record.pixel_size_m,
     )
 
 
 def store_outputs(
     job_id: str, storage: Storage, predictor: Predictor, settings: Settings, out: Path, result: RasterPrediction
-) -> dict[str, Any]:
+) -> PredictionRecord:
     """Turn a finished prediction's files (in ``out``) into the job's outputs (COGs, PNGs) and mark the job done."""
     jobs = prediction_store(storage)
     record = jobs.update(job_id, stage="writing outputs")
@@ -327,7 +326,7 @@ def store_outputs(
     store_seconds = time.perf_counter() - started
     return jobs.update(
         job_id,
-        status=DONE,
+        status=Status.DONE,
         progress=1.0,
         stage="done",
         files=sorted(outputs),
@@ -338,7 +337,7 @@ def store_outputs(
         windows_total=result.windows,
         seconds=round(result.seconds, 3),
         timings={
-            **(record.get("timings") or {}),
+            **(record.timings or {}),
             "predict": round(result.seconds, 3),
             "pngs": round(png_seconds, 3),
             "store": round(store_seconds, 3),

@@ -18,12 +18,12 @@ from typing import Any
 
 from roadseg import raster
 from roadseg.config import Settings
-from roadseg.documents import ROADS_FAILED, ROADS_PENDING, ROADS_READY
+from roadseg.documents import ROADS_FAILED, ROADS_PENDING, ROADS_READY, PredictionRecord, Status
 from roadseg.errors import InvalidInput, RoadsegError
 from roadseg.gateway.jobs import prediction_store
 from roadseg.inference.predict import plain_pixel_size
 from roadseg.inference.road_graph import road_graph_geojson
-from roadseg.jobs import DONE, JobStore
+from roadseg.jobs import JobStore
 from roadseg.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -33,14 +33,14 @@ log = logging.getLogger(__name__)
 _ROAD_LOCKS = [threading.Lock() for _ in range(16)]
 
 
-def has_road_network(record: dict[str, Any]) -> bool:
+def has_road_network(record: PredictionRecord) -> bool:
     """Whether a done prediction has, or can build, ``roads.geojson`` (records before ``roads`` list it as a file)."""
-    if "roads.geojson" in record.get("files", []):
+    if "roads.geojson" in record.files:
         return True
-    return record["status"] == DONE and record.get("roads") in (ROADS_PENDING, ROADS_FAILED)
+    return record.status == Status.DONE and record.roads in (ROADS_PENDING, ROADS_FAILED)
 
 
-def road_network(job_id: str, storage: Storage, settings: Settings) -> tuple[str, dict[str, Any]]:
+def road_network(job_id: str, storage: Storage, settings: Settings) -> tuple[str, PredictionRecord]:
     """(storage key of a done prediction's ``roads.geojson``, its record), vectorized from the mask on first use.
 
     Whoever comes first builds it (the worker right after the job, or a route or download asking
@@ -50,21 +50,21 @@ def road_network(job_id: str, storage: Storage, settings: Settings) -> tuple[str
     jobs = prediction_store(storage)
     key = jobs.key(job_id, "roads.geojson")
     record = jobs.get(job_id)
-    if "roads.geojson" in record.get("files", []):
+    if "roads.geojson" in record.files:
         return key, record
-    if record["status"] != DONE:
-        raise InvalidInput(f"prediction {job_id} is {record['status']}, not done")
+    if record.status != Status.DONE:
+        raise InvalidInput(f"prediction {job_id} is {record.status}, not done")
     if not has_road_network(record):
-        raise InvalidInput(f"prediction {job_id} has no road network ({record.get('roads_note')})")
-    info = record["info"]
-    if info["width"] * info["height"] > settings.graph_max_pixels:
+        raise InvalidInput(f"prediction {job_id} has no road network ({record.roads_note})")
+    info = record.info
+    if info.width * info.height > settings.graph_max_pixels:
         raise InvalidInput(
             f"the road network of prediction {job_id} (above {settings.graph_max_pixels} pixels) is built by the "
-            f"predict workers in shards: {record.get('roads_note') or 'not ready yet'}"
+            f"predict workers in shards: {record.roads_note or 'not ready yet'}"
         )
     with _ROAD_LOCKS[hash(job_id) % len(_ROAD_LOCKS)]:
         record = jobs.get(job_id)  # another thread may have built it meanwhile
-        if "roads.geojson" in record["files"]:
+        if "roads.geojson" in record.files:
             return key, record
         started = time.perf_counter()
         with failing_roads(jobs, job_id), raster.open_stored(storage, mask_key(jobs, record)) as ds:
@@ -72,26 +72,25 @@ def road_network(job_id: str, storage: Storage, settings: Settings) -> tuple[str
         return key, store_road_network(storage, job_id, roads, time.perf_counter() - started)
 
 
-def graph_pixel_size(record: dict[str, Any]) -> float | None:
+def graph_pixel_size(record: PredictionRecord) -> float | None:
     """The metres of a plain image's pixel for its road network: the caller's, or what ``auto`` chose."""
-    return plain_pixel_size(record.get("pixel_size_m"), record.get("resampling"))
+    return plain_pixel_size(record.pixel_size_m, record.resampling)
 
 
-def mask_key(jobs: JobStore, record: dict[str, Any]) -> str:
+def mask_key(jobs: JobStore[PredictionRecord], record: PredictionRecord) -> str:
     """Storage key of the mask a done prediction's road network is built from (a COG when georeferenced, else PNG).
 
     The centreline band of a two-output model: a band of one width follows each road's middle, where
     the surface mask's width varies with the road (and its skeleton with every wide junction).
     """
-    files = record["files"]
     for name in ("centerline.tif", "centerline.png", "mask.tif"):
-        if name in files:
-            return jobs.key(record["id"], name)
-    return jobs.key(record["id"], "mask.png")
+        if name in record.files:
+            return jobs.key(record.id, name)
+    return jobs.key(record.id, "mask.png")
 
 
 @contextlib.contextmanager
-def failing_roads(jobs: JobStore, job_id: str) -> Iterator[None]:
+def failing_roads(jobs: JobStore[PredictionRecord], job_id: str) -> Iterator[None]:
     """A failed road network is logged and recorded (``roads: failed`` with the reason), then re-raised."""
     try:
         yield
@@ -102,7 +101,7 @@ def failing_roads(jobs: JobStore, job_id: str) -> Iterator[None]:
         raise
 
 
-def store_road_network(storage: Storage, job_id: str, roads: dict[str, Any] | None, seconds: float) -> dict[str, Any]:
+def store_road_network(storage: Storage, job_id: str, roads: dict[str, Any] | None, seconds: float) -> PredictionRecord:
     """Write ``roads.geojson`` and record it as ready (with its build time); returns the record."""
     jobs = prediction_store(storage)
     if roads is None:
@@ -113,8 +112,8 @@ def store_road_network(storage: Storage, job_id: str, roads: dict[str, Any] | No
         job_id,
         roads=ROADS_READY,
         roads_note=None,
-        files=sorted({*record["files"], "roads.geojson"}),
-        timings={**(record.get("timings") or {}), "roads": round(seconds, 3)},
+        files=sorted({*record.files, "roads.geojson"}),
+        timings={**(record.timings or {}), "roads": round(seconds, 3)},
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from roadseg.documents import ImageInfo
 from roadseg.errors import InvalidInput
 from roadseg.geo import crs_to_pixels, pixels_to_crs, transform_points
 from roadseg.storage import Storage
@@ -20,14 +21,14 @@ from roadseg.storage import Storage
 LONLAT = "EPSG:4326"
 
 
-def to_pixels(points: list[tuple[float, float]], crs: str, info: dict[str, Any]) -> np.ndarray:
+def to_pixels(points: list[tuple[float, float]], crs: str, info: ImageInfo) -> np.ndarray:
     """Points as (column, row) pixel coordinates of the predicted image, checked to lie inside it."""
     pts = np.asarray(points, dtype=float)
     if crs == LONLAT:
-        if not info["georeferenced"]:
+        if not info.georeferenced or info.crs is None:
             raise InvalidInput("lon/lat points need a georeferenced image; send pixel coordinates (crs 'pixel')")
-        pts = crs_to_pixels(transform_points(pts, LONLAT, info["crs"]), info["transform"])
-    width, height = info["width"], info["height"]
+        pts = crs_to_pixels(transform_points(pts, LONLAT, info.crs), info.transform)
+    width, height = info.width, info.height
     for name, (x, y) in zip(("start", "end"), pts, strict=True):
         if not (0 <= x <= width and 0 <= y <= height):
             raise InvalidInput(f"{name} point ({x:.1f}, {y:.1f}) px is outside the image ({width} x {height} px)")
@@ -37,7 +38,7 @@ def to_pixels(points: list[tuple[float, float]], crs: str, info: dict[str, Any])
 def route_between(
     storage: Storage,
     roads_key: str,
-    info: dict[str, Any],
+    info: ImageInfo,
     start: tuple[float, float],
     end: tuple[float, float],
     crs: str,
@@ -52,11 +53,11 @@ def route_between(
 
     pixels = to_pixels([start, end], crs, info)
     graph = graph_from_geojson(json.loads(storage.read_text(roads_key)))
-    if info["georeferenced"]:
-        lonlat = transform_points(pixels_to_crs(pixels, info["transform"]), info["crs"], LONLAT)
+    if info.georeferenced and info.crs is not None:
+        lonlat = transform_points(pixels_to_crs(pixels, info.transform), info.crs, LONLAT)
         feature = shortest_route(graph, lonlat[0], lonlat[1], point_crs=LONLAT)
         path = np.asarray(feature["geometry"]["coordinates"], dtype=float)[:, :2]
-        pixel_path = crs_to_pixels(transform_points(path, LONLAT, info["crs"]), info["transform"])
+        pixel_path = crs_to_pixels(transform_points(path, LONLAT, info.crs), info.transform)
     else:
         feature = shortest_route(graph, pixels[0], pixels[1], point_crs="pixel")
         pixel_path = np.asarray(feature["geometry"]["coordinates"], dtype=float)[:, :2]

@@ -26,12 +26,12 @@ import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 from xml.sax.saxutils import escape
 
 from roadseg import raster
 from roadseg.config import Settings
-from roadseg.documents import ROADS_FAILED, ROADS_PENDING
+from roadseg.documents import ROADS_FAILED, ROADS_PENDING, PredictionRecord, ShardPlan, Status
+from roadseg.errors import InvalidInput
 from roadseg.gateway.jobs import (
     failing_job,
     open_input,
@@ -47,7 +47,6 @@ from roadseg.inference.predict import ModelWindows, RasterPrediction, centerline
 from roadseg.inference.predictor import Predictor
 from roadseg.inference.road_graph import graph_params, mask_georeference
 from roadseg.inference.windows import count_windows
-from roadseg.jobs import DONE, FAILED, RUNNING
 from roadseg.roadnet.graph import (
     GraphScale,
     RasterMask,
@@ -65,8 +64,14 @@ from roadseg.storage import Storage
 log = logging.getLogger(__name__)
 
 
-def _book(storage: Storage, record: dict[str, Any]) -> ShardBook:
-    return ShardBook(storage, prediction_store(storage).key(record["id"]), record["shards"]["count"])
+def _plan(record: PredictionRecord) -> ShardPlan:
+    if record.shards is None:
+        raise InvalidInput(f"prediction {record.id} is not planned into shards")
+    return record.shards
+
+
+def _book(storage: Storage, record: PredictionRecord) -> ShardBook:
+    return ShardBook(storage, prediction_store(storage).key(record.id), _plan(record).count)
 
 
 def _cut(ds, geometry: ModelWindows, per_shard: int) -> list[Span]:
@@ -86,22 +91,22 @@ def plan_job(job_id: str, storage: Storage, predictor: Predictor, settings: Sett
     """
     jobs = prediction_store(storage)
     record = jobs.get(job_id)
-    if record.get("shards") is None:
+    if record.shards is None:
         predictor.refresh()
         with failing_job(jobs, job_id), open_input(storage, record, settings) as ds:
-            rows = ModelWindows.of(ds, predictor, settings, record.get("pixel_size_m")).row_count(ds.height)
+            rows = ModelWindows.of(ds, predictor, settings, record.pixel_size_m).row_count(ds.height)
         if rows <= settings.shard_window_rows:
             return None
         per_shard = settings.shard_window_rows
         record = jobs.update(
             job_id,
-            status=RUNNING,
+            status=Status.RUNNING,
             stage="predicting",
             progress=0.0,
             shards={"count": len(spans(rows, per_shard)), "per_shard": per_shard},
         )
     pending = _book(storage, record).pending()
-    log.info("prediction %s: %d shards, %d to run", job_id, record["shards"]["count"], len(pending))
+    log.info("prediction %s: %d shards, %d to run", job_id, _plan(record).count, len(pending))
     return pending
 
 
@@ -113,14 +118,14 @@ def run_shard(job_id: str, index: int, storage: Storage, predictor: Predictor, s
     jobs = prediction_store(storage)
     record = jobs.get(job_id)
     book = _book(storage, record)
-    if (settled := book.settled(index, record["status"] == FAILED)) is not None:
+    if (settled := book.settled(index, record.status == Status.FAILED)) is not None:
         return settled
 
     predictor.refresh()
     with failing_job(jobs, job_id), tempfile.TemporaryDirectory(prefix="roadseg-shard-") as tmp:
         with open_input(storage, record, settings) as ds:
-            geometry = ModelWindows.of(ds, predictor, settings, record.get("pixel_size_m"))
-            cut = _cut(ds, geometry, record["shards"]["per_shard"])
+            geometry = ModelWindows.of(ds, predictor, settings, record.pixel_size_m)
+            cut = _cut(ds, geometry, _plan(record).per_shard)
             span = cut[index]
             sizes = [geometry.windows_of(ds, (s.start, s.stop)) for s in cut]
             progress = throttled(book, index, sizes, window_progress(jobs, job_id))
@@ -143,7 +148,7 @@ def run_shard(job_id: str, index: int, storage: Storage, predictor: Predictor, s
     )
 
 
-def finish_job(job_id: str, storage: Storage, predictor: Predictor, settings: Settings) -> dict[str, Any]:
+def finish_job(job_id: str, storage: Storage, predictor: Predictor, settings: Settings) -> PredictionRecord:
     """Join the shards' bands into the job's outputs and mark it done; returns the final record.
 
     Each layer is a VRT over the band files, which GDAL turns straight into the job's COG (or PNG): the
@@ -151,7 +156,7 @@ def finish_job(job_id: str, storage: Storage, predictor: Predictor, settings: Se
     """
     jobs = prediction_store(storage)
     record = jobs.get(job_id)
-    if record["status"] == DONE:
+    if record.status == Status.DONE:
         return record  # a re-delivered last shard: the bands were joined (and removed) already
     results = _book(storage, record).results()
     with (
@@ -162,7 +167,7 @@ def finish_job(job_id: str, storage: Storage, predictor: Predictor, settings: Se
         out = Path(tmp)
         with open_input(storage, record, settings) as ds:
             info = raster.scene_info(ds)
-            geometry = ModelWindows.of(ds, predictor, settings, record.get("pixel_size_m"))
+            geometry = ModelWindows.of(ds, predictor, settings, record.pixel_size_m)
             windows = count_windows(ds.height, ds.width, geometry.window, geometry.overlap)
             has_centerline = centerline_channel(predictor) is not None
             layers = available_layers(LAYERS if page_layers(record) else BASE_LAYERS, has_centerline)
@@ -221,7 +226,7 @@ def _roads_book(storage: Storage, job_id: str, count: int) -> ShardBook:
     return ShardBook(storage, prediction_store(storage).key(job_id, "roads"), count)
 
 
-def _graph_geometry(ds, settings: Settings, record: dict[str, Any]) -> tuple[GraphParams, GraphScale, int, int]:
+def _graph_geometry(ds, settings: Settings, record: PredictionRecord) -> tuple[GraphParams, GraphScale, int, int]:
     """Vectorization settings, georeferencing, windows per row of windows (one shard) and shards of an open mask."""
     params = graph_params(settings.graph_window, graph_pixel_size(record))
     transform, crs = mask_georeference(ds)
@@ -237,7 +242,7 @@ def plan_roads(job_id: str, storage: Storage, settings: Settings) -> list[int] |
     """
     jobs = prediction_store(storage)
     record = jobs.get(job_id)
-    if record.get("roads") not in (ROADS_PENDING, ROADS_FAILED):
+    if record.roads not in (ROADS_PENDING, ROADS_FAILED):
         return []  # built already, or nothing to build
     with raster.open_stored(storage, mask_key(jobs, record)) as ds:
         if ds.width * ds.height <= settings.graph_max_pixels:
@@ -261,7 +266,7 @@ def run_roads_shard(job_id: str, index: int, storage: Storage, settings: Setting
     return book.finish(index, {"pieces": [piece_to_json(piece) for piece in pieces]})
 
 
-def finish_roads(job_id: str, storage: Storage, settings: Settings) -> dict[str, Any]:
+def finish_roads(job_id: str, storage: Storage, settings: Settings) -> PredictionRecord:
     """Merge the traced rows (window order) into the road network, clean it once, store it; returns the record."""
     jobs = prediction_store(storage)
     record = jobs.get(job_id)

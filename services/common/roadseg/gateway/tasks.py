@@ -75,7 +75,7 @@ def predict(job_id: str) -> dict:
     except RoadsegError as exc:
         return {"id": job_id, "status": "failed", "error": str(exc)}
     _road_network(job_id, storage, settings)
-    return {"id": job_id, "status": record["status"]}
+    return {"id": job_id, "status": record.status}
 
 
 @app.task(name="roadseg.gateway.predict_shard")
@@ -89,7 +89,7 @@ def predict_shard(job_id: str, index: int) -> dict:
     except RoadsegError as exc:
         return {"id": job_id, "status": "failed", "error": str(exc)}
     _road_network(job_id, storage, settings)
-    return {"id": job_id, "status": record["status"]}
+    return {"id": job_id, "status": record.status}
 
 
 def _road_network(job_id: str, storage, settings) -> None:
@@ -114,4 +114,4 @@ def road_shard(job_id: str, index: int) -> dict:
         record = sharded.finish_roads(job_id, storage, settings)
     except RoadsegError as exc:
         return {"id": job_id, "roads": "failed", "error": str(exc)}
-    return {"id": job_id, "roads": record["roads"]}
+    return {"id": job_id, "roads": record.roads}

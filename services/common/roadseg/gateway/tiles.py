@@ -19,7 +19,7 @@ import io
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import rasterio
@@ -29,8 +29,8 @@ from rio_tiler.colormap import cmap
 from rio_tiler.io import Reader
 
 from roadseg import raster
+from roadseg.documents import PredictionRecord, SceneRecord, Status
 from roadseg.errors import InvalidInput, NotFound
-from roadseg.jobs import DONE
 from roadseg.storage import Storage
 
 TILE_SIZE = 256
@@ -69,7 +69,7 @@ class TileSource:
         return '"' + hashlib.sha256(text.encode()).hexdigest()[:32] + '"'
 
 
-def prediction_source(storage: Storage, record: dict[str, Any], layer: str) -> TileSource:
+def prediction_source(storage: Storage, record: PredictionRecord, layer: str) -> TileSource:
     """The raster behind ``layer`` of a finished, georeferenced prediction.
 
     ``centerline`` is the centreline mask of a two-output model and the surface mask otherwise (the
@@ -78,19 +78,19 @@ def prediction_source(storage: Storage, record: dict[str, Any], layer: str) -> T
     """
     if layer not in PREDICTION_LAYERS:
         raise NotFound(f"no tile layer {layer!r}: one of {', '.join(PREDICTION_LAYERS)}")
-    if record["status"] != DONE:
-        raise NotFound(f"prediction {record['id']} is {record['status']}: its tiles exist once it is done")
-    if not record["info"]["georeferenced"]:
-        raise InvalidInput(f"prediction {record['id']} is of a plain image: only georeferenced ones are on the map")
-    version = f"{record['updated']}"
-    base = f"predictions/{record['id']}"
-    files = set(record.get("files", []))
+    if record.status != Status.DONE:
+        raise NotFound(f"prediction {record.id} is {record.status}: its tiles exist once it is done")
+    if not record.info.georeferenced:
+        raise InvalidInput(f"prediction {record.id} is of a plain image: only georeferenced ones are on the map")
+    version = f"{record.updated}"
+    base = f"predictions/{record.id}"
+    files = set(record.files)
     if layer == "image":
-        if record.get("scene_id"):
+        if record.scene_id:
             from roadseg.ingest.scenes import scene_store
 
-            return scene_source(storage, scene_store(storage).get(record["scene_id"]))
-        return TileSource(storage, f"{base}/input/{record['input_name']}", "image", version)
+            return scene_source(storage, scene_store(storage).get(record.scene_id))
+        return TileSource(storage, f"{base}/input/{record.input_name}", "image", version)
     if layer == "probability":
         return TileSource(storage, f"{base}/probability.tif", "probability", version)
     if layer == "centerline" and "centerline.tif" in files:
@@ -98,18 +98,18 @@ def prediction_source(storage: Storage, record: dict[str, Any], layer: str) -> T
     return TileSource(storage, f"{base}/mask.tif", "mask", version)
 
 
-def scene_source(storage: Storage, record: dict[str, Any]) -> TileSource:
+def scene_source(storage: Storage, record: SceneRecord) -> TileSource:
     """The source image of an ingested scene (an upload, a URI read in place or a VRT mosaic).
 
     It is stretched to 8 bits with the scene's own stretch once it has one, as its tiles for the model are.
     """
     from roadseg.ingest.scenes import source_of
 
-    if not record.get("georeferenced"):
-        raise InvalidInput(f"scene {record['id']} is not georeferenced: it has no map tiles")
+    if not record.georeferenced:
+        raise InvalidInput(f"scene {record.id} is not georeferenced: it has no map tiles")
     source, key, _ = source_of(storage, record)
-    stretch = raster.Stretch.from_dict(record["stretch"]) if record.get("stretch") else None
-    return TileSource(source, key, "image", f"{record['updated']}", bool(record.get("mosaic_files")), stretch)
+    stretch = raster.Stretch.from_dict(record.stretch) if record.stretch else None
+    return TileSource(source, key, "image", f"{record.updated}", bool(record.mosaic_files), stretch)
 
 
 @contextlib.contextmanager

@@ -137,11 +137,11 @@ def run_scene_command(args: argparse.Namespace, scene: str) -> int:
     scene_id = scene_id_for_uri(uri, source.size(key), params)
     record = register_scene(storage, scene_id, source, key, params, source_url=uri, filename=key)
     print(
-        f"scene {scene_id}: {record['width']} x {record['height']} px, {record['bands']} band(s) {record['dtype']}, "
-        f"crs {record['crs'] or 'none (pixel space)'}",
+        f"scene {scene_id}: {record.width} x {record.height} px, {record.bands} band(s) {record.dtype}, "
+        f"crs {record.crs or 'none (pixel space)'}",
         file=sys.stderr,
     )
-    with tqdm(total=record["progress"]["total"], unit="tile", desc="tiling", file=sys.stderr) as bar:
+    with tqdm(total=record.progress.total, unit="tile", desc="tiling", file=sys.stderr) as bar:
         manifest = run_scene(storage, scene_id, echo=lambda done, total: bar.update(done - bar.n))
     summary = {
         "scene_id": scene_id,

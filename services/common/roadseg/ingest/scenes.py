@@ -21,8 +21,8 @@ from typing import Any
 import rasterio
 from rasterio.io import DatasetReader
 
-from roadseg.documents import SceneRecord
-from roadseg.errors import RoadsegError
+from roadseg.documents import SceneRecord, Status
+from roadseg.errors import InvalidInput, RoadsegError
 from roadseg.ingest.tiling import (
     GDAL_CACHE_MB,
     Progress,
@@ -32,7 +32,7 @@ from roadseg.ingest.tiling import (
     tile_cells,
     tile_grid,
 )
-from roadseg.jobs import DONE, FAILED, JobStore
+from roadseg.jobs import JobStore
 from roadseg.mosaic import gcs_gdal_options
 from roadseg.raster import Stretch, compute_stretch, open_stored, scene_info, trusted_mosaics
 from roadseg.shards import TileJob, tile_plan
@@ -47,7 +47,7 @@ KIND = "scenes"
 _KNOWN_SUFFIXES = {".tif", ".tiff", ".jp2", ".j2k", ".png", ".jpg", ".jpeg"}
 
 
-def scene_store(storage: Storage) -> JobStore:
+def scene_store(storage: Storage) -> JobStore[SceneRecord]:
     """The status records of scenes, kept at ``scenes/<id>/status.json`` beside the tiles."""
     return JobStore(storage, KIND, SceneRecord)
 
@@ -69,12 +69,21 @@ def upload_key(scene_id: str, filename: str) -> str:
     return f"scenes/{scene_id}/source{suffix if suffix in _KNOWN_SUFFIXES else ''}"
 
 
-def source_of(storage: Storage, record: dict[str, Any]) -> tuple[Storage, str, str]:
+def source_of(storage: Storage, record: SceneRecord) -> tuple[Storage, str, str]:
     """(storage, key, reference) of a scene's source: an upload in ``storage`` or an external URI."""
-    if record.get("source_url"):
-        source, key = split_url(record["source_url"])
-        return source, key, record["source_url"]
-    return storage, record["source_key"], record["source_key"]
+    if record.source_url:
+        source, key = split_url(record.source_url)
+        return source, key, record.source_url
+    if record.source_key is None:
+        raise InvalidInput(f"scene {record.id} has neither a source_key nor a source_url")
+    return storage, record.source_key, record.source_key
+
+
+def stretch_of(record: SceneRecord) -> Stretch:
+    """The stretch the scene's planner fixed for all its shards."""
+    if record.stretch is None:
+        raise InvalidInput(f"scene {record.id} has no stretch yet (it was not planned)")
+    return Stretch.from_dict(record.stretch)
 
 
 @contextlib.contextmanager
@@ -95,7 +104,7 @@ def open_scene_source(source: Storage, key: str, mosaic: bool = False) -> Iterat
 
 def register_scene(
     storage: Storage, scene_id: str, source: Storage, key: str, params: TileParams, **fields: object
-) -> dict[str, Any]:
+) -> SceneRecord:
     """Validate the source from its header and create (or reset) the scene's status record.
 
     Raises :class:`~roadseg.errors.InvalidInput` / :class:`~roadseg.errors.TooLarge` before
@@ -118,18 +127,19 @@ def register_scene(
     )
 
 
-def params_of(record: dict[str, Any]) -> TileParams:
+def params_of(record: SceneRecord) -> TileParams:
     """The tiling parameters recorded at registration, so every run cuts the scene the same way."""
-    return TileParams(record["tile_size"], record["overlap"], tuple(record["percentiles"]))
+    low, high = record.percentiles
+    return TileParams(record.tile_size, record.overlap, (low, high))
 
 
-def needs_run(record: dict[str, Any]) -> bool:
+def needs_run(record: SceneRecord) -> bool:
     """Whether a re-submitted scene is queued again: only after a failure.
 
     Queued and running scenes are already on their way (a killed worker's task is re-delivered
     by the broker), and done ones are complete.
     """
-    return record["status"] == FAILED
+    return record.status == Status.FAILED
 
 
 def run_scene(
@@ -154,12 +164,12 @@ def plan_scene(storage: Storage, scene_id: str, shard_tiles: int | None = None) 
     jobs = scene_store(storage)
     job = TileJob(jobs, scene_id)
     record = job.start()
-    if record.get("stretch") is None or record.get("shards") is None:
+    if record.stretch is None or record.shards is None:
         source, key, _ = source_of(storage, record)
         params = params_of(record)
-        with job.failing(RoadsegError), open_scene_source(source, key, bool(record.get("mosaic_files"))) as ds:
+        with job.failing(RoadsegError), open_scene_source(source, key, bool(record.mosaic_files)) as ds:
             stretch = compute_stretch(ds, params.percentiles)
-        shards = tile_plan(record["progress"]["total"], shard_tiles)
+        shards = tile_plan(record.progress.total, shard_tiles)
         record = jobs.update(scene_id, stretch=stretch.to_dict(), shards=shards)
     cut, pending = job.pending(record)
     log.info("scene %s: %d shards of %d tiles, %d to run", scene_id, len(cut), cut[0].size, len(pending))
@@ -180,9 +190,9 @@ def run_shard(storage: Storage, scene_id: str, index: int, echo: Progress | None
     source, key, _ = source_of(storage, record)
     params = params_of(record)
 
-    with job.failing(RoadsegError), open_scene_source(source, key, bool(record.get("mosaic_files"))) as ds:
+    with job.failing(RoadsegError), open_scene_source(source, key, bool(record.mosaic_files)) as ds:
         cells = tile_grid(ds.width, ds.height, params.tile_size, params.overlap)[span.start : span.stop]
-        stretch = Stretch.from_dict(record["stretch"])
+        stretch = stretch_of(record)
         tiles, skipped = tile_cells(storage, scene_id, ds, cells, stretch, params, shard.progress)
     return shard.finish({"tiles": tiles, "skipped_empty": skipped})
 
@@ -195,13 +205,13 @@ def finish_scene(storage: Storage, scene_id: str) -> dict[str, Any]:
     tiles = [tile for result in results for tile in result["tiles"]]
     skipped = sum(result["skipped_empty"] for result in results)
     _, _, reference = source_of(storage, record)
-    stretch = Stretch.from_dict(record["stretch"])
+    stretch = stretch_of(record)
     manifest = scene_manifest(scene_id, reference, record, params_of(record), stretch, tiles, skipped)
     storage.write_text(manifest_key(scene_id), json.dumps(manifest, indent=1))
-    total = record["progress"]["total"]
+    total = record.progress.total
     jobs.update(
         scene_id,
-        status=DONE,
+        status=Status.DONE,
         progress={"done": total, "total": total},
         tile_count=len(tiles),
         skipped_empty=skipped,

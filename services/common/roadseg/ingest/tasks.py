@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 from celery import Task, group
 
 from roadseg.celery_app import app
+from roadseg.documents import Status
 from roadseg.errors import RoadsegError
-from roadseg.jobs import FAILED, QUEUED
 from roadseg.storage import get_storage
 
 if TYPE_CHECKING:
@@ -31,13 +31,13 @@ class SceneTask(Task):
         self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any], einfo: ExceptionInfo
     ) -> None:
         """Show the scene as queued again, with the transient error, while Celery waits to retry it."""
-        _record(args[0], status=QUEUED, error=f"retrying after a transient error: {type(exc).__name__}: {exc}")
+        _record(args[0], status=Status.QUEUED, error=f"retrying after a transient error: {type(exc).__name__}: {exc}")
 
     def on_failure(
         self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any], einfo: ExceptionInfo
     ) -> None:
         """Record the scene as failed once Celery gives up (retries exhausted or an error not retried)."""
-        _record(args[0], status=FAILED, error=f"tiling failed: {type(exc).__name__}: {exc}")
+        _record(args[0], status=Status.FAILED, error=f"tiling failed: {type(exc).__name__}: {exc}")
 
 
 def _record(scene_id: str, **fields: object) -> None:
@@ -74,7 +74,7 @@ def tile_scene(self: SceneTask, scene_id: str) -> dict:
         pending = plan_scene(storage, scene_id, get_settings().shard_tiles)
     except RoadsegError as exc:  # already recorded as failed by plan_scene; retrying cannot help
         log.warning("scene %s rejected: %s", scene_id, exc)
-        return {"scene_id": scene_id, "status": FAILED, "error": str(exc)}
+        return {"scene_id": scene_id, "status": Status.FAILED, "error": str(exc)}
     if not pending:  # a re-delivered plan after every shard finished
         finish_scene(storage, scene_id)
         return {"scene_id": scene_id, "shards": 0}
@@ -94,5 +94,5 @@ def tile_shard(self: SceneTask, scene_id: str, index: int) -> dict:
         manifest = finish_scene(storage, scene_id)
     except RoadsegError as exc:  # recorded as failed by run_shard; retrying cannot help
         log.warning("scene %s rejected: %s", scene_id, exc)
-        return {"scene_id": scene_id, "status": FAILED, "error": str(exc)}
+        return {"scene_id": scene_id, "status": Status.FAILED, "error": str(exc)}
     return {"scene_id": scene_id, "tiles": len(manifest["tiles"]), "skipped_empty": manifest["skipped_empty"]}

@@ -26,7 +26,7 @@ from rasterio.windows import Window
 from rasterio.windows import bounds as window_bounds
 
 from roadseg.config import Settings
-from roadseg.documents import SceneManifest
+from roadseg.documents import ImageInfo, SceneManifest
 from roadseg.errors import InvalidInput
 from roadseg.raster import (
     Stretch,
@@ -186,7 +186,9 @@ def tile_scene(
         cells = tile_grid(ds.width, ds.height, params.tile_size, params.overlap)
         tiles, skipped = tile_cells(storage, scene_id, ds, cells, stretch, params, progress)
         info = scene_info(ds)
-    manifest = scene_manifest(scene_id, source_ref or source_key, info, params, stretch, tiles, skipped)
+    manifest = scene_manifest(
+        scene_id, source_ref or source_key, ImageInfo.model_validate(info), params, stretch, tiles, skipped
+    )
     storage.write_text(manifest_key(scene_id), json.dumps(manifest, indent=1))
     return manifest
 
@@ -230,7 +232,7 @@ def tile_cells(
 def scene_manifest(
     scene_id: str,
     source_ref: str,
-    info: dict,
+    info: ImageInfo,
     params: TileParams,
     stretch: Stretch,
     tiles: list[dict],
@@ -240,13 +242,13 @@ def scene_manifest(
     manifest = {
         "scene_id": scene_id,
         "source_key": source_ref,
-        "georeferenced": info["georeferenced"],
-        "crs": info["crs"],
-        "transform": info["transform"],
-        "width": info["width"],
-        "height": info["height"],
-        "bands": info["bands"],
-        "dtype": info["dtype"],
+        "georeferenced": info.georeferenced,
+        "crs": info.crs,
+        "transform": info.transform,
+        "width": info.width,
+        "height": info.height,
+        "bands": info.bands,
+        "dtype": info.dtype,
         "tile_size": params.tile_size,
         "overlap": params.overlap,
         "stretch": stretch.to_dict(),

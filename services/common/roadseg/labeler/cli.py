@@ -126,9 +126,9 @@ def _label(args: argparse.Namespace) -> int:
     from roadseg.storage import get_storage
 
     storage = get_storage()
-    record = runs.prepare_run(storage, args.scene, args.vectors, options, args.edge_vectors, args.run_id)
-    run_id = record["id"]
-    print(f"label run {run_id} (scene {record['scene_id']}, {record['progress']['total']} tiles)")
+    run = runs.prepare_run(storage, args.scene, args.vectors, options, args.edge_vectors, args.run_id)
+    run_id = run.id
+    print(f"label run {run_id} (scene {run.scene_id}, {run.progress.total} tiles)")
     if not args.queue:
         bar = _Bar("labeling", "tile")
         try:
@@ -145,22 +145,22 @@ def _label(args: argparse.Namespace) -> int:
 
 
 def _wait(storage: Storage, run_id: str) -> int:
-    from roadseg.jobs import DONE, FAILED
+    from roadseg.documents import Status
     from roadseg.labeler.run import run_store
 
     jobs, bar = run_store(storage), _Bar("labeling (worker)", "tile")
     try:
         while True:
             record = jobs.get(run_id)
-            if record.get("progress", {}).get("total"):
-                bar(record["progress"]["done"], record["progress"]["total"])
-            if record["status"] in (DONE, FAILED):
+            if record.progress.total:
+                bar(record.progress.done, record.progress.total)
+            if record.status in (Status.DONE, Status.FAILED):
                 break
             time.sleep(1.0)
     finally:
         bar.close()
-    if record["status"] == FAILED:
-        print(f"run {run_id} failed: {record['error']}", file=sys.stderr)
+    if record.status == Status.FAILED:
+        print(f"run {run_id} failed: {record.error}", file=sys.stderr)
         return 1
     from roadseg.labeler.run import read_manifest
 

@@ -39,10 +39,10 @@ from pyproj import CRS
 from rasterio.io import DatasetReader, MemoryFile
 from rasterio.windows import Window
 
-from roadseg.documents import LabelRunManifest, LabelRunRecord, SceneManifest
+from roadseg.documents import LabelRunManifest, LabelRunRecord, SceneManifest, Status
 from roadseg.errors import InvalidInput, NotFound
 from roadseg.geotiff import mask_geotiff
-from roadseg.jobs import DONE, JobStore
+from roadseg.jobs import JobStore
 from roadseg.labeler import MODES, quality
 from roadseg.labeler.edges import edge_road_polygons
 from roadseg.labeler.rasterize import TileGrid, burn, centerline_shapes, expand_bounds
@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 KIND = "labels"
 
 
-def run_store(storage: Storage) -> JobStore:
+def run_store(storage: Storage) -> JobStore[LabelRunRecord]:
     """The status records of label runs, kept at ``labels/<id>/status.json`` beside the masks."""
     return JobStore(storage, KIND, LabelRunRecord)
 
@@ -389,7 +389,7 @@ def prepare_run(
     options: LabelOptions,
     edge_vectors: str | Path | None = None,
     run_id: str | None = None,
-) -> dict:
+) -> LabelRunRecord:
     """Validate the inputs, copy the vectors into storage and create (or reuse) the run record.
 
     Vector problems (missing layer, no CRS, unreadable) are raised here, before any work is queued.
@@ -408,7 +408,7 @@ def prepare_run(
     jobs = run_store(storage)
     with contextlib.suppress(NotFound):
         record = jobs.get(run_id)
-        log.info("run %s exists (%s); finished tiles will be reused", run_id, record["status"])
+        log.info("run %s exists (%s); finished tiles will be reused", run_id, record.status)
         return record
     fields = {
         "scene_id": scene["scene_id"],
@@ -435,20 +435,25 @@ def label_run(storage: Storage, run_id: str, progress: Progress | None = None, s
     return finish_label_run(storage, run_id)
 
 
-def _scene_of(storage: Storage, record: dict) -> tuple[Storage, dict]:
-    scene_storage = storage_from_url(record["scene_storage"]) if record.get("scene_storage") else storage
-    return resolve_scene(record["scene_id"], scene_storage)
+def _scene_of(storage: Storage, record: LabelRunRecord) -> tuple[Storage, dict]:
+    scene_storage = storage_from_url(record.scene_storage) if record.scene_storage else storage
+    return resolve_scene(record.scene_id, scene_storage)
+
+
+def _reach_m(record: LabelRunRecord) -> float:
+    """The widest road's reach, fixed by the run's planner for all its shards."""
+    if record.reach_m is None:
+        raise InvalidInput(f"label run {record.id} has no road reach yet (it was not planned)")
+    return record.reach_m
 
 
 @contextlib.contextmanager
-def _vector_paths(storage: Storage, record: dict) -> Iterator[tuple[Path, Path | None]]:
+def _vector_paths(storage: Storage, record: LabelRunRecord) -> Iterator[tuple[Path, Path | None]]:
     """Local paths of the run's road (and edge) vector files, downloaded from GCS when needed."""
     with contextlib.ExitStack() as stack:
-        roads = stack.enter_context(local_vectors(storage, record["vectors_key"]))
+        roads = stack.enter_context(local_vectors(storage, record.vectors_key))
         edges = (
-            stack.enter_context(local_vectors(storage, record["edge_vectors_key"]))
-            if record.get("edge_vectors_key")
-            else None
+            stack.enter_context(local_vectors(storage, record.edge_vectors_key)) if record.edge_vectors_key else None
         )
         yield roads, edges
 
@@ -462,10 +467,10 @@ def plan_label_run(storage: Storage, run_id: str, shard_tiles: int | None = None
     jobs = run_store(storage)
     job = TileJob(jobs, run_id)
     record = job.start(started=time.time())
-    if record.get("shards") is None:
+    if record.shards is None:
         with job.failing():
             _, scene = _scene_of(storage, record)
-            options = LabelOptions.from_dict(record["options"])
+            options = LabelOptions.from_dict(record.options)
             with _vector_paths(storage, record) as (roads_path, edges_path):
                 labeler, report = open_sources(options, roads_path, edges_path, scene_bounds(scene), scene["crs"])
         total = len(scene["tiles"])
@@ -480,10 +485,10 @@ def plan_label_run(storage: Storage, run_id: str, shard_tiles: int | None = None
     log.info(
         "run %s: %d tiles in %d shards (%d to run), %d road features in the scene",
         run_id,
-        record["progress"]["total"],
+        record.progress.total,
         len(cut),
         len(pending),
-        record["vectors"]["roads"]["kept"],
+        (record.vectors or {}).get("roads", {}).get("kept"),
     )
     return pending
 
@@ -502,11 +507,12 @@ def label_shard(storage: Storage, run_id: str, index: int, progress: Progress | 
     with job.failing():
         scene_storage, scene = _scene_of(storage, record)
         tiles = scene["tiles"][span.start : span.stop]
-        options = LabelOptions.from_dict(record["options"])
+        options = LabelOptions.from_dict(record.options)
         crs = scene["crs"]
-        bounds = expand_bounds(scene_bounds({"tiles": tiles}), 2 * record["reach_m"] + 1.0, crs)
+        reach_m = _reach_m(record)
+        bounds = expand_bounds(scene_bounds({"tiles": tiles}), 2 * reach_m + 1.0, crs)
         with _vector_paths(storage, record) as (roads_path, edges_path):
-            labeler, _ = open_sources(options, roads_path, edges_path, bounds, crs, record["reach_m"])
+            labeler, _ = open_sources(options, roads_path, edges_path, bounds, crs, reach_m)
         done_keys = set(storage.list(f"{KIND}/{run_id}/tiles"))
         entries = []
         with rasterio.Env():  # one GDAL environment for the loop, not one per read, rasterize and encode
@@ -530,7 +536,7 @@ def finish_label_run(storage: Storage, run_id: str) -> dict:
     with job.failing():
         _, scene = _scene_of(storage, record)
         entries = [entry for result in job.results(record) for entry in result["tiles"]]
-        options = LabelOptions.from_dict(record["options"])
+        options = LabelOptions.from_dict(record.options)
         flagged = [e for e in entries if e["flags"]]
         counts = {"tiles": len(entries), "flagged": len(flagged)}
         for reason in quality.REASONS:
@@ -538,14 +544,14 @@ def finish_label_run(storage: Storage, run_id: str) -> dict:
         manifest = {
             "run_id": run_id,
             "scene_id": scene["scene_id"],
-            "scene_storage": record.get("scene_storage"),
+            "scene_storage": record.scene_storage,
             "crs": scene["crs"],
             "tile_size": scene["tile_size"],
             "overlap": scene.get("overlap", 0),
             "mode": options.mode,
             "options": options.to_dict(),
             "ignore_value": options.ignore_value,
-            "vectors": record["vectors"],
+            "vectors": record.vectors,
             "counts": counts,
             "reasons": quality.REASONS,
             "tiles": entries,
@@ -555,7 +561,7 @@ def finish_label_run(storage: Storage, run_id: str) -> dict:
         storage.write_text(manifest_key(run_id), json.dumps(manifest, indent=1))
     jobs.update(
         run_id,
-        status=DONE,
+        status=Status.DONE,
         manifest_key=manifest_key(run_id),
         counts=counts,
         progress={"done": counts["tiles"], "total": counts["tiles"]},

@@ -87,6 +87,7 @@ def _compare(source: str, args: argparse.Namespace) -> int:
 
     from roadseg import raster
     from roadseg.config import get_settings
+    from roadseg.documents import ImageInfo
     from roadseg.errors import InvalidInput
     from roadseg.inference.predictor import make_predictor
     from roadseg.missing.compare import centreline_probabilities, centreline_threshold
@@ -100,7 +101,7 @@ def _compare(source: str, args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with _open_source(source, storage, settings) as (ds, where):
-        info = raster.scene_info(ds)
+        info = ImageInfo.model_validate(raster.scene_info(ds))
         record = prepare_job(  # vectors first: a bad file fails before the model loads
             storage,
             settings,
@@ -117,22 +118,22 @@ def _compare(source: str, args: argparse.Namespace) -> int:
         predictor = make_predictor(settings, args.model)
         override = args.threshold if args.threshold is not None else settings.threshold
         threshold = centreline_threshold(predictor, override)
-        print(f"job {record['id']}: predicting with {predictor.name} v{predictor.version}", file=sys.stderr)
+        print(f"job {record.id}: predicting with {predictor.name} v{predictor.version}", file=sys.stderr)
         with tempfile.TemporaryDirectory(prefix=".missing-", dir=out) as tmp:
             probabilities = centreline_probabilities(ds, predictor, settings, Path(tmp), args.tta)
             with rasterio.open(probabilities) as prob:
-                record = run_comparison(storage, record["id"], prob, settings, threshold, predictor.describe())
+                record = run_comparison(storage, record.id, prob, settings, threshold, predictor.describe())
             stem = Path(source).stem
             jobs = missing_store(storage)
             for kind in ("missing", "unsupported"):
                 part = Path(tmp) / f"{kind}.geojson"
-                storage.download(jobs.key(record["id"], f"{kind}.geojson"), part)
+                storage.download(jobs.key(record.id, f"{kind}.geojson"), part)
                 os.replace(part, out / f"{stem}.{kind}.geojson")  # each output appears whole
-    counts = record["counts"]
+    counts = record.counts or {}
     print(
-        f"{source}: {counts['missing']} candidate missing roads, {counts['unsupported']} unsupported "
-        f"(tolerance {record['tolerance_m']} m) -> {out / (stem + '.missing.geojson')}, "
-        f"{out / (stem + '.unsupported.geojson')}; review: {settings.labeler_url}/missing/{record['id']}"
+        f"{source}: {counts.get('missing', 0)} candidate missing roads, {counts.get('unsupported', 0)} unsupported "
+        f"(tolerance {record.tolerance_m} m) -> {out / (stem + '.missing.geojson')}, "
+        f"{out / (stem + '.unsupported.geojson')}; review: {settings.labeler_url}/missing/{record.id}"
     )
     return 0
 
@@ -153,7 +154,7 @@ def _open_source(source: str, storage, settings):
 
         scene = scene_store(storage).get(source)
         src, key, _ = source_of(storage, scene)
-        with open_scene_source(src, key, bool(scene.get("mosaic_files"))) as ds:
+        with open_scene_source(src, key, bool(scene.mosaic_files)) as ds:
             yield ds, {"scene_id": source}
 
     return opened()
@@ -175,13 +176,13 @@ def _export(job_ids: list[str], args: argparse.Namespace) -> int:
         "accepted.geojson": json.dumps(candidates_geojson(accepted, record, tags=True)).encode(),
         "rejected.geojson": json.dumps(candidates_geojson(rejected, record, tags=True)).encode(),
     }
-    if record["info"]["georeferenced"]:
+    if record.info.georeferenced:
         files["accepted.osc"] = osm_change(accepted, record)
     for name, body in files.items():
         (out / f".{name}.part").write_bytes(body)
-        os.replace(out / f".{name}.part", out / f"{record['id']}.{name}")
-    note = "" if record["info"]["georeferenced"] else " (plain image: pixel coordinates, no .osc)"
-    print(f"job {record['id']}: {len(accepted)} accepted, {len(rejected)} rejected -> {out}{note}")
+        os.replace(out / f".{name}.part", out / f"{record.id}.{name}")
+    note = "" if record.info.georeferenced else " (plain image: pixel coordinates, no .osc)"
+    print(f"job {record.id}: {len(accepted)} accepted, {len(rejected)} rejected -> {out}{note}")
     return 0
 
 

@@ -27,6 +27,7 @@ from shapely.geometry.base import BaseGeometry
 
 from roadseg import raster
 from roadseg.config import Settings
+from roadseg.documents import Status
 from roadseg.errors import InvalidInput
 from roadseg.labeler.widths import DEFAULT_WIDTH_M
 from roadseg.mask_values import BACKGROUND, IGNORE, ROAD
@@ -34,7 +35,7 @@ from roadseg.missing.compare import band_width_m
 from roadseg.missing.export import decided
 from roadseg.missing.frame import Frame
 from roadseg.missing.jobs import open_image
-from roadseg.missing.records import Candidate, missing_store
+from roadseg.missing.records import Candidate, MissingRecord, missing_store
 from roadseg.missing.run import frame_of
 from roadseg.storage import Storage, storage_from_url
 
@@ -53,12 +54,12 @@ def export_dataset(
     sizes = set()
     for job_id in job_ids:
         record = jobs.get(job_id)
-        if record["status"] != "done":
-            raise InvalidInput(f"missing-roads job {job_id} is {record['status']}, not done")
+        if record.status != Status.DONE:
+            raise InvalidInput(f"missing-roads job {job_id} is {record.status}, not done")
         accepted, rejected = decided(storage, record, "accept"), decided(storage, record, "reject")
         counts["accepted"] += len(accepted)
         counts["rejected"] += len(rejected)
-        sizes.add(round(record["pixel_size_m"], 3))
+        sizes.add(round(record.pixel_size_m, 3))
         tiles += _write_job(storage, out, record, accepted, rejected, settings, tile_px)
     if len(sizes) > 1:
         raise InvalidInput(f"the jobs have different pixel sizes ({sorted(sizes)} m): export them as separate datasets")
@@ -81,7 +82,7 @@ def export_dataset(
 def _write_job(
     storage: Storage,
     out: Storage,
-    record: dict[str, Any],
+    record: MissingRecord,
     accepted: list[Candidate],
     rejected: list[Candidate],
     settings: Settings,
@@ -108,7 +109,7 @@ def _write_job(
                 surface_mask = _burn(shape, col, row, background, surface)
                 band_mask[~valid] = IGNORE
                 surface_mask[~valid] = IGNORE
-                stem = f"{record['id']}_r{row:06d}_c{col:06d}"
+                stem = f"{record.id}_r{row:06d}_c{col:06d}"
                 out.write_bytes(f"{SPLIT}/images/{stem}.png", _png(rgb))
                 out.write_bytes(f"{SPLIT}/masks/{stem}.png", _png(band_mask))
                 out.write_bytes(f"{SPLIT}/surface_masks/{stem}.png", _png(surface_mask))

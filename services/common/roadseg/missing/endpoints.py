@@ -17,9 +17,9 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from roadseg.auth import CallerDep, Role, require
+from roadseg.documents import Status
 from roadseg.errors import InvalidInput, NotFound
 from roadseg.http_api import SettingsDep, StorageDep
-from roadseg.jobs import DONE
 from roadseg.missing.records import (
     CANDIDATE_KINDS,
     MISSING,
@@ -114,10 +114,10 @@ def _options(text: str) -> dict[str, Any]:
         raise InvalidInput(f"options: {problems}") from exc
 
 
-def _done(storage: Storage, job_id: str) -> dict[str, Any]:
+def _done(storage: Storage, job_id: str) -> MissingRecord:
     record = missing_store(storage).get(job_id)
-    if record["status"] != DONE:
-        raise InvalidInput(f"missing-roads job {job_id} is {record['status']} ({record['stage']}), not done")
+    if record.status != Status.DONE:
+        raise InvalidInput(f"missing-roads job {job_id} is {record.status} ({record.stage}), not done")
     return record
 
 
@@ -137,7 +137,7 @@ def start_job(
     options: Annotated[
         str, Form(description="JSON: tolerance_m, min_length_m, layer, assume_crs, pixel_size_m (plain images), tta")
     ] = "{}",
-) -> dict[str, Any]:
+) -> MissingRecord:
     """Check the image and vectors, then queue the prediction (predict workers) and the comparison (label workers)."""
     from roadseg.missing.jobs import stored_vectors, submit
 
@@ -158,17 +158,17 @@ def start_job(
 
 
 @api.get("", response_model=list[MissingRecord])
-def list_jobs(storage: StorageDep) -> list[dict[str, Any]]:
+def list_jobs(storage: StorageDep) -> list[MissingRecord]:
     """Every missing-roads job, newest first."""
     return missing_store(storage).list()
 
 
 @api.get("/{job_id}", response_model=JobStatus)
-def get_job(job_id: str, storage: StorageDep) -> dict[str, Any]:
+def get_job(job_id: str, storage: StorageDep) -> JobStatus:
     """A job's record (status, stage, counts) and its review progress once done."""
     record = missing_store(storage).get(job_id)
-    progress = review_progress(storage, record) if record["status"] == DONE else None
-    return {"job": record, "progress": progress}
+    progress = review_progress(storage, record) if record.status == Status.DONE else None
+    return JobStatus(job=record, progress=progress)
 
 
 @api.get("/{job_id}/candidates", response_model=CandidateList)
@@ -266,7 +266,7 @@ def review_page(
     """One page of missing-road candidates, best first, with chips, keys and the review's progress."""
     record = missing_store(storage).get(job_id)
     context: dict[str, Any] = {"job": record, "can_decide": identity.role >= Role.labeler, "page": page}
-    if record["status"] == DONE:
+    if record.status == Status.DONE:
         candidates = read_page(storage, record, MISSING, page)
         rule = bulk_rule(storage, job_id)
         explicit = _page_decisions(storage, job_id, candidates)

@@ -17,6 +17,7 @@ from roadseg.missing.frame import WGS84
 from roadseg.missing.records import (
     MISSING,
     Candidate,
+    MissingRecord,
     all_candidates,
     bulk_rule,
     decision_kinds,
@@ -28,19 +29,19 @@ from roadseg.storage import Storage
 PLACEHOLDER_TAGS = {"highway": "road"}
 
 
-def model_label(record: dict[str, Any]) -> str:
+def model_label(record: MissingRecord) -> str:
     """``roadseg <model> v<version>``: the ``source`` tag of exported roads."""
-    model = record.get("model") or {}
+    model = record.model or {}
     return f"roadseg {model.get('model_name') or 'roads'} v{model.get('model_version') or '?'}"
 
 
-def candidates_geojson(candidates: Iterable[Candidate], record: dict[str, Any], tags: bool = False) -> dict[str, Any]:
+def candidates_geojson(candidates: Iterable[Candidate], record: MissingRecord, tags: bool = False) -> dict[str, Any]:
     """A FeatureCollection of candidates: EPSG:4326 lines (RFC 7946), or pixel lines for a plain image.
 
     Each feature also keeps the line in the scene's CRS as the foreign member ``scene_geometry``.
     ``tags`` adds the editor's tags (``highway``, ``source``) to the properties.
     """
-    georeferenced = bool(record["info"]["georeferenced"])
+    georeferenced = record.info.georeferenced
     source = model_label(record)
     features = []
     for c in candidates:
@@ -66,20 +67,20 @@ def candidates_geojson(candidates: Iterable[Candidate], record: dict[str, Any], 
         )
     crs = WGS84 if georeferenced else None
     note = None if georeferenced else "plain image: coordinates are pixels (x = column, y = row), no CRS"
-    meta = {"crs": crs, "scene_crs": record["info"].get("crs"), "job": record["id"], "model": source, "note": note}
+    meta = {"crs": crs, "scene_crs": record.info.crs, "job": record.id, "model": source, "note": note}
     return {"type": "FeatureCollection", "roadseg": meta, "features": features}
 
 
-def decided(storage: Storage, record: dict[str, Any], which: str) -> list[Candidate]:
+def decided(storage: Storage, record: MissingRecord, which: str) -> list[Candidate]:
     """The missing candidates whose effective decision is ``which`` (accept or reject), in rank order."""
-    found = decision_kinds(storage, record["id"])
-    rule = bulk_rule(storage, record["id"])
+    found = decision_kinds(storage, record.id)
+    rule = bulk_rule(storage, record.id)
     return [c for c in all_candidates(storage, record, MISSING) if effective(c, found.get(c.id), rule) == which]
 
 
-def osm_change(candidates: list[Candidate], record: dict[str, Any]) -> bytes:
+def osm_change(candidates: list[Candidate], record: MissingRecord) -> bytes:
     """An osmChange 0.6 document creating one way per candidate (new nodes and ways get negative ids)."""
-    if not record["info"]["georeferenced"]:
+    if not record.info.georeferenced:
         raise InvalidInput("the image has no georeference: its candidates are in pixels, which OSM cannot take")
     root = ET.Element("osmChange", version="0.6", generator="roadseg")
     create = ET.SubElement(root, "create")

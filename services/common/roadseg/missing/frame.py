@@ -8,13 +8,13 @@ the image centre (the labeler's rule), so an EPSG:4326 scene is not measured in 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import shapely
 from affine import Affine
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
+from roadseg.documents import ImageInfo
 from roadseg.geo import crs_string, to_crs, transform_geometry
 
 WGS84 = "EPSG:4326"
@@ -32,7 +32,7 @@ class Frame:
     metric_crs: str | None
 
     @classmethod
-    def of(cls, info: dict[str, Any], pixel_size_m: float | None = None) -> Frame:
+    def of(cls, info: ImageInfo, pixel_size_m: float | None = None) -> Frame:
         """The frame of an image from its header facts (:func:`roadseg.raster.scene_info`).
 
         ``pixel_size_m`` is needed for a plain image (there is nothing else to measure it by); a
@@ -42,16 +42,16 @@ class Frame:
         from roadseg.geo import pixel_size_m as measure
         from roadseg.labeler.rasterize import TileGrid, metric_crs
 
-        width, height = int(info["width"]), int(info["height"])
-        if not info.get("georeferenced"):
+        width, height = info.width, info.height
+        if not info.georeferenced or info.crs is None:
             if not pixel_size_m or pixel_size_m <= 0:
                 raise InvalidInput(
                     "a plain image (no georeference) needs its pixel size in metres: --pixel-size on the command "
                     'line, "pixel_size_m" in the API\'s options'
                 )
             return cls(None, (1.0, 0.0, 0.0, 0.0, 1.0, 0.0), width, height, float(pixel_size_m), None)
-        crs = crs_string(info["crs"])
-        transform = tuple(float(v) for v in info["transform"][:6])
+        crs = crs_string(info.crs)
+        transform = tuple(float(v) for v in info.transform[:6])
         parsed = to_crs(crs)
         assert parsed is not None  # a georeferenced image has a CRS
         size = measure(transform, crs, (height, width)) or 1.0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -107,10 +108,10 @@ class Progress(BaseModel):
     bulk_below: float | None
 
 
-class MissingJobs(JobStore):
+class MissingJobs(JobStore[MissingRecord]):
     """The records of missing-roads jobs; an unknown id is "no missing-roads job" (not the folder's name)."""
 
-    def get(self, job_id: str) -> dict[str, Any]:
+    def get(self, job_id: str) -> MissingRecord:
         """The job's record; :class:`NotFound` naming the id when there is none."""
         try:
             return super().get(job_id)
@@ -118,7 +119,7 @@ class MissingJobs(JobStore):
             raise NotFound(f"no missing-roads job with id {job_id!r}") from exc
 
 
-def missing_store(storage: Storage) -> JobStore:
+def missing_store(storage: Storage) -> MissingJobs:
     """The records of missing-roads jobs, ``missing/<id>/status.json``."""
     return MissingJobs(storage, KIND, MissingRecord)
 
@@ -138,10 +139,10 @@ def bulk_key(job_id: str) -> str:
     return safe_key(KIND, job_id, "review", "bulk.json")
 
 
-def page_count(record: dict[str, Any], kind: str) -> int:
+def page_count(record: MissingRecord, kind: str) -> int:
     """Pages of ``kind`` candidates a done job has."""
-    total = (record.get("counts") or {}).get(kind, 0)
-    return -(-total // record["page_size"])
+    total = (record.counts or {}).get(kind, 0)
+    return -(-total // record.page_size)
 
 
 def write_pages(storage: Storage, job_id: str, kind: str, candidates: list[Candidate], page_size: int) -> int:
@@ -153,33 +154,33 @@ def write_pages(storage: Storage, job_id: str, kind: str, candidates: list[Candi
     return pages
 
 
-def read_page(storage: Storage, record: dict[str, Any], kind: str, page: int) -> list[Candidate]:
+def read_page(storage: Storage, record: MissingRecord, kind: str, page: int) -> list[Candidate]:
     """One page of a done job's candidates ([] past the last page)."""
     if kind not in CANDIDATE_KINDS:
         raise InvalidInput(f"candidate kind must be missing or unsupported, got {kind!r}")
     if page < 0 or page >= page_count(record, kind):
         return []
-    key = page_key(record["id"], kind, page)
+    key = page_key(record.id, kind, page)
     return CandidatePage.parse(storage.read_text(key), key).candidates
 
 
-def all_candidates(storage: Storage, record: dict[str, Any], kind: str = MISSING):
+def all_candidates(storage: Storage, record: MissingRecord, kind: str = MISSING) -> Iterator[Candidate]:
     """Every candidate of ``kind``, page by page (one page in memory at a time)."""
     for page in range(page_count(record, kind)):
         yield from read_page(storage, record, kind, page)
 
 
-def get_candidate(storage: Storage, record: dict[str, Any], candidate_id: str) -> Candidate:
+def get_candidate(storage: Storage, record: MissingRecord, candidate_id: str) -> Candidate:
     """The candidate with this id; :class:`NotFound` for an id the job does not have."""
     kind = {"m": MISSING, "u": UNSUPPORTED}.get(candidate_id[:1])
     rank = candidate_id[1:]
     if kind is None or not rank.isdigit():
-        raise NotFound(f"job {record['id']} has no candidate {candidate_id!r}")
-    page = read_page(storage, record, kind, int(rank) // record["page_size"])
+        raise NotFound(f"job {record.id} has no candidate {candidate_id!r}")
+    page = read_page(storage, record, kind, int(rank) // record.page_size)
     for candidate in page:
         if candidate.id == candidate_id:
             return candidate
-    raise NotFound(f"job {record['id']} has no candidate {candidate_id!r}")
+    raise NotFound(f"job {record.id} has no candidate {candidate_id!r}")
 
 
 def set_decision(storage: Storage, job_id: str, candidate: Candidate, decision: str, reviewer: str) -> Decision | None:
@@ -255,12 +256,12 @@ def effective(candidate: Candidate, decision: str | None, rule: BulkReject | Non
     return None
 
 
-def review_progress(storage: Storage, record: dict[str, Any]) -> Progress:
+def review_progress(storage: Storage, record: MissingRecord) -> Progress:
     """Counts of the missing-road review, from the decisions and the scores (no candidate page is read)."""
-    total = (record.get("counts") or {}).get(MISSING, 0)
-    found = {k: v for k, v in decision_kinds(storage, record["id"]).items() if k.startswith("m")}
-    rule = bulk_rule(storage, record["id"])
-    scores = read_scores(storage, record["id"])
+    total = (record.counts or {}).get(MISSING, 0)
+    found = {k: v for k, v in decision_kinds(storage, record.id).items() if k.startswith("m")}
+    rule = bulk_rule(storage, record.id)
+    scores = read_scores(storage, record.id)
     below = {i for i, score in enumerate(scores) if rule is not None and score < rule.below}
     explicit = {int(k[1:]): d for k, d in found.items()}
     bulk = {i for i in below if explicit.get(i) not in ("accept", "reject")}

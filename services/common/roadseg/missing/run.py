@@ -18,9 +18,9 @@ from rasterio.io import DatasetReader
 from shapely.geometry import LineString, mapping, shape
 
 from roadseg.config import Settings
-from roadseg.documents import MISSING_CANDIDATES_FILE
+from roadseg.documents import MISSING_CANDIDATES_FILE, ImageInfo, Status
 from roadseg.gateway.jobs import prediction_store
-from roadseg.jobs import DONE, RUNNING, new_id
+from roadseg.jobs import new_id
 from roadseg.missing.compare import (
     CompareOptions,
     Comparison,
@@ -29,7 +29,7 @@ from roadseg.missing.compare import (
     predicted_network,
 )
 from roadseg.missing.frame import Frame
-from roadseg.missing.records import MISSING, UNSUPPORTED, missing_store, scores_key, write_pages
+from roadseg.missing.records import MISSING, UNSUPPORTED, MissingRecord, missing_store, scores_key, write_pages
 from roadseg.missing.vectors import read_existing_roads
 from roadseg.storage import Storage
 
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 def prepare_job(
     storage: Storage,
     settings: Settings,
-    info: dict[str, Any],
+    info: ImageInfo,
     vectors: Path,
     *,
     input_name: str,
@@ -49,7 +49,7 @@ def prepare_job(
     tolerance_m: float | None = None,
     min_length_m: float | None = None,
     **source: str | None,
-) -> dict[str, Any]:
+) -> MissingRecord:
     """Read the existing roads over the image ``info`` describes and create a queued job; returns its record.
 
     ``source`` names the image: ``scene_id``, ``prediction_id`` or ``image_url``. Nothing is stored when
@@ -80,9 +80,9 @@ def prepare_job(
         raise
 
 
-def frame_of(record: dict[str, Any]) -> Frame:
+def frame_of(record: MissingRecord) -> Frame:
     """The image frame a job was prepared with."""
-    return Frame.of(record["info"], record["pixel_size_m"])
+    return Frame.of(record.info, record.pixel_size_m)
 
 
 def existing_lines(storage: Storage, job_id: str) -> list[LineString]:
@@ -99,19 +99,19 @@ def run_comparison(
     threshold: float,
     model: dict[str, Any] | None,
     predicted: list[LineString] | None = None,
-) -> dict[str, Any]:
+) -> MissingRecord:
     """Compare the predicted network with the job's existing roads, store the candidates; marks the job done.
 
     ``predicted`` is the prediction's road network (scene coordinates), built shard by shard for a whole
     scene; without it the network is traced here from ``probabilities`` (the command's one process).
     """
     jobs = missing_store(storage)
-    record = jobs.update(job_id, status=RUNNING, stage="comparing", threshold=threshold, model=model)
+    record = jobs.update(job_id, status=Status.RUNNING, stage="comparing", threshold=threshold, model=model)
     started = time.perf_counter()
     frame = frame_of(record)
     if predicted is None:
         predicted = predicted_network(probabilities, frame, threshold, settings.graph_window)
-    options = CompareOptions(record["tolerance_m"], record["min_length_m"], threshold)
+    options = CompareOptions(record.tolerance_m, record.min_length_m, threshold)
     result = compare(predicted, existing_lines(storage, job_id), probabilities, frame, options)
     store_comparison(storage, job_id, result, record)
     log.info(
@@ -123,24 +123,24 @@ def run_comparison(
     )
     return jobs.update(
         job_id,
-        status=DONE,
+        status=Status.DONE,
         stage="done",
         counts={MISSING: len(result.missing), UNSUPPORTED: len(result.unsupported)},
         lengths_m={"predicted": result.predicted_length_m, "existing": result.existing_length_m},
     )
 
 
-def store_comparison(storage: Storage, job_id: str, result: Comparison, record: dict[str, Any]) -> None:
+def store_comparison(storage: Storage, job_id: str, result: Comparison, record: MissingRecord) -> None:
     """Candidate pages, scores and the two GeoJSON files of a finished comparison."""
     from roadseg.missing.export import candidates_geojson
 
     jobs = missing_store(storage)
     for kind, candidates in ((MISSING, result.missing), (UNSUPPORTED, result.unsupported)):
-        write_pages(storage, job_id, kind, candidates, record["page_size"])
+        write_pages(storage, job_id, kind, candidates, record.page_size)
         collection = candidates_geojson(candidates, record)
         storage.write_text(jobs.key(job_id, f"{kind}.geojson"), json.dumps(collection))
-        if kind == MISSING and record.get("prediction_id") and record["info"]["georeferenced"]:
-            add_to_prediction(storage, record["prediction_id"], collection)
+        if kind == MISSING and record.prediction_id and record.info.georeferenced:
+            add_to_prediction(storage, record.prediction_id, collection)
     storage.write_text(scores_key(job_id), json.dumps([c.score for c in result.missing]))
 
 
@@ -148,7 +148,7 @@ def add_to_prediction(storage: Storage, prediction_id: str, collection: dict[str
     """The candidates as one more file of the job's prediction: its STAC item and map page show them."""
     predictions = prediction_store(storage)
     storage.write_text(predictions.key(prediction_id, MISSING_CANDIDATES_FILE), json.dumps(collection))
-    files = predictions.get(prediction_id)["files"]
+    files = predictions.get(prediction_id).files
     predictions.update(prediction_id, files=sorted({*files, MISSING_CANDIDATES_FILE}))
 
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from roadseg import limits
 from roadseg.auth import CallerDep, Identity, Role, require
 from roadseg.config import Settings
-from roadseg.documents import ROADS_PENDING, PredictionRecord
+from roadseg.documents import ROADS_PENDING, PredictionRecord, Status
 from roadseg.errors import NotFound, PredictionBudgetSpent, RoadsegError
 from roadseg.gateway.deps import PredictionsDep, PredictorDep
 from roadseg.gateway.example import example_png
@@ -29,7 +29,6 @@ from roadseg.gateway.routing import route_between
 from roadseg.http_api import SettingsDep, StorageDep, enqueue
 from roadseg.inference.predict import PixelSize, parse_pixel_size
 from roadseg.inference.predictor import Predictor
-from roadseg.jobs import DONE, QUEUED, RUNNING
 from roadseg.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -63,14 +62,15 @@ class Route(BaseModel):
     properties: dict[str, Any] = Field(description="length_m or length_px, and pixel_coordinates for drawing.")
 
 
-def public(record: dict[str, Any]) -> dict[str, Any]:
+def public(record: PredictionRecord) -> Prediction:
     """A status record as the API shows it: with ``links`` to itself and its output files.
 
     ``roads.geojson`` is linked as soon as the job is done: until it is built, asking for it builds it.
     """
-    base = f"/api/v1/predictions/{record['id']}"
-    names = [*record.get("files", []), *(["roads.geojson"] if has_road_network(record) else [])]
-    return {**record, "links": {"self": base, **{name: f"{base}/files/{name}" for name in dict.fromkeys(names)}}}
+    base = f"/api/v1/predictions/{record.id}"
+    names = [*record.files, *(["roads.geojson"] if has_road_network(record) else [])]
+    links = {"self": base, **{name: f"{base}/files/{name}" for name in dict.fromkeys(names)}}
+    return Prediction.model_validate({**record.model_dump(), "links": links})
 
 
 #: Per-request test-time augmentation: ``none`` is about twice as fast as ``flip``; omitted, the card's.
@@ -94,7 +94,7 @@ def submit(
     tta: str | None = None,
     page: bool = False,
     pixel_size_m: PixelSize = None,
-) -> tuple[dict[str, Any], int]:
+) -> tuple[PredictionRecord, int]:
     """Predict an upload now, or after the response for the ``page``, or queue it on the ``predict`` workers.
 
     ``pixel_size_m`` is the ground pixel size of a plain image (ignored for a georeferenced one).
@@ -118,11 +118,11 @@ def submit(
         (lambda job_id: tasks.add_task(run_job_in_background, job_id, storage, predictor, settings)) if page else None,
         pixel_size_m,
     )
-    if record["status"] == DONE and record.get("roads") == ROADS_PENDING:
-        tasks.add_task(build_road_network_quietly, record["id"], storage, settings)
-    elif record["status"] != DONE:
-        pixels = record["info"]["width"] * record["info"]["height"]
-        limits.add_queued_pixels(settings.redis_url, identity.name, record["id"], pixels)
+    if record.status == Status.DONE and record.roads == ROADS_PENDING:
+        tasks.add_task(build_road_network_quietly, record.id, storage, settings)
+    elif record.status != Status.DONE:
+        pixels = record.info.width * record.info.height
+        limits.add_queued_pixels(settings.redis_url, identity.name, record.id, pixels)
     return record, status
 
 
@@ -148,7 +148,7 @@ def check_queued_budget(storage: Storage, settings: Settings, identity: Identity
 
     def unfinished(job_id: str) -> bool:
         try:
-            return jobs.get(job_id)["status"] in (QUEUED, RUNNING)
+            return jobs.get(job_id).status in (Status.QUEUED, Status.RUNNING)
         except NotFound:
             return False
 
@@ -173,7 +173,7 @@ def create_prediction(
         TTA | None, Form(description="Test-time augmentation: none (fast) or flip; default: the card's")
     ] = None,
     pixel_size_m: Annotated[str | None, Form(description=PIXEL_SIZE_HELP, examples=["0.5", "auto"])] = None,
-) -> dict[str, Any]:
+) -> Prediction:
     """Upload an image. 201 with the finished prediction, or 202 when it was queued (poll its ``self`` link)."""
     upload, name = file.file, file.filename or "upload"
     pixel = parse_pixel_size(pixel_size_m)
@@ -191,7 +191,7 @@ class ScenePrediction(BaseModel):
 
 
 @router.post("/scenes", status_code=202, response_model=Prediction, dependencies=[require(Role.operator)])
-def create_scene_prediction(body: ScenePrediction, storage: StorageDep, predictor: PredictorDep) -> dict[str, Any]:
+def create_scene_prediction(body: ScenePrediction, storage: StorageDep, predictor: PredictorDep) -> Prediction:
     """Predict a whole ingested scene (a city-sized image, or a mosaic of tiles) on the ``predict`` workers.
 
     202: the job is queued; large scenes are cut into shards that every worker shares. Outputs:
@@ -201,8 +201,8 @@ def create_scene_prediction(body: ScenePrediction, storage: StorageDep, predicto
 
     predictor.signature(body.tta)  # an unavailable test-time augmentation is refused before anything is stored
     record = create_scene_job(storage, body.scene_id, body.tta)
-    folder = prediction_store(storage).key(record["id"])
-    enqueue(lambda: predict.delay(record["id"]), "prediction", lambda _: storage.delete_prefix(folder), "predict")
+    folder = prediction_store(storage).key(record.id)
+    enqueue(lambda: predict.delay(record.id), "prediction", lambda _: storage.delete_prefix(folder), "predict")
     return public(record)
 
 
@@ -214,7 +214,7 @@ def create_example_prediction(
     predictor: PredictorDep,
     settings: SettingsDep,
     identity: CallerDep,
-) -> dict[str, Any]:
+) -> Prediction:
     """Predict the built-in synthetic example image (drawn by code: no upload needed)."""
     example = io.BytesIO(example_png())
     record, response.status_code = submit(storage, predictor, settings, example, "example.png", tasks, identity)
@@ -222,7 +222,7 @@ def create_example_prediction(
 
 
 @router.get("/{job_id}", response_model=Prediction)
-def get_prediction(job_id: str, jobs: PredictionsDep) -> dict[str, Any]:
+def get_prediction(job_id: str, jobs: PredictionsDep) -> Prediction:
     """Status, progress, image facts and links to the outputs of one prediction."""
     return public(jobs.get(job_id))
 
@@ -237,7 +237,7 @@ def get_file(
     (built now if it is not yet), and missing.geojson for a prediction made by a missing-roads job.
     """
     record = jobs.get(job_id)
-    if name not in MEDIA_TYPES or name not in public(record)["links"]:
+    if name not in MEDIA_TYPES or name not in public(record).links:
         raise NotFound(f"prediction {job_id} has no file {name!r}")
     key = road_network(job_id, storage, settings)[0] if name == "roads.geojson" else jobs.key(job_id, name)
     size = storage.size(key)
@@ -255,7 +255,7 @@ def route(job_id: str, body: RouteRequest, storage: StorageDep, settings: Settin
     The first route of a prediction may wait for its road network to be built.
     """
     key, record = road_network(job_id, storage, settings)
-    return route_between(storage, key, record["info"], body.start, body.end, body.crs)
+    return route_between(storage, key, record.info, body.start, body.end, body.crs)
 
 
 def _chunks(fh: BinaryIO, size: int = 1024 * 1024) -> Iterator[bytes]:

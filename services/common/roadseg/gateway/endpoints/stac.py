@@ -62,7 +62,7 @@ def base_url(request: Request) -> str:
 def get_prediction_item(job_id: str, request: Request, jobs: PredictionsDep) -> dict[str, Any]:
     """The STAC item of a finished georeferenced prediction (model version among its properties)."""
     record = public(jobs.get(job_id))
-    return prediction_item(record, base_url(request), list(record["links"]))
+    return prediction_item(record, base_url(request), list(record.links))
 
 
 @scenes_router.get("/{scene_id}/item.json", response_model=StacItem)

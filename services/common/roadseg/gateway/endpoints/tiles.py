@@ -111,7 +111,7 @@ def prediction_roads_lonlat(job_id: str, storage: StorageDep, settings: Settings
     ``files/roads.geojson`` keeps the raster's own CRS (and pixel coordinates for plain images).
     """
     key, record = road_network(job_id, storage, settings)
-    if not record["info"]["georeferenced"]:
+    if not record.info.georeferenced:
         raise InvalidInput(f"prediction {job_id} is of a plain image: its road network is in pixels")
     return roads_in_lonlat(json.loads(storage.read_text(key)))
 

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from roadseg import uri_policy
 from roadseg.auth import Role, require
 from roadseg.config import Settings
-from roadseg.documents import SceneRecord
+from roadseg.documents import SceneRecord, Status
 from roadseg.errors import InvalidInput, NotFound, TooLarge
 from roadseg.http_api import SettingsDep, StorageDep, enqueue
 from roadseg.ingest.scenes import (
@@ -33,7 +33,6 @@ from roadseg.ingest.scenes import (
     upload_key,
 )
 from roadseg.ingest.tiling import TileParams
-from roadseg.jobs import FAILED, QUEUED
 from roadseg.mosaic import build_mosaic, expand_sources
 from roadseg.storage import Storage, safe_filename
 
@@ -59,7 +58,7 @@ class SceneAccepted(BaseModel):
     """A submitted scene: its id (the same for the same source cut the same way) and where to follow it."""
 
     id: str
-    status: str
+    status: Status
     url: str = Field(description="Status record of the scene.")
 
 
@@ -114,18 +113,18 @@ async def submit_scene(
         accepted = await run_in_threadpool(_accept_uri, storage, settings, str(uri), params)
     record, queue = accepted
     if queue:
-        await run_in_threadpool(_enqueue, storage, record["id"])
-    return {"id": record["id"], "status": record["status"], "url": f"/api/v1/scenes/{record['id']}"}
+        await run_in_threadpool(_enqueue, storage, record.id)
+    return {"id": record.id, "status": record.status, "url": f"/api/v1/scenes/{record.id}"}
 
 
 @router.get("", response_model=SceneList)
-def list_scenes(storage: StorageDep) -> dict[str, list[dict[str, Any]]]:
+def list_scenes(storage: StorageDep) -> dict[str, list[SceneRecord]]:
     """Every scene, newest first."""
     return {"scenes": scene_store(storage).list()}
 
 
 @router.get("/{scene_id}", response_model=SceneRecord)
-def get_scene(scene_id: str, storage: StorageDep) -> dict[str, Any]:
+def get_scene(scene_id: str, storage: StorageDep) -> SceneRecord:
     """Status, progress (tiles done / total), tile count, CRS, bounds, pixel size and error of a scene."""
     return scene_store(storage).get(scene_id)
 
@@ -137,7 +136,7 @@ def _enqueue(storage: Storage, scene_id: str) -> None:
     enqueue(
         lambda: tile_scene.delay(scene_id),
         "tiling task",
-        lambda message: scene_store(storage).update(scene_id, status=FAILED, error=message),
+        lambda message: scene_store(storage).update(scene_id, status=Status.FAILED, error=message),
         "ingest",
     )
 
@@ -158,7 +157,7 @@ def _digest(stream: BinaryIO, max_bytes: int) -> tuple[str, int]:
 
 def _accept_upload(
     storage: Storage, settings: Settings, stream: BinaryIO, filename: str, params: TileParams
-) -> tuple[dict[str, Any], bool]:
+) -> tuple[SceneRecord, bool]:
     """Store an upload under its scene, validate it, record it; returns (record, whether to queue)."""
     name = safe_filename(filename, default="scene.tif")
     digest, size = _digest(stream, settings.max_upload_bytes)
@@ -176,7 +175,7 @@ def _accept_upload(
     return record, True
 
 
-def _accept_uri(storage: Storage, settings: Settings, uri: str, params: TileParams) -> tuple[dict[str, Any], bool]:
+def _accept_uri(storage: Storage, settings: Settings, uri: str, params: TileParams) -> tuple[SceneRecord, bool]:
     """Validate a scene referenced by URI (read in place, never copied); returns (record, whether to queue)."""
     source, key, size = uri_policy.size_of(uri, settings, "scene URI")
     scene_id = scene_id_for_uri(uri, size, params)
@@ -189,7 +188,7 @@ def _accept_uri(storage: Storage, settings: Settings, uri: str, params: TilePara
 
 def _accept_mosaic(
     storage: Storage, settings: Settings, uris: list[str], params: TileParams
-) -> tuple[dict[str, Any], bool]:
+) -> tuple[SceneRecord, bool]:
     """Join the tiles of a multi-file scene into a VRT kept with the scene; returns (record, whether to queue).
 
     Every tile (folders listed first) must pass the same allow-lists as a single scene URI; the VRT is
@@ -219,7 +218,7 @@ def _accept_mosaic(
     return record, True
 
 
-def _existing(storage: Storage, scene_id: str) -> tuple[dict[str, Any], bool] | None:
+def _existing(storage: Storage, scene_id: str) -> tuple[SceneRecord, bool] | None:
     """(record, whether to queue) of an already submitted scene; a failed one is queued again."""
     jobs = scene_store(storage)
     try:
@@ -227,5 +226,5 @@ def _existing(storage: Storage, scene_id: str) -> tuple[dict[str, Any], bool] | 
     except NotFound:
         return None
     if needs_run(record):
-        return jobs.update(scene_id, status=QUEUED, error=None), True
+        return jobs.update(scene_id, status=Status.QUEUED, error=None), True
     return record, False

@@ -18,10 +18,9 @@ from pydantic import BaseModel, Field
 
 from roadseg import uri_policy
 from roadseg.auth import Role, require
-from roadseg.documents import LabelRunRecord
+from roadseg.documents import LabelRunRecord, Status
 from roadseg.errors import InvalidInput
 from roadseg.http_api import SettingsDep, StorageDep, enqueue
-from roadseg.jobs import DONE, FAILED
 from roadseg.storage import safe_filename, safe_key
 
 if TYPE_CHECKING:
@@ -90,7 +89,7 @@ def start_label_run(
     options: Annotated[
         str, Form(description='JSON label options, e.g. {"widths": {"width_attr": "lane_number"}}')
     ] = "{}",
-) -> dict[str, Any]:
+) -> LabelRunRecord:
     """Validate the vectors, create (or reuse) the run and queue it on the ``label`` workers.
 
     A run that is not done yet is queued again when submitted again (a failed one retries).
@@ -117,19 +116,19 @@ def start_label_run(
             local = source.download(name, Path(tmp) / safe_filename(name))
         check_data_format(local)
         record = prepare_run(storage, safe_key(scene_id), local, label_options)
-    if record["status"] != DONE:
-        run_id = record["id"]
+    if record.status != Status.DONE:
+        run_id = record.id
         enqueue(
             lambda: label_scene.delay(run_id),
             "label run",
-            lambda message: run_store(storage).update(run_id, status=FAILED, error=message),
+            lambda message: run_store(storage).update(run_id, status=Status.FAILED, error=message),
             "label",
         )
     return record
 
 
 @router.get("/{run_id}", response_model=LabelRunRecord, dependencies=[require(Role.labeler)])
-def get_label_run(run_id: str, storage: StorageDep) -> dict[str, Any]:
+def get_label_run(run_id: str, storage: StorageDep) -> LabelRunRecord:
     """Status and progress of a label run."""
     from roadseg.labeler.run import run_store
 
