@@ -71,6 +71,26 @@ def test_unknown_fields_are_kept_and_a_newer_layout_is_refused_by_name(tmp_path)
         jobs.get("s3")
 
 
+def test_a_typed_record_is_stored_as_the_same_json_and_an_update_changes_only_what_it_names(tmp_path):
+    storage = LocalStorage(tmp_path)
+    jobs = JobStore(storage, "scenes", SceneRecord)
+    current = {**LEGACY_SCENE, "schema_version": SCHEMA_VERSION, "nested_later": {"a": [1, {"b": None}]}}
+    storage.write_text("scenes/s0123/status.json", json.dumps(current, indent=2))
+    record = jobs.get("s0123")
+    assert isinstance(record, SceneRecord) and record.status is Status.DONE and record.progress.total == 9
+    updated = jobs.update("s0123", tile_count=10)
+    stored = json.loads(storage.read_text("scenes/s0123/status.json"))
+    assert type(stored["status"]) is str and stored["status"] == "done"
+    assert storage.read_text("scenes/s0123/status.json") == json.dumps(updated.dump(), indent=2)
+    defaults = {"source_url", "mosaic_files", "stretch", "shards"}  # fields the legacy record lacked: their defaults
+    assert {k: v for k, v in stored.items() if k not in defaults} == {
+        **current,
+        "tile_count": 10,
+        "updated": stored["updated"],
+    }
+    assert [r.id for r in jobs.list()] == ["s0123"] and jobs.list()[0] == updated
+
+
 def test_a_record_that_does_not_fit_its_model_is_never_written(tmp_path):
     from pydantic import ValidationError
 
