@@ -34,7 +34,7 @@ DOWNLOADS = {
 }
 
 
-def _render(template: str, **context: Any) -> str:
+def _render(template: str, **context: object) -> str:
     return templates.get_template(template).render(**context)
 
 
@@ -43,7 +43,7 @@ def error(message: str) -> str:
     return _render("_error.html", message=message)
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     """A model card value as shown: floats with three decimals, anything else as it is."""
     if isinstance(value, float):
         return f"{value:.3f}"

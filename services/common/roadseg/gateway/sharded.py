@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from rasterio.io import DatasetReader
+
 from roadseg import raster
 from roadseg.config import Settings
 from roadseg.documents import ROADS_FAILED, ROADS_PENDING, PredictionRecord, ShardPlan, Status
@@ -74,7 +76,7 @@ def _book(storage: Storage, record: PredictionRecord) -> ShardBook:
     return ShardBook(storage, prediction_store(storage).key(record.id), _plan(record).count)
 
 
-def _cut(ds, geometry: ModelWindows, per_shard: int) -> list[Span]:
+def _cut(ds: DatasetReader, geometry: ModelWindows, per_shard: int) -> list[Span]:
     return spans(geometry.row_count(ds.height), per_shard)
 
 
@@ -195,7 +197,7 @@ def finish_job(job_id: str, storage: Storage, predictor: Predictor, settings: Se
     return final
 
 
-def _band_vrt(ds, layer: str, parts: list[tuple[Path, list[int]]], out: Path) -> Path:
+def _band_vrt(ds: DatasetReader, layer: str, parts: list[tuple[Path, list[int]]], out: Path) -> Path:
     """A VRT of one output layer: each shard's band file placed at its rows, georeferenced like ``ds``."""
     count, dtype = LAYERS[layer]
     gdal_type = {"float32": "Float32", "uint8": "Byte"}[dtype]
@@ -226,7 +228,9 @@ def _roads_book(storage: Storage, job_id: str, count: int) -> ShardBook:
     return ShardBook(storage, prediction_store(storage).key(job_id, "roads"), count)
 
 
-def _graph_geometry(ds, settings: Settings, record: PredictionRecord) -> tuple[GraphParams, GraphScale, int, int]:
+def _graph_geometry(
+    ds: DatasetReader, settings: Settings, record: PredictionRecord
+) -> tuple[GraphParams, GraphScale, int, int]:
     """Vectorization settings, georeferencing, windows per row of windows (one shard) and shards of an open mask."""
     params = graph_params(settings.graph_window, graph_pixel_size(record))
     transform, crs = mask_georeference(ds)

@@ -8,18 +8,22 @@ of a mask above ``ROADSEG_GRAPH_MAX_PIXELS`` is traced in shards too, one row of
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from celery import group
 from celery.signals import worker_init, worker_process_init
 
 from roadseg.celery_app import app
-from roadseg.config import get_settings
+from roadseg.config import Settings, get_settings
 from roadseg.errors import RoadsegError
 from roadseg.gateway import sharded
 from roadseg.gateway.jobs import run_job
 from roadseg.gateway.road_network import build_road_network_quietly
 from roadseg.inference.predictor import get_predictor, warm_up
-from roadseg.storage import get_storage
+from roadseg.storage import Storage, get_storage
+
+if TYPE_CHECKING:
+    from celery.apps.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +32,7 @@ _predict_only = False
 
 
 @worker_init.connect
-def _note_queues(sender, **_kwargs) -> None:
+def _note_queues(sender: Worker, **_kwargs: object) -> None:
     """Remember whether this is a predict worker (``-Q predict``), before it forks its pool processes.
 
     Only such workers (every deployment's: compose, k8s, ``make up``) load TensorFlow at start. A
@@ -40,7 +44,7 @@ def _note_queues(sender, **_kwargs) -> None:
 
 
 @worker_process_init.connect
-def _warm_model(**_kwargs) -> None:
+def _warm_model(**_kwargs: object) -> None:
     """A predict worker's pool process loads the model and calls it once before it takes its first task.
 
     Without this, the first prediction on each new worker (every scale-up on GKE) waits for
@@ -92,7 +96,7 @@ def predict_shard(job_id: str, index: int) -> dict:
     return {"id": job_id, "status": record.status}
 
 
-def _road_network(job_id: str, storage, settings) -> None:
+def _road_network(job_id: str, storage: Storage, settings: Settings) -> None:
     """Right after a job is done: build its road network here, or queue its shards when the mask is large."""
     try:
         pending = sharded.plan_roads(job_id, storage, settings)

@@ -30,7 +30,7 @@ _CACHE_JOBS = 16
 class ExistingIndex:
     """The existing roads of one job with an STRtree, for the lines near each chip."""
 
-    def __init__(self, lines: list[LineString]):
+    def __init__(self, lines: list[LineString]) -> None:
         """Index ``lines`` (scene coordinates)."""
         self.lines = lines
         self.tree = shapely.STRtree(lines)

@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import shapely
@@ -30,6 +30,7 @@ from shapely.geometry.base import BaseGeometry
 
 from roadseg.config import Settings
 from roadseg.inference.predict import predict_raster
+from roadseg.inference.predictor import Predictor
 from roadseg.missing.frame import Frame
 from roadseg.missing.records import MISSING, UNSUPPORTED, Candidate
 
@@ -44,7 +45,7 @@ LENGTH_SCALE_M = 100.0
 
 def centreline_probabilities(
     ds: DatasetReader,
-    predictor: Any,
+    predictor: Predictor,
     settings: Settings,
     out_dir: Path,
     tta: str | None = None,
@@ -67,7 +68,7 @@ def centreline_layer(layers: Collection[str]) -> str:
     return next(layer for layer in CENTRELINE_LAYERS if layer in layers)
 
 
-def centreline_threshold(predictor: Any, override: float | None) -> float:
+def centreline_threshold(predictor: Predictor, override: float | None) -> float:
     """The threshold of the layer :func:`centreline_probabilities` keeps: the band's, else the road's."""
     return predictor.threshold(override, "band" if "band" in predictor.outputs else None)
 

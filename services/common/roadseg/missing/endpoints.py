@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -39,6 +39,9 @@ from roadseg.missing.records import (
     set_decision,
 )
 from roadseg.storage import Storage
+
+if TYPE_CHECKING:
+    from roadseg.missing.chips import ExistingIndex
 
 #: Own templates first, then the labeler's (``base.html``: scripts, styles and the security policy's rules).
 templates = Jinja2Templates(
@@ -238,10 +241,10 @@ def _page_decisions(storage: Storage, job_id: str, candidates: list[Candidate]) 
 # -------------------------------------------------------------------------------------------- pages
 
 
-_INDEXES: dict[tuple[str, str], Any] = {}
+_INDEXES: dict[tuple[str, str], ExistingIndex] = {}
 
 
-def _existing_index(storage: Storage, job_id: str) -> Any:
+def _existing_index(storage: Storage, job_id: str) -> ExistingIndex:
     from roadseg.missing.chips import ExistingIndex
     from roadseg.missing.run import existing_lines
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import shapely
 from affine import Affine
 from shapely.geometry import box
@@ -97,12 +98,12 @@ class Frame:
         inverse = ~Affine(*self.transform)
         return shapely.transform(geom, lambda xy: _apply(inverse, xy))
 
-    def pixels_to_scene(self, xy):
+    def pixels_to_scene(self, xy: np.ndarray) -> np.ndarray:
         """Pixel (x, y) rows of an (N, 2) array -> scene coordinates (for :func:`shapely.transform`)."""
         return _apply(Affine(*self.transform), xy)
 
 
-def _apply(affine: Affine, xy):
+def _apply(affine: Affine, xy: np.ndarray) -> np.ndarray:
     """An affine on an (N, 2) array of x, y."""
     x, y = xy[:, 0], xy[:, 1]
     out = xy.copy()
