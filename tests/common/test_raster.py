@@ -58,9 +58,9 @@ def test_uint8_rgb_alpha_passes_through():
         info = scene_info(ds)
     # Alpha is 0 where row - col > 262: 1 + 2 + ... + 17 pixels of rows 263..279.
     assert int((~valid).sum()) == 153 and not valid[-1, 0] and valid[-1, 17]
-    assert info["georeferenced"] and info["crs"] == "EPSG:4326"
-    assert info["width"] == info["height"] == 280 and info["bands"] == 4
-    assert info["pixel_size"] == pytest.approx([2.7e-06, 2.7e-06])
+    assert info.georeferenced and info.crs == "EPSG:4326"
+    assert info.width == info.height == 280 and info.bands == 4
+    assert info.pixel_size == pytest.approx([2.7e-06, 2.7e-06])
 
 
 def test_uint16_is_stretched_to_uint8(monkeypatch):
@@ -125,7 +125,7 @@ def test_jp2_reads_through_openjpeg(tmp_path):
     data = np.random.default_rng(0).integers(0, 255, (3, 64, 96), dtype=np.uint8)
     path = write_tif(tmp_path / "scene.jp2", data, driver="JP2OpenJPEG", QUALITY="100", REVERSIBLE="YES")
     with open_checked(path) as ds:
-        assert ds.driver == "JP2OpenJPEG" and scene_info(ds)["crs"] == "EPSG:32611"
+        assert ds.driver == "JP2OpenJPEG" and scene_info(ds).crs == "EPSG:32611"
         rgb, valid = read_rgb_window(ds, Window(0, 0, 96, 64), compute_stretch(ds))
     np.testing.assert_array_equal(rgb, np.moveaxis(data, 0, -1))
     assert valid.all()
@@ -138,7 +138,7 @@ def test_png_without_georeferencing_is_a_pixel_space_scene(tmp_path):
         dst.write(data)
     with open_checked(path) as ds:
         info = scene_info(ds)
-    assert info["georeferenced"] is False and info["crs"] is None and info["width"] == 30
+    assert info.georeferenced is False and info.crs is None and info.width == 30
 
 
 def test_bad_files_are_refused_with_clear_errors(tmp_path):

@@ -242,7 +242,7 @@ def test_a_vrt_is_an_image_only_inside_trusted_mosaics(tmp_path, image):
     ):
         pass
     with raster.trusted_mosaics(), raster.open_checked(vrt) as ds:
-        assert raster.scene_info(ds)["driver"] == "VRT"
+        assert raster.scene_info(ds).driver == "VRT"
     with pytest.raises(InvalidInput, match="unsupported image format VRT"):
         raster.open_checked(vrt)  # the trust ended with the block
 

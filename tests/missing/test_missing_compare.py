@@ -17,7 +17,6 @@ import pytest
 import rasterio
 from roadseg import raster
 from roadseg.config import get_settings
-from roadseg.documents import ImageInfo
 from roadseg.errors import InvalidInput
 from roadseg.missing.export import candidates_geojson, decided, osm_change
 from roadseg.missing.records import (
@@ -50,7 +49,7 @@ def scene(tmp_path):
 def _job(storage, image: Path, vectors: Path, probabilities: Path, **options):
     settings = get_settings()
     with rasterio.open(image) as ds:
-        info = ImageInfo.model_validate(raster.scene_info(ds))
+        info = raster.scene_info(ds)
     record = prepare_job(
         storage, settings, info, vectors, input_name=image.name, image_url=image.resolve().as_uri(), **options
     )

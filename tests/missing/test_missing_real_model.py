@@ -19,7 +19,6 @@ REMOVED = 25
 
 def test_shipped_model_finds_a_road_taken_out_of_the_vegas_map(shared_dir, tmp_path, monkeypatch, capsys):
     from roadseg.config import get_settings
-    from roadseg.documents import ImageInfo
     from roadseg.missing.compare import default_tolerance_m
     from roadseg.missing.frame import Frame
     from roadseg.model_versions import latest_version
@@ -48,7 +47,7 @@ def test_shipped_model_finds_a_road_taken_out_of_the_vegas_map(shared_dir, tmp_p
         from roadseg import raster
 
         with rasterio.open(image) as ds:
-            frame = Frame.of(ImageInfo.model_validate(raster.scene_info(ds)))
+            frame = Frame.of(raster.scene_info(ds))
         tolerance = default_tolerance_m(get_settings(), frame.pixel_size_m)
         lines = [frame.to_metric(LineString(f["geometry"]["coordinates"])) for f in found["features"]]
         target = frame.to_metric(removed.intersection(frame.footprint()))

@@ -10,7 +10,6 @@ import threading
 import pytest
 import rasterio
 from roadseg import raster
-from roadseg.documents import ImageInfo
 from roadseg.missing.records import bulk_rule, decisions
 from roadseg.missing.run import prepare_job, run_comparison
 from roadseg.storage import LocalStorage
@@ -31,7 +30,7 @@ def review_server(tmp_path, monkeypatch):
     storage = LocalStorage(tmp_path / "storage")
     image = write_scene(tmp_path)
     with rasterio.open(image) as ds:
-        info = ImageInfo.model_validate(raster.scene_info(ds))
+        info = raster.scene_info(ds)
     record = prepare_job(
         storage,
         get_settings(),

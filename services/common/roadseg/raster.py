@@ -40,6 +40,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
+from roadseg.documents import ImageInfo
 from roadseg.errors import InvalidInput, TooLarge
 from roadseg.geo import crs_string, pixel_size_m
 from roadseg.storage import Storage
@@ -223,22 +224,22 @@ def is_georeferenced(ds: DatasetReader) -> bool:
     return ds.crs is not None and not ds.transform.is_identity
 
 
-def scene_info(ds: DatasetReader) -> dict[str, Any]:
+def scene_info(ds: DatasetReader) -> ImageInfo:
     """Header facts reported by APIs (CRS, transform, bounds as [minx, miny, maxx, maxy], pixel size...)."""
     georef = is_georeferenced(ds)
     left, bottom, right, top = ds.bounds
-    return {
-        "georeferenced": georef,
-        "crs": crs_string(ds.crs) if georef else None,
-        "transform": list(ds.transform)[:6],
-        "width": ds.width,
-        "height": ds.height,
-        "bands": ds.count,
-        "dtype": ds.dtypes[0],
-        "bounds": [min(left, right), min(bottom, top), max(left, right), max(bottom, top)],
-        "pixel_size": [abs(ds.transform.a), abs(ds.transform.e)],
-        "driver": ds.driver,
-    }
+    return ImageInfo(
+        georeferenced=georef,
+        crs=crs_string(ds.crs) if georef else None,
+        transform=list(ds.transform)[:6],
+        width=ds.width,
+        height=ds.height,
+        bands=ds.count,
+        dtype=ds.dtypes[0],
+        bounds=[min(left, right), min(bottom, top), max(left, right), max(bottom, top)],
+        pixel_size=[abs(ds.transform.a), abs(ds.transform.e)],
+        driver=ds.driver,
+    )
 
 
 def ground_pixel_size_m(ds: DatasetReader) -> float | None:

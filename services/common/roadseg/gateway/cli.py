@@ -229,12 +229,12 @@ def _predict_file(source, predictor, settings, out: Path, threshold: float, args
                 (Path(tmp) / "roads.geojson").write_text(json.dumps(roads))
                 os.replace(Path(tmp) / "roads.geojson", out / f"{stem}.geojson")
                 written.append(out / f"{stem}.geojson")
-        if result.info["georeferenced"]:
+        if result.info.georeferenced:
             for layer, name in masks.items():
                 cog = tif_to_cog(result.files[layer], Path(tmp) / f"{layer}.cog.tif", "nearest")
                 os.replace(cog, out / f"{name}.tif")
                 written.append(out / f"{name}.tif")
-    width, height = result.info["width"], result.info["height"]
+    width, height = result.info.width, result.info.height
     if (resampling := result.resampling or {}).get("estimated"):
         metres = resampling["image_pixel_size_m"]
         scale = f"{metres:g} m pixels" if metres else f"resampling factor {resampling['factor']:g}"

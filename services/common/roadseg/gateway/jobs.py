@@ -314,7 +314,7 @@ def store_outputs(
         for name, layer in PNG_LAYERS.items():
             if layer in files:
                 encodings[name] = partial(tif_to_png, files[layer], out / name)
-    if result.info["georeferenced"] or not (pngs or joined_bands):
+    if result.info.georeferenced or not (pngs or joined_bands):
         encodings |= {f"{layer}.tif": cog(layer, "nearest") for layer in ("mask", "centerline") if layer in files}
     # GDAL and ISA-L encode without the GIL: the files are written side by side, on every core the model just used.
     with ThreadPoolExecutor(max_workers=min(len(encodings), os.cpu_count() or 1)) as pool:
@@ -333,7 +333,7 @@ def store_outputs(
         info=result.info,
         threshold=result.threshold,
         centerline_threshold=result.centerline_threshold,
-        road_fraction=result.road_pixels / (result.info["width"] * result.info["height"]),
+        road_fraction=result.road_pixels / (result.info.width * result.info.height),
         windows_total=result.windows,
         seconds=round(result.seconds, 3),
         timings={

@@ -30,6 +30,7 @@ from rasterio.windows import Window
 from roadseg import raster
 from roadseg.cog import GDAL_ENV
 from roadseg.config import Settings
+from roadseg.documents import ImageInfo
 from roadseg.errors import InvalidInput
 from roadseg.inference.layers import (
     BASE_LAYERS,
@@ -89,7 +90,7 @@ class RasterPrediction:
     """What :func:`predict_raster` wrote and measured."""
 
     files: dict[str, Path]
-    info: dict[str, Any]
+    info: ImageInfo
     threshold: float
     road_pixels: int = 0
     windows: int = 0

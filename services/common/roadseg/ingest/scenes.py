@@ -112,10 +112,10 @@ def register_scene(
     """
     with open_scene_source(source, key, fields.get("mosaic_files") is not None) as ds:
         info = scene_info(ds)
-    total = len(tile_grid(info["width"], info["height"], params.tile_size, params.overlap))
+    total = len(tile_grid(info.width, info.height, params.tile_size, params.overlap))
     return scene_store(storage).create(
         scene_id,
-        **info,
+        **info.model_dump(),
         **fields,
         tile_size=params.tile_size,
         overlap=params.overlap,

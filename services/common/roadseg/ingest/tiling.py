@@ -186,9 +186,7 @@ def tile_scene(
         cells = tile_grid(ds.width, ds.height, params.tile_size, params.overlap)
         tiles, skipped = tile_cells(storage, scene_id, ds, cells, stretch, params, progress)
         info = scene_info(ds)
-    manifest = scene_manifest(
-        scene_id, source_ref or source_key, ImageInfo.model_validate(info), params, stretch, tiles, skipped
-    )
+    manifest = scene_manifest(scene_id, source_ref or source_key, info, params, stretch, tiles, skipped)
     storage.write_text(manifest_key(scene_id), json.dumps(manifest, indent=1))
     return manifest
 

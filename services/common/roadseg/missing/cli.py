@@ -87,7 +87,6 @@ def _compare(source: str, args: argparse.Namespace) -> int:
 
     from roadseg import raster
     from roadseg.config import get_settings
-    from roadseg.documents import ImageInfo
     from roadseg.errors import InvalidInput
     from roadseg.inference.predictor import make_predictor
     from roadseg.missing.compare import centreline_probabilities, centreline_threshold
@@ -101,7 +100,7 @@ def _compare(source: str, args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with _open_source(source, storage, settings) as (ds, where):
-        info = ImageInfo.model_validate(raster.scene_info(ds))
+        info = raster.scene_info(ds)
         record = prepare_job(  # vectors first: a bad file fails before the model loads
             storage,
             settings,
