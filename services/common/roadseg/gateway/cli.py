@@ -8,8 +8,16 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from roadseg.model_versions import TTA_OPTIONS
+
+if TYPE_CHECKING:
+    import threading
+
+    from roadseg.cli import Subcommands
+    from roadseg.config import Settings
+    from roadseg.inference.predictor import Predictor
 
 #: Side of the blank window that starts the model before the first image (its size does not matter).
 WARM_UP_WINDOW = 64
@@ -43,7 +51,7 @@ Large uploads are queued for a worker: celery -A roadseg.celery_app worker -Q pr
 """
 
 
-def register(sub) -> None:
+def register(sub: Subcommands) -> None:
     """Add the ``predict`` and ``serve`` sub-commands."""
     p = sub.add_parser(
         "predict",
@@ -177,7 +185,16 @@ def predict_command(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
-def _predict_file(source, predictor, settings, out: Path, threshold: float, args, lock, show_windows: bool) -> str:
+def _predict_file(
+    source: str,
+    predictor: Predictor,
+    settings: Settings,
+    out: Path,
+    threshold: float,
+    args: argparse.Namespace,
+    lock: threading.Lock,
+    show_windows: bool,
+) -> str:
     """Predict one input into ``out``; returns the line the command prints for it."""
     from tqdm import tqdm
 

@@ -8,6 +8,20 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from contextlib import AbstractContextManager
+
+    from rasterio.io import DatasetReader
+
+    from roadseg.cli import Subcommands
+    from roadseg.config import Settings
+    from roadseg.storage import Storage
+
+    #: An open image and how a job names it (``image_url`` or ``scene_id``).
+    Opened = tuple[DatasetReader, dict[str, str]]
 
 USAGE = """\
 %(prog)s [compare] SCENE_OR_IMAGE --vectors ROADS --out DIR [--model PATH] [--tolerance M] [--min-length M]
@@ -33,7 +47,7 @@ Vectors: GeoJSON, GeoPackage, Shapefile (any CRS), or an OSM .osm.pbf extract (w
 """
 
 
-def register(sub) -> None:
+def register(sub: Subcommands) -> None:
     """Add the ``missing`` sub-command."""
     parser = sub.add_parser(
         "missing",
@@ -137,14 +151,14 @@ def _compare(source: str, args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_source(source: str, storage, settings):
+def _open_source(source: str, storage: Storage, settings: Settings) -> AbstractContextManager[Opened]:
     """(dataset, how the job names its image) for an image file, or an ingested scene's source."""
     import contextlib
 
     from roadseg import raster
 
     @contextlib.contextmanager
-    def opened():
+    def opened() -> Iterator[Opened]:
         if Path(source).is_file():
             with raster.trusted_mosaics(), raster.open_checked(source, settings.max_scene_pixels) as ds:
                 yield ds, {"image_url": Path(source).resolve().as_uri()}
