@@ -146,7 +146,7 @@ def screenshot(storage, job_id: str, out: Path) -> None:
     from PIL import Image
     from playwright.sync_api import sync_playwright
     from roadseg.config import get_settings
-    from roadseg.labeler.api import create_app
+    from roadseg.label_service import create_app
 
     os.environ["ROADSEG_AUTH_MODE"] = "open-local"  # as `make up` serves the page: no sign-in
     get_settings.cache_clear()

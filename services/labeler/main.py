@@ -1,6 +1,6 @@
 """Label review service (port 8002): ``uvicorn --app-dir services/labeler main:app``."""
 
-from roadseg.labeler.api import create_app
+from roadseg.label_service import create_app
 from roadseg.logs import setup_logging
 
 setup_logging()

@@ -91,7 +91,7 @@ def gateway_app() -> Any:
 
 
 def labeler_app() -> Any:
-    from roadseg.labeler.api import create_app
+    from roadseg.label_service import create_app
 
     return create_app()
 

@@ -141,7 +141,7 @@ def test_api_keys_unknown_revoked_and_edited_without_restart(required, monkeypat
 
 
 def test_iap_assertions_are_verified_and_mapped_to_roles(required):
-    from roadseg.labeler.api import create_app
+    from roadseg.label_service import create_app
 
     issuer = required
     with local_client(create_app()) as client:

@@ -107,7 +107,7 @@ def test_impossible_settings_stop_each_service_at_start_naming_the_variable(
 
     monkeypatch.setenv("ROADSEG_TILE_OVERLAP", "600")  # overlap >= the 512 px tile
     get_settings.cache_clear()
-    module = {"ingest": "roadseg.ingest.api", "labeler": "roadseg.labeler.api", "gateway": "roadseg.gateway.api"}
+    module = {"ingest": "roadseg.ingest.api", "labeler": "roadseg.label_service", "gateway": "roadseg.gateway.api"}
     create_app = __import__(module[service], fromlist=["create_app"]).create_app
     with pytest.raises(InvalidSettings, match="ROADSEG_TILE_OVERLAP"):
         create_app(storage=LocalStorage(tmp_path))

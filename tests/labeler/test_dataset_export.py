@@ -60,7 +60,7 @@ def test_block_split_has_no_leakage_and_is_seeded():
 
 
 def test_review_decisions_over_http_are_respected_by_the_export(settings_env, tmp_path, capsys):
-    from roadseg.labeler.api import create_app
+    from roadseg.label_service import create_app
 
     storage = get_storage()
     folder = DATA / "spacenet-vegas"

@@ -21,7 +21,7 @@ CHROMIUM = "/usr/bin/chromium"
 def review_server(tmp_path):
     """The review page of a run on the Vegas-like stand-in in tests/data (25 tiles of 64 px)."""
     import uvicorn
-    from roadseg.labeler.api import create_app
+    from roadseg.label_service import create_app
 
     storage = LocalStorage(tmp_path / "storage")
     folder = DATA / "spacenet-vegas"

@@ -50,7 +50,7 @@ def review_server(tmp_path, monkeypatch):
 def _serve(storage):
     """The labeler app on a free port, in a thread; made here, so it reads the settings of this moment."""
     import uvicorn
-    from roadseg.labeler.api import create_app
+    from roadseg.label_service import create_app
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(storage), host="127.0.0.1", port=port, log_level="warning"))

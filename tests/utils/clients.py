@@ -21,7 +21,7 @@ def service_apps(storage: Any = None, predictor: Any = None) -> dict[str, Any]:
     the gateway with ``predictor`` instead of the configured one)."""
     from roadseg.gateway.api import create_app as gateway
     from roadseg.ingest.api import create_app as ingest
-    from roadseg.labeler.api import create_app as labeler
+    from roadseg.label_service import create_app as labeler
 
     return {
         "ingest": ingest(storage),

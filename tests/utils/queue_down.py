@@ -26,7 +26,7 @@ def main(folder: Path) -> dict:
     from roadseg.inference.predictor import EmbeddedPredictor
     from roadseg.ingest.api import create_app as ingest_app
     from roadseg.ingest.scenes import run_scene, scene_store
-    from roadseg.labeler.api import create_app as labeler_app
+    from roadseg.label_service import create_app as labeler_app
     from roadseg.labeler.run import run_store
 
     storage = get_storage()
