@@ -26,9 +26,7 @@ from roadseg.storage import Storage
 STATIC = Path(__file__).resolve().parent / "static"
 
 
-def create_app(
-    storage: Storage | None = None, routers: Sequence[APIRouter] = (), description: str = ""
-) -> FastAPI:
+def create_app(storage: Storage | None = None, routers: Sequence[APIRouter] = (), description: str = "") -> FastAPI:
     """The labeler app with more ``routers`` after its own; ``storage`` defaults to ``ROADSEG_STORAGE_URL``."""
     app = create_service_app(
         "roadseg label review",
