@@ -199,7 +199,7 @@ def run_chain(workers: int, image: Path, roads: Path, env: dict[str, str], logs:
     from roadseg.celery_app import app
     from roadseg.config import get_settings
     from roadseg.gateway.jobs import create_job, create_scene_job, prediction_store
-    from roadseg.ingest.scenes import register_scene, scene_id_for_uri, scene_store
+    from roadseg.ingest.scene_jobs import register_scene, scene_id_for_uri, scene_store
     from roadseg.ingest.tiling import TileParams
     from roadseg.labeler.run import LabelOptions, prepare_run, run_store
     from roadseg.storage import split_url, storage_from_url

@@ -82,7 +82,7 @@ def write_parts(folder: Path, files: int, size: int) -> list[str]:
 
 def register(storage_root: Path, parts: list[str]) -> dict[str, tuple[str, Path]]:
     """Both scenes in the storage the gateway reads: {name: (scene id, file rio-tiler reads directly)}."""
-    from roadseg.ingest.scenes import plan_scene, register_scene, scene_id_for
+    from roadseg.ingest.scene_jobs import plan_scene, register_scene, scene_id_for
     from roadseg.ingest.tiling import TileParams
     from roadseg.mosaic import build_mosaic
     from roadseg.raster import trusted_mosaics

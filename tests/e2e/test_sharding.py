@@ -77,7 +77,7 @@ def _use(env: dict[str, str], monkeypatch):
 def _submit(scene: Path, storage, settings) -> tuple[str, str]:
     """Register the scene and store a prediction job of the same image; returns their ids."""
     from roadseg.gateway.jobs import create_job
-    from roadseg.ingest.scenes import register_scene, scene_id_for_uri
+    from roadseg.ingest.scene_jobs import register_scene, scene_id_for_uri
     from roadseg.ingest.tiling import TileParams
     from roadseg.storage import split_url
 
@@ -127,7 +127,7 @@ def test_two_workers_share_every_job_and_match_one_process(tmp_path, redis_url, 
     from roadseg.inference.predict import predict_raster
     from roadseg.inference.predictor import EmbeddedPredictor
     from roadseg.inference.road_graph import road_graph_geojson
-    from roadseg.ingest.scenes import run_scene, scene_store
+    from roadseg.ingest.scene_jobs import run_scene, scene_store
     from roadseg.labeler.run import LabelOptions, label_run, prepare_run, run_store
 
     scene, roads = _scene(tmp_path)
@@ -235,7 +235,7 @@ def test_two_workers_share_every_job_and_match_one_process(tmp_path, redis_url, 
 
 def test_finished_shards_are_not_redone_and_a_lost_shard_is(tmp_path, monkeypatch, redis_url):
     """Re-running a finished shard writes nothing; a shard killed mid-way (no result) redoes only its part."""
-    from roadseg.ingest.scenes import finish_scene, plan_scene, run_shard
+    from roadseg.ingest.scene_jobs import finish_scene, plan_scene, run_shard
     from roadseg.labeler.run import LabelOptions, label_run, prepare_run
 
     scene, roads = _scene(tmp_path)

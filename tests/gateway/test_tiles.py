@@ -18,7 +18,7 @@ from rasterio.enums import Resampling
 from rasterio.transform import from_bounds
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform as warp
-from roadseg.gateway.tiles import ROAD_COLOURS, probability_lut
+from roadseg.gateway.tile_render import ROAD_COLOURS, probability_lut
 from roadseg.raster import Stretch, to_uint8_rgb, trusted_mosaics
 from roadseg.storage import get_storage
 from utils.gateway import road_image
@@ -149,7 +149,7 @@ def test_road_network_in_lonlat_for_maps(client, tmp_path):
 def test_tiles_read_from_gcs_through_storage_equal_the_local_ones(client, tmp_path, fake_gcs):
     import uuid
 
-    from roadseg.gateway.tiles import TileSource, render_tile
+    from roadseg.gateway.tile_render import TileSource, render_tile
     from roadseg.storage import GCSStorage
 
     record, src = predict_geotiff(client, tmp_path)

@@ -264,7 +264,7 @@ def test_a_full_queue_answers_503_with_retry_after_and_keeps_the_scene(settings_
     """Back-pressure: beyond ROADSEG_MAX_QUEUED_TASKS waiting tasks, nothing more is queued."""
     import redis
     from roadseg.config import get_settings
-    from roadseg.ingest.scenes import scene_store
+    from roadseg.ingest.scene_jobs import scene_store
 
     monkeypatch.setenv("ROADSEG_MAX_QUEUED_TASKS", "2")
     get_settings.cache_clear()

@@ -124,7 +124,7 @@ def drained_gcs(monkeypatch):
 def test_label_run_and_export_on_gcs(drained_gcs, tmp_path):
     """Workers on GKE keep everything in a bucket: tiles are range-read, vectors downloaded with their sidecars."""
     import geopandas as gpd
-    from roadseg.labeler.datasets import samples_from_runs, write_dataset
+    from roadseg.labeler.dataset_export import samples_from_runs, write_dataset
     from roadseg.labeler.run import LabelOptions, label_run, prepare_run
     from roadseg.labeler.widths import WidthSpec
     from roadseg.storage import storage_from_url

@@ -127,7 +127,7 @@ def test_job_review_export_and_training_from_the_decisions(labeler, tmp_path):
     assert html.status_code == 200 and f'data-candidate="{best}"' in html.text and "1</b> accepted" in html.text
 
     # An ingested scene (read in place, as a city would be) gives the same candidates through its own job.
-    from roadseg.ingest.scenes import register_scene
+    from roadseg.ingest.scene_jobs import register_scene
     from roadseg.ingest.tiling import TileParams
     from roadseg.storage import split_url
 

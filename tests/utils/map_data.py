@@ -27,7 +27,7 @@ def register_mosaic_scene(storage: Any, tmp_path: Path, parts: int = 2) -> tuple
     Registered and planned (its stretch fixed) by ingest's own functions, as ``POST /api/v1/scenes`` with
     ``uris`` and the first ingest task do; the tiles for the model are not cut (the map does not need them).
     """
-    from roadseg.ingest.scenes import plan_scene, register_scene, scene_id_for
+    from roadseg.ingest.scene_jobs import plan_scene, register_scene, scene_id_for
     from roadseg.ingest.tiling import TileParams
     from roadseg.mosaic import build_mosaic
 

@@ -25,7 +25,7 @@ def main(folder: Path) -> dict:
     from roadseg.gateway.api import create_app as gateway_app
     from roadseg.inference.predictor import EmbeddedPredictor
     from roadseg.ingest.api import create_app as ingest_app
-    from roadseg.ingest.scenes import run_scene, scene_store
+    from roadseg.ingest.scene_jobs import run_scene, scene_store
     from roadseg.label_service import create_app as labeler_app
     from roadseg.labeler.run import run_store
 

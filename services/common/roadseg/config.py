@@ -246,7 +246,7 @@ class Settings(BaseSettings):
         default=IGNORE, description="Label mask value for pixels to ignore (tile nodata); masks use 0/255 otherwise."
     )
 
-    # --- map: tiles and STAC (roadseg.gateway.tiles, roadseg.stac)
+    # --- map: tiles and STAC (roadseg.gateway.tile_render, roadseg.stac)
     tile_max_age_s: int = Field(
         default=3600,
         ge=0,

@@ -190,7 +190,7 @@ def failing_job(jobs: JobStore[PredictionRecord], job_id: str) -> Iterator[None]
 def open_input(storage: Storage, record: PredictionRecord, settings: Settings) -> Iterator[DatasetReader]:
     """The job's input image: its stored upload (its header checked again), or the ingested scene it names."""
     if record.scene_id:
-        from roadseg.ingest.scenes import open_scene_source, scene_store, source_of
+        from roadseg.ingest.scene_jobs import open_scene_source, scene_store, source_of
 
         scene = scene_store(storage).get(record.scene_id)
         source, key, _ = source_of(storage, scene)
@@ -214,7 +214,7 @@ def create_scene_job(storage: Storage, scene_id: str, tta: str | None = None) ->
     Its outputs are Cloud-Optimized GeoTIFFs (probability and mask) and the road network; a browser
     could not show PNGs of such an image, so none are made.
     """
-    from roadseg.ingest.scenes import scene_store
+    from roadseg.ingest.scene_jobs import scene_store
 
     scene = scene_store(storage).get(scene_id)
     info = ImageInfo.model_validate(scene.model_dump(include=set(ImageInfo.model_fields)))

@@ -126,7 +126,7 @@ def run_scene_command(args: argparse.Namespace, scene: str) -> int:
     from tqdm import tqdm
 
     from roadseg.config import get_settings
-    from roadseg.ingest.scenes import register_scene, run_scene, scene_id_for_uri
+    from roadseg.ingest.scene_jobs import register_scene, run_scene, scene_id_for_uri
     from roadseg.ingest.tiling import TileParams
     from roadseg.storage import split_url, storage_from_url
 

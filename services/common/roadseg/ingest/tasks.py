@@ -41,7 +41,7 @@ class SceneTask(Task):
 
 
 def _record(scene_id: str, **fields: object) -> None:
-    from roadseg.ingest.scenes import scene_store
+    from roadseg.ingest.scene_jobs import scene_store
 
     try:
         scene_store(get_storage()).update(scene_id, **fields)
@@ -67,7 +67,7 @@ def tile_scene(self: SceneTask, scene_id: str) -> dict:
     The workers of the ``ingest`` queue then share the scene; the last shard to finish writes the manifest.
     """
     from roadseg.config import get_settings
-    from roadseg.ingest.scenes import finish_scene, plan_scene
+    from roadseg.ingest.scene_jobs import finish_scene, plan_scene
 
     storage = get_storage()
     try:
@@ -85,7 +85,7 @@ def tile_scene(self: SceneTask, scene_id: str) -> dict:
 @app.task(base=SceneTask, name="roadseg.ingest.tile_shard", bind=True, **RETRIES)
 def tile_shard(self: SceneTask, scene_id: str, index: int) -> dict:
     """Cut the tiles of one shard of a planned scene; the shard that completes the set writes the manifest."""
-    from roadseg.ingest.scenes import finish_scene, run_shard
+    from roadseg.ingest.scene_jobs import finish_scene, run_shard
 
     storage = get_storage()
     try:

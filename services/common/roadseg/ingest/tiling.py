@@ -179,7 +179,7 @@ def tile_scene(
 
     ``source_ref`` is what the manifest records as ``source_key`` (defaults to ``source_key``;
     scenes ingested from a URI record the URI). Queued scenes are cut into shards instead
-    (:mod:`roadseg.ingest.scenes`), which run :func:`tile_cells` and :func:`scene_manifest` the same way.
+    (:mod:`roadseg.ingest.scene_jobs`), which run :func:`tile_cells` and :func:`scene_manifest` the same way.
     """
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), open_stored(source, source_key) as ds:
         stretch = compute_stretch(ds, params.percentiles)

@@ -12,7 +12,7 @@ from roadseg.labeler import MODES
 
 if TYPE_CHECKING:
     from roadseg.cli import Subcommands
-    from roadseg.labeler.datasets import Sample
+    from roadseg.labeler.dataset_export import Sample
     from roadseg.labeler.run import LabelOptions
     from roadseg.storage import Storage
 
@@ -186,7 +186,7 @@ def _export_info(args: argparse.Namespace) -> dict:
 
 
 def _dataset_export(args: argparse.Namespace) -> int:
-    from roadseg.labeler.datasets import samples_from_runs
+    from roadseg.labeler.dataset_export import samples_from_runs
     from roadseg.storage import get_storage
 
     samples, excluded = samples_from_runs(
@@ -198,7 +198,7 @@ def _dataset_export(args: argparse.Namespace) -> int:
 
 
 def _dataset_import(args: argparse.Namespace) -> int:
-    from roadseg.labeler.datasets import samples_from_folder
+    from roadseg.labeler.dataset_export import samples_from_folder
 
     samples, _ = samples_from_folder(args.folder, args.fractions, args.seed)
     print(f"{len(samples)} image/mask pairs found in {args.folder}")
@@ -206,7 +206,7 @@ def _dataset_import(args: argparse.Namespace) -> int:
 
 
 def _write(samples: list[Sample], args: argparse.Namespace, info: dict) -> int:
-    from roadseg.labeler.datasets import write_dataset
+    from roadseg.labeler.dataset_export import write_dataset
 
     bar = _Bar("writing", "example")
     try:

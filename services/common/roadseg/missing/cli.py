@@ -163,7 +163,7 @@ def _open_source(source: str, storage: Storage, settings: Settings) -> AbstractC
             with raster.trusted_mosaics(), raster.open_checked(source, settings.max_scene_pixels) as ds:
                 yield ds, {"image_url": Path(source).resolve().as_uri()}
             return
-        from roadseg.ingest.scenes import open_scene_source, scene_store, source_of
+        from roadseg.ingest.scene_jobs import open_scene_source, scene_store, source_of
 
         scene = scene_store(storage).get(source)
         src, key, _ = source_of(storage, scene)

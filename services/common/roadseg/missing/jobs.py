@@ -192,7 +192,7 @@ def open_image(storage: Storage, record: MissingRecord, settings: Settings) -> I
         with open_input(storage, prediction_store(storage).get(record.prediction_id), settings) as ds:
             yield ds
     elif record.scene_id:
-        from roadseg.ingest.scenes import open_scene_source, scene_store, source_of
+        from roadseg.ingest.scene_jobs import open_scene_source, scene_store, source_of
 
         scene = scene_store(storage).get(record.scene_id)
         source, key, _ = source_of(storage, scene)

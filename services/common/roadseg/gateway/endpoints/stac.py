@@ -68,7 +68,7 @@ def get_prediction_item(job_id: str, request: Request, jobs: PredictionsDep) -> 
 @scenes_router.get("/{scene_id}/item.json", response_model=StacItem)
 def get_scene_item(scene_id: str, request: Request, storage: StorageDep) -> dict[str, Any]:
     """The STAC item of an ingested, georeferenced scene."""
-    from roadseg.ingest.scenes import scene_store
+    from roadseg.ingest.scene_jobs import scene_store
 
     return scene_item(storage, scene_store(storage).get(scene_id), base_url(request))
 
@@ -76,6 +76,6 @@ def get_scene_item(scene_id: str, request: Request, storage: StorageDep) -> dict
 @catalog_router.get("/catalog.json", response_model=StacCollection)
 def get_catalog(request: Request, storage: StorageDep) -> dict[str, Any]:
     """A collection of every georeferenced ingested scene, one ``item`` link each."""
-    from roadseg.ingest.scenes import scene_store
+    from roadseg.ingest.scene_jobs import scene_store
 
     return scenes_collection(scene_store(storage).list(), base_url(request))

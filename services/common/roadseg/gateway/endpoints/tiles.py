@@ -4,7 +4,7 @@ Routes: ``/api/v1/predictions/{id}/tiles/{layer}/{z}/{x}/{y}.png``, ``/api/v1/sc
 and ``/api/v1/predictions/{id}/roads.geojson`` (EPSG:4326, RFC 7946).
 
 XYZ tiles in Web Mercator (256 px PNG, transparent where there is no data) drawn from the stored COGs by
-:mod:`roadseg.gateway.tiles`. Each route has the auth of its resource: a prediction's tiles need what its
+:mod:`roadseg.gateway.tile_render`. Each route has the auth of its resource: a prediction's tiles need what its
 record needs (viewer), a scene's what the ingest API asks to see the scene (operator). The gateway serves
 scene tiles too, not ingest: the map page is the gateway's, the scenes are in the storage it shares, and
 it already opens them to predict them in place.
@@ -27,7 +27,7 @@ from roadseg.config import Settings
 from roadseg.errors import InvalidInput, NotFound
 from roadseg.gateway.deps import PredictionsDep
 from roadseg.gateway.road_network import road_network
-from roadseg.gateway.tiles import PREDICTION_LAYERS, TileSource, prediction_source, render_tile, scene_source
+from roadseg.gateway.tile_render import PREDICTION_LAYERS, TileSource, prediction_source, render_tile, scene_source
 from roadseg.geo import transform_geometry
 from roadseg.http_api import SettingsDep, StorageDep
 
@@ -90,7 +90,7 @@ def scene_tile(
     if_none_match: IfNoneMatch = None,
 ) -> Response:
     """A map tile of an ingested scene's source (a VRT mosaic for a multi-file scene), with its stretch."""
-    from roadseg.ingest.scenes import scene_store
+    from roadseg.ingest.scene_jobs import scene_store
 
     return tile_response(scene_source(storage, scene_store(storage).get(scene_id)), z, x, y, if_none_match, settings)
 

@@ -24,7 +24,7 @@ from roadseg.config import Settings
 from roadseg.documents import SceneRecord, Status
 from roadseg.errors import InvalidInput, NotFound, TooLarge
 from roadseg.http_api import SettingsDep, StorageDep, enqueue
-from roadseg.ingest.scenes import (
+from roadseg.ingest.scene_jobs import (
     needs_run,
     register_scene,
     scene_id_for,
@@ -193,7 +193,7 @@ def _accept_mosaic(
 
     Every tile (folders listed first) must pass the same allow-lists as a single scene URI; the VRT is
     written by this service under ``scenes/<id>/source.vrt``, which no upload can name, so the workers
-    may open it (:func:`roadseg.ingest.scenes.open_scene_source`). The id hashes the VRT: the same tiles
+    may open it (:func:`roadseg.ingest.scene_jobs.open_scene_source`). The id hashes the VRT: the same tiles
     give the same scene.
     """
     for uri in uris:

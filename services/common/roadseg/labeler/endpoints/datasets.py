@@ -36,7 +36,7 @@ class DatasetExport(DatasetManifest):
 @router.post("", status_code=201, response_model=DatasetExport)
 def export_dataset(spec: DatasetRequest, storage: StorageDep) -> dict[str, Any]:
     """Export finished runs as TFRecord shards under ``datasets/<name>/`` (review decisions respected)."""
-    from roadseg.labeler.datasets import samples_from_runs, write_dataset
+    from roadseg.labeler.dataset_export import samples_from_runs, write_dataset
 
     samples, excluded = samples_from_runs(
         storage, spec.runs, spec.block_tiles, spec.fractions, spec.seed, spec.include_flagged

@@ -87,7 +87,7 @@ def prediction_source(storage: Storage, record: PredictionRecord, layer: str) ->
     files = set(record.files)
     if layer == "image":
         if record.scene_id:
-            from roadseg.ingest.scenes import scene_store
+            from roadseg.ingest.scene_jobs import scene_store
 
             return scene_source(storage, scene_store(storage).get(record.scene_id))
         return TileSource(storage, f"{base}/input/{record.input_name}", "image", version)
@@ -103,7 +103,7 @@ def scene_source(storage: Storage, record: SceneRecord) -> TileSource:
 
     It is stretched to 8 bits with the scene's own stretch once it has one, as its tiles for the model are.
     """
-    from roadseg.ingest.scenes import source_of
+    from roadseg.ingest.scene_jobs import source_of
 
     if not record.georeferenced:
         raise InvalidInput(f"scene {record.id} is not georeferenced: it has no map tiles")
@@ -116,7 +116,7 @@ def scene_source(storage: Storage, record: SceneRecord) -> TileSource:
 def open_source(source: TileSource) -> Iterator[DatasetReader]:
     """The source's dataset, opened through storage (range reads on GCS) with the checks ingest applies."""
     if source.mosaic:
-        from roadseg.ingest.scenes import open_scene_source
+        from roadseg.ingest.scene_jobs import open_scene_source
 
         with open_scene_source(source.storage, source.key, mosaic=True) as ds:
             yield ds
