@@ -68,3 +68,13 @@ def test_the_import_graph_has_no_cycle():
 
     cycles = sorted(n for n in edges if n in reach(n))
     assert not cycles, f"import cycles through {cycles}"
+
+
+def test_no_two_modules_of_one_room_share_a_name():
+    """``predictions.py`` twice in one room (jobs and routes) made a newcomer open the wrong one."""
+    shared = {}
+    for room in (p for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()):
+        names = [p.name for p in room.rglob("*.py") if p.name != "__init__.py"]
+        if repeated := sorted({n for n in names if names.count(n) > 1}):
+            shared[room.name] = repeated
+    assert not shared, shared
