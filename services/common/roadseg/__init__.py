@@ -10,7 +10,8 @@ process (``services/<name>/main.py``) is a thin entry point around the modules h
 * ``inference``: the model applied to an image (predictor backends, sliding windows, ``predict_raster``),
   below the gateway, the trainer's evaluation, ``missing`` and ``roadseg predict``, which all use it;
 * ``roadnet``: road mask to road graph, shortest routes, APLS (used by the gateway and the CLI);
-* ``missing``: roads a map lacks, from a prediction against the map's vectors (served by the labeler);
+* ``missing``: roads a map lacks, from a prediction against the map's vectors (served by the labeler
+  service, whose app ``label_service`` puts the two rooms together);
 * ``auth``: who may do what: API keys, Identity-Aware Proxy, sign-in sessions, roles per route.
 
 Beside them, shared modules: settings (``config``), ``storage``, job records (``jobs``, ``documents``),
