@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import io
+import logging
 import time
 
 import numpy as np
 from PIL import Image
+from roadseg.config import get_settings
+from roadseg.gateway import sharded
 from roadseg.gateway.api import create_app
+from roadseg.gateway.jobs import create_job, prediction_store, run_job
 from roadseg.inference.predictor import EmbeddedPredictor
 from roadseg.inference.scale import CANDIDATE_FACTORS
 from roadseg.storage import get_storage
 from utils.clients import local_client
 from utils.gateway import dark_two_output_model, road_image
+
+#: Small windows, so a 768 px image has more than 2 rows of them at any candidate factor: 2 shards or more.
+SHARDING = {"ROADSEG_PREDICT_WINDOW": "128", "ROADSEG_PREDICT_OVERLAP": "32", "ROADSEG_SHARD_WINDOW_ROWS": "2"}
 
 
 def _png(rgb: np.ndarray) -> bytes:
@@ -47,3 +54,49 @@ def test_auto_pixel_size_is_chosen_recorded_and_bad_values_are_400(settings_env)
                 break
             time.sleep(0.5)
         assert "Scale chosen by the model" in html
+
+
+def test_a_sharded_auto_job_asks_the_model_once_and_equals_one_task(settings_env, monkeypatch, caplog):
+    """A queued plain image cut into shards: its planner chooses the scale, its shards and the join reuse it."""
+    for key, value in SHARDING.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    settings, storage = get_settings(), get_storage()
+    predictor = EmbeddedPredictor(dark_two_output_model() / "1")
+    jobs = prediction_store(storage)
+    png = _png(road_image(768, 512))
+    caplog.set_level(logging.INFO, logger="roadseg.inference.predict")
+
+    def choices() -> int:
+        """Times the model was asked for the scale (ModelWindows.estimated logs each choice)."""
+        return sum("scale chosen by the model" in r.getMessage() for r in caplog.records)
+
+    job = create_job(storage, io.BytesIO(png), "a.png", settings, pixel_size_m="auto").id
+    pending = sharded.plan_job(job, storage, predictor, settings)
+    assert pending is not None and len(pending) >= 2, pending
+    planned = jobs.get(job).resampling
+    assert planned is not None and planned["estimated"] is True and planned["factor"] in CANDIDATE_FACTORS
+    assert choices() == 1
+    finished = [sharded.run_shard(job, index, storage, predictor, settings) for index in pending]
+    assert finished == [False] * (len(pending) - 1) + [True]
+    record = sharded.finish_job(job, storage, predictor, settings)
+    assert choices() == 1  # the shards and the join used the recorded choice
+    assert record.status == "done" and record.pixel_size_m == "auto" and record.resampling == planned
+
+    # The same upload in one task (as a small upload runs): the same choice, the same pixels.
+    caplog.clear()
+    one_task = create_job(storage, io.BytesIO(png), "a.png", settings, pixel_size_m="auto").id
+    whole = run_job(one_task, storage, predictor, settings)
+    assert choices() == 1 and whole.resampling == planned
+
+    def mask(job_id: str) -> np.ndarray:
+        return np.asarray(Image.open(io.BytesIO(storage.read_bytes(jobs.key(job_id, "mask.png")))))
+
+    def probability(job_id: str) -> np.ndarray:
+        with storage.open_raster(jobs.key(job_id, "probability.tif")) as ds:
+            return ds.read()
+
+    assert mask(job).shape == (768, 512) and (mask(job) == 255).any()
+    assert np.array_equal(mask(job), mask(whole.id))
+    assert np.array_equal(probability(job), probability(whole.id))
+    assert record.road_fraction == whole.road_fraction

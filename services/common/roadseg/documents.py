@@ -198,7 +198,12 @@ class PredictionRecord(JobRecord):
         default=None, description="Test-time augmentation asked for (None: the card's); once done, the one that ran."
     )
     model: dict[str, Any] | None = Field(default=None, description="Backend and model version that served it.")
-    resampling: dict[str, Any] | None = None
+    resampling: dict[str, Any] | None = Field(
+        default=None,
+        description="Set when the image was resampled to the model's resolution: both pixel sizes and the factor "
+        "('estimated' when the model chose the scale of a plain image, pixel size 'auto': recorded once, when a "
+        "queued job is planned, and used by all its parts).",
+    )
     roads: Literal["pending", "ready", "skipped", "failed"] | None = Field(
         default=None,
         description="Road network: built right after the job is done, or on the first route or download at the latest.",

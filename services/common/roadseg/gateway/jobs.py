@@ -30,7 +30,7 @@ from roadseg.documents import MISSING_CANDIDATES_FILE, ROADS_PENDING, ImageInfo,
 from roadseg.errors import InvalidInput, RoadsegError
 from roadseg.http_api import enqueue
 from roadseg.inference.layers import BASE_LAYERS, LAYERS, PNG_LAYERS, tif_to_png
-from roadseg.inference.predict import PixelSize, RasterPrediction, predict_raster
+from roadseg.inference.predict import ModelWindows, PixelSize, RasterPrediction, predict_raster
 from roadseg.inference.predictor import Predictor
 from roadseg.jobs import JobStore, new_id
 from roadseg.storage import Storage, safe_filename
@@ -254,6 +254,16 @@ def run_job(job_id: str, storage: Storage, predictor: Predictor, settings: Setti
         return store_outputs(job_id, storage, predictor, settings, Path(tmp), result)
 
 
+def job_windows(ds: DatasetReader, record: PredictionRecord, predictor: Predictor, settings: Settings) -> ModelWindows:
+    """How a job's image meets the model (:meth:`ModelWindows.of`), with the job's pixel size.
+
+    A pixel size ``auto`` is the model's choice, made once per job: the first call asks the model, and the
+    queued job's planner (:func:`~roadseg.gateway.sharded.plan_job`) records the choice in ``resampling``,
+    which every later call (each shard, the join, the one task of a job that is not cut) then reuses.
+    """
+    return ModelWindows.of(ds, predictor, settings, record.pixel_size_m, record.resampling)
+
+
 def predict_job(
     ds: DatasetReader,
     record: PredictionRecord,
@@ -262,12 +272,13 @@ def predict_job(
     out: Path,
     progress: Callable[[int, int], None],
     window_rows: tuple[int, int] | None = None,
+    geometry: ModelWindows | None = None,
 ) -> RasterPrediction:
     """:func:`predict_raster` with a job's own choices (``window_rows``: one shard's).
 
-    The served version's threshold, the job's tta, and the page's layers for uploads only: as PNGs
-    written during the prediction, or for a shard as GeoTIFF bands that :mod:`~roadseg.gateway.sharded`
-    joins into PNGs at the end.
+    The served version's threshold, the job's tta, its windows (``geometry``, else :func:`job_windows`),
+    and the page's layers for uploads only: as PNGs written during the prediction, or for a shard as
+    GeoTIFF bands that :mod:`~roadseg.gateway.sharded` joins into PNGs at the end.
     """
     threshold = predictor.threshold(settings.threshold)
     page = page_layers(record)
@@ -284,7 +295,7 @@ def predict_job(
         tta=record.tta,
         window_rows=window_rows,
         pngs=pngs,
-        pixel_size_m=record.pixel_size_m,
+        geometry=geometry or job_windows(ds, record, predictor, settings),
     )
 
 

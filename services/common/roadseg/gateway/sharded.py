@@ -36,6 +36,7 @@ from roadseg.documents import ROADS_FAILED, ROADS_PENDING, PredictionRecord, Sha
 from roadseg.errors import InvalidInput
 from roadseg.gateway.jobs import (
     failing_job,
+    job_windows,
     open_input,
     page_layers,
     predict_job,
@@ -89,14 +90,19 @@ def plan_job(job_id: str, storage: Storage, predictor: Predictor, settings: Sett
     """Cut a queued job into shards; returns the shards still to run, or ``None`` when one task is enough.
 
     An image with at most ``shard_window_rows`` rows of windows is not cut (:func:`run_job` runs it).
-    A re-delivered plan keeps the cut it made.
+    A re-delivered plan keeps the cut it made. The scale the model chooses for a plain image of pixel
+    size ``auto`` is recorded in the job's ``resampling`` here, so its shards and the join (or its one
+    task) use it instead of asking the model again (:func:`~roadseg.gateway.jobs.job_windows`).
     """
     jobs = prediction_store(storage)
     record = jobs.get(job_id)
     if record.shards is None:
         predictor.refresh()
         with failing_job(jobs, job_id), open_input(storage, record, settings) as ds:
-            rows = ModelWindows.of(ds, predictor, settings, record.pixel_size_m).row_count(ds.height)
+            geometry = job_windows(ds, record, predictor, settings)
+            rows = geometry.row_count(ds.height)
+        if record.resampling is None and (geometry.resampling or {}).get("estimated"):
+            record = jobs.update(job_id, resampling=geometry.resampling)  # the model's scale, chosen once
         if rows <= settings.shard_window_rows:
             return None
         per_shard = settings.shard_window_rows
@@ -126,13 +132,14 @@ def run_shard(job_id: str, index: int, storage: Storage, predictor: Predictor, s
     predictor.refresh()
     with failing_job(jobs, job_id), tempfile.TemporaryDirectory(prefix="roadseg-shard-") as tmp:
         with open_input(storage, record, settings) as ds:
-            geometry = ModelWindows.of(ds, predictor, settings, record.pixel_size_m)
+            geometry = job_windows(ds, record, predictor, settings)
             cut = _cut(ds, geometry, _plan(record).per_shard)
             span = cut[index]
             sizes = [geometry.windows_of(ds, (s.start, s.stop)) for s in cut]
             progress = throttled(book, index, sizes, window_progress(jobs, job_id))
-            result = predict_job(ds, record, predictor, settings, Path(tmp), progress, (span.start, span.stop))
-            _, row_from, row_to = geometry.shard(ds, (span.start, span.stop))
+            window_rows = (span.start, span.stop)
+            result = predict_job(ds, record, predictor, settings, Path(tmp), progress, window_rows, geometry)
+            _, row_from, row_to = geometry.shard(ds, window_rows)
         for layer, path in result.files.items():
             storage.write_file(band_key(storage, job_id, index, layer), path)
     return book.finish(
@@ -169,7 +176,7 @@ def finish_job(job_id: str, storage: Storage, predictor: Predictor, settings: Se
         out = Path(tmp)
         with open_input(storage, record, settings) as ds:
             info = raster.scene_info(ds)
-            geometry = ModelWindows.of(ds, predictor, settings, record.pixel_size_m)
+            geometry = job_windows(ds, record, predictor, settings)
             windows = count_windows(ds.height, ds.width, geometry.window, geometry.overlap)
             has_centerline = centerline_channel(predictor) is not None
             layers = available_layers(LAYERS if page_layers(record) else BASE_LAYERS, has_centerline)

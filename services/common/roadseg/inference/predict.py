@@ -115,7 +115,12 @@ class ModelWindows:
 
     @classmethod
     def of(
-        cls, ds: DatasetReader, predictor: Predictor, settings: Settings, pixel_size_m: PixelSize = None
+        cls,
+        ds: DatasetReader,
+        predictor: Predictor,
+        settings: Settings,
+        pixel_size_m: PixelSize = None,
+        chosen: dict[str, Any] | None = None,
     ) -> ModelWindows:
         """At most ``predict_window`` px per side, fitted to the image (:func:`windows.fit_window`).
 
@@ -123,11 +128,14 @@ class ModelWindows:
         The image's ground pixel size is its georeference's; ``pixel_size_m`` (what the user says) stands in
         for a plain image's, which has none: metres, or :data:`AUTO` to let the model choose the scale
         (:mod:`roadseg.inference.scale`). Without either, a plain image is taken to be at the model's own
-        resolution.
+        resolution. ``chosen`` is the ``resampling`` an earlier :data:`AUTO` choice recorded (a queued job's
+        planner, :func:`roadseg.gateway.jobs.job_windows`): that scale is then used, not asked of the model again.
         """
         window, overlap = settings.predict_window, settings.predict_overlap
         image_m = raster.ground_pixel_size_m(ds)
         if image_m is None and pixel_size_m == AUTO and settings.match_resolution:
+            if chosen and chosen.get("estimated"):
+                return cls.from_resampling(ds, settings, chosen)
             return cls.estimated(ds, predictor, settings)
         image_m = image_m or (pixel_size_m if isinstance(pixel_size_m, float | int) else None)
         model_m = model_resolution(image_m, predictor.card)
@@ -135,7 +143,13 @@ class ModelWindows:
         if image_m is None or model_m is None or factor == 1.0:
             return cls(fit_window(ds.height, ds.width, window, overlap), overlap)
         resampling = {"image_pixel_size_m": round(image_m, 4), "model_pixel_size_m": model_m, "factor": factor}
-        window, overlap = round(window * factor), round(overlap * factor)
+        return cls.from_resampling(ds, settings, resampling)
+
+    @classmethod
+    def from_resampling(cls, ds: DatasetReader, settings: Settings, resampling: dict[str, Any]) -> ModelWindows:
+        """The windows of ``ds`` resampled as ``resampling`` says (its ``factor``), which they keep as their record."""
+        factor = resampling["factor"]
+        window, overlap = round(settings.predict_window * factor), round(settings.predict_overlap * factor)
         return cls(fit_window(ds.height, ds.width, window, overlap), overlap, factor, resampling)
 
     @classmethod
@@ -155,9 +169,7 @@ class ModelWindows:
             "estimated": True,
         }
         log.info("scale chosen by the model: factor %.3f (road confidence per factor %s)", choice.factor, choice.scores)
-        factor = choice.factor
-        window, overlap = round(settings.predict_window * factor), round(settings.predict_overlap * factor)
-        return cls(fit_window(ds.height, ds.width, window, overlap), overlap, factor, resampling)
+        return cls.from_resampling(ds, settings, resampling)
 
     def row_count(self, height: int) -> int:
         """Rows of windows over an image ``height`` pixels high (the unit prediction shards are cut in)."""
@@ -193,12 +205,15 @@ def predict_raster(
     pngs: Collection[str] = (),
     centerline_threshold: float | None = None,
     pixel_size_m: PixelSize = None,
+    geometry: ModelWindows | None = None,
 ) -> RasterPrediction:
     """Predict ``ds`` window by window into GeoTIFFs (``layers`` of :data:`LAYERS`) and PNGs in ``out_dir``.
 
     ``threshold`` makes the road (surface) mask; ``centerline_threshold`` (default: the card's) the
     centreline mask of a two-output model. Centreline layers asked of a single-output model are left out.
-    ``pixel_size_m`` is the ground pixel size of a plain image, or ``"auto"`` (see :meth:`ModelWindows.of`).
+    ``pixel_size_m`` is the ground pixel size of a plain image, or ``"auto"`` (see :meth:`ModelWindows.of`);
+    ``geometry``, how the image meets the model when that was decided already (a queued job's ``auto`` scale,
+    chosen once for all its shards), stands in for it.
 
     ``tta`` (``none``/``flip``; None: the model card's) is checked against the serving version
     before any work, so an unavailable choice is a 400 and not a half-done job. ``model_lock`` is
@@ -221,7 +236,7 @@ def predict_raster(
         with model_lock or contextlib.nullcontext():
             return predictor.predict(images, tta)
 
-    geometry = ModelWindows.of(ds, predictor, settings, pixel_size_m)
+    geometry = geometry or ModelWindows.of(ds, predictor, settings, pixel_size_m)
     predict: PredictBatch = model if geometry.factor == 1.0 else resampled(model, geometry.factor)
     if geometry.resampling and not geometry.resampling.get("estimated"):
         log.info(
