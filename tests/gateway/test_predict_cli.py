@@ -14,7 +14,7 @@ import pytest
 import rasterio
 import rasterio.shutil
 from PIL import Image
-from roadseg.cli import main
+from roadseg.cli import build_parser, main
 from utils.gateway import dark_model, road_image, write_geotiff
 
 #: Allowed peak-RSS growth for predicting 6000 x 6000 (36 Mpx) after a warm-up run. Holding the image
@@ -103,6 +103,24 @@ def test_help_documents_the_contract():
     assert roadseg("serve", "--help").returncode == 0
 
 
+@pytest.mark.parametrize("given", ["0", "-1", "nan", "inf", "1001", "abc", "automatic"])
+def test_a_bad_pixel_size_is_refused_before_any_work(tmp_path, capsys, given):
+    """``--pixel-size`` is read as the API reads ``pixel_size_m``: a bad value is argparse's exit 2, nothing done."""
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as refused:
+        main(["predict", str(tmp_path / "a.png"), "--out", str(out), "--pixel-size", given])
+    assert refused.value.code == 2
+    assert "argument --pixel-size: the pixel size must be" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_pixel_size_auto_and_metres_are_accepted():
+    parser = build_parser()
+    for given, read in (("auto", "auto"), ("Auto", "auto"), ("0.3", 0.3), ("1000", 1000.0)):
+        assert parser.parse_args(["predict", "a.png", "--out", "out", "--pixel-size", given]).pixel_size == read
+    assert parser.parse_args(["predict", "a.png", "--out", "out"]).pixel_size is None
+
+
 def write_big_geotiff(path: Path, size: int, height: int | None = None) -> Path:
     """A ``size`` px wide (and ``height`` or ``size`` high) textured GeoTIFF written block by block."""
     height = height or size
@@ -130,7 +148,7 @@ MEASURE = textwrap.dedent(
     """
     import json, sys, threading, time
     import psutil
-    from roadseg.cli import main
+    from roadseg.cli import build_parser, main
     small, big, out, model = sys.argv[1:]
     assert main(["predict", small, "--out", out, "--model", model]) == 0  # warm-up: TF, model, traced shapes
     proc = psutil.Process()

@@ -63,6 +63,6 @@ def test_roadseg_predict_pixel_size_auto_on_a_plain_copy_of_the_vegas_tile(tmp_p
     assert masks["auto"].any() and (masks["auto"] == masks["0.3"]).all()
     assert masks["1"].mean() < masks["auto"].mean() / 4  # taken as the model's own 1 m, v3 finds little
 
-    with pytest.raises(SystemExit):  # argparse: "not a number of metres or 'auto'"
+    with pytest.raises(SystemExit):  # argparse, with the API's message
         main(["predict", str(png), "--out", str(tmp_path / "bad"), "--pixel-size", "automatic"])
-    assert "not a number of metres or 'auto'" in capsys.readouterr().err
+    assert "the pixel size must be a number of metres or 'auto'" in capsys.readouterr().err

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from roadseg.cli import Subcommands
     from roadseg.config import Settings
+    from roadseg.inference.predict import PixelSize
     from roadseg.inference.predictor import Predictor
 
 #: Side of the blank window that starts the model before the first image (its size does not matter).
@@ -73,7 +74,7 @@ def register(sub: Subcommands) -> None:
     )
     p.add_argument(
         "--pixel-size",
-        type=_pixel_size,
+        type=_pixel_size_arg,
         metavar="M|auto",
         help="ground pixel size in metres of plain images (PNG/JPEG without georeference): they are resampled to "
         "the model's resolution as georeferenced ones are; 'auto': the model chooses the scale at which it finds "
@@ -114,17 +115,18 @@ def register(sub: Subcommands) -> None:
     m.set_defaults(func=seed_models_command)
 
 
-def _pixel_size(text: str) -> float | str:
-    """Metres above 0 or ``auto`` (argparse type), so ``--pixel-size 0`` or ``nan`` is refused before any work."""
-    if text.strip().lower() == "auto":
-        return "auto"
+def _pixel_size_arg(text: str) -> PixelSize:
+    """``--pixel-size`` read as the API and the page read it (:func:`~roadseg.inference.predict.parse_pixel_size`).
+
+    An argparse type, so ``--pixel-size 0``, ``nan`` or ``abc`` is refused (exit status 2) before any work.
+    """
+    from roadseg.errors import InvalidInput
+    from roadseg.inference.predict import parse_pixel_size
+
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of metres or 'auto': {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of metres, got {text!r}")
-    return value
+        return parse_pixel_size(text)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def predict_command(args: argparse.Namespace) -> int:
