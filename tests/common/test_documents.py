@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from roadseg.documents import SCHEMA_VERSION, ModelCard, PredictionRecord, SceneRecord, Status
+from roadseg.documents import SCHEMA_VERSION, ModelCard, PredictionRecord, Roads, SceneRecord, Status
 from roadseg.errors import InvalidInput
 from roadseg.jobs import JobStore
 from roadseg.storage import LocalStorage
@@ -89,6 +89,25 @@ def test_a_typed_record_is_stored_as_the_same_json_and_an_update_changes_only_wh
         "updated": stored["updated"],
     }
     assert [r.id for r in jobs.list()] == ["s0123"] and jobs.list()[0] == updated
+
+
+def test_a_predictions_road_network_state_is_a_roads_member_stored_as_its_string(tmp_path):
+    storage = LocalStorage(tmp_path)
+    jobs = JobStore(storage, "predictions", PredictionRecord)
+    info = {"georeferenced": False, "transform": [1, 0, 0, 0, 1, 0], "width": 4, "height": 4, "bands": 3}
+    info["dtype"] = "uint8"
+    jobs.create("p1", input_name="a.png", input_bytes=3, info=info, progress=1.0, stage="done", roads=Roads.PENDING)
+    assert json.loads(storage.read_text("predictions/p1/status.json"))["roads"] == "pending"
+    for state in ("ready", "skipped", "failed"):  # skipped: records from before large masks were built in shards
+        stored = json.loads(storage.read_text("predictions/p1/status.json"))
+        storage.write_text("predictions/p1/status.json", json.dumps({**stored, "roads": state}))
+        record = jobs.get("p1")
+        assert record.roads is Roads(state) and record.roads == state
+        jobs.update("p1", roads_note="kept")
+        assert json.loads(storage.read_text("predictions/p1/status.json"))["roads"] == state
+    assert record.dump()["roads"] == "failed" and type(record.dump()["roads"]) is str
+    with pytest.raises(InvalidInput, match="roads"):
+        PredictionRecord.parse(json.dumps({**stored, "roads": "built"}), "predictions/p1/status.json")
 
 
 def test_a_record_that_does_not_fit_its_model_is_never_written(tmp_path):

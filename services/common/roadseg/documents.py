@@ -160,9 +160,19 @@ class LabelRunRecord(JobRecord):
     shards: ShardPlan | None = None
 
 
-#: ``roads`` of a prediction record: to be built, built (``roads.geojson`` in its files), or failed. Records
-#: from before large masks were built in shards may also say ``skipped`` (too large then).
-ROADS_PENDING, ROADS_READY, ROADS_FAILED = "pending", "ready", "failed"
+class Roads(StrEnum):
+    """``roads`` of a prediction record (stored and served as its string value): its road network.
+
+    To be built, built (``roads.geojson`` in its files), or failed. Records from before large masks were
+    built in shards may also say ``skipped`` (too large then).
+    """
+
+    PENDING = "pending"
+    READY = "ready"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
 #: A prediction made for a missing-roads job gets that job's candidate missing roads beside its own files,
 #: as written by :mod:`roadseg.missing` (RFC 7946 lon/lat; ``properties``: id, rank, score, length_m, ...):
 #: the gateway serves it to the map page without knowing the missing-roads room.
@@ -204,7 +214,7 @@ class PredictionRecord(JobRecord):
         "('estimated' when the model chose the scale of a plain image, pixel size 'auto': recorded once, when a "
         "queued job is planned, and used by all its parts).",
     )
-    roads: Literal["pending", "ready", "skipped", "failed"] | None = Field(
+    roads: Roads | None = Field(
         default=None,
         description="Road network: built right after the job is done, or on the first route or download at the latest.",
     )

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi.templating import Jinja2Templates
 
-from roadseg.documents import ROADS_PENDING, ROADS_READY, PredictionRecord, Status
+from roadseg.documents import PredictionRecord, Roads, Status
 
 if TYPE_CHECKING:
     from roadseg.gateway.endpoints.predictions import Prediction
@@ -111,7 +111,7 @@ def timings(record: PredictionRecord) -> str:
 def _roads_context(record: PredictionRecord) -> dict[str, Any]:
     """What ``_roads_status.html`` shows: whether the road network is being built or ready."""
     roads = record.roads
-    return {"job_id": record.id, "roads_pending": roads == ROADS_PENDING, "roads_ready": roads == ROADS_READY}
+    return {"job_id": record.id, "roads_pending": roads == Roads.PENDING, "roads_ready": roads == Roads.READY}
 
 
 def roads_status(record: PredictionRecord, oob_timings: bool = False) -> str:

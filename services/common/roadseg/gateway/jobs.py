@@ -26,7 +26,7 @@ from rasterio.io import DatasetReader
 from roadseg import raster
 from roadseg.cog import tif_to_cog
 from roadseg.config import Settings
-from roadseg.documents import MISSING_CANDIDATES_FILE, ROADS_PENDING, ImageInfo, PredictionRecord, Status
+from roadseg.documents import MISSING_CANDIDATES_FILE, ImageInfo, PredictionRecord, Roads, Status
 from roadseg.errors import InvalidInput, RoadsegError
 from roadseg.http_api import enqueue
 from roadseg.inference.layers import BASE_LAYERS, LAYERS, PNG_LAYERS, tif_to_png
@@ -356,6 +356,6 @@ def store_outputs(
         model=predictor.describe(),
         tta=result.tta,
         resampling=result.resampling,
-        roads=ROADS_PENDING,
+        roads=Roads.PENDING,
         roads_note=None,
     )

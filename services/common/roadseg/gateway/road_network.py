@@ -18,7 +18,7 @@ from typing import Any
 
 from roadseg import raster
 from roadseg.config import Settings
-from roadseg.documents import ROADS_FAILED, ROADS_PENDING, ROADS_READY, PredictionRecord, Status
+from roadseg.documents import PredictionRecord, Roads, Status
 from roadseg.errors import InvalidInput, RoadsegError
 from roadseg.gateway.jobs import prediction_store
 from roadseg.inference.predict import plain_pixel_size
@@ -37,7 +37,7 @@ def has_road_network(record: PredictionRecord) -> bool:
     """Whether a done prediction has, or can build, ``roads.geojson`` (records before ``roads`` list it as a file)."""
     if "roads.geojson" in record.files:
         return True
-    return record.status == Status.DONE and record.roads in (ROADS_PENDING, ROADS_FAILED)
+    return record.status == Status.DONE and record.roads in (Roads.PENDING, Roads.FAILED)
 
 
 def road_network(job_id: str, storage: Storage, settings: Settings) -> tuple[str, PredictionRecord]:
@@ -97,7 +97,7 @@ def failing_roads(jobs: JobStore[PredictionRecord], job_id: str) -> Iterator[Non
     except Exception as exc:
         log.exception("road network of prediction %s failed", job_id)
         reason = str(exc) if isinstance(exc, RoadsegError) else f"internal error: {type(exc).__name__}"
-        jobs.update(job_id, roads=ROADS_FAILED, roads_note=f"the road network failed: {reason}")
+        jobs.update(job_id, roads=Roads.FAILED, roads_note=f"the road network failed: {reason}")
         raise
 
 
@@ -110,7 +110,7 @@ def store_road_network(storage: Storage, job_id: str, roads: dict[str, Any] | No
     record = jobs.get(job_id)
     return jobs.update(
         job_id,
-        roads=ROADS_READY,
+        roads=Roads.READY,
         roads_note=None,
         files=sorted({*record.files, "roads.geojson"}),
         timings={**(record.timings or {}), "roads": round(seconds, 3)},

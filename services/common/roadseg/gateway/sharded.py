@@ -32,7 +32,7 @@ from rasterio.io import DatasetReader
 
 from roadseg import raster
 from roadseg.config import Settings
-from roadseg.documents import ROADS_FAILED, ROADS_PENDING, PredictionRecord, ShardPlan, Status
+from roadseg.documents import PredictionRecord, Roads, ShardPlan, Status
 from roadseg.errors import InvalidInput
 from roadseg.gateway.jobs import (
     failing_job,
@@ -253,13 +253,13 @@ def plan_roads(job_id: str, storage: Storage, settings: Settings) -> list[int] |
     """
     jobs = prediction_store(storage)
     record = jobs.get(job_id)
-    if record.roads not in (ROADS_PENDING, ROADS_FAILED):
+    if record.roads not in (Roads.PENDING, Roads.FAILED):
         return []  # built already, or nothing to build
     with raster.open_stored(storage, mask_key(jobs, record)) as ds:
         if ds.width * ds.height <= settings.graph_max_pixels:
             return None
         _, _, _, count = _graph_geometry(ds, settings, record)
-    jobs.update(job_id, roads=ROADS_PENDING, roads_note=f"building the road network in {count} shards")
+    jobs.update(job_id, roads=Roads.PENDING, roads_note=f"building the road network in {count} shards")
     return _roads_book(storage, job_id, count).pending()
 
 

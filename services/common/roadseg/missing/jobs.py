@@ -21,7 +21,7 @@ from rasterio.io import DatasetReader
 from shapely.geometry import LineString, shape
 
 from roadseg.config import Settings
-from roadseg.documents import ROADS_FAILED, PredictionRecord, Status
+from roadseg.documents import PredictionRecord, Roads, Status
 from roadseg.errors import InvalidInput, RoadsegError, TooLarge
 from roadseg.gateway.jobs import create_job, create_scene_job, open_input, prediction_store
 from roadseg.gateway.road_network import has_road_network, road_network
@@ -162,7 +162,7 @@ def network_pending(prediction: PredictionRecord, settings: Settings) -> bool:
     return (
         "roads.geojson" not in prediction.files
         and has_road_network(prediction)
-        and prediction.roads != ROADS_FAILED
+        and prediction.roads != Roads.FAILED
         and info.width * info.height > settings.graph_max_pixels
     )
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from roadseg import limits
 from roadseg.auth import CallerDep, Identity, Role, require
 from roadseg.config import Settings
-from roadseg.documents import ROADS_PENDING, PredictionRecord, Status
+from roadseg.documents import PredictionRecord, Roads, Status
 from roadseg.errors import NotFound, PredictionBudgetSpent, RoadsegError
 from roadseg.gateway.deps import PredictionsDep, PredictorDep
 from roadseg.gateway.example import example_png
@@ -118,7 +118,7 @@ def submit(
         (lambda job_id: tasks.add_task(run_job_in_background, job_id, storage, predictor, settings)) if page else None,
         pixel_size_m,
     )
-    if record.status == Status.DONE and record.roads == ROADS_PENDING:
+    if record.status == Status.DONE and record.roads == Roads.PENDING:
         tasks.add_task(build_road_network_quietly, record.id, storage, settings)
     elif record.status != Status.DONE:
         pixels = record.info.width * record.info.height
