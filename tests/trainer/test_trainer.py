@@ -432,3 +432,16 @@ def test_two_output_run_resumes_exactly_and_serves_both_outputs(tmp_path, capsys
     assert "| step |" in table and "iou:data=surface" in table
     steps = [line.split("|")[1].strip() for line in table.splitlines()[2:]]
     assert steps == ["2", "4"]
+
+    # Where to predict is chosen on val: each checkpoint again with every image resampled to 2 m (a 96 px
+    # val image becomes 48 px for the model); measured rows are not measured twice.
+    assert main(["validate", str(straight), "--sources", str(sources), "--predict-at", "trained,2"]) == 0
+    rows = [line.split("|")[1:3] for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [(step.strip(), at.strip()) for step, at in rows] == [
+        ("2", "trained"),
+        ("4", "trained"),
+        ("2", "2"),
+        ("4", "2"),
+    ]
+    at_2m = export_checkpoint(str(straight / "checkpoints" / "last.keras"), models, predict_at=2.0)
+    assert (read_card(at_2m)["pixel_size_m"], read_card(at_2m)["pixel_size_range_m"]) == (2.0, None)

@@ -105,8 +105,10 @@ def _export(args: argparse.Namespace) -> int:
 
     command = shlex.join(["roadseg", *sys.argv[1:]])
     if args.from_version:
-        if args.train_command or args.pixel_size_m is not None:
-            raise InvalidInput("--train-command and --pixel-size-m come from the version's card with --from-version")
+        if args.train_command or args.pixel_size_m is not None or args.predict_at is not None:
+            raise InvalidInput(
+                "--train-command, --pixel-size-m and --predict-at come from the version's card with --from-version"
+            )
         path = export_version(args.from_version, args.model_dir, args.version, args.evaluate or [], command, args.tta)
     else:
         path = export_checkpoint(
@@ -118,6 +120,7 @@ def _export(args: argparse.Namespace) -> int:
             train_command=args.train_command,
             pixel_size_m=args.pixel_size_m,
             tta=args.tta or "none",
+            predict_at=args.predict_at,
         )
     print(path)
     return 0
@@ -127,10 +130,13 @@ VALIDATE_EPILOG = """examples:
   roadseg validate var/runs/long-unet --prepare-vegas     # every kept checkpoint not measured yet
   roadseg validate var/runs/long-unet --steps 2000,4000 --tta flip
   roadseg validate --model models/roads/3 --prepare-vegas  # an exported version, for comparison
+  roadseg validate var/runs/long-unet --steps 8000 --predict-at trained,0.75,1   # where should it predict?
 
 Each source of --sources (default configs/validation/sources.yaml) is predicted whole, at its pixel size, and scored
 on the road definition of its labels (surface or centreline band) at per-output thresholds chosen on these
 sources. Rows go to RUN_DIR/val.csv and are printed as a Markdown table (the training log's).
+--predict-at measures each checkpoint as exported at the resolutions it trained for (trained) and/or with every
+image resampled to M metres (roadseg export --predict-at M): choose it on these rows, like the thresholds.
 """
 
 
@@ -151,13 +157,36 @@ def _validate(args: argparse.Namespace) -> int:
         tile, lines = f"{vegas}/RGB-PanSharpen_AOI_2_Vegas_img0.tif", f"{vegas}/AOI_2_Vegas_img0_roads.geojson"
         prepare_vegas(tile, lines, args.vegas)
     sources = load_sources(args.sources)
+    if args.model and args.predict_at != [None]:
+        raise InvalidInput("--predict-at measures a run's checkpoints; an exported version predicts as its card says")
     if args.model:
         print(json.dumps(measure(args.model, sources, args.tta, args.plain_pixel_size), indent=2))
         return 0
     steps = [int(s) for s in args.steps.split(",")] if args.steps else None
-    validate_run(args.run_dir, sources, args.tta, steps)
+    validate_run(args.run_dir, sources, args.tta, steps, args.predict_at)
     print(markdown_table(read_rows(args.run_dir)))
     return 0
+
+
+def _metres(text: str) -> float:
+    """A pixel size in metres above 0 and at most 1000 (argparse type)."""
+    from roadseg.inference.predict import parse_pixel_size
+
+    try:
+        value = parse_pixel_size(text)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not isinstance(value, float):
+        raise argparse.ArgumentTypeError(f"a number of metres is needed here, got {text!r}")
+    return value
+
+
+def _resolutions(text: str) -> list[float | None]:
+    """``trained`` and/or metres, comma-separated (argparse type of ``validate --predict-at``)."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("give 'trained' and/or pixel sizes in metres, e.g. trained,0.75")
+    return [None if item.lower() == "trained" else _metres(item) for item in items]
 
 
 def register(sub: Subcommands) -> None:
@@ -260,6 +289,14 @@ def register(sub: Subcommands) -> None:
         "georeferenced images to it",
     )
     p.add_argument(
+        "--predict-at",
+        type=_metres,
+        metavar="M",
+        help="a run trained across resolutions: predict every image at M m/px (card pixel_size_m, no range) "
+        "instead of keeping those inside the training range as they are; choose M on val with "
+        "roadseg validate --predict-at",
+    )
+    p.add_argument(
         "--tta",
         choices=list(TTA_VIEWS),
         help="test-time augmentation in the served graph: average the left-right mirror (flip, 2 passes) or "
@@ -281,6 +318,15 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--steps", metavar="N,N", help="only these checkpoints (default: every one not measured yet)")
     p.add_argument("--tta", choices=TTA_OPTIONS, default="none", help="test-time augmentation (default none)")
     p.add_argument("--prepare-vegas", action="store_true", help="make the Vegas source folder first (once)")
+    p.add_argument(
+        "--predict-at",
+        type=_resolutions,
+        default=[None],
+        metavar="trained|M,...",
+        help="resolutions to measure each checkpoint at: 'trained' (as roadseg export writes it: images inside "
+        "the training range kept as they are) and/or metres (every image resampled to M, as roadseg export "
+        "--predict-at M); one row per checkpoint and resolution (default: trained)",
+    )
     p.add_argument(
         "--plain-pixel-size",
         choices=("given", "withheld", "auto"),

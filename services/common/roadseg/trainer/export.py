@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
@@ -172,11 +172,14 @@ def export_checkpoint(
     train_command: str | None = None,
     pixel_size_m: float | None = None,
     tta: str = "none",
+    predict_at: float | None = None,
 ) -> Path:
     """Export a ``.keras`` training checkpoint as the next version, measuring it on ``evaluate`` data.
 
     ``pixel_size_m`` (the ground resolution the model was trained for) goes into the card; the gateway
-    resamples georeferenced images of other resolutions to it. ``tta`` is a key of :data:`TTA_VIEWS`.
+    resamples georeferenced images of other resolutions to it. A run trained across resolutions records
+    its range instead, unless ``predict_at`` (metres, chosen on val with ``roadseg validate --predict-at``)
+    asks for every image at one pixel size (:func:`resolution_fields`). ``tta`` is a key of :data:`TTA_VIEWS`.
 
     ``model_dir`` is a local folder or a storage URL (``gs://``: exported locally, then uploaded).
     ``evaluate`` items are ``PATH:SPLIT[,SPLIT]``. The card's threshold is the best-F1 threshold over the
@@ -204,7 +207,7 @@ def export_checkpoint(
         **output_fields(run_config),
         "pixel_size_m": pixel_size_m,
         # Trained across resolutions: the gateway resamples only images outside this range.
-        "pixel_size_range_m": run_config.get("pixel_size_range_m"),
+        **resolution_fields(run_config, predict_at),
         "metrics": {},
         "data": {"train": run_config.get("train_data", []), "val": run_config.get("val_data", [])},
         "config": run_config,
@@ -292,6 +295,17 @@ def output_fields(run_config: dict) -> dict:
     if run_config.get("outputs", 1) == 1:
         return {}
     return {"outputs": list(TARGETS), "band_width_m": run_config.get("band_width_m")}
+
+
+def resolution_fields(run_config: dict, predict_at: float | None = None) -> dict[str, Any]:
+    """The card's ``pixel_size_m`` / ``pixel_size_range_m`` for a run's export predicting at ``predict_at``.
+
+    None keeps what ``roadseg export`` records by default: the run's training range, inside which images
+    are predicted as they are. Metres ask for every image to be resampled to that pixel size.
+    """
+    if predict_at is None:
+        return {"pixel_size_range_m": run_config.get("pixel_size_range_m")}
+    return {"pixel_size_m": float(predict_at), "pixel_size_range_m": None}
 
 
 def _inherited_pixel_size(init_from: str) -> float | None:

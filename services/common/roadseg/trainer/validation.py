@@ -93,8 +93,19 @@ def prepare_vegas(tile: str | Path, lines: str | Path, out: str | Path, lane_wid
     return out
 
 
-def vegas_apls(model: str | Path, tile: str | Path, lines: str | Path, tta: str | None = None) -> float:
-    """APLS of the road network predicted on the georeferenced tile against its road lines (4 m snap)."""
+def vegas_apls(
+    model: str | Path,
+    tile: str | Path,
+    lines: str | Path,
+    tta: str | None = None,
+    thresholds: dict[str, float] | None = None,
+) -> float:
+    """APLS of the road network predicted on the georeferenced tile against its road lines (4 m snap).
+
+    ``thresholds`` (per output, as :func:`measure` chooses them) make the masks the network is traced
+    from; without them the card's are used. A run's checkpoint has no card thresholds of its own, so
+    its APLS means something only at the ones chosen on val.
+    """
     import rasterio
 
     from roadseg.config import get_settings
@@ -105,7 +116,16 @@ def vegas_apls(model: str | Path, tile: str | Path, lines: str | Path, tta: str 
     predictor = EmbeddedPredictor(resolve_savedmodel(model))
     settings = get_settings()
     with tempfile.TemporaryDirectory(prefix="roadseg-apls-") as tmp, rasterio.open(tile) as ds:
-        result = predict_raster(ds, predictor, Path(tmp), settings, predictor.threshold(), tta=tta)
+        chosen = thresholds or {}
+        result = predict_raster(
+            ds,
+            predictor,
+            Path(tmp),
+            settings,
+            chosen.get(predictor.outputs[0]) or predictor.threshold(),
+            tta=tta,
+            centerline_threshold=chosen.get("band"),
+        )
         layer = "centerline" if "centerline" in result.files else "mask"
         with rasterio.open(result.files[layer]) as mask:
             roads = road_graph_geojson(mask, settings.graph_max_pixels)
@@ -145,7 +165,7 @@ def measure(
         folder = Path(source_of(spec)[0].path)
         declared = json.loads((folder / "source.json").read_text()) if (folder / "source.json").is_file() else {}
         if declared.get("tile") and declared.get("lines"):
-            scores["apls"][folder.name] = vegas_apls(model, declared["tile"], declared["lines"], tta)
+            scores["apls"][folder.name] = vegas_apls(model, declared["tile"], declared["lines"], tta, thresholds)
     return scores
 
 
@@ -160,45 +180,68 @@ def snapshots(run_dir: str) -> dict[int, str]:
     return dict(sorted(found.items()))
 
 
+#: ``predict_at`` of a row measured at the resolutions the run trained for (the card's range, as exported).
+TRAINED = "trained"
+
+
 def validate_run(
-    run_dir: str, sources: Sequence[dict], tta: str | None = "none", steps: Sequence[int] | None = None
+    run_dir: str,
+    sources: Sequence[dict],
+    tta: str | None = "none",
+    steps: Sequence[int] | None = None,
+    predict_at: Sequence[float | None] = (None,),
 ) -> list[dict]:
     """Measure every kept checkpoint of ``run_dir`` not yet in its ``val.csv`` (or only ``steps``); returns new rows.
 
-    Each row: step, seconds it took, per-source road IoU and APLS, the val mean, the thresholds.
+    Each row: step, the resolution it was predicted at, seconds it took, per-source road IoU and APLS,
+    the val mean, the thresholds. ``predict_at`` lists resolutions to measure each checkpoint at: None
+    is the card ``roadseg export`` writes by default (images inside the run's ``pixel_size_range_m``
+    kept as they are), metres the card of ``roadseg export --predict-at M`` (every image resampled to
+    M). Where to predict is a choice made on val, like the thresholds: a run that saw fine resolutions
+    only as upsampled coarse images may do better on real fine imagery brought to a coarser one.
     Rows are appended as they are measured, so an interrupted validation keeps what it finished.
     """
     from roadseg.trainer.checkpoints import CONFIG, load_checkpoint
-    from roadseg.trainer.export import export_savedmodel, output_fields
+    from roadseg.trainer.export import export_savedmodel, output_fields, resolution_fields
 
     storage = storage_from_url(run_dir)
     config = yaml.safe_load(storage.read_text(CONFIG)) if storage.exists(CONFIG) else {}
-    done = {int(row["step"]) for row in read_rows(run_dir)}
-    todo = {s: k for s, k in snapshots(run_dir).items() if s not in done and (steps is None or s in steps)}
-    if steps is not None and set(steps) - set(todo) - done:
-        raise MissingFile(f"no checkpoint of step(s) {sorted(set(steps) - set(todo) - done)} in {run_dir}")
+    done = {(int(row["step"]), row.get("predict_at") or TRAINED) for row in read_rows(run_dir)}
+    kept = snapshots(run_dir)
+    if steps is not None and set(steps) - set(kept):
+        raise MissingFile(f"no checkpoint of step(s) {sorted(set(steps) - set(kept))} in {run_dir}")
     rows = []
-    for step, key in todo.items():
-        started = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix="roadseg-validate-") as tmp:
-            model = load_checkpoint(storage, key, compile=False)
+    for step, key in kept.items():
+        todo = [m for m in predict_at if (step, _label(m)) not in done and (steps is None or step in steps)]
+        if not todo:
+            continue
+        model = load_checkpoint(storage, key, compile=False)
+        for metres in todo:
+            started = time.monotonic()
             card = {
                 "name": "validation",
                 "version": step,
                 "threshold": 0.5,
                 "config": config,
-                "pixel_size_range_m": config.get("pixel_size_range_m"),  # as roadseg export records it
+                **resolution_fields(config, metres),
             }
-            exported = export_savedmodel(model, Path(tmp) / "1", card | output_fields(config), tta or "none")
-            scores = measure(exported, sources, tta)
-        row = {"step": step, "seconds": round(time.monotonic() - started, 1), "mean_iou": round(scores["mean"], 4)}
-        row |= {f"iou:{name}={scores['outputs'][name]}": round(v, 4) for name, v in scores["iou"].items()}
-        row |= {f"apls:{name}": round(v, 4) for name, v in scores["apls"].items()}
-        row |= {f"threshold:{output}": t for output, t in scores["thresholds"].items()}
-        _append_row(run_dir, row)
-        log.info("validated step %d: %s", step, row)
-        rows.append(row)
+            with tempfile.TemporaryDirectory(prefix="roadseg-validate-") as tmp:
+                exported = export_savedmodel(model, Path(tmp) / "1", card | output_fields(config), tta or "none")
+                scores = measure(exported, sources, tta)
+            row = {"step": step, "predict_at": _label(metres), "seconds": round(time.monotonic() - started, 1)}
+            row |= {"mean_iou": round(scores["mean"], 4)}
+            row |= {f"iou:{name}={scores['outputs'][name]}": round(v, 4) for name, v in scores["iou"].items()}
+            row |= {f"apls:{name}": round(v, 4) for name, v in scores["apls"].items()}
+            row |= {f"threshold:{output}": t for output, t in scores["thresholds"].items()}
+            _append_row(run_dir, row)
+            log.info("validated step %d: %s", step, row)
+            rows.append(row)
     return rows
+
+
+def _label(predict_at: float | None) -> str:
+    """A ``predict_at`` as ``val.csv`` writes it: ``trained`` or metres."""
+    return TRAINED if predict_at is None else f"{float(predict_at):g}"
 
 
 def read_rows(run_dir: str) -> list[dict]:
@@ -206,7 +249,8 @@ def read_rows(run_dir: str) -> list[dict]:
     storage = storage_from_url(run_dir)
     if not storage.exists(VAL_CSV):
         return []
-    return list(csv.DictReader(io.StringIO(storage.read_text(VAL_CSV))))
+    rows = csv.DictReader(io.StringIO(storage.read_text(VAL_CSV)))
+    return [row | {"predict_at": row.get("predict_at") or TRAINED} for row in rows]  # older rows: trained
 
 
 def _append_row(run_dir: str, row: dict) -> None:
