@@ -16,7 +16,8 @@ process (``services/<name>/main.py``) is a thin entry point around the modules h
 
 Beside them, shared modules: settings (``config``), ``storage``, job records (``jobs``, ``documents``),
 the HTTP service skeleton (``http_api``, ``limits``), image reading (``raster``, ``geo``, ``mosaic``),
-``celery_app`` and the one command, ``cli``. Documentation: README.md and docs/architecture.md.
+the user's pixel size read one way everywhere (``pixel_size``), ``celery_app`` and the one command,
+``cli``. Documentation: README.md and docs/architecture.md.
 """
 
 __version__ = "0.1.0"

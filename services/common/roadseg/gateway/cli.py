@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from roadseg.model_versions import TTA_OPTIONS
+from roadseg.pixel_size import pixel_size_arg
 
 if TYPE_CHECKING:
     import threading
 
     from roadseg.cli import Subcommands
     from roadseg.config import Settings
-    from roadseg.inference.predict import PixelSize
     from roadseg.inference.predictor import Predictor
 
 #: Side of the blank window that starts the model before the first image (its size does not matter).
@@ -74,7 +74,7 @@ def register(sub: Subcommands) -> None:
     )
     p.add_argument(
         "--pixel-size",
-        type=_pixel_size_arg,
+        type=pixel_size_arg,
         metavar="M|auto",
         help="ground pixel size in metres of plain images (PNG/JPEG without georeference): they are resampled to "
         "the model's resolution as georeferenced ones are; 'auto': the model chooses the scale at which it finds "
@@ -113,20 +113,6 @@ def register(sub: Subcommands) -> None:
         "deployments with TF Serving run it once before TF Serving starts (docker-compose models-init).",
     )
     m.set_defaults(func=seed_models_command)
-
-
-def _pixel_size_arg(text: str) -> PixelSize:
-    """``--pixel-size`` read as the API and the page read it (:func:`~roadseg.inference.predict.parse_pixel_size`).
-
-    An argparse type, so ``--pixel-size 0``, ``nan`` or ``abc`` is refused (exit status 2) before any work.
-    """
-    from roadseg.errors import InvalidInput
-    from roadseg.inference.predict import parse_pixel_size
-
-    try:
-        return parse_pixel_size(text)
-    except InvalidInput as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def predict_command(args: argparse.Namespace) -> int:

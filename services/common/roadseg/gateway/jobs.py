@@ -30,9 +30,10 @@ from roadseg.documents import MISSING_CANDIDATES_FILE, ImageInfo, PredictionReco
 from roadseg.errors import InvalidInput, RoadsegError
 from roadseg.http_api import enqueue
 from roadseg.inference.layers import BASE_LAYERS, LAYERS, PNG_LAYERS, tif_to_png
-from roadseg.inference.predict import ModelWindows, PixelSize, RasterPrediction, predict_raster
+from roadseg.inference.predict import ModelWindows, RasterPrediction, predict_raster
 from roadseg.inference.predictor import Predictor
 from roadseg.jobs import JobStore, new_id
+from roadseg.pixel_size import PixelSize
 from roadseg.storage import Storage, safe_filename
 
 log = logging.getLogger(__name__)

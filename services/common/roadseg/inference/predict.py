@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -31,7 +31,6 @@ from roadseg import raster
 from roadseg.cog import GDAL_ENV
 from roadseg.config import Settings
 from roadseg.documents import ImageInfo
-from roadseg.errors import InvalidInput
 from roadseg.inference.layers import (
     BASE_LAYERS,
     LAYERS,
@@ -53,29 +52,10 @@ from roadseg.inference.windows import (
     sliding_predict,
     window_starts,
 )
+from roadseg.pixel_size import AUTO, PixelSize
 from roadseg.png import PngWriter
 
 log = logging.getLogger(__name__)
-
-#: ``--pixel-size auto``: a plain image's scale chosen by the model (:mod:`roadseg.inference.scale`).
-AUTO: Literal["auto"] = "auto"
-#: A plain image's ground pixel size as users give it: metres, :data:`AUTO`, or None (the model's own).
-PixelSize = float | Literal["auto"] | None
-
-
-def parse_pixel_size(text: str | None) -> PixelSize:
-    """A pixel size as a user types it: empty is None, ``auto``, or metres above 0 and at most 1000."""
-    if text is None or not text.strip():
-        return None
-    if text.strip().lower() == AUTO:
-        return AUTO
-    try:
-        value = float(text)
-    except ValueError:
-        raise InvalidInput(f"the pixel size must be a number of metres or 'auto', got {text[:40]!r}") from None
-    if not 0 < value <= 1000:
-        raise InvalidInput(f"the pixel size must be above 0 and at most 1000 m, got {value:g}")
-    return value
 
 
 def plain_pixel_size(pixel_size_m: PixelSize, resampling: dict[str, Any] | None) -> float | None:

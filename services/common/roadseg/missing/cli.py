@@ -10,6 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from roadseg.pixel_size import metres_arg
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from contextlib import AbstractContextManager
@@ -71,7 +73,7 @@ def register(sub: Subcommands) -> None:
     )
     parser.add_argument("--layer", help="layer of a multi-layer vector file")
     parser.add_argument("--assume-crs", metavar="CRS", help="CRS of a vector file that declares none")
-    parser.add_argument("--pixel-size", type=float, metavar="M", help="pixel size in metres of a plain image")
+    parser.add_argument("--pixel-size", type=metres_arg, metavar="M", help="pixel size in metres of a plain image")
     parser.add_argument("--tolerance", type=float, metavar="M", help="matching tolerance in metres (default: setting)")
     parser.add_argument("--min-length", type=float, metavar="M", help="shortest candidate in metres (default: setting)")
     parser.add_argument(

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from roadseg.errors import InvalidInput
+from roadseg.pixel_size import metres_arg
 from roadseg.roadnet.params import GraphParams
 
 if TYPE_CHECKING:
@@ -154,7 +155,9 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--out", required=True, help="output GeoJSON path")
     p.add_argument("--gpkg", action="store_true", help="also write a GeoPackage beside --out")
     p.add_argument("--threshold", type=float, help="road probability threshold (default 0.5; x255 for uint8)")
-    p.add_argument("--pixel-size", dest="pixel_size_m", type=float, help="metres per pixel for plain images")
+    p.add_argument(
+        "--pixel-size", dest="pixel_size_m", type=metres_arg, metavar="M", help="metres per pixel for plain images"
+    )
     defaults = GraphParams()
     for name, text in (
         ("spur_m", "drop dead-end whiskers shorter than this"),
@@ -192,7 +195,7 @@ def register(sub: Subcommands) -> None:
         action="store_true",
         help="control points at nodes only (how the published reference outputs were made)",
     )
-    p.add_argument("--pixel-size", type=float, help="metres per pixel when both graphs are in pixels")
+    p.add_argument("--pixel-size", type=metres_arg, metavar="M", help="metres per pixel when both graphs are in pixels")
     p.add_argument("--topo", action="store_true", help="also compute TOPO (150 m radius, 30 m holes of --max-snap)")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.set_defaults(func=_apls)

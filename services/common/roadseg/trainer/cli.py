@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from roadseg.errors import InvalidInput
 from roadseg.model_versions import TTA_OPTIONS, TTA_VIEWS
+from roadseg.pixel_size import metres_arg
 from roadseg.trainer import BACKBONES, DECODER_STRIDES, DECODERS, LOSSES, PRECISIONS, TARGETS
 from roadseg.trainer.checkpoints import CONFIG
 
@@ -168,25 +169,12 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _metres(text: str) -> float:
-    """A pixel size in metres above 0 and at most 1000 (argparse type)."""
-    from roadseg.inference.predict import parse_pixel_size
-
-    try:
-        value = parse_pixel_size(text)
-    except InvalidInput as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if not isinstance(value, float):
-        raise argparse.ArgumentTypeError(f"a number of metres is needed here, got {text!r}")
-    return value
-
-
 def _resolutions(text: str) -> list[float | None]:
     """``trained`` and/or metres, comma-separated (argparse type of ``validate --predict-at``)."""
     items = [item.strip() for item in text.split(",") if item.strip()]
     if not items:
         raise argparse.ArgumentTypeError("give 'trained' and/or pixel sizes in metres, e.g. trained,0.75")
-    return [None if item.lower() == "trained" else _metres(item) for item in items]
+    return [None if item.lower() == "trained" else metres_arg(item) for item in items]
 
 
 def register(sub: Subcommands) -> None:
@@ -290,7 +278,7 @@ def register(sub: Subcommands) -> None:
     )
     p.add_argument(
         "--predict-at",
-        type=_metres,
+        type=metres_arg,
         metavar="M",
         help="a run trained across resolutions: predict every image at M m/px (card pixel_size_m, no range) "
         "instead of keeping those inside the training range as they are; choose M on val with "

@@ -22,9 +22,10 @@ from tqdm import tqdm
 
 from roadseg import metrics
 from roadseg.errors import InvalidInput, MissingFile
-from roadseg.inference.predict import AUTO, PixelSize, predict_raster
+from roadseg.inference.predict import predict_raster
 from roadseg.inference.predictor import EmbeddedPredictor, Predictor
 from roadseg.model_versions import resolve_savedmodel
+from roadseg.pixel_size import AUTO, PixelSize
 from roadseg.trainer import TARGETS
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from roadseg.gateway.endpoints.model import served_card
 from roadseg.gateway.endpoints.predictions import public, submit
 from roadseg.gateway.example import example_png
 from roadseg.http_api import SettingsDep, StorageDep
-from roadseg.inference.predict import parse_pixel_size
+from roadseg.pixel_size import parse_pixel_size
 
 STATIC = Path(__file__).resolve().parents[1] / "static"
 

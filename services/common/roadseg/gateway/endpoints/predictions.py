@@ -27,8 +27,8 @@ from roadseg.gateway.jobs import MEDIA_TYPES, create_scene_job, prediction_store
 from roadseg.gateway.road_network import build_road_network_quietly, has_road_network, road_network
 from roadseg.gateway.routing import route_between
 from roadseg.http_api import SettingsDep, StorageDep, enqueue
-from roadseg.inference.predict import PixelSize, parse_pixel_size
 from roadseg.inference.predictor import Predictor
+from roadseg.pixel_size import PixelSize, parse_pixel_size
 from roadseg.storage import Storage
 
 log = logging.getLogger(__name__)
