@@ -445,3 +445,20 @@ def test_two_output_run_resumes_exactly_and_serves_both_outputs(tmp_path, capsys
     ]
     at_2m = export_checkpoint(str(straight / "checkpoints" / "last.keras"), models, predict_at=2.0)
     assert (read_card(at_2m)["pixel_size_m"], read_card(at_2m)["pixel_size_range_m"]) == (2.0, None)
+
+    # The mean of the last two kept checkpoints: weights (batch-norm statistics too) are the mean of theirs;
+    # validate measures it at step 4 only (step 2 has no checkpoint before it), export writes it.
+    from roadseg.trainer.checkpoints import load_average
+
+    kept = [load_checkpoint(_storage(straight), f"checkpoints/step-00000{s}.keras", compile=False) for s in (2, 4)]
+    mean = load_average(_storage(straight), ["checkpoints/step-000002.keras", "checkpoints/step-000004.keras"])
+    moving = [i for i, w in enumerate(mean.weights) if "moving_mean" in w.path]
+    for i in [0, moving[0], len(mean.weights) - 1]:
+        expected = (kept[0].weights[i].numpy() + kept[1].weights[i].numpy()) / 2
+        np.testing.assert_allclose(mean.weights[i].numpy(), expected, rtol=1e-6, err_msg=mean.weights[i].path)
+    assert not np.allclose(kept[0].weights[0].numpy(), kept[1].weights[0].numpy())
+    assert main(["validate", str(straight), "--sources", str(sources), "--average", "2"]) == 0
+    rows = [[cell.strip() for cell in line.split("|")[1:4]] for line in capsys.readouterr().out.splitlines()[2:]]
+    assert rows[-1] == ["4", "trained", "2"] and len(rows) == 5
+    averaged = export_checkpoint(str(straight / "checkpoints" / "step-000004.keras"), models, average=2)
+    assert read_card(averaged)["checkpoint"].startswith("mean of the 2 kept checkpoints up to ")

@@ -1,4 +1,4 @@
-"""`roadseg validate` pieces that a wrong choice would silently spoil: APLS at the thresholds chosen on val."""
+"""`roadseg validate` pieces a wrong choice would silently spoil (APLS at the thresholds chosen on val), and its options."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 from utils.gateway import dark_two_output_model, write_geotiff
 
 UTM = "EPSG:32611"
@@ -60,3 +61,14 @@ def test_apls_uses_the_thresholds_chosen_on_val(tmp_path):
     assert vegas_apls(model, tile, lines) == 0.0
     chosen = vegas_apls(model, tile, lines, thresholds={"surface": 0.5, "band": 0.5})
     assert chosen > 0.8, chosen
+
+
+def test_a_number_of_checkpoints_below_one_is_refused(capsys):
+    from roadseg.cli import main
+
+    for command in (["validate", "run"], ["export", "--checkpoint", "c.keras", "--model-dir", "m"]):
+        for bad in ("0", "-2", "two"):
+            with pytest.raises(SystemExit) as exit_:
+                main([*command, "--average", bad])
+            assert exit_.value.code == 2
+            assert f"a number of checkpoints (1 or more) is needed, got {bad!r}" in capsys.readouterr().err

@@ -45,6 +45,8 @@ EXPORT_EPILOG = """examples:
   roadseg export --checkpoint var/runs/a/checkpoints/best.keras --model-dir models/roads --version 2 \\
       --evaluate ../shared/data/massachusetts-crops:test,val --evaluate ../shared/data/cil-2022:val
   roadseg export --from-version models/roads/1 --model-dir models/roads --evaluate ../shared/data/cil-2022:val
+  roadseg export --checkpoint var/runs/long-unet/checkpoints/step-030000.keras --average 3 --predict-at 0.75 \
+      --model-dir var/models/roads        # mean of steps 28,000-30,000, every image predicted at 0.75 m
 """
 
 
@@ -106,9 +108,10 @@ def _export(args: argparse.Namespace) -> int:
 
     command = shlex.join(["roadseg", *sys.argv[1:]])
     if args.from_version:
-        if args.train_command or args.pixel_size_m is not None or args.predict_at is not None:
+        if args.train_command or args.pixel_size_m is not None or args.predict_at is not None or args.average > 1:
             raise InvalidInput(
-                "--train-command, --pixel-size-m and --predict-at come from the version's card with --from-version"
+                "--train-command, --pixel-size-m, --predict-at and --average come from the version's card with "
+                "--from-version"
             )
         path = export_version(args.from_version, args.model_dir, args.version, args.evaluate or [], command, args.tta)
     else:
@@ -122,6 +125,7 @@ def _export(args: argparse.Namespace) -> int:
             pixel_size_m=args.pixel_size_m,
             tta=args.tta or "none",
             predict_at=args.predict_at,
+            average=args.average,
         )
     print(path)
     return 0
@@ -132,12 +136,14 @@ VALIDATE_EPILOG = """examples:
   roadseg validate var/runs/long-unet --steps 2000,4000 --tta flip
   roadseg validate --model models/roads/3 --prepare-vegas  # an exported version, for comparison
   roadseg validate var/runs/long-unet --steps 8000 --predict-at trained,0.75,1   # where should it predict?
+  roadseg validate var/runs/long-unet --predict-at 0.75 --average 3    # the mean of 3 kept checkpoints per step
 
 Each source of --sources (default configs/validation/sources.yaml) is predicted whole, at its pixel size, and scored
 on the road definition of its labels (surface or centreline band) at per-output thresholds chosen on these
 sources. Rows go to RUN_DIR/val.csv and are printed as a Markdown table (the training log's).
 --predict-at measures each checkpoint as exported at the resolutions it trained for (trained) and/or with every
-image resampled to M metres (roadseg export --predict-at M): choose it on these rows, like the thresholds.
+image resampled to M metres (roadseg export --predict-at M); --average N the mean of the weights of N kept
+checkpoints (roadseg export --average N). Choose both on these rows, like the thresholds.
 """
 
 
@@ -158,15 +164,24 @@ def _validate(args: argparse.Namespace) -> int:
         tile, lines = f"{vegas}/RGB-PanSharpen_AOI_2_Vegas_img0.tif", f"{vegas}/AOI_2_Vegas_img0_roads.geojson"
         prepare_vegas(tile, lines, args.vegas)
     sources = load_sources(args.sources)
-    if args.model and args.predict_at != [None]:
-        raise InvalidInput("--predict-at measures a run's checkpoints; an exported version predicts as its card says")
+    if args.model and (args.predict_at != [None] or args.average > 1):
+        raise InvalidInput(
+            "--predict-at and --average measure a run's checkpoints; an exported version is measured as it is"
+        )
     if args.model:
         print(json.dumps(measure(args.model, sources, args.tta, args.plain_pixel_size), indent=2))
         return 0
     steps = [int(s) for s in args.steps.split(",")] if args.steps else None
-    validate_run(args.run_dir, sources, args.tta, steps, args.predict_at)
+    validate_run(args.run_dir, sources, args.tta, steps, args.predict_at, args.average)
     print(markdown_table(read_rows(args.run_dir)))
     return 0
+
+
+def _count(text: str) -> int:
+    """A whole number of checkpoints, 1 or more (argparse type)."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a number of checkpoints (1 or more) is needed, got {text!r}")
+    return int(text)
 
 
 def _resolutions(text: str) -> list[float | None]:
@@ -277,6 +292,14 @@ def register(sub: Subcommands) -> None:
         "georeferenced images to it",
     )
     p.add_argument(
+        "--average",
+        type=_count,
+        default=1,
+        metavar="N",
+        help="export the mean of the weights of the N kept checkpoints of the run ending at --checkpoint "
+        "(a checkpoints/step-NNNNNN.keras); choose N on val with roadseg validate --average (default 1)",
+    )
+    p.add_argument(
         "--predict-at",
         type=metres_arg,
         metavar="M",
@@ -321,6 +344,14 @@ def register(sub: Subcommands) -> None:
         default="given",
         help="with --model: how plain images get their pixel size: the source's, as --pixel-size M (given), none, "
         "as users who give no --pixel-size (withheld), or --pixel-size auto (auto); georeferenced ones keep theirs",
+    )
+    p.add_argument(
+        "--average",
+        type=_count,
+        default=1,
+        metavar="N",
+        help="measure at each step the mean of the weights of the N kept checkpoints ending there, as roadseg "
+        "export --average N (default 1: each checkpoint alone)",
     )
     p.add_argument("--shared", default="../shared", help="the shared data folder (for --prepare-vegas)")
     p.add_argument("--vegas", default="var/data/vegas", help="where --prepare-vegas writes the Vegas source")

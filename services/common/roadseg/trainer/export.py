@@ -39,7 +39,7 @@ from roadseg.model_versions import (
 )
 from roadseg.storage import split_suffix
 from roadseg.trainer import TARGETS
-from roadseg.trainer.checkpoints import COMMAND, CONFIG, load_checkpoint
+from roadseg.trainer.checkpoints import COMMAND, CONFIG, load_average, snapshot_step, snapshots, window_of
 from roadseg.trainer.serving_model import load_exported_weights, serving_model
 
 if TYPE_CHECKING:
@@ -173,6 +173,7 @@ def export_checkpoint(
     pixel_size_m: float | None = None,
     tta: str = "none",
     predict_at: float | None = None,
+    average: int = 1,
 ) -> Path:
     """Export a ``.keras`` training checkpoint as the next version, measuring it on ``evaluate`` data.
 
@@ -180,6 +181,8 @@ def export_checkpoint(
     resamples georeferenced images of other resolutions to it. A run trained across resolutions records
     its range instead, unless ``predict_at`` (metres, chosen on val with ``roadseg validate --predict-at``)
     asks for every image at one pixel size (:func:`resolution_fields`). ``tta`` is a key of :data:`TTA_VIEWS`.
+    ``average`` > 1 exports the mean of the weights of that many kept checkpoints of the run ending at
+    ``checkpoint`` (a ``checkpoints/step-NNNNNN.keras``; :func:`~roadseg.trainer.checkpoints.load_average`).
 
     ``model_dir`` is a local folder or a storage URL (``gs://``: exported locally, then uploaded).
     ``evaluate`` items are ``PATH:SPLIT[,SPLIT]``. The card's threshold is the best-F1 threshold over the
@@ -189,7 +192,9 @@ def export_checkpoint(
     from roadseg.storage import split_url
 
     storage, key = split_url(checkpoint)
-    model = load_checkpoint(storage, key, compile=False)  # the optimizer state is not exported
+    # split_url gives the checkpoint's folder: the run's checkpoints/, where its kept copies lie beside it.
+    keys = window_of(snapshots(storage, ""), snapshot_step(key), average) if average > 1 else [key]
+    model = load_average(storage, keys)  # the optimizer state is not exported
     # A run folder holds config.yaml, command.txt and checkpoints/<name>.keras (see roadseg.trainer.train).
     run_storage, _ = split_url(checkpoint.rsplit("/", 2)[0] + "/" + CONFIG)
     run_config = yaml.safe_load(run_storage.read_text(CONFIG)) if run_storage.exists(CONFIG) else {}
@@ -211,7 +216,7 @@ def export_checkpoint(
         "metrics": {},
         "data": {"train": run_config.get("train_data", []), "val": run_config.get("val_data", [])},
         "config": run_config,
-        "checkpoint": checkpoint,
+        "checkpoint": checkpoint if average == 1 else f"mean of the {average} kept checkpoints up to {checkpoint}",
         "command": train_command or "",
         "export_command": command,
     }

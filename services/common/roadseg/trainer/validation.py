@@ -18,7 +18,6 @@ import csv
 import io
 import json
 import logging
-import re
 import tempfile
 import time
 from collections.abc import Sequence
@@ -43,7 +42,6 @@ log = logging.getLogger(__name__)
 VAL_CSV = "val.csv"
 #: Default lane width (m) for lines that give a lane count (SpaceNet's ``lane_number``).
 LANE_WIDTH_M = 3.7
-_STEP = re.compile(r"step-(\d+)\.keras$")
 
 
 def load_sources(path: str | Path) -> list[dict]:
@@ -169,17 +167,6 @@ def measure(
     return scores
 
 
-def snapshots(run_dir: str) -> dict[int, str]:
-    """The run's kept checkpoints by step (``checkpoints/step-NNNNNN.keras``)."""
-    storage = storage_from_url(run_dir)
-    found = {}
-    for key in storage.list("checkpoints"):
-        match = _STEP.search(key)
-        if match:
-            found[int(match.group(1))] = key
-    return dict(sorted(found.items()))
-
-
 #: ``predict_at`` of a row measured at the resolutions the run trained for (the card's range, as exported).
 TRAINED = "trained"
 
@@ -190,32 +177,41 @@ def validate_run(
     tta: str | None = "none",
     steps: Sequence[int] | None = None,
     predict_at: Sequence[float | None] = (None,),
+    average: int = 1,
 ) -> list[dict]:
     """Measure every kept checkpoint of ``run_dir`` not yet in its ``val.csv`` (or only ``steps``); returns new rows.
 
-    Each row: step, the resolution it was predicted at, seconds it took, per-source road IoU and APLS,
-    the val mean, the thresholds. ``predict_at`` lists resolutions to measure each checkpoint at: None
-    is the card ``roadseg export`` writes by default (images inside the run's ``pixel_size_range_m``
-    kept as they are), metres the card of ``roadseg export --predict-at M`` (every image resampled to
-    M). Where to predict is a choice made on val, like the thresholds: a run that saw fine resolutions
-    only as upsampled coarse images may do better on real fine imagery brought to a coarser one.
-    Rows are appended as they are measured, so an interrupted validation keeps what it finished.
+    Each row: step, the resolution it was predicted at, how many checkpoints were averaged, seconds it
+    took, per-source road IoU and APLS, the val mean, the thresholds. ``predict_at`` lists resolutions to
+    measure each checkpoint at: None is the card ``roadseg export`` writes by default (images inside the
+    run's ``pixel_size_range_m`` kept as they are), metres the card of ``roadseg export --predict-at M``
+    (every image resampled to M). Where to predict is a choice made on val, like the thresholds: a run
+    that saw fine resolutions only as upsampled coarse images may do better on real fine imagery brought
+    to a coarser one. ``average`` > 1 measures, for each step, the mean of the weights of the ``average``
+    kept checkpoints ending there (:func:`~roadseg.trainer.checkpoints.load_average`, as ``roadseg export
+    --average``); steps with fewer before them are left out. Rows are appended as they are measured, so an
+    interrupted validation keeps what it finished.
     """
-    from roadseg.trainer.checkpoints import CONFIG, load_checkpoint
+    from roadseg.trainer.checkpoints import CONFIG, load_average, snapshots, window_of
     from roadseg.trainer.export import export_savedmodel, output_fields, resolution_fields
 
     storage = storage_from_url(run_dir)
     config = yaml.safe_load(storage.read_text(CONFIG)) if storage.exists(CONFIG) else {}
-    done = {(int(row["step"]), row.get("predict_at") or TRAINED) for row in read_rows(run_dir)}
-    kept = snapshots(run_dir)
+    done = {(int(row["step"]), row["predict_at"], int(row["average"])) for row in read_rows(run_dir)}
+    kept = snapshots(storage)
     if steps is not None and set(steps) - set(kept):
         raise MissingFile(f"no checkpoint of step(s) {sorted(set(steps) - set(kept))} in {run_dir}")
     rows = []
-    for step, key in kept.items():
-        todo = [m for m in predict_at if (step, _label(m)) not in done and (steps is None or step in steps)]
+    for step in kept:
+        todo = [m for m in predict_at if (step, _label(m), average) not in done and (steps is None or step in steps)]
         if not todo:
             continue
-        model = load_checkpoint(storage, key, compile=False)
+        try:
+            keys = window_of(kept, step, average)
+        except MissingFile as exc:
+            log.info("step %d left out: %s", step, exc)
+            continue
+        model = load_average(storage, keys)
         for metres in todo:
             started = time.monotonic()
             card = {
@@ -228,8 +224,8 @@ def validate_run(
             with tempfile.TemporaryDirectory(prefix="roadseg-validate-") as tmp:
                 exported = export_savedmodel(model, Path(tmp) / "1", card | output_fields(config), tta or "none")
                 scores = measure(exported, sources, tta)
-            row = {"step": step, "predict_at": _label(metres), "seconds": round(time.monotonic() - started, 1)}
-            row |= {"mean_iou": round(scores["mean"], 4)}
+            row = {"step": step, "predict_at": _label(metres), "average": average}
+            row |= {"seconds": round(time.monotonic() - started, 1), "mean_iou": round(scores["mean"], 4)}
             row |= {f"iou:{name}={scores['outputs'][name]}": round(v, 4) for name, v in scores["iou"].items()}
             row |= {f"apls:{name}": round(v, 4) for name, v in scores["apls"].items()}
             row |= {f"threshold:{output}": t for output, t in scores["thresholds"].items()}
@@ -250,14 +246,17 @@ def read_rows(run_dir: str) -> list[dict]:
     if not storage.exists(VAL_CSV):
         return []
     rows = csv.DictReader(io.StringIO(storage.read_text(VAL_CSV)))
-    return [row | {"predict_at": row.get("predict_at") or TRAINED} for row in rows]  # older rows: trained
+    # Rows written before the columns existed were measured as trained, one checkpoint each.
+    return [
+        row | {"predict_at": row.get("predict_at") or TRAINED, "average": row.get("average") or "1"} for row in rows
+    ]
 
 
 def _append_row(run_dir: str, row: dict) -> None:
     """Add a row to ``val.csv``, widening the header when a row brings new columns (written atomically)."""
     storage = storage_from_url(run_dir)
     rows = [*read_rows(run_dir), {k: str(v) for k, v in row.items()}]
-    columns = list(dict.fromkeys(k for r in rows for k in r))
+    columns = list(dict.fromkeys(["step", "predict_at", "average", *(k for r in rows for k in r)]))
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=columns)
     writer.writeheader()
