@@ -1,4 +1,4 @@
-"""`roadseg validate` pieces a wrong choice would silently spoil (APLS at the thresholds chosen on val), and its options."""
+"""`roadseg validate`: APLS at the thresholds chosen on val (a wrong choice spoils it silently), and its options."""
 
 from __future__ import annotations
 
