@@ -15,7 +15,7 @@ import rasterio
 import rasterio.shutil
 from PIL import Image
 from roadseg.cli import build_parser, main
-from utils.gateway import dark_model, road_image, write_geotiff
+from utils.gateway import dark_model, road_image, with_card, write_geotiff
 
 #: Allowed peak-RSS growth for predicting 6000 x 6000 (36 Mpx) after a warm-up run. Holding the image
 #: as uint8 RGB (108 MB) plus float32 probabilities (144 MB) alone would need 252 MB.
@@ -119,6 +119,41 @@ def test_pixel_size_auto_and_metres_are_accepted():
     for given, read in (("auto", "auto"), ("Auto", "auto"), ("0.3", 0.3), ("1000", 1000.0)):
         assert parser.parse_args(["predict", "a.png", "--out", "out", "--pixel-size", given]).pixel_size == read
     assert parser.parse_args(["predict", "a.png", "--out", "out"]).pixel_size is None
+
+
+def test_a_card_with_plain_pixel_size_auto_predicts_a_plain_image_given_none_as_auto(tmp_path, capsys):
+    """``plain_pixel_size: auto`` in the card: no ``--pixel-size`` is ``--pixel-size auto`` (same mask, same
+    line); without it a plain image is still taken to be at the model's own resolution, nothing estimated.
+
+    The dark test model finds the 12 px roads of this image surest at half its size (factor 0.5), so the
+    chosen scale changes the mask.
+    """
+    auto_card = with_card(dark_model(), tmp_path / "auto-card", plain_pixel_size="auto")
+    Image.fromarray(road_image(300, 300)).save(tmp_path / "a.png")
+    runs = {
+        "card": (auto_card, []),
+        "given": (auto_card, ["--pixel-size", "auto"]),
+        "plain card": (dark_model(), []),
+    }
+    masks, lines, estimated, roads = {}, {}, {}, {}
+    for name, (model, extra) in runs.items():
+        out = tmp_path / name
+        args = [str(tmp_path / "a.png"), "--out", str(out), "--model", str(model), "--geojson", *extra]
+        code, lines[name], err = run_inline(capsys, "predict", *args)
+        assert code == 0, err
+        masks[name] = np.asarray(Image.open(out / "a.png"))
+        estimated[name] = err.count("scale chosen by the model: factor")  # the log line of each estimate
+        roads[name] = json.loads((out / "a.geojson").read_text())
+
+    def note(line: str) -> str:
+        return line[line.index("scale chosen by the model: ") :].strip()
+
+    assert note(lines["card"]) == note(lines["given"]) == "scale chosen by the model: resampling factor 0.5)"
+    assert roads["card"] == roads["given"] and roads["card"]["features"]
+    assert masks["card"].shape == (300, 300) and (masks["card"] == 255).any()
+    assert np.array_equal(masks["card"], masks["given"]) and not np.array_equal(masks["card"], masks["plain card"])
+    assert estimated == {"card": 1, "given": 1, "plain card": 0}
+    assert "scale chosen" not in lines["plain card"]
 
 
 def write_big_geotiff(path: Path, size: int, height: int | None = None) -> Path:

@@ -146,6 +146,7 @@ def test_an_export_is_exported_again_with_its_card_and_the_same_predictions(tmp_
     assert (again["version"], again["threshold"], again["pixel_size_m"], again["tta"]) == (2, 0.3, 0.5, "flip")
     assert again["command"] == card["command"] and again["config"] == card["config"]
     assert again["metrics"] == {}  # figures of another graph are not copied
+    assert again["plain_pixel_size"] is None  # plain images given no pixel size: the model's own resolution
     assert again["export_command"] == f"roadseg export --from-version {tmp_path}/models/1 --model-dir {tmp_path}/models"
 
     image = tf.constant(np.random.default_rng(6).integers(0, 256, (1, 40, 56, 3), dtype=np.uint8))
@@ -155,3 +156,26 @@ def test_an_export_is_exported_again_with_its_card_and_the_same_predictions(tmp_
     ]
     np.testing.assert_allclose(predictions[1].numpy(), predictions[0].numpy(), atol=1e-6)
     assert json.loads((out / "model_card.json").read_text())["name"] == "roads"
+
+
+def test_export_writes_the_plain_pixel_size_and_a_re_export_keeps_it(tmp_path, capsys, monkeypatch):
+    """``roadseg export --plain-pixel-size auto`` writes the card's default for plain images given no pixel
+    size; ``--from-version`` keeps it (a card without one stays without: the re-export test above)."""
+    import yaml
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    architecture = {"aspp_filters": 16, "decoder_filters": 16}
+    build_model(weights=None, **architecture).save(run / "checkpoints" / "last.keras")
+    (run / "config.yaml").write_text(yaml.safe_dump({"backbone": "mobilenetv2", **architecture}))
+    models = tmp_path / "models"
+    monkeypatch.setattr(sys, "argv", ["roadseg", "export"])
+    checkpoint = ["--checkpoint", str(run / "checkpoints" / "last.keras")]
+    assert main(["export", *checkpoint, "--model-dir", str(models), "--plain-pixel-size", "auto"]) == 0
+    assert read_card(models / "1")["plain_pixel_size"] == "auto"
+    assert main(["export", "--from-version", str(models / "1"), "--model-dir", str(models)]) == 0
+    assert read_card(models / "2")["plain_pixel_size"] == "auto"
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["export", *checkpoint, "--model-dir", str(models), "--plain-pixel-size", "0.5"])
+    assert "invalid choice: '0.5'" in capsys.readouterr().err

@@ -14,6 +14,7 @@ Two SavedModels, both following docs/contracts.md §5 (``serving_default``: uint
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -97,6 +98,14 @@ def dark_two_output_model() -> Path:
         )
         _CACHE["dark2"] = root
     return _CACHE["dark2"]
+
+
+def with_card(models: Path, dest: Path, **fields) -> Path:
+    """A copy of version 1 of the folder of versions ``models`` as ``dest/1``, ``fields`` added to its card."""
+    shutil.copytree(models / "1", dest / "1")
+    card = json.loads((dest / "1" / "model_card.json").read_text())
+    _write_card(dest / "1", **{**card, **fields})
+    return dest
 
 
 def real_model() -> Path:

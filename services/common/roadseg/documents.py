@@ -211,7 +211,8 @@ class PredictionRecord(JobRecord):
     resampling: dict[str, Any] | None = Field(
         default=None,
         description="Set when the image was resampled to the model's resolution: both pixel sizes and the factor "
-        "('estimated' when the model chose the scale of a plain image, pixel size 'auto': recorded once, when a "
+        "('estimated' when the model chose the scale of a plain image, pixel size 'auto' or none and the card's "
+        "plain_pixel_size 'auto': recorded once, when a "
         "queued job is planned, and used by all its parts).",
     )
     roads: Roads | None = Field(
@@ -315,6 +316,11 @@ class ModelCard(Document):
     )
     pixel_size_m: float | None = Field(default=None, description="Ground resolution the model was trained for.")
     pixel_size_range_m: list[float] | None = Field(default=None, description="Resolutions seen in training.")
+    plain_pixel_size: Literal["auto"] | None = Field(
+        default=None,
+        description="What a plain image given no pixel size is predicted at: 'auto' (the model chooses the scale, "
+        "as if the user had given auto; chosen on val); absent: the model's own resolution.",
+    )
     metrics: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Evaluation reports by data:splits.")
     val_iou_road: dict[str, float] | None = Field(default=None, description="Validation road IoU per source.")
     val_mean_iou_road: float | None = None

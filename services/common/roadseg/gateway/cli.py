@@ -78,7 +78,8 @@ def register(sub: Subcommands) -> None:
         metavar="M|auto",
         help="ground pixel size in metres of plain images (PNG/JPEG without georeference): they are resampled to "
         "the model's resolution as georeferenced ones are; 'auto': the model chooses the scale at which it finds "
-        "roads most surely, and the line printed says which (default: taken to be the model's own)",
+        "roads most surely, and the line printed says which (default: the model card's plain_pixel_size, auto "
+        "where it says so, else taken to be the model's own)",
     )
     p.add_argument("--geojson", action="store_true", help="also write the road network as DIR/<stem>.geojson")
     p.add_argument(

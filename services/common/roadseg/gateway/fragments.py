@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi.templating import Jinja2Templates
 
 from roadseg.documents import PredictionRecord, Roads, Status
+from roadseg.pixel_size import AUTO
 
 if TYPE_CHECKING:
     from roadseg.gateway.endpoints.predictions import Prediction
@@ -66,7 +67,11 @@ def _metric_rows(metrics: dict[str, Any]) -> list[tuple[str, Any]]:
 
 
 def model_card(card: dict[str, Any]) -> str:
-    """Version, backbone, threshold and the card's flat metrics as a definition list."""
+    """Version, backbone, threshold and the card's flat metrics as a definition list.
+
+    A card whose ``plain_pixel_size`` is ``auto`` marks the list (``data-plain-pixel-size``): the page's
+    pixel size field then says that its default is the model's choice (app.js).
+    """
     serving = card.get("serving", {})
     rows: list[tuple[str, Any]] = [
         ("Model", f"{card.get('name') or serving.get('model_name', '?')} v{serving.get('model_version', '?')}"),
@@ -86,11 +91,14 @@ def model_card(card: dict[str, Any]) -> str:
         rows.append(("Pixel size", f"{low:g}\u2013{high:g} m"))
     elif card.get("pixel_size_m"):
         rows.append(("Pixel size", f"{card['pixel_size_m']:g} m"))
+    plain_auto = card.get("plain_pixel_size") == AUTO
+    if plain_auto:
+        rows.append(("Plain images", "scale chosen by the model (auto) unless a pixel size is given"))
     if (card.get("tta") or "none") != "none":
         rows.append(("Test-time augmentation", card["tta"]))
     rows += _metric_rows(card.get("metrics") or {})
     shown = [(str(name), _text(value)) for name, value in rows]
-    return _render("_model_card.html", rows=shown, created=card.get("created"))
+    return _render("_model_card.html", rows=shown, created=card.get("created"), plain_auto=plain_auto)
 
 
 #: Stages of a prediction as the page names them, in order (keys of the record's ``timings``).
@@ -159,6 +167,8 @@ def prediction(record: Prediction) -> str:
         downloads=[(links[name], label) for name, label in DOWNLOADS.items() if name in links],
         roads_note=record.roads_note,
         resampling=record.resampling,
+        # No pixel size given, yet the scale estimated: the card's plain_pixel_size auto chose it.
+        card_auto=record.pixel_size_m is None,
         road_fraction=record.road_fraction,
         threshold=record.threshold,
         seconds=record.seconds,

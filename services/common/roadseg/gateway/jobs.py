@@ -258,9 +258,10 @@ def run_job(job_id: str, storage: Storage, predictor: Predictor, settings: Setti
 def job_windows(ds: DatasetReader, record: PredictionRecord, predictor: Predictor, settings: Settings) -> ModelWindows:
     """How a job's image meets the model (:meth:`ModelWindows.of`), with the job's pixel size.
 
-    A pixel size ``auto`` is the model's choice, made once per job: the first call asks the model, and the
-    queued job's planner (:func:`~roadseg.gateway.sharded.plan_job`) records the choice in ``resampling``,
-    which every later call (each shard, the join, the one task of a job that is not cut) then reuses.
+    A pixel size ``auto`` (the job's, or none and the card's ``plain_pixel_size``) is the model's choice, made
+    once per job: the first call asks the model, and the queued job's planner
+    (:func:`~roadseg.gateway.sharded.plan_job`) records the choice in ``resampling``, which every later call
+    (each shard, the join, the one task of a job that is not cut) then reuses.
     """
     return ModelWindows.of(ds, predictor, settings, record.pixel_size_m, record.resampling)
 

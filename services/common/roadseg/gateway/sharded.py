@@ -91,8 +91,9 @@ def plan_job(job_id: str, storage: Storage, predictor: Predictor, settings: Sett
 
     An image with at most ``shard_window_rows`` rows of windows is not cut (:func:`run_job` runs it).
     A re-delivered plan keeps the cut it made. The scale the model chooses for a plain image of pixel
-    size ``auto`` is recorded in the job's ``resampling`` here, so its shards and the join (or its one
-    task) use it instead of asking the model again (:func:`~roadseg.gateway.jobs.job_windows`).
+    size ``auto`` (or none, when the card's ``plain_pixel_size`` is auto) is recorded in the job's
+    ``resampling`` here, so its shards and the join (or its one task) use it instead of asking the model
+    again (:func:`~roadseg.gateway.jobs.job_windows`).
     """
     jobs = prediction_store(storage)
     record = jobs.get(job_id)

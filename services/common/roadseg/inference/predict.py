@@ -59,9 +59,14 @@ log = logging.getLogger(__name__)
 
 
 def plain_pixel_size(pixel_size_m: PixelSize, resampling: dict[str, Any] | None) -> float | None:
-    """The metres of a plain image's pixel after a prediction: the user's, or the one ``auto`` chose."""
-    if isinstance(pixel_size_m, str):  # AUTO
-        return (resampling or {}).get("image_pixel_size_m")
+    """The metres of a plain image's pixel after a prediction: the user's, or the one ``auto`` chose.
+
+    ``auto`` is the user's or, given no pixel size, the model card's (``plain_pixel_size``): ``resampling``
+    then says ``estimated``.
+    """
+    resampling = resampling or {}
+    if isinstance(pixel_size_m, str) or (pixel_size_m is None and resampling.get("estimated")):  # AUTO
+        return resampling.get("image_pixel_size_m")
     return pixel_size_m
 
 
@@ -76,7 +81,7 @@ class RasterPrediction:
     windows: int = 0
     seconds: float = 0.0
     #: Set when the image was resampled to the model's resolution: both pixel sizes and the factor
-    #: (``estimated`` when the model chose the scale: ``--pixel-size auto``).
+    #: (``estimated`` when the model chose the scale: ``--pixel-size auto``, or none given and the card's auto).
     resampling: dict[str, Any] | None = None
     #: The test-time augmentation that ran (the request's, else the model card's).
     tta: str = "none"
@@ -107,12 +112,16 @@ class ModelWindows:
         Windows grow by the resampling factor, so the model still sees at most ~``predict_window`` px per side.
         The image's ground pixel size is its georeference's; ``pixel_size_m`` (what the user says) stands in
         for a plain image's, which has none: metres, or :data:`AUTO` to let the model choose the scale
-        (:mod:`roadseg.inference.scale`). Without either, a plain image is taken to be at the model's own
-        resolution. ``chosen`` is the ``resampling`` an earlier :data:`AUTO` choice recorded (a queued job's
-        planner, :func:`roadseg.gateway.jobs.job_windows`): that scale is then used, not asked of the model again.
+        (:mod:`roadseg.inference.scale`). Without either, a plain image gets the card's ``plain_pixel_size``
+        (:data:`AUTO`, chosen on val) or else is taken to be at the model's own resolution. ``chosen`` is the
+        ``resampling`` an earlier :data:`AUTO` choice recorded (a queued job's planner,
+        :func:`roadseg.gateway.jobs.job_windows`): that scale is then used, not asked of the model again.
         """
         window, overlap = settings.predict_window, settings.predict_overlap
         image_m = raster.ground_pixel_size_m(ds)
+        if image_m is None and pixel_size_m is None:
+            # The card's default; a scale already chosen for this image (by the card's auto) stays chosen.
+            pixel_size_m = AUTO if (chosen or {}).get("estimated") else predictor.card.get("plain_pixel_size")
         if image_m is None and pixel_size_m == AUTO and settings.match_resolution:
             if chosen and chosen.get("estimated"):
                 return cls.from_resampling(ds, settings, chosen)

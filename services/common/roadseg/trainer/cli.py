@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from roadseg.errors import InvalidInput
 from roadseg.model_versions import TTA_OPTIONS, TTA_VIEWS
-from roadseg.pixel_size import metres_arg
+from roadseg.pixel_size import AUTO, metres_arg
 from roadseg.trainer import BACKBONES, DECODER_STRIDES, DECODERS, LOSSES, PRECISIONS, TARGETS
 from roadseg.trainer.checkpoints import CONFIG
 
@@ -113,7 +113,15 @@ def _export(args: argparse.Namespace) -> int:
                 "--train-command, --pixel-size-m, --predict-at and --average come from the version's card with "
                 "--from-version"
             )
-        path = export_version(args.from_version, args.model_dir, args.version, args.evaluate or [], command, args.tta)
+        path = export_version(
+            args.from_version,
+            args.model_dir,
+            args.version,
+            args.evaluate or [],
+            command,
+            args.tta,
+            plain_pixel_size=args.plain_pixel_size,
+        )
     else:
         path = export_checkpoint(
             args.checkpoint,
@@ -126,6 +134,7 @@ def _export(args: argparse.Namespace) -> int:
             tta=args.tta or "none",
             predict_at=args.predict_at,
             average=args.average,
+            plain_pixel_size=args.plain_pixel_size,
         )
     print(path)
     return 0
@@ -308,6 +317,13 @@ def register(sub: Subcommands) -> None:
         "roadseg validate --predict-at",
     )
     p.add_argument(
+        "--plain-pixel-size",
+        choices=(AUTO,),
+        help="what a plain image given no pixel size is predicted at: auto (the model chooses the scale; choose it "
+        "on val with roadseg validate --model VERSION --plain-pixel-size withheld|auto); default: the model's own "
+        "resolution (with --from-version: the version's own)",
+    )
+    p.add_argument(
         "--tta",
         choices=list(TTA_VIEWS),
         help="test-time augmentation in the served graph: average the left-right mirror (flip, 2 passes) or "
@@ -343,7 +359,8 @@ def register(sub: Subcommands) -> None:
         choices=("given", "withheld", "auto"),
         default="given",
         help="with --model: how plain images get their pixel size: the source's, as --pixel-size M (given), none, "
-        "as users who give no --pixel-size (withheld), or --pixel-size auto (auto); georeferenced ones keep theirs",
+        "as users who give no --pixel-size (withheld: the card's default, so auto where its plain_pixel_size is "
+        "auto), or --pixel-size auto (auto); georeferenced ones keep theirs",
     )
     p.add_argument(
         "--average",

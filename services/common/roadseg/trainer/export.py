@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import yaml
@@ -174,6 +174,7 @@ def export_checkpoint(
     tta: str = "none",
     predict_at: float | None = None,
     average: int = 1,
+    plain_pixel_size: Literal["auto"] | None = None,
 ) -> Path:
     """Export a ``.keras`` training checkpoint as the next version, measuring it on ``evaluate`` data.
 
@@ -183,6 +184,8 @@ def export_checkpoint(
     asks for every image at one pixel size (:func:`resolution_fields`). ``tta`` is a key of :data:`TTA_VIEWS`.
     ``average`` > 1 exports the mean of the weights of that many kept checkpoints of the run ending at
     ``checkpoint`` (a ``checkpoints/step-NNNNNN.keras``; :func:`~roadseg.trainer.checkpoints.load_average`).
+    ``plain_pixel_size`` (``auto``, chosen on val with ``roadseg validate --plain-pixel-size withheld|auto``) is
+    what a plain image given no pixel size is predicted at; None: the model's own resolution.
 
     ``model_dir`` is a local folder or a storage URL (``gs://``: exported locally, then uploaded).
     ``evaluate`` items are ``PATH:SPLIT[,SPLIT]``. The card's threshold is the best-F1 threshold over the
@@ -213,6 +216,7 @@ def export_checkpoint(
         "pixel_size_m": pixel_size_m,
         # Trained across resolutions: the gateway resamples only images outside this range.
         **resolution_fields(run_config, predict_at),
+        "plain_pixel_size": plain_pixel_size,
         "metrics": {},
         "data": {"train": run_config.get("train_data", []), "val": run_config.get("val_data", [])},
         "config": run_config,
@@ -230,14 +234,15 @@ def export_version(
     evaluate: Sequence[str] = (),
     command: str = "",
     tta: str | None = None,
+    plain_pixel_size: Literal["auto"] | None = None,
 ) -> Path:
     """Export an exported version again, with this code's serving graph: same weights, a new version.
 
     Exports made before :mod:`roadseg.trainer.serving_model` serve Keras' slower graph; re-exporting one
     makes it cheaper to run without training anything. The card keeps how the model was made (data,
-    config, training command, checkpoint, resolution, threshold, ``tta`` unless given) and names the
-    source in ``export_command``; its figures are measured again on ``evaluate`` (none are copied: they
-    were measured on another graph).
+    config, training command, checkpoint, resolution, threshold, ``tta`` and ``plain_pixel_size`` unless
+    given) and names the source in ``export_command``; its figures are measured again on ``evaluate`` (none
+    are copied: they were measured on another graph).
     """
     source_dir = resolve_savedmodel(source)
     old = read_card(source_dir)
@@ -251,6 +256,7 @@ def export_version(
         "band_width_m",
         "pixel_size_m",
         "pixel_size_range_m",
+        "plain_pixel_size",
         "data",
         "config",
         "checkpoint",
@@ -258,6 +264,7 @@ def export_version(
     )
     card = {
         **{key: old[key] for key in keep if old.get(key) is not None},
+        **({"plain_pixel_size": plain_pixel_size} if plain_pixel_size else {}),
         "name": get_settings().model_name,
         "version": version,
         "export_command": command or f"re-export of {source_dir}",

@@ -78,8 +78,8 @@ TTA = Literal["none", "flip"]
 PIXEL_SIZE_HELP = (
     "Ground size of a pixel in metres, for plain images (PNG/JPEG) that do not carry it: the image is resampled "
     "to the model's resolution as a georeferenced one is; `auto`: the model chooses the scale at which it finds "
-    "roads most surely (recorded in `resampling`). Omitted: taken to be the model's own. Georeferenced images "
-    "use their own."
+    "roads most surely (recorded in `resampling`). Omitted: the model card's `plain_pixel_size` (`auto` where it "
+    "says so), else taken to be the model's own. Georeferenced images use their own."
 )
 
 

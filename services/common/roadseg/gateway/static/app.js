@@ -36,6 +36,11 @@ function setupUpload() {
   document.getElementById("example").addEventListener("htmx:beforeRequest", () => {
     document.getElementById("result").innerHTML = '<p class="muted">Predicting the example image&hellip;</p>';
   });
+  // The pixel size field's default is the model card's: its own resolution, or auto where plain_pixel_size says so.
+  document.getElementById("model-card").addEventListener("htmx:afterSwap", (e) => {
+    const auto = e.target.querySelector("[data-plain-pixel-size='auto']");
+    document.getElementById("pixel-size").placeholder = auto ? "auto (the model's default)" : "the model's";
+  });
   form.addEventListener("htmx:sendError", () => {
     document.getElementById("result").innerHTML =
       '<div class="error" role="alert"><strong>Error:</strong> the gateway cannot be reached.</div>';
