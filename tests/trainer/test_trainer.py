@@ -460,5 +460,8 @@ def test_two_output_run_resumes_exactly_and_serves_both_outputs(tmp_path, capsys
     assert main(["validate", str(straight), "--sources", str(sources), "--average", "2"]) == 0
     rows = [[cell.strip() for cell in line.split("|")[1:4]] for line in capsys.readouterr().out.splitlines()[2:]]
     assert rows[-1] == ["4", "trained", "2"] and len(rows) == 5
+    assert main(["validate", str(straight), "--sources", str(sources), "--steps", "4", "--tta", "flip"]) == 0
+    rows = [[cell.strip() for cell in line.split("|")[1:5]] for line in capsys.readouterr().out.splitlines()[2:]]
+    assert rows[-1] == ["4", "trained", "1", "flip"] and rows[1] == ["4", "trained", "1", "none"] and len(rows) == 6
     averaged = export_checkpoint(str(straight / "checkpoints" / "step-000004.keras"), models, average=2)
     assert read_card(averaged)["checkpoint"].startswith("mean of the 2 kept checkpoints up to ")

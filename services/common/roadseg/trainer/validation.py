@@ -181,29 +181,32 @@ def validate_run(
 ) -> list[dict]:
     """Measure every kept checkpoint of ``run_dir`` not yet in its ``val.csv`` (or only ``steps``); returns new rows.
 
-    Each row: step, the resolution it was predicted at, how many checkpoints were averaged, seconds it
-    took, per-source road IoU and APLS, the val mean, the thresholds. ``predict_at`` lists resolutions to
-    measure each checkpoint at: None is the card ``roadseg export`` writes by default (images inside the
-    run's ``pixel_size_range_m`` kept as they are), metres the card of ``roadseg export --predict-at M``
-    (every image resampled to M). Where to predict is a choice made on val, like the thresholds: a run
-    that saw fine resolutions only as upsampled coarse images may do better on real fine imagery brought
-    to a coarser one. ``average`` > 1 measures, for each step, the mean of the weights of the ``average``
-    kept checkpoints ending there (:func:`~roadseg.trainer.checkpoints.load_average`, as ``roadseg export
-    --average``); steps with fewer before them are left out. Rows are appended as they are measured, so an
-    interrupted validation keeps what it finished.
+    Each row: step, the resolution it was predicted at, how many checkpoints were averaged, the test-time
+    augmentation, seconds it took, per-source road IoU and APLS, the val mean, the thresholds. ``predict_at`` lists
+    resolutions to measure each checkpoint at: None is the card ``roadseg export`` writes by default (images inside
+    the run's ``pixel_size_range_m`` kept as they are), metres the card of ``roadseg export --predict-at M`` (every
+    image resampled to M). Where to predict is a choice made on val, like the thresholds: a run that saw fine
+    resolutions only as upsampled coarse images may do better on real fine imagery brought to a coarser one.
+    ``average`` > 1 measures, for each step, the mean of the weights of the ``average`` kept checkpoints ending
+    there (:func:`~roadseg.trainer.checkpoints.load_average`, as ``roadseg export --average``); steps with fewer
+    before them are left out. Rows are appended as they are measured, so an interrupted validation keeps what it
+    finished.
     """
     from roadseg.trainer.checkpoints import CONFIG, load_average, snapshots, window_of
     from roadseg.trainer.export import export_savedmodel, output_fields, resolution_fields
 
     storage = storage_from_url(run_dir)
     config = yaml.safe_load(storage.read_text(CONFIG)) if storage.exists(CONFIG) else {}
-    done = {(int(row["step"]), row["predict_at"], int(row["average"])) for row in read_rows(run_dir)}
+    tta = tta or "none"
+    done = {(int(row["step"]), row["predict_at"], int(row["average"]), row["tta"]) for row in read_rows(run_dir)}
     kept = snapshots(storage)
     if steps is not None and set(steps) - set(kept):
         raise MissingFile(f"no checkpoint of step(s) {sorted(set(steps) - set(kept))} in {run_dir}")
     rows = []
     for step in kept:
-        todo = [m for m in predict_at if (step, _label(m), average) not in done and (steps is None or step in steps)]
+        todo = [
+            m for m in predict_at if (step, _label(m), average, tta) not in done and (steps is None or step in steps)
+        ]
         if not todo:
             continue
         try:
@@ -224,7 +227,7 @@ def validate_run(
             with tempfile.TemporaryDirectory(prefix="roadseg-validate-") as tmp:
                 exported = export_savedmodel(model, Path(tmp) / "1", card | output_fields(config), tta or "none")
                 scores = measure(exported, sources, tta)
-            row = {"step": step, "predict_at": _label(metres), "average": average}
+            row = {"step": step, "predict_at": _label(metres), "average": average, "tta": tta}
             row |= {"seconds": round(time.monotonic() - started, 1), "mean_iou": round(scores["mean"], 4)}
             row |= {f"iou:{name}={scores['outputs'][name]}": round(v, 4) for name, v in scores["iou"].items()}
             row |= {f"apls:{name}": round(v, 4) for name, v in scores["apls"].items()}
@@ -246,17 +249,16 @@ def read_rows(run_dir: str) -> list[dict]:
     if not storage.exists(VAL_CSV):
         return []
     rows = csv.DictReader(io.StringIO(storage.read_text(VAL_CSV)))
-    # Rows written before the columns existed were measured as trained, one checkpoint each.
-    return [
-        row | {"predict_at": row.get("predict_at") or TRAINED, "average": row.get("average") or "1"} for row in rows
-    ]
+    # Rows written before these columns existed were measured as trained, one checkpoint each, tta none.
+    before = {"predict_at": TRAINED, "average": "1", "tta": "none"}
+    return [row | {key: row.get(key) or value for key, value in before.items()} for row in rows]
 
 
 def _append_row(run_dir: str, row: dict) -> None:
     """Add a row to ``val.csv``, widening the header when a row brings new columns (written atomically)."""
     storage = storage_from_url(run_dir)
     rows = [*read_rows(run_dir), {k: str(v) for k, v in row.items()}]
-    columns = list(dict.fromkeys(["step", "predict_at", "average", *(k for r in rows for k in r)]))
+    columns = list(dict.fromkeys(["step", "predict_at", "average", "tta", *(k for r in rows for k in r)]))
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=columns)
     writer.writeheader()
