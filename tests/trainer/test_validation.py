@@ -72,3 +72,11 @@ def test_a_number_of_checkpoints_below_one_is_refused(capsys):
                 main([*command, "--average", bad])
             assert exit_.value.code == 2
             assert f"a number of checkpoints (1 or more) is needed, got {bad!r}" in capsys.readouterr().err
+
+
+def test_export_takes_one_pixel_size(capsys):
+    from roadseg.cli import main
+
+    command = ["export", "--checkpoint", "c.keras", "--model-dir", "m", "--pixel-size-m", "1", "--predict-at", "0.75"]
+    assert main(command) == 2
+    assert "--predict-at sets the card's pixel size: leave out --pixel-size-m" in capsys.readouterr().err

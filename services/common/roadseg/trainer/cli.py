@@ -107,6 +107,8 @@ def _export(args: argparse.Namespace) -> int:
     from roadseg.trainer.export import export_checkpoint, export_version
 
     command = shlex.join(["roadseg", *sys.argv[1:]])
+    if args.pixel_size_m is not None and args.predict_at is not None:
+        raise InvalidInput("--predict-at sets the card's pixel size: leave out --pixel-size-m")
     if args.from_version:
         if args.train_command or args.pixel_size_m is not None or args.predict_at is not None or args.average > 1:
             raise InvalidInput(
