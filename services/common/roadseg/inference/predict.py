@@ -119,13 +119,12 @@ class ModelWindows:
         """
         window, overlap = settings.predict_window, settings.predict_overlap
         image_m = raster.ground_pixel_size_m(ds)
+        estimated = chosen if chosen and chosen.get("estimated") else None
         if image_m is None and pixel_size_m is None:
             # The card's default; a scale already chosen for this image (by the card's auto) stays chosen.
-            pixel_size_m = AUTO if (chosen or {}).get("estimated") else predictor.card.get("plain_pixel_size")
+            pixel_size_m = AUTO if estimated else predictor.card.get("plain_pixel_size")
         if image_m is None and pixel_size_m == AUTO and settings.match_resolution:
-            if chosen and chosen.get("estimated"):
-                return cls.from_resampling(ds, settings, chosen)
-            return cls.estimated(ds, predictor, settings)
+            return cls.from_resampling(ds, settings, estimated) if estimated else cls.estimated(ds, predictor, settings)
         image_m = image_m or (pixel_size_m if isinstance(pixel_size_m, float | int) else None)
         model_m = model_resolution(image_m, predictor.card)
         factor = resolution_factor(image_m, model_m) if settings.match_resolution else 1.0

@@ -96,6 +96,8 @@ def load_average(storage: Storage, keys: Sequence[str]) -> keras.Model:
     """
     import numpy as np
 
+    if len(keys) == 1:
+        return load_checkpoint(storage, keys[0], compile=False)
     models = [load_checkpoint(storage, key, compile=False) for key in keys]
     last = models[-1]
     for i, weight in enumerate(last.weights):

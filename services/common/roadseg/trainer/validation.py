@@ -120,7 +120,7 @@ def vegas_apls(
             predictor,
             Path(tmp),
             settings,
-            chosen.get(predictor.outputs[0]) or predictor.threshold(),
+            predictor.threshold(chosen.get(predictor.outputs[0])),
             tta=tta,
             centerline_threshold=chosen.get("band"),
         )
@@ -203,10 +203,8 @@ def validate_run(
     if steps is not None and set(steps) - set(kept):
         raise MissingFile(f"no checkpoint of step(s) {sorted(set(steps) - set(kept))} in {run_dir}")
     rows = []
-    for step in kept:
-        todo = [
-            m for m in predict_at if (step, _label(m), average, tta) not in done and (steps is None or step in steps)
-        ]
+    for step in kept if steps is None else [s for s in kept if s in steps]:
+        todo = [m for m in predict_at if (step, _label(m), average, tta) not in done]
         if not todo:
             continue
         try:
@@ -225,7 +223,7 @@ def validate_run(
                 **resolution_fields(config, metres),
             }
             with tempfile.TemporaryDirectory(prefix="roadseg-validate-") as tmp:
-                exported = export_savedmodel(model, Path(tmp) / "1", card | output_fields(config), tta or "none")
+                exported = export_savedmodel(model, Path(tmp) / "1", card | output_fields(config), tta)
                 scores = measure(exported, sources, tta)
             row = {"step": step, "predict_at": _label(metres), "average": average, "tta": tta}
             row |= {"seconds": round(time.monotonic() - started, 1), "mean_iou": round(scores["mean"], 4)}
