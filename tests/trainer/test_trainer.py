@@ -465,3 +465,10 @@ def test_two_output_run_resumes_exactly_and_serves_both_outputs(tmp_path, capsys
     assert rows[-1] == ["4", "trained", "1", "flip"] and rows[1] == ["4", "trained", "1", "none"] and len(rows) == 6
     averaged = export_checkpoint(str(straight / "checkpoints" / "step-000004.keras"), models, average=2)
     assert read_card(averaged)["checkpoint"].startswith("mean of the 2 kept checkpoints up to ")
+
+    # The shipping rule, measured the same way for both: a version never ships against itself (the mean
+    # does not improve), and says why; exit status 1.
+    assert main(["validate", "--model", str(out), "--against", str(out), "--sources", str(sources)]) == 1
+    verdict = capsys.readouterr().out
+    assert "| data | " in verdict and "+0.0000 |" in verdict
+    assert "does not ship: val mean" in verdict and "does not improve on" in verdict

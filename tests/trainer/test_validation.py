@@ -80,3 +80,32 @@ def test_export_takes_one_pixel_size(capsys):
     command = ["export", "--checkpoint", "c.keras", "--model-dir", "m", "--pixel-size-m", "1", "--predict-at", "0.75"]
     assert main(command) == 2
     assert "--predict-at sets the card's pixel size: leave out --pixel-size-m" in capsys.readouterr().err
+
+
+def test_the_shipping_rule():
+    """Issue 27's rule: the val mean improves, no source more than 0.01 below the old version, at most 25 MB."""
+    from roadseg.trainer.validation import ship_verdict, verdict_table
+
+    old = {"iou": {"a": 0.50, "b": 0.40}, "mean": 0.45, "apls": {"vegas": 0.1}}
+    better = {"iou": {"a": 0.495, "b": 0.42}, "mean": 0.4575, "apls": {"vegas": 0.2}}
+    verdict = ship_verdict(better, old, size_mb=20.0)
+    assert verdict["ships"] and verdict["reasons"] == []
+    assert verdict["sources"]["a"]["change"] == pytest.approx(-0.005)
+    assert "ships: the val mean improves" in verdict_table(verdict)
+    assert "| vegas APLS | 0.2000 | 0.1000 | +0.1000 |" in verdict_table(verdict)
+
+    worse_on_a = {"iou": {"a": 0.48, "b": 0.46}, "mean": 0.47, "apls": {}}
+    verdict = ship_verdict(worse_on_a, old, size_mb=30.0)
+    assert not verdict["ships"]
+    assert verdict["reasons"] == ["a: 0.480 is 0.020 below 0.500 (at most 0.01)", "30.0 MB is over 25 MB"]
+    assert "does not ship: a: 0.480" in verdict_table(verdict)
+
+    missing_b = {"iou": {"a": 0.6}, "mean": 0.6, "apls": {}}
+    assert ship_verdict(missing_b, old, 1.0)["reasons"] == ["b was not measured for the new version"]
+
+
+def test_against_needs_a_version(capsys):
+    from roadseg.cli import main
+
+    assert main(["validate", "run", "--against", "models/roads/3"]) == 2
+    assert "--against compares an exported version: give it with --model VERSION_DIR" in capsys.readouterr().err

@@ -146,6 +146,7 @@ VALIDATE_EPILOG = """examples:
   roadseg validate var/runs/long-unet --prepare-vegas     # every kept checkpoint not measured yet
   roadseg validate var/runs/long-unet --steps 2000,4000 --tta flip
   roadseg validate --model models/roads/3 --prepare-vegas  # an exported version, for comparison
+  roadseg validate --model var/models/long/1 --against models/roads/3 --tta flip   # may it ship? (exit 0: yes)
   roadseg validate var/runs/long-unet --steps 8000 --predict-at trained,0.75,1   # where should it predict?
   roadseg validate var/runs/long-unet --predict-at 0.75 --average 3    # the mean of 3 kept checkpoints per step
 
@@ -165,7 +166,10 @@ def _validate(args: argparse.Namespace) -> int:
         measure,
         prepare_vegas,
         read_rows,
+        ship_verdict,
         validate_run,
+        verdict_table,
+        version_size_mb,
     )
 
     if bool(args.run_dir) == bool(args.model):
@@ -179,6 +183,14 @@ def _validate(args: argparse.Namespace) -> int:
         raise InvalidInput(
             "--predict-at and --average measure a run's checkpoints; an exported version is measured as it is"
         )
+    if args.against and not args.model:
+        raise InvalidInput("--against compares an exported version: give it with --model VERSION_DIR")
+    if args.model and args.against:
+        new = measure(args.model, sources, args.tta, args.plain_pixel_size)
+        old = measure(args.against, sources, args.tta, args.plain_pixel_size)
+        verdict = ship_verdict(new, old, version_size_mb(args.model))
+        print(verdict_table(verdict))
+        return 0 if verdict["ships"] else 1
     if args.model:
         print(json.dumps(measure(args.model, sources, args.tta, args.plain_pixel_size), indent=2))
         return 0
@@ -371,6 +383,12 @@ def register(sub: Subcommands) -> None:
         metavar="N",
         help="measure at each step the mean of the weights of the N kept checkpoints ending there, as roadseg "
         "export --average N (default 1: each checkpoint alone)",
+    )
+    p.add_argument(
+        "--against",
+        metavar="OLD_VERSION_DIR",
+        help="with --model: measure both the same way and apply the shipping rule (the val mean improves, no source "
+        "more than 0.01 below OLD, at most 25 MB); exit status 0 if the new version ships, 1 if not",
     )
     p.add_argument("--shared", default="../shared", help="the shared data folder (for --prepare-vegas)")
     p.add_argument("--vegas", default="var/data/vegas", help="where --prepare-vegas writes the Vegas source")

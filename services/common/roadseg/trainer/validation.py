@@ -167,6 +167,72 @@ def measure(
     return scores
 
 
+#: Issue 27's shipping rule: a new version must raise the val mean, lose at most this much road IoU on any
+#: source against the version it would replace, and stay this small (its model call, at most 1.3x the old
+#: one's, is measured by ``bench/model_call.py --against``: a timing, so not here).
+SHIP_MAX_DROP = 0.01
+SHIP_MAX_MB = 25.0
+
+
+def ship_verdict(new: dict[str, Any], old: dict[str, Any], size_mb: float) -> dict[str, Any]:
+    """Whether a version measured as ``new`` may replace one measured as ``old`` (both from :func:`measure`).
+
+    Returns ``{"ships": bool, "reasons": [why not, ...], "mean": {"new", "old"}, "sources": {name: {"new",
+    "old", "change"}}, "apls": {name: {"new", "old"}}, "size_mb": size_mb}``. Only sources measured for both
+    count; a source the old version was not measured on cannot block, one the new version lacks is a reason
+    not to ship. APLS is reported, not ruled on: the rule is about road IoU.
+    """
+    reasons = []
+    sources = {}
+    for name, before in old["iou"].items():
+        if name not in new["iou"]:
+            reasons.append(f"{name} was not measured for the new version")
+            continue
+        after = new["iou"][name]
+        sources[name] = {"new": after, "old": before, "change": after - before}
+        if after < before - SHIP_MAX_DROP:
+            reasons.append(f"{name}: {after:.3f} is {before - after:.3f} below {before:.3f} (at most {SHIP_MAX_DROP})")
+    if new["mean"] <= old["mean"]:
+        reasons.append(f"val mean {new['mean']:.4f} does not improve on {old['mean']:.4f}")
+    if size_mb > SHIP_MAX_MB:
+        reasons.append(f"{size_mb:.1f} MB is over {SHIP_MAX_MB:g} MB")
+    return {
+        "ships": not reasons,
+        "reasons": reasons,
+        "mean": {"new": new["mean"], "old": old["mean"]},
+        "sources": sources,
+        "apls": {name: {"new": new["apls"].get(name), "old": value} for name, value in old.get("apls", {}).items()},
+        "size_mb": size_mb,
+    }
+
+
+def version_size_mb(version: str | Path) -> float:
+    """The size of an exported version on disk (its SavedModel folder and card), in MB (10^6 bytes)."""
+    from roadseg.model_versions import resolve_savedmodel
+
+    folder = resolve_savedmodel(version)
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6
+
+
+def verdict_table(verdict: dict[str, Any]) -> str:
+    """A :func:`ship_verdict` as a Markdown table and a closing line (what ``roadseg validate --against`` prints)."""
+    lines = ["| source | new | old | change |", "|---|---|---|---|"]
+    lines += [f"| {n} | {s['new']:.4f} | {s['old']:.4f} | {s['change']:+.4f} |" for n, s in verdict["sources"].items()]
+    mean = verdict["mean"]
+    lines.append(f"| **mean** | {mean['new']:.4f} | {mean['old']:.4f} | {mean['new'] - mean['old']:+.4f} |")
+    for name, apls in verdict["apls"].items():
+        if apls["new"] is not None:
+            lines.append(f"| {name} APLS | {apls['new']:.4f} | {apls['old']:.4f} | {apls['new'] - apls['old']:+.4f} |")
+    lines.append("")
+    lines.append(f"size {verdict['size_mb']:.1f} MB")
+    if verdict["ships"]:
+        lines.append("ships: the val mean improves, no source drops more than 0.01, size within 25 MB")
+        lines.append("(the model call, at most 1.3x the old one's: bench/model_call.py --against OLD)")
+    else:
+        lines.append("does not ship: " + "; ".join(verdict["reasons"]))
+    return "\n".join(lines)
+
+
 #: ``predict_at`` of a row measured at the resolutions the run trained for (the card's range, as exported).
 TRAINED = "trained"
 
