@@ -226,7 +226,9 @@ def verdict_table(verdict: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"size {verdict['size_mb']:.1f} MB")
     if verdict["ships"]:
-        lines.append("ships: the val mean improves, no source drops more than 0.01, size within 25 MB")
+        lines.append(
+            f"ships: the val mean improves, no source drops more than {SHIP_MAX_DROP}, size within {SHIP_MAX_MB:g} MB"
+        )
         lines.append("(the model call, at most 1.3x the old one's: bench/model_call.py --against OLD)")
     else:
         lines.append("does not ship: " + "; ".join(verdict["reasons"]))
