@@ -149,7 +149,11 @@ def test_two_workers_share_every_job_and_match_one_process(tmp_path, redis_url, 
     # A late duplicate of the last shard (re-delivered after the job finished, its bands already joined and
     # removed) is a no-op: the job stays done.
     assert sharded.run_shard(job_one, 0, one, predictor, settings) is True
+    assert not one.list(prediction_store(one).key(job_one, "bands"))
+    # A worker killed after marking the job done but before removing the bands: its re-delivery removes them.
+    one.write_bytes(sharded.band_key(one, job_one, 0, "mask"), b"left by a killed worker")
     assert sharded.finish_job(job_one, one, predictor, settings).status == "done"
+    assert not one.list(prediction_store(one).key(job_one, "bands"))
     assert prediction_store(one).get(job_one).status == "done"
     assert len(one_scene["tiles"]) == 16 and scene_store(one).get(scene_id).shards.count == 6
 
@@ -189,7 +193,12 @@ def test_two_workers_share_every_job_and_match_one_process(tmp_path, redis_url, 
     assert record.road_fraction == prediction_store(one).get(job_one).road_fraction
     assert record.road_fraction is not None and record.road_fraction > 0.05
     assert record.windows_total == 25 and record.progress == 1.0
-    assert not two.list(jobs_two.key(job_two, "bands"))  # the bands were joined, then removed
+    # The bands were joined, then removed: just after the record says done (so that a worker killed in between
+    # loses nothing), so the listing is polled, not read once.
+    deadline = time.monotonic() + 30
+    while leftover := two.list(jobs_two.key(job_two, "bands")):
+        assert time.monotonic() < deadline, leftover
+        time.sleep(0.2)
 
     # The road network of the large mask: traced in 4 shards by the workers, merged, equal to one process's.
     deadline = time.monotonic() + 120

@@ -167,7 +167,10 @@ def finish_job(job_id: str, storage: Storage, predictor: Predictor, settings: Se
     jobs = prediction_store(storage)
     record = jobs.get(job_id)
     if record.status == Status.DONE:
-        return record  # a re-delivered last shard: the bands were joined (and removed) already
+        # A re-delivered last shard: the bands were joined already. They are removed after the job is marked
+        # done, so a worker killed in between left them: removing them again is what its re-delivery owes.
+        storage.delete_prefix(jobs.key(job_id, "bands"))
+        return record
     results = _book(storage, record).results()
     with (
         failing_job(jobs, job_id),
@@ -201,7 +204,7 @@ def finish_job(job_id: str, storage: Storage, predictor: Predictor, settings: Se
             centerline_threshold=first.get("centerline_threshold"),
         )
         final = store_outputs(job_id, storage, predictor, settings, out, result)
-    storage.delete_prefix(prediction_store(storage).key(job_id, "bands"))
+    storage.delete_prefix(jobs.key(job_id, "bands"))
     return final
 
 
