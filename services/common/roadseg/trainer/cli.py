@@ -45,7 +45,7 @@ EXPORT_EPILOG = """examples:
   roadseg export --checkpoint var/runs/a/checkpoints/best.keras --model-dir models/roads --version 2 \\
       --evaluate ../shared/data/massachusetts-crops:test,val --evaluate ../shared/data/cil-2022:val
   roadseg export --from-version models/roads/1 --model-dir models/roads --evaluate ../shared/data/cil-2022:val
-  roadseg export --checkpoint var/runs/long-unet/checkpoints/step-030000.keras --average 3 --predict-at 0.75 \
+  roadseg export --checkpoint var/runs/long-unet/checkpoints/step-030000.keras --average 3 --predict-at 0.75 \\
       --model-dir var/models/roads        # mean of steps 28,000-30,000, every image predicted at 0.75 m
 """
 
